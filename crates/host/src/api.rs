@@ -1,0 +1,99 @@
+//! The control API's JSON types, shared by the host that serves them and the CLI that reads them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/apps`: deploy a manifest whose component images were uploaded beforehand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The manifest text.
+    pub manifest: String,
+    /// Where the manifest came from (a path), used in error messages.
+    pub origin: String,
+    /// Image reference as written in the manifest → sha256 of the uploaded component.
+    pub images: BTreeMap<String, String>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployOutcome {
+    pub app: String,
+    pub version: String,
+    /// The version it replaced, if any.
+    pub previous: Option<String>,
+    /// Components compiled by this deploy (0 when every one came from the compile cache).
+    pub compiled: u32,
+    /// True when this exact version was already running and nothing changed.
+    pub unchanged: bool,
+}
+
+/// Whether an app is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Deployed,
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Deployed => "deployed",
+            Phase::Failed => "failed",
+        })
+    }
+}
+
+/// `GET /v1/apps/{name}` and each item of `GET /v1/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub version: String,
+    pub phase: Phase,
+    /// Why the app is not serving, when it is not.
+    pub reason: Option<String>,
+    pub origin: String,
+    pub deployed_at: u64,
+    pub components: Vec<ComponentStatus>,
+    /// Every stored version, oldest first.
+    pub versions: Vec<String>,
+}
+
+/// One component of an app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub image: String,
+    pub digest: String,
+    pub routes: Vec<String>,
+    pub max_memory: u64,
+    pub timeout_ms: u64,
+    pub max_instances: u32,
+    pub active_instances: usize,
+}
+
+/// `GET /v1/host`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub version: String,
+    pub state_dir: String,
+    pub allocator: String,
+    /// Components compiled since this host started (compile-cache misses).
+    pub compilations: u64,
+    pub apps: usize,
+    pub listeners: Vec<String>,
+}
+
+/// The body of every error the control API returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// `<state dir>/control.json`: where a running host's control API is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlEndpoint {
+    pub url: String,
+    pub pid: u32,
+}

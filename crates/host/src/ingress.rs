@@ -1,0 +1,343 @@
+//! HTTP ingress: one listener per address, shared by every app routed on it; requests are routed
+//! by Host header and path prefix through a table that deploys swap atomically.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use weft_manifest::HttpRoute;
+use weft_runtime::{text_response, Workload, WorkloadBody};
+
+/// The largest request body accepted by default.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
+
+/// A route bound to the workload that serves it.
+#[derive(Clone)]
+pub struct RouteEntry {
+    pub route: HttpRoute,
+    pub workload: Arc<Workload>,
+}
+
+/// The routes of one listen address, most specific first.
+#[derive(Default)]
+struct RouteTable {
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    fn new(mut entries: Vec<RouteEntry>) -> Self {
+        // A route naming a host beats one that does not; then the longer path prefix wins.
+        entries.sort_by(|a, b| {
+            b.route
+                .host
+                .is_some()
+                .cmp(&a.route.host.is_some())
+                .then(b.route.path.len().cmp(&a.route.path.len()))
+        });
+        RouteTable { entries }
+    }
+
+    fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
+        self.entries.iter().find(|e| {
+            let host_ok = match (&e.route.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => false,
+            };
+            host_ok && path_matches(&e.route.path, path)
+        })
+    }
+}
+
+/// Whether `prefix` covers `path` on a segment boundary: `/hello` covers `/hello` and
+/// `/hello/x`, not `/helloworld`.
+fn path_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+        None => false,
+    }
+}
+
+struct Listener {
+    table: Arc<ArcSwap<RouteTable>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Why routes could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("route http://{address}{host}{path} is already served by app `{other}`; undeploy it or pick another path")]
+    Conflict {
+        address: SocketAddr,
+        host: String,
+        path: String,
+        other: String,
+    },
+}
+
+/// All listeners of the host and the routes of every app.
+pub struct Ingress {
+    listeners: Mutex<BTreeMap<SocketAddr, Listener>>,
+    routes: Mutex<BTreeMap<String, Vec<RouteEntry>>>,
+    max_request_body: u64,
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Ingress::new(DEFAULT_MAX_REQUEST_BODY)
+    }
+}
+
+impl Ingress {
+    /// An ingress with no listeners yet.
+    pub fn new(max_request_body: u64) -> Self {
+        Ingress {
+            listeners: Mutex::default(),
+            routes: Mutex::default(),
+            max_request_body,
+        }
+    }
+
+    /// Fails when another app already serves one of `routes`.
+    pub fn check_conflicts(&self, app: &str, routes: &[HttpRoute]) -> Result<(), IngressError> {
+        let all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        for (other, entries) in all.iter().filter(|(name, _)| *name != app) {
+            for entry in entries {
+                if let Some(route) = routes.iter().find(|r| {
+                    r.address == entry.route.address
+                        && r.host == entry.route.host
+                        && r.path == entry.route.path
+                }) {
+                    return Err(IngressError::Conflict {
+                        address: route.address,
+                        host: route.host.clone().map(|h| format!(" (host {h})")).unwrap_or_default(),
+                        path: route.path.clone(),
+                        other: other.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds every address in `addresses` that has no listener yet.
+    pub fn ensure_listeners(
+        &self,
+        addresses: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<(), IngressError> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for address in addresses {
+            if listeners.contains_key(&address) {
+                continue;
+            }
+            let bind = |address| -> std::io::Result<tokio::net::TcpListener> {
+                let std_listener = std::net::TcpListener::bind(address)?;
+                std_listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(std_listener)
+            };
+            let listener =
+                bind(address).map_err(|source| IngressError::Bind { address, source })?;
+            let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+            let task = tokio::spawn(accept_loop(
+                listener,
+                table.clone(),
+                self.max_request_body,
+            ));
+            tracing::info!(%address, "HTTP ingress listening");
+            listeners.insert(address, Listener { table, task });
+        }
+        Ok(())
+    }
+
+    /// Replaces the routes of `app` (none: removes them); each affected address switches to its
+    /// new table in one atomic swap, and in-flight requests finish on the workloads they hold.
+    pub fn set_app_routes(&self, app: &str, entries: Vec<RouteEntry>) {
+        let mut all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut affected: BTreeSet<SocketAddr> = entries.iter().map(|e| e.route.address).collect();
+        if let Some(old) = all.get(app) {
+            affected.extend(old.iter().map(|e| e.route.address));
+        }
+        if entries.is_empty() {
+            all.remove(app);
+        } else {
+            all.insert(app.to_string(), entries);
+        }
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for address in affected {
+            let table: Vec<RouteEntry> = all
+                .values()
+                .flatten()
+                .filter(|e| e.route.address == address)
+                .cloned()
+                .collect();
+            if let Some(listener) = listeners.get(&address) {
+                listener.table.store(Arc::new(RouteTable::new(table)));
+            }
+        }
+    }
+
+    /// The addresses being listened on.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.keys().copied().collect()
+    }
+}
+
+impl Drop for Ingress {
+    fn drop(&mut self) {
+        let listeners = self.listeners.get_mut().unwrap_or_else(|e| e.into_inner());
+        for listener in listeners.values() {
+            listener.task.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    table: Arc<ArcSwap<RouteTable>>,
+    max_request_body: u64,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Running out of file descriptors is transient: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let table = table.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let table = table.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(dispatch(&table, req, max_request_body).await)
+                }
+            });
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn dispatch(
+    table: &ArcSwap<RouteTable>,
+    req: http::Request<Incoming>,
+    max_request_body: u64,
+) -> http::Response<WorkloadBody> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_ascii_lowercase());
+    let workload = {
+        let table = table.load();
+        table
+            .find(host.as_deref(), req.uri().path())
+            .map(|e| e.workload.clone())
+    };
+    let Some(workload) = workload else {
+        return text_response(
+            http::StatusCode::NOT_FOUND,
+            format!("no app serves {} on this address", req.uri().path()),
+        );
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_request_body) {
+        return text_response(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the limit of {max_request_body} bytes"),
+        );
+    }
+    let req = req.map(|body| LimitedBody {
+        inner: body,
+        remaining: max_request_body,
+        limit: max_request_body,
+    });
+    workload.serve(req).await
+}
+
+/// A request body that fails once more than `limit` bytes have arrived, for bodies whose size
+/// was not declared up front; the guest sees a body-size error.
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = weft_runtime::HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.remaining {
+                        return Poll::Ready(Some(Err(
+                            weft_runtime::HttpError::HttpRequestBodySize(Some(this.limit)),
+                        )));
+                    }
+                    this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_matches;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(path_matches("/", "/anything"));
+        assert!(path_matches("/hello", "/hello"));
+        assert!(path_matches("/hello", "/hello/there"));
+        assert!(!path_matches("/hello", "/helloworld"));
+        assert!(!path_matches("/hello", "/"));
+    }
+}

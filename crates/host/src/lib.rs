@@ -1,0 +1,409 @@
+//! A weft host: the apps it serves, their workloads, the HTTP ingress, the embedded state store
+//! and the control API.
+
+pub mod api;
+mod blobs;
+pub mod control;
+mod ingress;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use weft_manifest::{App, ManifestError};
+use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
+
+pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
+pub use blobs::{BlobError, BlobStore};
+pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
+use ingress::{Ingress, RouteEntry};
+pub use store::{StateStore, StoreError, StoredApp};
+
+/// How to start a host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub state_dir: PathBuf,
+    /// Try the pooling allocator first (falls back to on-demand when it cannot reserve memory).
+    pub pooling: bool,
+    pub max_request_body: u64,
+}
+
+/// Why a host operation failed. Messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Ingress(#[from] IngressError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("component `{component}`: image `{image}` was not uploaded with the deploy")]
+    MissingImage { component: String, image: String },
+    #[error(
+        "version {version} of app `{app}` is already deployed with different content; \
+         change metadata.annotations.version to deploy the change"
+    )]
+    VersionConflict { app: String, version: String },
+    #[error("no app named `{0}` is deployed (see `weft app list`)")]
+    NotFound(String),
+    #[error("cannot start the host: {0}")]
+    Setup(String),
+}
+
+impl HostError {
+    /// Whether the caller's input caused the failure (as opposed to the host).
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            HostError::Store(_) | HostError::Setup(_) | HostError::Blob(BlobError::Io { .. })
+        )
+    }
+}
+
+/// What the host knows of one app.
+struct AppEntry {
+    stored: StoredApp,
+    phase: Phase,
+    reason: Option<String>,
+    app: Option<App>,
+    workloads: BTreeMap<String, Arc<Workload>>,
+}
+
+/// A running host.
+pub struct Host {
+    config: HostConfig,
+    runtime: Arc<Runtime>,
+    store: StateStore,
+    blobs: BlobStore,
+    ingress: Ingress,
+    apps: Mutex<BTreeMap<String, AppEntry>>,
+    /// Deploys and undeploys run one at a time so each sees the state the previous one left.
+    deploy_lock: tokio::sync::Mutex<()>,
+}
+
+/// A deploy prepared and checked, not yet visible.
+struct Prepared {
+    app: App,
+    workloads: BTreeMap<String, Arc<Workload>>,
+    routes: Vec<RouteEntry>,
+    compiled: u32,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The version of a manifest that names none: a digest of its text and its component bytes.
+fn content_version(manifest: &str, images: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(manifest.as_bytes());
+    for (image, digest) in images {
+        hasher.update(image.as_bytes());
+        hasher.update(digest.as_bytes());
+    }
+    format!("sha-{}", &hex::encode(hasher.finalize())[..12])
+}
+
+impl Host {
+    /// Opens the state dir, starts the runtime and serves every app stored there.
+    pub async fn start(config: HostConfig) -> Result<Arc<Self>, HostError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+            HostError::Setup(format!(
+                "cannot create state dir {}: {e}",
+                config.state_dir.display()
+            ))
+        })?;
+        let store = StateStore::open(&config.state_dir.join("state.redb"))?;
+        let blobs = BlobStore::open(&config.state_dir.join("components"))?;
+        let runtime = Runtime::new(&config.state_dir.join("compiled"), config.pooling)?;
+        let host = Arc::new(Host {
+            ingress: Ingress::new(config.max_request_body),
+            config,
+            runtime,
+            store,
+            blobs,
+            apps: Mutex::default(),
+            deploy_lock: tokio::sync::Mutex::new(()),
+        });
+        for stored in host.store.current_apps()? {
+            let _guard = host.deploy_lock.lock().await;
+            let name = stored.name.clone();
+            match host.prepare(&stored).await {
+                Ok(prepared) => {
+                    host.activate(stored, prepared);
+                    tracing::info!(app = %name, "restored from the state store");
+                }
+                Err(e) => {
+                    tracing::error!(app = %name, "cannot restore: {e}");
+                    host.apps_lock().insert(
+                        name,
+                        AppEntry {
+                            stored,
+                            phase: Phase::Failed,
+                            reason: Some(e.to_string()),
+                            app: None,
+                            workloads: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(host)
+    }
+
+    fn apps_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AppEntry>> {
+        self.apps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The content-addressed store of uploaded components.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The state dir this host keeps its data in.
+    pub fn state_dir(&self) -> &Path {
+        &self.config.state_dir
+    }
+
+    /// Components compiled since start (compile-cache misses).
+    pub fn compilations(&self) -> u64 {
+        self.runtime.compilations()
+    }
+
+    /// Validates, compiles and links a deploy, then switches the app to it atomically. On any
+    /// error the running version, the stored state and every other app are untouched.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, HostError> {
+        let app = weft_manifest::parse(&request.manifest, &request.origin)?;
+        let version = app
+            .version
+            .clone()
+            .unwrap_or_else(|| content_version(&request.manifest, &request.images));
+        // Only the images this manifest uses are part of its identity.
+        let images: BTreeMap<String, String> = app
+            .components
+            .iter()
+            .map(|c| match request.images.get(&c.image) {
+                Some(digest) => Ok((c.image.clone(), digest.clone())),
+                None => Err(HostError::MissingImage {
+                    component: c.name.clone(),
+                    image: c.image.clone(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        let stored = StoredApp {
+            name: app.name.clone(),
+            version: version.clone(),
+            manifest: request.manifest,
+            origin: request.origin,
+            images,
+            deployed_at: now(),
+        };
+
+        let _guard = self.deploy_lock.lock().await;
+        let previous = self.apps_lock().get(&app.name).map(|e| {
+            let same = e.stored.manifest == stored.manifest && e.stored.images == stored.images;
+            (e.stored.version.clone(), same, e.phase)
+        });
+        if let Some((running, same, phase)) = &previous {
+            if *running == version && *same && *phase == Phase::Deployed {
+                return Ok(DeployOutcome {
+                    app: app.name,
+                    version,
+                    previous: Some(running.clone()),
+                    compiled: 0,
+                    unchanged: true,
+                });
+            }
+        }
+        if let Some(old) = self.store.version(&app.name, &version)? {
+            if old.manifest != stored.manifest || old.images != stored.images {
+                return Err(HostError::VersionConflict {
+                    app: app.name,
+                    version,
+                });
+            }
+        }
+
+        let prepared = self.prepare(&stored).await?;
+        let compiled = prepared.compiled;
+        self.store.put_current(&stored)?;
+        self.activate(stored, prepared);
+        tracing::info!(app = %app.name, %version, compiled, "deployed");
+        Ok(DeployOutcome {
+            app: app.name,
+            version,
+            previous: previous.map(|p| p.0),
+            compiled,
+            unchanged: false,
+        })
+    }
+
+    /// Compiles and links every component of a stored app and binds its listeners; nothing is
+    /// visible to requests yet.
+    async fn prepare(&self, stored: &StoredApp) -> Result<Prepared, HostError> {
+        let app = weft_manifest::parse(&stored.manifest, &stored.origin)?;
+        self.ingress.check_conflicts(&app.name, &app.routes)?;
+        let mut compiled = 0;
+        let mut workloads = BTreeMap::new();
+        for component in &app.components {
+            let digest = stored.images.get(&component.image).ok_or_else(|| {
+                HostError::MissingImage {
+                    component: component.name.clone(),
+                    image: component.image.clone(),
+                }
+            })?;
+            let what = format!("component `{}` of app `{}`", component.name, app.name);
+            let loaded = self.load(&what, digest).await?;
+            compiled += u32::from(loaded.compiled);
+            let routed = app.routes.iter().any(|r| r.component == component.name);
+            if routed {
+                let workload = self
+                    .runtime
+                    .http_workload(&what, &loaded, component.limits)?;
+                workloads.insert(component.name.clone(), workload);
+            } else {
+                self.runtime.check_imports(&what, &loaded)?;
+            }
+        }
+        self.ingress
+            .ensure_listeners(app.routes.iter().map(|r| r.address))?;
+        let routes = app
+            .routes
+            .iter()
+            .map(|route| RouteEntry {
+                route: route.clone(),
+                workload: workloads[&route.component].clone(),
+            })
+            .collect();
+        Ok(Prepared {
+            app,
+            workloads,
+            routes,
+            compiled,
+        })
+    }
+
+    async fn load(&self, what: &str, digest: &str) -> Result<LoadedComponent, HostError> {
+        let bytes = self.blobs.get(digest)?;
+        let runtime = self.runtime.clone();
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || runtime.load(&what, &bytes))
+            .await
+            .map_err(|e| HostError::Setup(format!("compiler task failed: {e}")))?
+            .map_err(HostError::from)
+    }
+
+    fn activate(&self, stored: StoredApp, prepared: Prepared) {
+        let name = prepared.app.name.clone();
+        self.ingress.set_app_routes(&name, prepared.routes);
+        self.apps_lock().insert(
+            name,
+            AppEntry {
+                stored,
+                phase: Phase::Deployed,
+                reason: None,
+                app: Some(prepared.app),
+                workloads: prepared.workloads,
+            },
+        );
+    }
+
+    /// Stops serving an app and forgets it and its stored versions.
+    pub async fn undeploy(&self, name: &str) -> Result<(), HostError> {
+        let _guard = self.deploy_lock.lock().await;
+        if !self.apps_lock().contains_key(name) {
+            return Err(HostError::NotFound(name.to_string()));
+        }
+        self.store.remove(name)?;
+        self.ingress.set_app_routes(name, Vec::new());
+        self.apps_lock().remove(name);
+        tracing::info!(app = %name, "undeployed");
+        Ok(())
+    }
+
+    /// The status of every app, by name.
+    pub fn list(&self) -> Result<Vec<AppStatus>, HostError> {
+        let names: Vec<String> = self.apps_lock().keys().cloned().collect();
+        names.iter().map(|n| self.status(n)).collect()
+    }
+
+    /// The status of one app.
+    pub fn status(&self, name: &str) -> Result<AppStatus, HostError> {
+        let versions = self
+            .store
+            .versions(name)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        let apps = self.apps_lock();
+        let entry = apps
+            .get(name)
+            .ok_or_else(|| HostError::NotFound(name.to_string()))?;
+        let components = entry
+            .app
+            .iter()
+            .flat_map(|app| {
+                app.components.iter().map(|c| {
+                    let routes = app
+                        .routes
+                        .iter()
+                        .filter(|r| r.component == c.name)
+                        .map(|r| match &r.host {
+                            Some(host) => format!("http://{}{} (host {host})", r.address, r.path),
+                            None => format!("http://{}{}", r.address, r.path),
+                        })
+                        .collect();
+                    ComponentStatus {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        digest: entry.stored.images.get(&c.image).cloned().unwrap_or_default(),
+                        routes,
+                        max_memory: c.limits.max_memory,
+                        timeout_ms: c.limits.timeout.as_millis() as u64,
+                        max_instances: c.limits.max_instances,
+                        active_instances: entry
+                            .workloads
+                            .get(&c.name)
+                            .map_or(0, |w| w.active_instances()),
+                    }
+                })
+            })
+            .collect();
+        Ok(AppStatus {
+            name: entry.stored.name.clone(),
+            version: entry.stored.version.clone(),
+            phase: entry.phase,
+            reason: entry.reason.clone(),
+            origin: entry.stored.origin.clone(),
+            deployed_at: entry.stored.deployed_at,
+            components,
+            versions,
+        })
+    }
+
+    /// A summary of the host.
+    pub fn host_status(&self) -> HostStatus {
+        HostStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state_dir: self.config.state_dir.display().to_string(),
+            allocator: self.runtime.allocator().to_string(),
+            compilations: self.runtime.compilations(),
+            apps: self.apps_lock().len(),
+            listeners: self
+                .ingress
+                .addresses()
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The embedded state store: deployed app versions, kept in redb inside the state dir, so a
+//! restarted host serves the same apps.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Current version of each app: app name → version.
+const CURRENT: TableDefinition<'_, &str, &str> = TableDefinition::new("current");
+/// Every stored version: "app\0version" → JSON of [`StoredApp`].
+const VERSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("versions");
+
+/// One version of an app as deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredApp {
+    pub name: String,
+    pub version: String,
+    /// The manifest text as the user wrote it.
+    pub manifest: String,
+    /// Where the manifest came from, for messages.
+    pub origin: String,
+    /// Image reference as written → sha256 of the component bytes.
+    pub images: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub deployed_at: u64,
+}
+
+/// Why the state store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {message}")]
+pub struct StoreError {
+    path: String,
+    message: String,
+}
+
+/// The redb database of app versions.
+pub struct StateStore {
+    db: Database,
+    path: String,
+}
+
+fn key(app: &str, version: &str) -> String {
+    format!("{app}\0{version}")
+}
+
+impl StateStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::create(path).map_err(|e| StoreError {
+            path: shown.clone(),
+            message: format!(
+                "{e}; is another `weft up` using this state dir? (use --state-dir to pick another)"
+            ),
+        })?;
+        let store = StateStore { db, path: shown };
+        // Create the tables up front so read transactions never meet a missing table.
+        store.write(|txn| {
+            txn.open_table(CURRENT)?;
+            txn.open_table(VERSIONS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&txn).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records `app` as a version and makes it current, in one transaction.
+    pub fn put_current(&self, app: &StoredApp) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(app).map_err(|e| self.err(e))?;
+        self.write(|txn| {
+            txn.open_table(VERSIONS)?
+                .insert(key(&app.name, &app.version).as_str(), json.as_slice())?;
+            txn.open_table(CURRENT)?
+                .insert(app.name.as_str(), app.version.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// Forgets an app: its current pointer and every stored version.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        let mut existed = false;
+        self.write(|txn| {
+            existed = txn.open_table(CURRENT)?.remove(name)?.is_some();
+            let mut versions = txn.open_table(VERSIONS)?;
+            let prefix = format!("{name}\0");
+            let doomed: Vec<String> = versions
+                .range(prefix.as_str()..)?
+                .map_while(|entry| {
+                    let (k, _) = entry.ok()?;
+                    let k = k.value().to_string();
+                    k.starts_with(&prefix).then_some(k)
+                })
+                .collect();
+            for k in doomed {
+                versions.remove(k.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(existed)
+    }
+
+    /// The current version of every app.
+    pub fn current_apps(&self) -> Result<Vec<StoredApp>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let current = txn.open_table(CURRENT).map_err(|e| self.err(e))?;
+        let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        let mut apps = Vec::new();
+        for entry in current.iter().map_err(|e| self.err(e))? {
+            let (name, version) = entry.map_err(|e| self.err(e))?;
+            let record = versions
+                .get(key(name.value(), version.value()).as_str())
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| self.err(format!("app {} lost its current version", name.value())))?;
+            apps.push(serde_json::from_slice(record.value()).map_err(|e| self.err(e))?);
+        }
+        Ok(apps)
+    }
+
+    /// The versions stored for one app, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<StoredApp>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        let prefix = format!("{name}\0");
+        let mut out: Vec<StoredApp> = Vec::new();
+        for entry in versions.range(prefix.as_str()..).map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        out.sort_by_key(|a| a.deployed_at);
+        Ok(out)
+    }
+
+    /// One stored version, if present.
+    pub fn version(&self, name: &str, version: &str) -> Result<Option<StoredApp>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        let record = versions
+            .get(key(name, version).as_str())
+            .map_err(|e| self.err(e))?;
+        record
+            .map(|r| serde_json::from_slice(r.value()).map_err(|e| self.err(e)))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, version: &str, at: u64) -> StoredApp {
+        StoredApp {
+            name: name.into(),
+            version: version.into(),
+            manifest: "m".into(),
+            origin: "o".into(),
+            images: BTreeMap::new(),
+            deployed_at: at,
+        }
+    }
+
+    #[test]
+    fn versions_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path).unwrap();
+            store.put_current(&app("a", "v1", 1)).unwrap();
+            store.put_current(&app("a", "v2", 2)).unwrap();
+            store.put_current(&app("ab", "v1", 3)).unwrap();
+        }
+        let store = StateStore::open(&path).unwrap();
+        let current = store.current_apps().unwrap();
+        assert_eq!(current, vec![app("a", "v2", 2), app("ab", "v1", 3)]);
+        let versions: Vec<_> = store.versions("a").unwrap().into_iter().map(|a| a.version).collect();
+        assert_eq!(versions, ["v1", "v2"]);
+        assert!(store.remove("a").unwrap());
+        assert!(store.versions("a").unwrap().is_empty());
+        assert_eq!(store.versions("ab").unwrap().len(), 1);
+        assert!(!store.remove("a").unwrap());
+    }
+}

@@ -1,0 +1,535 @@
+//! weft's app manifest: wadm's OAM `Application` format, parsed and validated into an [`App`].
+//!
+//! Every error names where the problem is: the file, the component and the field.
+
+pub mod raw;
+mod units;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::NamedConfig;
+use raw::{RawComponent, RawLink, RawManifest, RawTrait};
+pub use units::{parse_duration, parse_size};
+
+/// The default listen address of an HTTP route that names none.
+pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8080";
+/// The default maximum linear memory of one instance.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
+/// The default execution timeout of one request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default number of concurrent instances of one component.
+pub const DEFAULT_MAX_INSTANCES: u32 = 100;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: not a valid app manifest: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {location}: {message}")]
+    Invalid {
+        origin: String,
+        location: String,
+        message: String,
+    },
+}
+
+/// A validated application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub name: String,
+    /// `metadata.annotations.version`, when the author gave one.
+    pub version: Option<String>,
+    pub components: Vec<Component>,
+    pub capabilities: Vec<Capability>,
+    pub routes: Vec<HttpRoute>,
+}
+
+/// A component node: a Wasm component to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    pub name: String,
+    /// The image reference exactly as written in the manifest.
+    pub image: String,
+    pub limits: Limits,
+    pub config: Vec<NamedConfig>,
+    /// Links whose source is this component (its imports served by the target).
+    pub links: Vec<Link>,
+}
+
+/// Per-workload limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_memory: u64,
+    pub timeout: Duration,
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_memory: DEFAULT_MAX_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+/// An edge of the app graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub target: String,
+    pub namespace: String,
+    pub package: String,
+    pub interfaces: Vec<String>,
+    pub name: Option<String>,
+    pub source_config: Vec<NamedConfig>,
+    pub target_config: Vec<NamedConfig>,
+}
+
+/// A capability node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub name: String,
+    pub kind: CapabilityKind,
+    pub config: Vec<NamedConfig>,
+}
+
+/// The capabilities this weft provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapabilityKind {
+    /// HTTP ingress: links from it to components' `wasi:http/incoming-handler` become routes.
+    HttpServer,
+}
+
+impl CapabilityKind {
+    /// Recognises a capability image: `weft:<name>` or the wasmCloud provider image it replaces.
+    pub fn from_image(image: &str) -> Option<Self> {
+        let name = image.strip_prefix("weft:").unwrap_or_else(|| {
+            let without_tag = image.rsplit_once(':').map_or(image, |(repo, tag)| {
+                if tag.contains('/') {
+                    image
+                } else {
+                    repo
+                }
+            });
+            without_tag.rsplit('/').next().unwrap_or(without_tag)
+        });
+        match name {
+            "http-server" | "httpserver" => Some(CapabilityKind::HttpServer),
+            _ => None,
+        }
+    }
+
+    /// The names a manifest may use, for error messages.
+    pub const KNOWN: &'static str = "weft:http-server (or ghcr.io/wasmcloud/http-server)";
+}
+
+/// An HTTP route: requests to `address` (and `host`, when set) under `path` go to `component`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HttpRoute {
+    pub component: String,
+    pub address: SocketAddr,
+    pub host: Option<String>,
+    pub path: String,
+}
+
+/// How a component image is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A file on this machine (a `file://` URL or a path relative to the manifest).
+    File(PathBuf),
+    /// An OCI reference such as `ghcr.io/org/app:1.0`.
+    Oci(String),
+}
+
+/// Classifies an image reference, resolving relative paths against `base_dir`.
+pub fn image_source(image: &str, base_dir: &Path) -> ImageSource {
+    if let Some(path) = image.strip_prefix("file://") {
+        return ImageSource::File(base_dir.join(path));
+    }
+    let looks_like_path = image.starts_with('.')
+        || image.starts_with('/')
+        || image.ends_with(".wasm")
+        || !image.contains('/');
+    if looks_like_path {
+        ImageSource::File(base_dir.join(image))
+    } else {
+        ImageSource::Oci(image.to_string())
+    }
+}
+
+/// Reads and validates a manifest file.
+pub fn load(path: &Path) -> Result<App, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates manifest text; `origin` names the text's source in errors.
+pub fn parse(text: &str, origin: &str) -> Result<App, ManifestError> {
+    let raw: RawManifest = serde_saphyr::from_str(text).map_err(|e| ManifestError::Parse {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    validate(raw, origin)
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, location: impl Into<String>, message: impl Into<String>) -> ManifestError {
+        ManifestError::Invalid {
+            origin: self.origin.to_string(),
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
+    let v = Validator { origin };
+    if raw.api_version != "core.oam.dev/v1beta1" {
+        return Err(v.err(
+            "apiVersion",
+            format!(
+                "`{}` is not supported; use `core.oam.dev/v1beta1`",
+                raw.api_version
+            ),
+        ));
+    }
+    if raw.kind != "Application" {
+        return Err(v.err(
+            "kind",
+            format!("`{}` is not supported; use `Application`", raw.kind),
+        ));
+    }
+    check_name(&v, "metadata.name", &raw.metadata.name)?;
+    let version = raw.metadata.annotations.get("version").cloned();
+    if let Some(version) = &version {
+        if version.is_empty() || version.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(v.err(
+                "metadata.annotations.version",
+                format!("`{version}` is not a usable version; use something like v1.2.0"),
+            ));
+        }
+    }
+    if raw.spec.components.is_empty() {
+        return Err(v.err("spec.components", "the app has no components"));
+    }
+
+    let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
+    for node in &raw.spec.components {
+        let at = format!("component `{}`", node.name);
+        check_name(&v, &format!("{at}: name"), &node.name)?;
+        if kinds.insert(&node.name, &node.kind).is_some() {
+            return Err(v.err(at, "the name is used by two components; names must be unique"));
+        }
+    }
+
+    let mut components = Vec::new();
+    let mut capabilities = Vec::new();
+    let mut routes = Vec::new();
+    for node in &raw.spec.components {
+        match node.kind.as_str() {
+            "component" => components.push(component(&v, node, &kinds)?),
+            "capability" => {
+                let (capability, node_routes) = capability(&v, node, &kinds)?;
+                capabilities.push(capability);
+                routes.extend(node_routes);
+            }
+            other => {
+                return Err(v.err(
+                    format!("component `{}`: type", node.name),
+                    format!("`{other}` is not a node type; use `component` or `capability`"),
+                ))
+            }
+        }
+    }
+
+    let mut seen = BTreeSet::new();
+    for route in &routes {
+        if !seen.insert((route.address, route.host.clone(), route.path.clone())) {
+            return Err(v.err(
+                format!("component `{}`", route.component),
+                format!(
+                    "route {}{} on {} is declared twice",
+                    route.host.as_deref().unwrap_or(""),
+                    route.path,
+                    route.address
+                ),
+            ));
+        }
+    }
+    routes.sort();
+
+    Ok(App {
+        name: raw.metadata.name,
+        version,
+        components,
+        capabilities,
+        routes,
+    })
+}
+
+fn check_name(v: &Validator<'_>, location: &str, name: &str) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(v.err(
+            location,
+            format!(
+                "`{name}` is not a valid name; use letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn component(
+    v: &Validator<'_>,
+    node: &RawComponent,
+    kinds: &BTreeMap<&str, &str>,
+) -> Result<Component, ManifestError> {
+    let at = format!("component `{}`", node.name);
+    let image = node
+        .properties
+        .image
+        .clone()
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            v.err(
+                format!("{at}: properties.image"),
+                "missing; give the path of the built .wasm (e.g. ./build/app.wasm)",
+            )
+        })?;
+    if image.starts_with("weft:") {
+        return Err(v.err(
+            format!("{at}: properties.image"),
+            format!("`{image}` names a built-in capability; declare it with `type: capability`"),
+        ));
+    }
+
+    let mut limits = Limits::default();
+    if let Some(raw) = &node.properties.limits {
+        if let Some(memory) = &raw.memory {
+            limits.max_memory = parse_size(memory)
+                .map_err(|m| v.err(format!("{at}: properties.limits.memory"), m))?;
+            if limits.max_memory < 64 * 1024 {
+                return Err(v.err(
+                    format!("{at}: properties.limits.memory"),
+                    "must be at least 64KiB, one Wasm page",
+                ));
+            }
+        }
+        if let Some(timeout) = &raw.timeout {
+            limits.timeout = parse_duration(timeout)
+                .map_err(|m| v.err(format!("{at}: properties.limits.timeout"), m))?;
+        }
+    }
+
+    let mut links = Vec::new();
+    let mut scaler_seen = false;
+    for (i, t) in node.traits.iter().enumerate() {
+        let field = format!("{at}: traits[{i}]");
+        match t {
+            RawTrait::Spreadscaler(s) | RawTrait::Daemonscaler(s) => {
+                if scaler_seen {
+                    return Err(v.err(field, "a component takes one scaler trait"));
+                }
+                scaler_seen = true;
+                if s.instances == 0 {
+                    return Err(v.err(
+                        format!("{field}.properties.instances"),
+                        "must be at least 1",
+                    ));
+                }
+                limits.max_instances = s.instances;
+            }
+            RawTrait::Link(link) => links.push(check_link(v, &field, link, kinds)?),
+        }
+    }
+
+    Ok(Component {
+        name: node.name.clone(),
+        image,
+        limits,
+        config: node.properties.config.clone(),
+        links,
+    })
+}
+
+fn check_link(
+    v: &Validator<'_>,
+    field: &str,
+    link: &RawLink,
+    kinds: &BTreeMap<&str, &str>,
+) -> Result<Link, ManifestError> {
+    let target = link.target.name();
+    if !kinds.contains_key(target) {
+        let known: Vec<&str> = kinds.keys().copied().collect();
+        return Err(v.err(
+            format!("{field}.properties.target"),
+            format!(
+                "links to `{target}`, which is not in this app (its nodes: {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    if link.namespace.is_empty() || link.package.is_empty() || link.interfaces.is_empty() {
+        return Err(v.err(
+            field,
+            "a link needs `namespace`, `package` and at least one interface",
+        ));
+    }
+    let target_config = match &link.target {
+        raw::LinkTarget::Name(_) => Vec::new(),
+        raw::LinkTarget::Full(spec) => spec.config.clone(),
+    };
+    Ok(Link {
+        target: target.to_string(),
+        namespace: link.namespace.clone(),
+        package: link.package.clone(),
+        interfaces: link.interfaces.clone(),
+        name: link.name.clone(),
+        source_config: link
+            .source
+            .as_ref()
+            .map(|s| s.config.clone())
+            .unwrap_or_default(),
+        target_config,
+    })
+}
+
+fn capability(
+    v: &Validator<'_>,
+    node: &RawComponent,
+    kinds: &BTreeMap<&str, &str>,
+) -> Result<(Capability, Vec<HttpRoute>), ManifestError> {
+    let at = format!("component `{}`", node.name);
+    let image = node.properties.image.as_deref().unwrap_or_default();
+    let kind = CapabilityKind::from_image(image).ok_or_else(|| {
+        v.err(
+            format!("{at}: properties.image"),
+            format!(
+                "`{image}` is not a capability this weft provides; available: {}",
+                CapabilityKind::KNOWN
+            ),
+        )
+    })?;
+    if node.properties.limits.is_some() {
+        return Err(v.err(
+            format!("{at}: properties.limits"),
+            "limits apply to components, not capabilities",
+        ));
+    }
+
+    let mut routes = Vec::new();
+    for (i, t) in node.traits.iter().enumerate() {
+        let field = format!("{at}: traits[{i}]");
+        let RawTrait::Link(link) = t else {
+            return Err(v.err(
+                field,
+                "a capability is not scaled; remove this scaler trait",
+            ));
+        };
+        let link = check_link(v, &field, link, kinds)?;
+        match kind {
+            CapabilityKind::HttpServer => {
+                if kinds.get(link.target.as_str()) != Some(&"component") {
+                    return Err(v.err(
+                        format!("{field}.properties.target"),
+                        format!("`{}` is not a component; HTTP routes lead to components", link.target),
+                    ));
+                }
+                let is_handler = link.namespace == "wasi"
+                    && link.package == "http"
+                    && link.interfaces.iter().all(|i| i == "incoming-handler");
+                if !is_handler {
+                    return Err(v.err(
+                        field,
+                        format!(
+                            "an http-server link serves `wasi:http/incoming-handler`, not `{}:{}/{}`",
+                            link.namespace,
+                            link.package,
+                            link.interfaces.join(",")
+                        ),
+                    ));
+                }
+                routes.push(http_route(v, &field, &link)?);
+            }
+        }
+    }
+    Ok((
+        Capability {
+            name: node.name.clone(),
+            kind,
+            config: node.properties.config.clone(),
+        },
+        routes,
+    ))
+}
+
+fn http_route(v: &Validator<'_>, field: &str, link: &Link) -> Result<HttpRoute, ManifestError> {
+    let mut address = DEFAULT_HTTP_ADDRESS.to_string();
+    let mut host = None;
+    let mut path = "/".to_string();
+    for config in &link.source_config {
+        for (key, value) in &config.properties {
+            match key.as_str() {
+                "address" => address = value.clone(),
+                "host" => host = Some(value.to_ascii_lowercase()),
+                "path" => path = value.clone(),
+                // wasmCloud's http-server uses routing_mode to choose path or host routing; weft
+                // routes on both at once, so the key is accepted and has nothing to decide.
+                "routing_mode" => {}
+                other => {
+                    return Err(v.err(
+                        format!("{field}.properties.source.config `{}`", config.name),
+                        format!("unknown key `{other}`; known keys: address, host, path"),
+                    ))
+                }
+            }
+        }
+    }
+    let address: SocketAddr = address.parse().map_err(|_| {
+        v.err(
+            format!("{field}.properties.source.config address"),
+            format!("`{address}` is not an IP:port address such as 127.0.0.1:8080"),
+        )
+    })?;
+    if !path.starts_with('/') {
+        return Err(v.err(
+            format!("{field}.properties.source.config path"),
+            format!("`{path}` must start with `/`"),
+        ));
+    }
+    if path.len() > 1 {
+        path = path.trim_end_matches('/').to_string();
+    }
+    Ok(HttpRoute {
+        component: link.target.clone(),
+        address,
+        host,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+
+const HELLO: &str = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: hello
+  annotations: { version: v0.1.0 }
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: ./build/hello.wasm
+        limits: { memory: 32MiB, timeout: 2s }
+      traits:
+        - type: spreadscaler
+          properties: { instances: 7 }
+    - name: http
+      type: capability
+      properties: { image: ghcr.io/wasmcloud/http-server:0.23.0 }
+      traits:
+        - type: link
+          properties:
+            target: { name: hello }
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config: [{ name: route, properties: { address: "127.0.0.1:9090", path: /hello/ } }]
+"#;
+
+#[test]
+fn parses_the_documented_format() {
+    let app = parse(HELLO, "app.yaml").unwrap();
+    assert_eq!(app.name, "hello");
+    assert_eq!(app.version.as_deref(), Some("v0.1.0"));
+    let c = &app.components[0];
+    assert_eq!(c.limits.max_memory, 32 << 20);
+    assert_eq!(c.limits.timeout, Duration::from_secs(2));
+    assert_eq!(c.limits.max_instances, 7);
+    assert_eq!(
+        app.routes,
+        vec![HttpRoute {
+            component: "hello".into(),
+            address: "127.0.0.1:9090".parse().unwrap(),
+            host: None,
+            path: "/hello".into(),
+        }]
+    );
+    assert_eq!(app.capabilities[0].kind, CapabilityKind::HttpServer);
+}
+
+#[test]
+fn route_defaults_to_root_on_the_default_address() {
+    let text = HELLO.replace(
+        r#"source:
+              config: [{ name: route, properties: { address: "127.0.0.1:9090", path: /hello/ } }]"#,
+        "",
+    );
+    let app = parse(&text, "app.yaml").unwrap();
+    assert_eq!(app.routes[0].path, "/");
+    assert_eq!(app.routes[0].address.to_string(), DEFAULT_HTTP_ADDRESS);
+}
+
+fn error_of(text: &str) -> String {
+    parse(text, "app.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_file() {
+    let msg = error_of("apiVersion: [unclosed");
+    assert!(msg.starts_with("app.yaml: not a valid app manifest"), "{msg}");
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let msg = error_of(&HELLO.replace("image: ./build/hello.wasm", "imag: ./build/hello.wasm"));
+    assert!(msg.contains("imag"), "{msg}");
+}
+
+#[test]
+fn errors_name_the_component_and_field() {
+    let msg = error_of(&HELLO.replace("memory: 32MiB", "memory: 32 parsecs"));
+    assert!(
+        msg.contains("component `hello`: properties.limits.memory"),
+        "{msg}"
+    );
+    let msg = error_of(&HELLO.replace("target: { name: hello }", "target: { name: nope }"));
+    assert!(msg.contains("component `http`: traits[0].properties.target"), "{msg}");
+    assert!(msg.contains("`nope`"), "{msg}");
+    let msg = error_of(&HELLO.replace("path: /hello/", "pth: /hello/"));
+    assert!(msg.contains("unknown key `pth`"), "{msg}");
+    let msg = error_of(&HELLO.replace("127.0.0.1:9090", "localhost"));
+    assert!(msg.contains("not an IP:port"), "{msg}");
+    let msg = error_of(&HELLO.replace("ghcr.io/wasmcloud/http-server:0.23.0", "weft:teleport"));
+    assert!(msg.contains("`weft:teleport` is not a capability"), "{msg}");
+    let msg = error_of(&HELLO.replace("instances: 7", "instances: 0"));
+    assert!(msg.contains("traits[0].properties.instances"), "{msg}");
+}
+
+#[test]
+fn missing_image_is_explained() {
+    let msg = error_of(&HELLO.replace("image: ./build/hello.wasm", "image: ''"));
+    assert!(msg.contains("properties.image: missing"), "{msg}");
+}
+
+#[test]
+fn capability_images_are_recognised() {
+    for image in [
+        "weft:http-server",
+        "ghcr.io/wasmcloud/http-server:0.23.0",
+        "ghcr.io/wasmcloud/http-server",
+    ] {
+        assert_eq!(CapabilityKind::from_image(image), Some(CapabilityKind::HttpServer));
+    }
+    assert_eq!(CapabilityKind::from_image("ghcr.io/wasmcloud/keyvalue-nats:1"), None);
+}
+
+#[test]
+fn image_sources() {
+    let base = Path::new("/apps/x");
+    assert_eq!(
+        image_source("./build/a.wasm", base),
+        ImageSource::File("/apps/x/./build/a.wasm".into())
+    );
+    assert_eq!(
+        image_source("file:///tmp/a.wasm", base),
+        ImageSource::File("/tmp/a.wasm".into())
+    );
+    assert_eq!(
+        image_source("ghcr.io/org/app:1.0", base),
+        ImageSource::Oci("ghcr.io/org/app:1.0".into())
+    );
+}
+
+#[test]
+fn sizes_and_durations() {
+    assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+    assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+    assert_eq!(parse_size("1000"), Ok(1000));
+    assert_eq!(parse_size("2MB"), Ok(2_000_000));
+    assert!(parse_size("lots").is_err());
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("0s").is_err());
+}

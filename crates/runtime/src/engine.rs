@@ -1,0 +1,106 @@
+//! The host's one wasmtime `Engine` and the epoch ticker that enforces execution timeouts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; a timeout is enforced to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    Pooling,
+    OnDemand,
+}
+
+impl std::fmt::Display for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Allocator::Pooling => "pooling",
+            Allocator::OnDemand => "on-demand",
+        })
+    }
+}
+
+/// Builds the engine: the pooling allocator when its address-space reservation succeeds, the
+/// on-demand allocator when it does not (small or restricted machines must still start).
+pub fn build_engine(pooling: bool) -> Result<(Engine, Allocator), wasmtime::Error> {
+    if pooling {
+        let mut config = base_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, Allocator::Pooling)),
+            Err(e) => tracing::warn!(
+                "pooling allocator unavailable ({e}); falling back to on-demand allocation"
+            ),
+        }
+    }
+    Ok((Engine::new(&base_config())?, Allocator::OnDemand))
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    config
+}
+
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(1000)
+        .total_core_instances(10_000)
+        .total_memories(2000)
+        .total_tables(2000)
+        .total_stacks(1000)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(16)
+        .table_elements(100_000)
+        .max_memory_size(1 << 30)
+        .max_unused_warm_slots(100);
+    pooling
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread.
+    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks that cover `timeout`, at least one.
+pub fn ticks_for(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}

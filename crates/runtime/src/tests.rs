@@ -1,0 +1,67 @@
+use super::*;
+
+fn runtime(dir: &Path) -> Arc<Runtime> {
+    Runtime::new(dir, false).unwrap()
+}
+
+#[test]
+fn refuses_files_that_are_not_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let err = rt.load("text", b"hello").err().unwrap().to_string();
+    assert!(err.contains("not a WebAssembly file"), "{err}");
+    let core = wat::parse_str("(module)").unwrap();
+    let err = rt.load("core", &core).err().unwrap().to_string();
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+}
+
+#[test]
+fn names_the_unsatisfied_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let bytes = wat::parse_str(
+        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#,
+    )
+    .unwrap();
+    let loaded = rt.load("kv-user", &bytes).unwrap();
+    let err = rt
+        .http_workload("kv-user", &loaded, Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
+}
+
+#[test]
+fn a_component_without_a_handler_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let bytes = wat::parse_str("(component)").unwrap();
+    let loaded = rt.load("empty", &bytes).unwrap();
+    let err = rt
+        .http_workload("empty", &loaded, Default::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");
+}
+
+#[test]
+fn compiled_code_is_reused_across_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = wat::parse_str("(component)").unwrap();
+    let first = runtime(dir.path());
+    assert!(first.load("a", &bytes).unwrap().compiled);
+    assert!(!first.load("a", &bytes).unwrap().compiled);
+    assert_eq!(first.compilations(), 1);
+    drop(first);
+    let second = runtime(dir.path());
+    assert!(!second.load("a", &bytes).unwrap().compiled);
+    assert_eq!(second.compilations(), 0);
+}
+
+#[test]
+fn falls_back_or_pools_but_always_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(dir.path(), true).unwrap();
+    assert!(matches!(rt.allocator(), Allocator::Pooling | Allocator::OnDemand));
+}

@@ -1,0 +1,44 @@
+//! The hello example: answers `GET /hello` and echoes a request body back, streamed both ways.
+
+use std::io::Write as _;
+
+use wasi::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
+    ResponseOutparam,
+};
+
+wasi::http::proxy::export!(Hello);
+
+struct Hello;
+
+impl wasi::exports::http::incoming_handler::Guest for Hello {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let headers = Fields::new();
+        let _ = headers.set("content-type", &[b"text/plain; charset=utf-8".to_vec()]);
+        let response = OutgoingResponse::new(headers);
+        let body = response.body().expect("response body is taken once");
+        ResponseOutparam::set(response_out, Ok(response));
+        let mut out = body.write().expect("output stream is taken once");
+
+        if matches!(request.method(), Method::Post | Method::Put) {
+            // Echo: copy the request body to the response chunk by chunk, never holding it whole.
+            let incoming = request.consume().expect("request body is consumed once");
+            {
+                let input = incoming.stream().expect("input stream is taken once");
+                // Err is the end of the body (closed) or a failed read; both end the echo.
+                while let Ok(chunk) = input.blocking_read(64 * 1024) {
+                    if out.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+            IncomingBody::finish(incoming);
+        } else {
+            let _ = writeln!(out, "Hello from Rust! You asked for {path}");
+        }
+        let _ = out.flush();
+        drop(out);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}

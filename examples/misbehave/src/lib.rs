@@ -1,0 +1,42 @@
+//! A guest that misbehaves on request, so tests can prove the host contains it:
+//! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
+//! anything else answers `ok`.
+
+use std::io::Write as _;
+
+use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+wasi::http::proxy::export!(Misbehave);
+
+struct Misbehave;
+
+impl wasi::exports::http::incoming_handler::Guest for Misbehave {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        if path.ends_with("/trap") {
+            panic!("misbehave: trapping on purpose");
+        }
+        if path.ends_with("/loop") {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if path.ends_with("/hog") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the memory is really used, not only reserved.
+                hoard.push(vec![0xA5; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        let response = OutgoingResponse::new(Fields::new());
+        let body = response.body().expect("response body is taken once");
+        ResponseOutparam::set(response_out, Ok(response));
+        let mut out = body.write().expect("output stream is taken once");
+        let _ = out.write_all(b"ok\n");
+        let _ = out.flush();
+        drop(out);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
