@@ -63,7 +63,13 @@ struct ControlState {
 pub async fn serve(
     host: Arc<Host>,
     address: SocketAddr,
-) -> Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>), HostError> {
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = std::io::Result<()>>,
+    ),
+    HostError,
+> {
     let state_dir = host.state_dir().to_path_buf();
     let token = load_or_create_token(&state_dir)
         .map_err(|e| HostError::Setup(format!("cannot create the control token: {e}")))?;
@@ -200,8 +206,7 @@ async fn put_component(
     body: Bytes,
 ) -> Response {
     let host = state.host.clone();
-    let result =
-        tokio::task::spawn_blocking(move || host.blobs().put(&digest, &body)).await;
+    let result = tokio::task::spawn_blocking(move || host.blobs().put(&digest, &body)).await;
     match result {
         Ok(Ok(())) => StatusCode::CREATED.into_response(),
         Ok(Err(e @ crate::BlobError::Io { .. })) => {

@@ -125,7 +125,11 @@ impl Ingress {
                 }) {
                     return Err(IngressError::Conflict {
                         address: route.address,
-                        host: route.host.clone().map(|h| format!(" (host {h})")).unwrap_or_default(),
+                        host: route
+                            .host
+                            .clone()
+                            .map(|h| format!(" (host {h})"))
+                            .unwrap_or_default(),
                         path: route.path.clone(),
                         other: other.clone(),
                     });
@@ -153,11 +157,7 @@ impl Ingress {
             let listener =
                 bind(address).map_err(|source| IngressError::Bind { address, source })?;
             let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-            let task = tokio::spawn(accept_loop(
-                listener,
-                table.clone(),
-                self.max_request_body,
-            ));
+            let task = tokio::spawn(accept_loop(listener, table.clone(), self.max_request_body));
             tracing::info!(%address, "HTTP ingress listening");
             listeners.insert(address, Listener { table, task });
         }
@@ -251,7 +251,11 @@ async fn dispatch(
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_ascii_lowercase());
+        .map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(name, _)| name)
+                .to_ascii_lowercase()
+        });
     let workload = {
         let table = table.load();
         table

@@ -17,8 +17,8 @@ use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
 
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
-pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 use ingress::{Ingress, RouteEntry};
+pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 pub use store::{StateStore, StoreError, StoredApp};
 
 /// How to start a host.
@@ -255,12 +255,14 @@ impl Host {
         let mut compiled = 0;
         let mut workloads = BTreeMap::new();
         for component in &app.components {
-            let digest = stored.images.get(&component.image).ok_or_else(|| {
-                HostError::MissingImage {
-                    component: component.name.clone(),
-                    image: component.image.clone(),
-                }
-            })?;
+            let digest =
+                stored
+                    .images
+                    .get(&component.image)
+                    .ok_or_else(|| HostError::MissingImage {
+                        component: component.name.clone(),
+                        image: component.image.clone(),
+                    })?;
             let what = format!("component `{}` of app `{}`", component.name, app.name);
             let loaded = self.load(&what, digest).await?;
             compiled += u32::from(loaded.compiled);
@@ -365,7 +367,12 @@ impl Host {
                     ComponentStatus {
                         name: c.name.clone(),
                         image: c.image.clone(),
-                        digest: entry.stored.images.get(&c.image).cloned().unwrap_or_default(),
+                        digest: entry
+                            .stored
+                            .images
+                            .get(&c.image)
+                            .cloned()
+                            .unwrap_or_default(),
                         routes,
                         max_memory: c.limits.max_memory,
                         timeout_ms: c.limits.timeout.as_millis() as u64,

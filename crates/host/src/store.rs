@@ -127,7 +127,9 @@ impl StateStore {
             let record = versions
                 .get(key(name.value(), version.value()).as_str())
                 .map_err(|e| self.err(e))?
-                .ok_or_else(|| self.err(format!("app {} lost its current version", name.value())))?;
+                .ok_or_else(|| {
+                    self.err(format!("app {} lost its current version", name.value()))
+                })?;
             apps.push(serde_json::from_slice(record.value()).map_err(|e| self.err(e))?);
         }
         Ok(apps)
@@ -191,7 +193,12 @@ mod tests {
         let store = StateStore::open(&path).unwrap();
         let current = store.current_apps().unwrap();
         assert_eq!(current, vec![app("a", "v2", 2), app("ab", "v1", 3)]);
-        let versions: Vec<_> = store.versions("a").unwrap().into_iter().map(|a| a.version).collect();
+        let versions: Vec<_> = store
+            .versions("a")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.version)
+            .collect();
         assert_eq!(versions, ["v1", "v2"]);
         assert!(store.remove("a").unwrap());
         assert!(store.versions("a").unwrap().is_empty());

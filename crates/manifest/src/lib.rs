@@ -112,16 +112,17 @@ pub enum CapabilityKind {
 impl CapabilityKind {
     /// Recognises a capability image: `weft:<name>` or the wasmCloud provider image it replaces.
     pub fn from_image(image: &str) -> Option<Self> {
-        let name = image.strip_prefix("weft:").unwrap_or_else(|| {
-            let without_tag = image.rsplit_once(':').map_or(image, |(repo, tag)| {
-                if tag.contains('/') {
-                    image
-                } else {
-                    repo
-                }
+        let name =
+            image.strip_prefix("weft:").unwrap_or_else(|| {
+                let without_tag = image.rsplit_once(':').map_or(image, |(repo, tag)| {
+                    if tag.contains('/') {
+                        image
+                    } else {
+                        repo
+                    }
+                });
+                without_tag.rsplit('/').next().unwrap_or(without_tag)
             });
-            without_tag.rsplit('/').next().unwrap_or(without_tag)
-        });
         match name {
             "http-server" | "httpserver" => Some(CapabilityKind::HttpServer),
             _ => None,
@@ -234,7 +235,10 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
         let at = format!("component `{}`", node.name);
         check_name(&v, &format!("{at}: name"), &node.name)?;
         if kinds.insert(&node.name, &node.kind).is_some() {
-            return Err(v.err(at, "the name is used by two components; names must be unique"));
+            return Err(v.err(
+                at,
+                "the name is used by two components; names must be unique",
+            ));
         }
     }
 
@@ -455,7 +459,10 @@ fn capability(
                 if kinds.get(link.target.as_str()) != Some(&"component") {
                     return Err(v.err(
                         format!("{field}.properties.target"),
-                        format!("`{}` is not a component; HTTP routes lead to components", link.target),
+                        format!(
+                            "`{}` is not a component; HTTP routes lead to components",
+                            link.target
+                        ),
                     ));
                 }
                 let is_handler = link.namespace == "wasi"

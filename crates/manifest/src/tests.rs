@@ -70,7 +70,10 @@ fn error_of(text: &str) -> String {
 #[test]
 fn yaml_syntax_errors_name_the_file() {
     let msg = error_of("apiVersion: [unclosed");
-    assert!(msg.starts_with("app.yaml: not a valid app manifest"), "{msg}");
+    assert!(
+        msg.starts_with("app.yaml: not a valid app manifest"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -87,7 +90,10 @@ fn errors_name_the_component_and_field() {
         "{msg}"
     );
     let msg = error_of(&HELLO.replace("target: { name: hello }", "target: { name: nope }"));
-    assert!(msg.contains("component `http`: traits[0].properties.target"), "{msg}");
+    assert!(
+        msg.contains("component `http`: traits[0].properties.target"),
+        "{msg}"
+    );
     assert!(msg.contains("`nope`"), "{msg}");
     let msg = error_of(&HELLO.replace("path: /hello/", "pth: /hello/"));
     assert!(msg.contains("unknown key `pth`"), "{msg}");
@@ -112,9 +118,15 @@ fn capability_images_are_recognised() {
         "ghcr.io/wasmcloud/http-server:0.23.0",
         "ghcr.io/wasmcloud/http-server",
     ] {
-        assert_eq!(CapabilityKind::from_image(image), Some(CapabilityKind::HttpServer));
+        assert_eq!(
+            CapabilityKind::from_image(image),
+            Some(CapabilityKind::HttpServer)
+        );
     }
-    assert_eq!(CapabilityKind::from_image("ghcr.io/wasmcloud/keyvalue-nats:1"), None);
+    assert_eq!(
+        CapabilityKind::from_image("ghcr.io/wasmcloud/keyvalue-nats:1"),
+        None
+    );
 }
 
 #[test]

@@ -48,7 +48,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(number.saturating_mul(60)),
         "h" => Duration::from_secs(number.saturating_mul(3600)),
         "" => return Err(format!("`{text}` needs a unit: ms, s, m or h")),
-        other => return Err(format!("`{other}` is not a duration unit; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a duration unit; use ms, s, m or h"
+            ))
+        }
     };
     if duration.is_zero() {
         return Err("a timeout of zero would refuse every request".to_string());

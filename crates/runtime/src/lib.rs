@@ -14,10 +14,10 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 pub use cache::digest_of;
-/// The error type of HTTP bodies crossing the host boundary.
-pub use wasmtime_wasi_http::Error as HttpError;
 pub use engine::{Allocator, EPOCH_TICK};
 pub use state::{InstanceState, MemoryLimitExceeded};
+/// The error type of HTTP bodies crossing the host boundary.
+pub use wasmtime_wasi_http::Error as HttpError;
 pub use workload::{text_response, Workload, WorkloadBody};
 
 use cache::CompileCache;
@@ -137,12 +137,13 @@ impl Runtime {
         }
         // SAFETY: `artifact` was produced just above by this engine's `precompile_component`.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
-            RuntimeError::Compile {
-                what: what.into(),
-                reason: format!("{e:#}"),
-            }
-        })?;
+        let component =
+            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+                RuntimeError::Compile {
+                    what: what.into(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
         tracing::info!(%what, %digest, elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
         Ok(LoadedComponent {
             component,

@@ -12,17 +12,19 @@ fn refuses_files_that_are_not_components() {
     assert!(err.contains("not a WebAssembly file"), "{err}");
     let core = wat::parse_str("(module)").unwrap();
     let err = rt.load("core", &core).err().unwrap().to_string();
-    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
 }
 
 #[test]
 fn names_the_unsatisfied_import() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
-    let bytes = wat::parse_str(
-        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#,
-    )
-    .unwrap();
+    let bytes =
+        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#)
+            .unwrap();
     let loaded = rt.load("kv-user", &bytes).unwrap();
     let err = rt
         .http_workload("kv-user", &loaded, Default::default())
@@ -63,5 +65,8 @@ fn compiled_code_is_reused_across_runtimes() {
 fn falls_back_or_pools_but_always_starts() {
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtime::new(dir.path(), true).unwrap();
-    assert!(matches!(rt.allocator(), Allocator::Pooling | Allocator::OnDemand));
+    assert!(matches!(
+        rt.allocator(),
+        Allocator::Pooling | Allocator::OnDemand
+    ));
 }

@@ -155,7 +155,9 @@ impl Workload {
             Err(_) => {
                 let failure = match task.await {
                     Ok(Err(failure)) => failure,
-                    Ok(Ok(())) => Failure::Trap("the guest returned without sending a response".into()),
+                    Ok(Ok(())) => {
+                        Failure::Trap("the guest returned without sending a response".into())
+                    }
                     Err(join) => Failure::Trap(format!("the instance task failed: {join}")),
                 };
                 failure_response(name, failure)

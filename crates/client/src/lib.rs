@@ -1,0 +1,246 @@
+//! The control API client and the deploy preparation shared by `weft app deploy` and `weft up`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use weft_host::api::{ApiError, ControlEndpoint};
+use weft_host::{AppStatus, DeployOutcome, DeployRequest, HostStatus};
+use weft_manifest::ImageSource;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Manifest(#[from] weft_manifest::ManifestError),
+    #[error(transparent)]
+    Build(#[from] weft_build::BuildError),
+    #[error("component `{component}`: cannot read image {}: {source}; build it first (`weft build {}` or pass --build)", path.display(), project.display())]
+    Image {
+        component: String,
+        path: PathBuf,
+        project: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("component `{component}`: OCI image `{image}` cannot be used yet; build the component and give its path")]
+    Oci { component: String, image: String },
+    #[error(
+        "no weft host is running for state dir {}: start one with `weft up` (or pass --url and --token)",
+        .0.display()
+    )]
+    NoHost(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the weft host at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{0}")]
+    Api(String),
+}
+
+/// The state dir used when none is given: `weft` under the user's data dir.
+pub fn default_state_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("weft")
+}
+
+/// A deploy ready to send: the request and the component bytes it refers to.
+pub struct PreparedDeploy {
+    pub request: DeployRequest,
+    /// sha256 → component bytes.
+    pub components: BTreeMap<String, Vec<u8>>,
+    pub app_name: String,
+}
+
+/// Reads a manifest and the component files it names; with `build`, first builds each component
+/// whose image lies in a project directory's `build/` folder.
+pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeploy, ClientError> {
+    let app = weft_manifest::load(manifest_path)?;
+    let text = std::fs::read_to_string(manifest_path).map_err(|source| ClientError::Local {
+        path: manifest_path.to_path_buf(),
+        source,
+    })?;
+    let base = manifest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut images = BTreeMap::new();
+    let mut components = BTreeMap::new();
+    for component in &app.components {
+        let path = match weft_manifest::image_source(&component.image, base) {
+            ImageSource::File(path) => path,
+            ImageSource::Oci(image) => {
+                return Err(ClientError::Oci {
+                    component: component.name.clone(),
+                    image,
+                })
+            }
+        };
+        let project = project_dir(&path);
+        if build {
+            if let Some(project) = &project {
+                let built = weft_build::build(project, &weft_build::BuildOptions::default())?;
+                tracing::info!(path = %built.path.display(), "built");
+            }
+        }
+        let bytes = std::fs::read(&path).map_err(|source| ClientError::Image {
+            component: component.name.clone(),
+            path: path.clone(),
+            project: project.clone().unwrap_or_else(|| base.to_path_buf()),
+            source,
+        })?;
+        let digest = weft_runtime::digest_of(&bytes);
+        images.insert(component.image.clone(), digest.clone());
+        components.insert(digest, bytes);
+    }
+    Ok(PreparedDeploy {
+        request: DeployRequest {
+            manifest: text,
+            origin: manifest_path.display().to_string(),
+            images,
+        },
+        components,
+        app_name: app.name,
+    })
+}
+
+/// The project that builds `image`, when the image is `<project>/build/<name>.wasm`.
+fn project_dir(image: &Path) -> Option<PathBuf> {
+    let build_dir = image.parent()?;
+    if build_dir.file_name()? != "build" {
+        return None;
+    }
+    let project = build_dir.parent()?;
+    (project.join("Cargo.toml").is_file() || project.join("app.py").is_file())
+        .then(|| project.to_path_buf())
+}
+
+/// A connection to a host's control API.
+pub struct Client {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for an explicit URL and token.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Client {
+            url: url.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A client for the host running on `state_dir`.
+    pub fn for_state_dir(state_dir: &Path) -> Result<Self, ClientError> {
+        let endpoint_path = weft_host::control::endpoint_path(state_dir);
+        let endpoint = std::fs::read(&endpoint_path)
+            .map_err(|_| ClientError::NoHost(state_dir.to_path_buf()))?;
+        let endpoint: ControlEndpoint = serde_json::from_slice(&endpoint)
+            .map_err(|_| ClientError::NoHost(state_dir.to_path_buf()))?;
+        let token_path = weft_host::control::token_path(state_dir);
+        let token = std::fs::read_to_string(&token_path).map_err(|source| ClientError::Local {
+            path: token_path,
+            source,
+        })?;
+        Ok(Client::new(endpoint.url, token.trim()))
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ApiError>(&text)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("the host answered {status}: {text}"));
+        Err(ClientError::Api(message))
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Api(format!("unreadable answer from the host: {e}")))
+    }
+
+    /// `GET /v1/host`.
+    pub async fn host_status(&self) -> Result<HostStatus, ClientError> {
+        self.json(self.http.get(format!("{}/v1/host", self.url)))
+            .await
+    }
+
+    /// Uploads the components the host lacks, then deploys.
+    pub async fn deploy(&self, prepared: &PreparedDeploy) -> Result<DeployOutcome, ClientError> {
+        for (digest, bytes) in &prepared.components {
+            let url = format!("{}/v1/components/{digest}", self.url);
+            if !self.has_component(&url).await? {
+                self.send(self.http.put(&url).body(bytes.clone())).await?;
+            }
+        }
+        self.json(
+            self.http
+                .post(format!("{}/v1/apps", self.url))
+                .json(&prepared.request),
+        )
+        .await
+    }
+
+    async fn has_component(&self, url: &str) -> Result<bool, ClientError> {
+        let response = self
+            .http
+            .head(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            status => Err(ClientError::Api(format!(
+                "the host answered {status} when asked for component {url}"
+            ))),
+        }
+    }
+
+    /// `GET /v1/apps`.
+    pub async fn list(&self) -> Result<Vec<AppStatus>, ClientError> {
+        self.json(self.http.get(format!("{}/v1/apps", self.url)))
+            .await
+    }
+
+    /// `GET /v1/apps/{name}`.
+    pub async fn status(&self, name: &str) -> Result<AppStatus, ClientError> {
+        self.json(self.http.get(format!("{}/v1/apps/{name}", self.url)))
+            .await
+    }
+
+    /// `DELETE /v1/apps/{name}`.
+    pub async fn undeploy(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(format!("{}/v1/apps/{name}", self.url)))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,135 @@
+//! The command line as data: what each command and flag means, parsed and nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run WebAssembly components as applications.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where the host keeps its apps, compiled code and control token
+    /// [default: weft under the user's data dir]
+    #[arg(long, global = true, env = "WEFT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Control API of a running host; overrides the one found in the state dir
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_URL",
+        value_name = "URL",
+        requires = "token"
+    )]
+    pub url: Option<String>,
+    /// Control token for --url
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a host serving the stored apps and the given manifests (Ctrl-C stops it)
+    Up(UpArgs),
+    /// Build the component project in DIR (Rust or Python) into DIR/build/<name>.wasm
+    Build(BuildArgs),
+    /// Deploy, inspect and remove apps on a running host
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Show the running host: allocator, listeners, compilations
+    Status(OutputArgs),
+}
+
+/// `weft up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// App manifests to deploy once the host is up
+    #[arg(value_name = "APP.yaml")]
+    pub apps: Vec<PathBuf>,
+    /// Build each component project before deploying it
+    #[arg(long)]
+    pub build: bool,
+    /// Address of the control API
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    pub control_addr: SocketAddr,
+    /// Use on-demand instance allocation instead of the pooling allocator
+    #[arg(long)]
+    pub no_pooling: bool,
+    /// Largest request body accepted, e.g. 64MiB
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_request_body: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    weft_manifest::parse_size(text)
+}
+
+/// `weft build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The project directory
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// WIT world of a Python project
+    #[arg(long, default_value = weft_build::DEFAULT_PYTHON_WORLD)]
+    pub world: String,
+}
+
+/// `weft app …`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Deploy a manifest (a new version replaces the running one with no failed request)
+    Deploy(DeployArgs),
+    /// List deployed apps
+    List(OutputArgs),
+    /// Show one app: version, phase, components, routes, limits
+    Status(NamedArgs),
+    /// Stop serving an app and forget it
+    Undeploy(NamedArgs),
+}
+
+/// `weft app deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The app manifest
+    #[arg(value_name = "APP.yaml")]
+    pub manifest: PathBuf,
+    /// Build each component project before deploying
+    #[arg(long)]
+    pub build: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Output format.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Commands on one app.
+#[derive(Debug, Args)]
+pub struct NamedArgs {
+    /// The app's name (metadata.name)
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}

@@ -1,0 +1,246 @@
+//! What each command does: thin glue from parsed flags to the host, build and client libraries.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
+use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
+
+use crate::cli::{AppCommand, BuildArgs, Cli, Command, DeployArgs, Global, UpArgs};
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Up(args) => up(&global, args).await,
+        Command::Build(args) => build(args).await,
+        Command::Status(output) => {
+            let status = client(&global)?.host_status().await?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("weft {} serving {} app(s)", status.version, status.apps);
+                println!("state dir:     {}", status.state_dir);
+                println!("allocator:     {}", status.allocator);
+                println!("compilations:  {}", status.compilations);
+                println!("listeners:     {}", status.listeners.join(", "));
+            }
+            Ok(())
+        }
+        Command::App(command) => app(&global, command).await,
+    }
+}
+
+fn state_dir(global: &Global) -> PathBuf {
+    global.state_dir.clone().unwrap_or_else(default_state_dir)
+}
+
+fn client(global: &Global) -> Result<Client> {
+    match (&global.url, &global.token) {
+        (Some(url), Some(token)) => Ok(Client::new(url, token)),
+        _ => Ok(Client::for_state_dir(&state_dir(global))?),
+    }
+}
+
+async fn prepare(path: PathBuf, build: bool) -> Result<PreparedDeploy> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || prepare_deploy(&path, build))
+        .await?
+        .with_context(|| format!("cannot deploy {shown}"))
+}
+
+fn print_outcome(outcome: &DeployOutcome) {
+    if outcome.unchanged {
+        println!(
+            "{} {} is already deployed; nothing changed",
+            outcome.app, outcome.version
+        );
+        return;
+    }
+    let replaced = outcome
+        .previous
+        .as_ref()
+        .map(|p| format!(", replacing {p}"))
+        .unwrap_or_default();
+    println!(
+        "deployed {} {}{replaced} ({} component(s) compiled)",
+        outcome.app, outcome.version, outcome.compiled
+    );
+}
+
+async fn up(global: &Global, args: UpArgs) -> Result<()> {
+    // Build and read everything first: a broken manifest stops here, before a host starts.
+    let mut deploys = Vec::new();
+    for path in &args.apps {
+        deploys.push(prepare(path.clone(), args.build).await?);
+    }
+    let config = HostConfig {
+        state_dir: state_dir(global),
+        pooling: !args.no_pooling,
+        max_request_body: args.max_request_body,
+    };
+    let host: Arc<Host> = Host::start(config).await?;
+    let (control, serve_control) =
+        weft_host::control::serve(host.clone(), args.control_addr).await?;
+    let control_task = tokio::spawn(serve_control);
+
+    for deploy in deploys {
+        for (digest, bytes) in &deploy.components {
+            host.blobs().put(digest, bytes)?;
+        }
+        let outcome = host
+            .deploy(deploy.request)
+            .await
+            .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
+        print_outcome(&outcome);
+    }
+
+    for app in host.list()? {
+        print_app_line(&app);
+    }
+    println!(
+        "weft is up (control API http://{control}, state dir {}); Ctrl-C stops it",
+        host.state_dir().display()
+    );
+
+    tokio::select! {
+        result = control_task => {
+            result?.context("the control API stopped")?;
+        }
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+        }
+    }
+    let _ = std::fs::remove_file(weft_host::control::endpoint_path(host.state_dir()));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn build(args: BuildArgs) -> Result<()> {
+    let options = weft_build::BuildOptions {
+        world: Some(args.world),
+    };
+    let dir = args.dir.clone();
+    let built = tokio::task::spawn_blocking(move || weft_build::build(&dir, &options))
+        .await?
+        .with_context(|| format!("cannot build {}", args.dir.display()))?;
+    println!(
+        "built {} ({} KiB, {:.1}s, {})",
+        built.path.display(),
+        built.size / 1024,
+        built.elapsed.as_secs_f64(),
+        built.toolchain
+    );
+    Ok(())
+}
+
+fn print_app_line(app: &AppStatus) {
+    let routes: Vec<&str> = app
+        .components
+        .iter()
+        .flat_map(|c| c.routes.iter().map(String::as_str))
+        .collect();
+    println!(
+        "{:<24} {:<16} {:<9} {}",
+        app.name,
+        app.version,
+        app.phase.to_string(),
+        routes.join(" ")
+    );
+}
+
+async fn app(global: &Global, command: AppCommand) -> Result<()> {
+    match command {
+        AppCommand::Deploy(DeployArgs {
+            manifest,
+            build,
+            output,
+        }) => {
+            let client = client(global)?;
+            let prepared = prepare(manifest, build).await?;
+            let outcome = client.deploy(&prepared).await?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                print_outcome(&outcome);
+            }
+        }
+        AppCommand::List(output) => {
+            let apps = client(global)?.list().await?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+            } else if apps.is_empty() {
+                println!("no apps deployed; deploy one with `weft app deploy APP.yaml`");
+            } else {
+                println!("{:<24} {:<16} {:<9} ROUTES", "NAME", "VERSION", "PHASE");
+                for app in &apps {
+                    print_app_line(app);
+                }
+            }
+        }
+        AppCommand::Status(named) => {
+            let app = client(global)?.status(&named.name).await?;
+            if named.output.json {
+                println!("{}", serde_json::to_string_pretty(&app)?);
+            } else {
+                print_status(&app);
+            }
+        }
+        AppCommand::Undeploy(named) => {
+            client(global)?.undeploy(&named.name).await?;
+            println!("undeployed {}", named.name);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(app: &AppStatus) {
+    println!("app:       {}", app.name);
+    println!("version:   {}", app.version);
+    println!("phase:     {}", app.phase);
+    if let Some(reason) = &app.reason {
+        println!("reason:    {reason}");
+    }
+    println!("manifest:  {}", app.origin);
+    println!("versions:  {}", app.versions.join(", "));
+    for c in &app.components {
+        println!("component {}:", c.name);
+        println!(
+            "  image:     {} (sha256:{})",
+            c.image,
+            &c.digest[..c.digest.len().min(12)]
+        );
+        println!(
+            "  limits:    memory {} MiB, timeout {} ms, {} instances",
+            c.max_memory / (1024 * 1024),
+            c.timeout_ms,
+            c.max_instances
+        );
+        println!("  active:    {} instance(s)", c.active_instances);
+        for route in &c.routes {
+            println!("  route:     {route}");
+        }
+    }
+}
