@@ -23,7 +23,7 @@ fn names_the_unsatisfied_import() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let bytes =
-        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#)
+        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func (param "key" string) (result string))))))"#)
             .unwrap();
     let loaded = rt.load("kv-user", &bytes).unwrap();
     let err = rt

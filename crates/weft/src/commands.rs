@@ -81,10 +81,6 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
         max_request_body: args.max_request_body,
     };
     let host: Arc<Host> = Host::start(config).await?;
-    let (control, serve_control) =
-        weft_host::control::serve(host.clone(), args.control_addr).await?;
-    let control_task = tokio::spawn(serve_control);
-
     for deploy in deploys {
         for (digest, bytes) in &deploy.components {
             host.blobs().put(digest, bytes)?;
@@ -96,6 +92,11 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
         print_outcome(&outcome);
     }
 
+    // The control API (and its control.json) appears only once the given apps are serving, so
+    // whoever waits for it knows the host is ready.
+    let (control, serve_control) =
+        weft_host::control::serve(host.clone(), args.control_addr).await?;
+    let control_task = tokio::spawn(serve_control);
     for app in host.list()? {
         print_app_line(&app);
     }

@@ -1,0 +1,449 @@
+//! End-to-end: the built `weft` binary as a process, real guests from `examples/`, the real CLI
+//! and real HTTP requests.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{free_port, get, guests, http, write_manifest, Host, Route};
+
+fn route<'a>(
+    component: &'a str,
+    image: &'a std::path::Path,
+    port: u16,
+    path: &'a str,
+) -> Route<'a> {
+    Route {
+        component,
+        image,
+        port,
+        path,
+        properties: "",
+    }
+}
+
+#[test]
+fn rust_and_python_apps_served_through_the_cli() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hello = write_manifest(
+        dir.path(),
+        "hello",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    let hello_py = write_manifest(
+        dir.path(),
+        "hello-py",
+        "v1",
+        &[route("hello-py", &g.hello_py, port, "/hello-py")],
+    );
+    host.deploy(&hello);
+    host.deploy(&hello_py);
+
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Rust! You asked for /hello\n")
+    );
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/hello-py/x?y=1"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Python! You asked for /hello-py/x?y=1\n")
+    );
+    // Bodies stream both ways: a 3 MiB upload comes back intact.
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let echoed = http()
+        .post(format!("http://127.0.0.1:{port}/hello/echo"))
+        .body(payload.clone())
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        echoed.as_ref() == payload.as_slice(),
+        "echo lost or changed bytes"
+    );
+    // A path no app claims is a 404, not somebody else's app.
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/helloworld")).0, 404);
+
+    let list = host.cli_ok(&["app", "list"]);
+    assert!(
+        list.contains("hello ") && list.contains("hello-py"),
+        "{list}"
+    );
+    let status = host.cli_ok(&["app", "status", "hello-py"]);
+    assert!(status.contains("phase:     deployed"), "{status}");
+    assert!(
+        status.contains(&format!("http://127.0.0.1:{port}/hello-py")),
+        "{status}"
+    );
+
+    host.cli_ok(&["app", "undeploy", "hello-py"]);
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/hello-py")).0, 404);
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 200);
+    let err = host.cli_err(&["app", "status", "hello-py"]);
+    assert!(err.contains("no app named `hello-py`"), "{err}");
+}
+
+/// Sends `bad` to the misbehaving guest while hello is asked concurrently; returns the bad
+/// request's status and body.
+fn misbehave_while_hello_answers(port: u16, bad: &str) -> (u16, String) {
+    let bad_url = format!("http://127.0.0.1:{port}/misbehave/{bad}");
+    let worker = std::thread::spawn(move || get(&bad_url));
+    let started = Instant::now();
+    let mut answered = 0;
+    while !worker.is_finished() || answered == 0 {
+        let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
+        assert_eq!(
+            status, 200,
+            "hello failed while misbehave/{bad} ran: {body}"
+        );
+        answered += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "misbehave/{bad} never finished"
+        );
+    }
+    worker.join().unwrap()
+}
+
+#[test]
+fn misbehaving_guests_fail_alone() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hello = write_manifest(
+        dir.path(),
+        "hello",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    let bad = write_manifest(
+        dir.path(),
+        "misbehave",
+        "v1",
+        &[Route {
+            properties: "limits: { memory: 32MiB, timeout: 1s }",
+            ..route("misbehave", &g.misbehave, port, "/misbehave")
+        }],
+    );
+    host.deploy(&hello);
+    host.deploy(&bad);
+    let mut host = host;
+
+    let (status, body) = misbehave_while_hello_answers(port, "trap");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("trapped"), "{body}");
+
+    let started = Instant::now();
+    let (status, body) = misbehave_while_hello_answers(port, "loop");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("execution timeout of 1s"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the loop was not cut off at 1s"
+    );
+
+    let (status, body) = misbehave_while_hello_answers(port, "hog");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("memory limit of 33554432 bytes exceeded"),
+        "{body}"
+    );
+
+    // The same instance policy still serves good requests afterwards, and the host is up.
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/misbehave/ok")),
+        (200, "ok\n".to_string())
+    );
+    assert!(host.is_running());
+}
+
+#[test]
+fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let v1 = write_manifest(
+        dir.path(),
+        "hello",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    host.deploy(&v1);
+    let still_serving = || {
+        assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 200);
+        let status = host.cli_ok(&["app", "status", "hello"]);
+        assert!(status.contains("version:   v1"), "{status}");
+    };
+
+    // A manifest that does not parse: the message names the file and the problem.
+    let malformed = dir.path().join("malformed.yaml");
+    std::fs::write(
+        &malformed,
+        std::fs::read_to_string(&v1)
+            .unwrap()
+            .replace("version: v1", "version: [v2"),
+    )
+    .unwrap();
+    let err = host.cli_err(&["app", "deploy", malformed.to_str().unwrap()]);
+    assert!(
+        err.contains("malformed.yaml: not a valid app manifest"),
+        "{err}"
+    );
+    still_serving();
+
+    // A manifest that parses but does not validate names the component and field.
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(
+        &invalid,
+        std::fs::read_to_string(&v1)
+            .unwrap()
+            .replace("target: { name: hello }", "target: { name: nobody }"),
+    )
+    .unwrap();
+    let err = host.cli_err(&["app", "deploy", invalid.to_str().unwrap()]);
+    assert!(
+        err.contains("component `http`: traits[0].properties.target"),
+        "{err}"
+    );
+    assert!(err.contains("`nobody`"), "{err}");
+    still_serving();
+
+    // A core module is not a component.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(
+        &core,
+        wat::parse_str("(module (func (export \"f\")))").unwrap(),
+    )
+    .unwrap();
+    let m = write_manifest(
+        dir.path(),
+        "hello",
+        "v2",
+        &[route("hello", &core, port, "/hello")],
+    );
+    let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
+    assert!(
+        err.contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
+    still_serving();
+
+    // A file that is not WebAssembly at all.
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, "not wasm").unwrap();
+    let m = write_manifest(
+        dir.path(),
+        "hello",
+        "v3",
+        &[route("hello", &text, port, "/hello")],
+    );
+    let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
+    assert!(err.contains("is not a WebAssembly file"), "{err}");
+    still_serving();
+
+    // A component whose import nothing provides: the import is named.
+    let kv = dir.path().join("kv.wasm");
+    std::fs::write(
+        &kv,
+        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func (param "key" string) (result string))))))"#).unwrap(),
+    )
+    .unwrap();
+    let m = write_manifest(
+        dir.path(),
+        "hello",
+        "v4",
+        &[route("hello", &kv, port, "/hello")],
+    );
+    let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
+    assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
+    still_serving();
+
+    // A route to a component that exports no HTTP handler.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
+    let m = write_manifest(
+        dir.path(),
+        "hello",
+        "v5",
+        &[route("hello", &empty, port, "/hello")],
+    );
+    let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
+    assert!(
+        err.contains("exports no `wasi:http/incoming-handler"),
+        "{err}"
+    );
+    still_serving();
+
+    // A route another app already serves.
+    let thief = write_manifest(
+        dir.path(),
+        "thief",
+        "v1",
+        &[route("thief", &g.hello, port, "/hello")],
+    );
+    let err = host.cli_err(&["app", "deploy", thief.to_str().unwrap()]);
+    assert!(err.contains("already served by app `hello`"), "{err}");
+    still_serving();
+
+    // None of the refused versions was stored.
+    let status = host.cli_ok(&["app", "status", "hello"]);
+    assert!(status.contains("versions:  v1\n"), "{status}");
+}
+
+#[test]
+fn redeploying_an_unchanged_component_compiles_nothing() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let v1 = write_manifest(
+        dir.path(),
+        "hello",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    assert_eq!(host.deploy(&v1)["compiled"], 1);
+    let compilations = host.status()["compilations"].as_u64().unwrap();
+
+    // A new version of the app around the same component.
+    let v2 = write_manifest(
+        dir.path(),
+        "hello",
+        "v2",
+        &[route("hello", &g.hello, port, "/hello2")],
+    );
+    let outcome = host.deploy(&v2);
+    assert_eq!(outcome["compiled"], 0, "{outcome}");
+    assert_eq!(outcome["previous"], "v1");
+    // The same version again: nothing to do at all.
+    let outcome = host.deploy(&v2);
+    assert_eq!(outcome["unchanged"], true, "{outcome}");
+    assert_eq!(
+        host.status()["compilations"].as_u64().unwrap(),
+        compilations
+    );
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/hello2")).0, 200);
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 404);
+}
+
+#[test]
+fn a_restarted_host_serves_the_same_apps() {
+    let g = guests();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hello = write_manifest(
+        dir.path(),
+        "hello",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    // The first run deploys from the command line, the second is given nothing.
+    let mut host = Host::start(&[hello.to_str().unwrap()]);
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 200);
+    host.stop();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "host still listening"
+    );
+
+    host.restart(&[]);
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Rust! You asked for /hello\n")
+    );
+    let list = host.cli_ok(&["app", "list"]);
+    assert!(list.contains("hello") && list.contains("v1"), "{list}");
+    // Compiled code came from the on-disk cache.
+    assert_eq!(host.status()["compilations"], 0);
+}
+
+#[test]
+fn a_new_version_under_load_fails_no_request() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let v1 = write_manifest(
+        dir.path(),
+        "greeter",
+        "v1",
+        &[route("hello", &g.hello, port, "/hello")],
+    );
+    // v2 swaps the Rust component for the Python one on the same route: a real change, and one
+    // that takes seconds to compile while the load runs.
+    let v2 = write_manifest(
+        dir.path(),
+        "greeter",
+        "v2",
+        &[route("hello", &g.hello_py, port, "/hello")],
+    );
+    host.deploy(&v1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let rust = Arc::new(AtomicU64::new(0));
+    let python = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures, rust, python) =
+                (stop.clone(), failures.clone(), rust.clone(), python.clone());
+            std::thread::spawn(move || {
+                let client = http();
+                let started = Instant::now();
+                // Bounded: the loop ends when told or after two minutes.
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120)
+                {
+                    match client.get(format!("http://127.0.0.1:{port}/hello")).send() {
+                        Ok(r) if r.status() == 200 => {
+                            let body = r.text().unwrap_or_default();
+                            if body.starts_with("Hello from Rust") {
+                                rust.fetch_add(1, Ordering::Relaxed);
+                            } else if body.starts_with("Hello from Python") {
+                                python.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(300));
+    let outcome = host.deploy(&v2);
+    assert_eq!(outcome["version"], "v2");
+    // Keep the load on the new version for a while, then stop.
+    let switched = python.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while python.load(Ordering::Relaxed) < switched + 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (rust, python, failures) = (
+        rust.load(Ordering::Relaxed),
+        python.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    );
+    assert!(rust > 0 && python > 0, "saw rust={rust} python={python}");
+    assert_eq!(
+        failures, 0,
+        "failed requests during the switch (rust={rust} python={python})"
+    );
+}

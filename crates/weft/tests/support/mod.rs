@@ -1,0 +1,261 @@
+//! What the end-to-end tests share: guests built from `examples/`, a real `weft up` process on
+//! free loopback ports, and the real CLI pointed at it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Paths of the example components, built once per test run with `weft build`.
+pub struct Guests {
+    pub hello: PathBuf,
+    pub hello_py: PathBuf,
+    pub misbehave: PathBuf,
+}
+
+pub fn guests() -> &'static Guests {
+    static GUESTS: OnceLock<Guests> = OnceLock::new();
+    GUESTS.get_or_init(|| {
+        let build = |project: &str| -> PathBuf {
+            let dir = repo().join("examples").join(project);
+            let out = Command::new(WEFT).arg("build").arg(&dir).output().unwrap();
+            assert!(
+                out.status.success(),
+                "weft build {project} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let built = dir.join("build").join(format!("{project}.wasm"));
+            assert!(
+                built.is_file(),
+                "{} missing after weft build",
+                built.display()
+            );
+            built
+        };
+        Guests {
+            hello: build("hello"),
+            misbehave: build("misbehave"),
+            hello_py: build("hello-py"),
+        }
+    })
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP-routed component, as a test writes it into a manifest.
+pub struct Route<'a> {
+    pub component: &'a str,
+    pub image: &'a Path,
+    pub port: u16,
+    pub path: &'a str,
+    /// Extra `properties` lines, e.g. `limits: { timeout: 1s }`.
+    pub properties: &'a str,
+}
+
+/// A manifest with one component per route, written to `dir/<name>-<version>.yaml`.
+pub fn write_manifest(dir: &Path, name: &str, version: &str, routes: &[Route<'_>]) -> PathBuf {
+    let mut text = format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: {name}\n  annotations: {{ version: {version} }}\nspec:\n  components:\n"
+    );
+    for r in routes {
+        text.push_str(&format!(
+            "    - name: {}\n      type: component\n      properties:\n        image: {}\n",
+            r.component,
+            r.image.display()
+        ));
+        if !r.properties.is_empty() {
+            text.push_str(&format!("        {}\n", r.properties));
+        }
+    }
+    text.push_str("    - name: http\n      type: capability\n      properties: { image: weft:http-server }\n      traits:\n");
+    for r in routes {
+        text.push_str(&format!(
+            "        - type: link\n          properties:\n            target: {{ name: {} }}\n            namespace: wasi\n            package: http\n            interfaces: [incoming-handler]\n            source:\n              config: [{{ name: route, properties: {{ address: \"127.0.0.1:{}\", path: {} }} }}]\n",
+            r.component, r.port, r.path
+        ));
+    }
+    let path = dir.join(format!("{name}-{version}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `weft up` process with its own state dir and control port; killed when dropped.
+pub struct Host {
+    pub state: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Host {
+    /// Starts `weft up ARGS…` on a fresh state dir.
+    pub fn start(args: &[&str]) -> Host {
+        let state = tempfile::tempdir().unwrap();
+        let mut host = Host {
+            state,
+            child: None,
+            log: PathBuf::new(),
+        };
+        host.restart(args);
+        host
+    }
+
+    /// Starts `weft up ARGS…` again on the same state dir (after `stop`).
+    pub fn restart(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "stop the host first");
+        let _ = std::fs::remove_file(self.state.path().join("control.json"));
+        let n = std::fs::read_dir(self.state.path()).unwrap().count();
+        self.log = self.state.path().join(format!("weft-{n}.log"));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(WEFT)
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("up")
+            .args(["--control-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("WEFT_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.state.path().join("control.json").exists()
+                && self.cli(&["status"]).status.success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weft up exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft up did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Stops the host the way Ctrl-C would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the host has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this host.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(WEFT)
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(args)
+            .env_remove("WEFT_URL")
+            .env_remove("WEFT_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and insists it succeeds; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "weft {args:?} failed:\n{}\n--- host log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI and insists it fails; returns stderr.
+    pub fn cli_err(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "weft {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Deploys a manifest through the CLI; returns the outcome as JSON.
+    pub fn deploy(&self, manifest: &Path) -> serde_json::Value {
+        let out = self.cli_ok(&["app", "deploy", "--json", manifest.to_str().unwrap()]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// The host's status as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["status", "--json"])).unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A blocking HTTP client with a generous timeout.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// GET a URL; returns status and body.
+pub fn get(url: &str) -> (u16, String) {
+    let response = http()
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().unwrap())
+}
