@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything weft's build, examples and tests need, skipping what is already there.
+# Safe to run again. Needs root (or sudo) for apt packages.
+set -euo pipefail
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+# Debian packages. The wasm32-wasip2 route: when rustup has the target, Rust guests build with
+# it; when it cannot be downloaded, Debian's rustc-web builds std for wasm (-Zbuild-std) and needs
+# the source, lld and wasi-libc.
+apt_packages=(pkg-config)
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  apt_packages+=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
+fi
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Links Rust guests into components on the Debian route.
+if ! command -v wasm-component-ld >/dev/null 2>&1; then
+  say "cargo install wasm-component-ld"
+  cargo install --locked --quiet wasm-component-ld --version 0.5.31
+fi
+
+# Builds Python guests.
+COMPONENTIZE_PY_VERSION=0.25.1
+if ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
+  say "pip install componentize-py==$COMPONENTIZE_PY_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+hash -r
+command -v componentize-py >/dev/null 2>&1 || {
+  say "componentize-py is installed but not on PATH; add pip's script directory to PATH"
+  exit 1
+}
+say "ready"
