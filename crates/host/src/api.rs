@@ -71,6 +71,10 @@ pub struct ComponentStatus {
     pub timeout_ms: u64,
     pub max_instances: u32,
     pub active_instances: usize,
+    /// Idle instances kept for reuse.
+    pub warm_instances: usize,
+    /// The reuse policy, when the component opted in.
+    pub reuse: Option<String>,
 }
 
 /// `GET /v1/host`.

@@ -87,6 +87,24 @@ pub struct Host {
     deploy_lock: tokio::sync::Mutex<()>,
 }
 
+/// Drops warm instances that sat idle past their reuse policy, once a second, for as long as the
+/// host lives; an idle app's memory goes back without waiting for its next request.
+async fn reclaim_idle_instances(host: std::sync::Weak<Host>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        let workloads: Vec<Arc<Workload>> = host
+            .apps_lock()
+            .values()
+            .flat_map(|app| app.workloads.values().cloned())
+            .collect();
+        for workload in workloads {
+            workload.reclaim_idle();
+        }
+    }
+}
+
 /// A deploy prepared and checked, not yet visible.
 struct Prepared {
     app: App,
@@ -157,6 +175,7 @@ impl Host {
                 }
             }
         }
+        tokio::spawn(reclaim_idle_instances(Arc::downgrade(&host)));
         Ok(host)
     }
 
@@ -268,9 +287,12 @@ impl Host {
             compiled += u32::from(loaded.compiled);
             let routed = app.routes.iter().any(|r| r.component == component.name);
             if routed {
-                let workload = self
-                    .runtime
-                    .http_workload(&what, &loaded, component.limits)?;
+                let workload = self.runtime.http_workload(
+                    &what,
+                    &loaded,
+                    component.limits,
+                    component.reuse,
+                )?;
                 workloads.insert(component.name.clone(), workload);
             } else {
                 self.runtime.check_imports(&what, &loaded)?;
@@ -381,6 +403,16 @@ impl Host {
                             .workloads
                             .get(&c.name)
                             .map_or(0, |w| w.active_instances()),
+                        warm_instances: entry
+                            .workloads
+                            .get(&c.name)
+                            .map_or(0, |w| w.warm_instances()),
+                        reuse: c.reuse.map(|r| {
+                            format!(
+                                "up to {} requests per instance, idle {:?}",
+                                r.max_requests, r.idle
+                            )
+                        }),
                     }
                 })
             })

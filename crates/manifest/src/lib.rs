@@ -59,6 +59,8 @@ pub struct Component {
     /// The image reference exactly as written in the manifest.
     pub image: String,
     pub limits: Limits,
+    /// Warm reuse of instances, when the component opts in; fresh per request otherwise.
+    pub reuse: Option<Reuse>,
     pub config: Vec<NamedConfig>,
     /// Links whose source is this component (its imports served by the target).
     pub links: Vec<Link>,
@@ -81,6 +83,18 @@ impl Default for Limits {
         }
     }
 }
+
+/// How a component's instances are reused across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    pub max_requests: u32,
+    pub idle: Duration,
+}
+
+/// Requests one reused instance serves by default before it is replaced.
+pub const DEFAULT_REUSE_REQUESTS: u32 = 10_000;
+/// How long an idle reused instance is kept by default.
+pub const DEFAULT_REUSE_IDLE: Duration = Duration::from_secs(30);
 
 /// An edge of the app graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,6 +362,25 @@ fn component(
         }
     }
 
+    let reuse = match &node.properties.reuse {
+        None => None,
+        Some(raw) => {
+            let max_requests = raw.requests.unwrap_or(DEFAULT_REUSE_REQUESTS);
+            if max_requests == 0 {
+                return Err(v.err(
+                    format!("{at}: properties.reuse.requests"),
+                    "must be at least 1",
+                ));
+            }
+            let idle = match &raw.idle {
+                Some(idle) => parse_duration(idle)
+                    .map_err(|m| v.err(format!("{at}: properties.reuse.idle"), m))?,
+                None => DEFAULT_REUSE_IDLE,
+            };
+            Some(Reuse { max_requests, idle })
+        }
+    };
+
     let mut links = Vec::new();
     let mut scaler_seen = false;
     for (i, t) in node.traits.iter().enumerate() {
@@ -374,6 +407,7 @@ fn component(
         name: node.name.clone(),
         image,
         limits,
+        reuse,
         config: node.properties.config.clone(),
         links,
     })
@@ -437,10 +471,10 @@ fn capability(
             ),
         )
     })?;
-    if node.properties.limits.is_some() {
+    if node.properties.limits.is_some() || node.properties.reuse.is_some() {
         return Err(v.err(
-            format!("{at}: properties.limits"),
-            "limits apply to components, not capabilities",
+            format!("{at}: properties"),
+            "limits and reuse apply to components, not capabilities",
         ));
     }
 

@@ -59,6 +59,19 @@ pub struct Properties {
     pub config: Vec<NamedConfig>,
     /// weft's per-workload limits (an extension to wadm's format).
     pub limits: Option<RawLimits>,
+    /// Opt-in warm instance reuse (an extension to wadm's format).
+    pub reuse: Option<RawReuse>,
+}
+
+/// `properties.reuse`: serve many requests from one instance, for components whose author
+/// declares that safe (no state leaks between requests that matters).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReuse {
+    /// Requests one instance serves before it is replaced.
+    pub requests: Option<u32>,
+    /// How long an unused instance is kept, e.g. `30s`.
+    pub idle: Option<String>,
 }
 
 /// A named block of string properties, as wadm's `config`.

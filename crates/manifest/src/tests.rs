@@ -158,3 +158,26 @@ fn sizes_and_durations() {
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("0s").is_err());
 }
+
+#[test]
+fn reuse_is_opt_in() {
+    let app = parse(HELLO, "app.yaml").unwrap();
+    assert_eq!(app.components[0].reuse, None);
+    let text = HELLO.replace(
+        "limits: { memory: 32MiB, timeout: 2s }",
+        "limits: { memory: 32MiB, timeout: 2s }\n        reuse: { requests: 50, idle: 5s }",
+    );
+    let app = parse(&text, "app.yaml").unwrap();
+    assert_eq!(
+        app.components[0].reuse,
+        Some(Reuse {
+            max_requests: 50,
+            idle: Duration::from_secs(5)
+        })
+    );
+    let text = HELLO.replace(
+        "limits: { memory: 32MiB, timeout: 2s }",
+        "reuse: { requests: 0 }",
+    );
+    assert!(error_of(&text).contains("properties.reuse.requests"));
+}

@@ -6,9 +6,10 @@ mod engine;
 mod state;
 mod workload;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
@@ -45,10 +46,22 @@ pub enum RuntimeError {
     Setup(String),
 }
 
+/// Compiled code, shared by every workload that runs the same component.
+pub struct Code {
+    component: Component,
+    digest: String,
+}
+
+impl Code {
+    /// The sha256 of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
 /// A compiled component and whether this load had to compile it.
 pub struct LoadedComponent {
-    pub component: Component,
-    pub digest: String,
+    pub code: Arc<Code>,
     pub compiled: bool,
 }
 
@@ -59,6 +72,8 @@ pub struct Runtime {
     cache: CompileCache,
     allocator: Allocator,
     compilations: AtomicU64,
+    /// Code in use, by digest: a thousand apps running one component share one copy.
+    live: Mutex<HashMap<String, Weak<Code>>>,
     _ticker: EpochTicker,
 }
 
@@ -80,6 +95,7 @@ impl Runtime {
             cache,
             allocator,
             compilations: AtomicU64::new(0),
+            live: Mutex::default(),
             _ticker: ticker,
         }))
     }
@@ -104,7 +120,28 @@ impl Runtime {
             return Err(RuntimeError::CoreModule { what: what.into() });
         }
         let digest = digest_of(bytes);
-        let path = self.cache.path_for(&digest);
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|_, code| code.strong_count() > 0);
+        if let Some(code) = live.get(&digest).and_then(Weak::upgrade) {
+            return Ok(LoadedComponent {
+                code,
+                compiled: false,
+            });
+        }
+        // Compiling under the lock means two deploys of one new component compile it once.
+        let (component, compiled) = self.load_uncached(what, bytes, &digest)?;
+        let code = Arc::new(Code { component, digest });
+        live.insert(code.digest.clone(), Arc::downgrade(&code));
+        Ok(LoadedComponent { code, compiled })
+    }
+
+    fn load_uncached(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, bool), RuntimeError> {
+        let path = self.cache.path_for(digest);
         if path.exists() {
             // SAFETY: the cache directory is private to this host and keyed by the engine's
             // compatibility hash; its files were written by `precompile_component` of an engine
@@ -114,11 +151,7 @@ impl Runtime {
             match cached {
                 Ok(component) => {
                     tracing::debug!(%what, %digest, "compiled code loaded from cache");
-                    return Ok(LoadedComponent {
-                        component,
-                        digest,
-                        compiled: false,
-                    });
+                    return Ok((component, false));
                 }
                 Err(e) => tracing::warn!(%what, "cached code unusable ({e}); recompiling"),
             }
@@ -132,7 +165,7 @@ impl Runtime {
                     reason: format!("{e:#}"),
                 })?;
         self.compilations.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.cache.store(&digest, &artifact) {
+        if let Err(e) = self.cache.store(digest, &artifact) {
             tracing::warn!(%what, "cannot write the compile cache ({e}); continuing without it");
         }
         // SAFETY: `artifact` was produced just above by this engine's `precompile_component`.
@@ -145,11 +178,7 @@ impl Runtime {
                 }
             })?;
         tracing::info!(%what, %digest, elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
-        Ok(LoadedComponent {
-            component,
-            digest,
-            compiled: true,
-        })
+        Ok((component, true))
     }
 
     /// Checks that every import of a loaded component is satisfied by what this host links.
@@ -163,7 +192,7 @@ impl Runtime {
         loaded: &LoadedComponent,
     ) -> Result<wasmtime::component::InstancePre<InstanceState>, RuntimeError> {
         self.linker
-            .instantiate_pre(&loaded.component)
+            .instantiate_pre(&loaded.code.component)
             .map_err(|e| RuntimeError::Link {
                 what: what.into(),
                 reason: format!(
@@ -180,6 +209,7 @@ impl Runtime {
         what: &str,
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
+        reuse: Option<weft_manifest::Reuse>,
     ) -> Result<Arc<Workload>, RuntimeError> {
         let pre = self.instance_pre(what, loaded)?;
         let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(|e| {
@@ -191,9 +221,10 @@ impl Runtime {
         Ok(Arc::new(Workload::new(
             self.clone(),
             what.to_string(),
-            loaded.digest.clone(),
+            loaded.code.clone(),
             proxy,
             limits,
+            reuse,
         )))
     }
 

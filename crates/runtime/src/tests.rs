@@ -27,7 +27,7 @@ fn names_the_unsatisfied_import() {
             .unwrap();
     let loaded = rt.load("kv-user", &bytes).unwrap();
     let err = rt
-        .http_workload("kv-user", &loaded, Default::default())
+        .http_workload("kv-user", &loaded, Default::default(), None)
         .err()
         .unwrap()
         .to_string();
@@ -41,7 +41,7 @@ fn a_component_without_a_handler_is_refused() {
     let bytes = wat::parse_str("(component)").unwrap();
     let loaded = rt.load("empty", &bytes).unwrap();
     let err = rt
-        .http_workload("empty", &loaded, Default::default())
+        .http_workload("empty", &loaded, Default::default(), None)
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");
@@ -69,4 +69,15 @@ fn falls_back_or_pools_but_always_starts() {
         rt.allocator(),
         Allocator::Pooling | Allocator::OnDemand
     ));
+}
+
+#[test]
+fn workloads_of_one_component_share_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let bytes = wat::parse_str("(component)").unwrap();
+    let a = rt.load("a", &bytes).unwrap();
+    let b = rt.load("b", &bytes).unwrap();
+    assert!(Arc::ptr_eq(&a.code, &b.code));
+    assert_eq!(rt.compilations(), 1);
 }

@@ -1,21 +1,21 @@
 //! A workload: one component pre-instantiated for HTTP, served with a fresh instance per request
 //! under its limits (concurrent instances, memory, execution time).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{oneshot, Semaphore};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::engine::ticks_for;
 use crate::state::{InstanceState, MemoryLimitExceeded};
-use crate::Runtime;
+use crate::{Code, Runtime};
 
 /// The body type of every response weft sends.
 pub type WorkloadBody = HyperOutgoingBody;
@@ -24,10 +24,21 @@ pub type WorkloadBody = HyperOutgoingBody;
 pub struct Workload {
     runtime: Arc<Runtime>,
     name: String,
-    digest: String,
+    code: Arc<Code>,
     pre: ProxyPre<InstanceState>,
     limits: weft_manifest::Limits,
+    reuse: Option<weft_manifest::Reuse>,
     permits: Arc<Semaphore>,
+    /// Idle instances kept for reuse, most recently used last.
+    warm: Mutex<Vec<WarmInstance>>,
+}
+
+/// An instance that finished a request cleanly and may serve another.
+struct WarmInstance {
+    store: Store<InstanceState>,
+    proxy: Proxy,
+    served: u32,
+    idle_since: Instant,
 }
 
 /// Why a request's instance failed.
@@ -41,19 +52,60 @@ impl Workload {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         name: String,
-        digest: String,
+        code: Arc<Code>,
         pre: ProxyPre<InstanceState>,
         limits: weft_manifest::Limits,
+        reuse: Option<weft_manifest::Reuse>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
             runtime,
             name,
-            digest,
+            code,
             pre,
             limits,
+            reuse,
             permits,
+            warm: Mutex::default(),
         }
+    }
+
+    fn warm_lock(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {
+        self.warm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A warm instance to serve the next request, if reuse is on and one is idle.
+    fn take_warm(&self) -> Option<WarmInstance> {
+        let reuse = self.reuse?;
+        let mut warm = self.warm_lock();
+        let now = Instant::now();
+        warm.retain(|w| now.duration_since(w.idle_since) < reuse.idle);
+        warm.pop()
+    }
+
+    /// Returns an instance to the pool unless it has served its quota.
+    fn put_warm(&self, mut instance: WarmInstance) {
+        let Some(reuse) = self.reuse else { return };
+        instance.served += 1;
+        if instance.served >= reuse.max_requests {
+            return;
+        }
+        instance.idle_since = Instant::now();
+        self.warm_lock().push(instance);
+    }
+
+    /// Drops warm instances idle longer than the reuse policy allows; returns how many remain.
+    pub fn reclaim_idle(&self) -> usize {
+        let Some(reuse) = self.reuse else { return 0 };
+        let mut warm = self.warm_lock();
+        let now = Instant::now();
+        warm.retain(|w| now.duration_since(w.idle_since) < reuse.idle);
+        warm.len()
+    }
+
+    /// Idle instances kept warm right now.
+    pub fn warm_instances(&self) -> usize {
+        self.warm_lock().len()
     }
 
     /// The name this workload was created under (`app/component`).
@@ -63,7 +115,7 @@ impl Workload {
 
     /// The sha256 of the component it runs.
     pub fn digest(&self) -> &str {
-        &self.digest
+        self.code.digest()
     }
 
     /// Its limits.
@@ -98,13 +150,20 @@ impl Workload {
             }
         };
 
-        let mut store = Store::new(
-            self.runtime.engine(),
-            InstanceState::new(self.limits.max_memory),
-        );
-        store.limiter(|state| &mut state.limiter);
+        let (mut store, warm) = match self.take_warm() {
+            Some(instance) => (instance.store, Some((instance.proxy, instance.served))),
+            None => {
+                let mut store = Store::new(
+                    self.runtime.engine(),
+                    InstanceState::new(self.limits.max_memory),
+                );
+                store.limiter(|state| &mut state.limiter);
+                store.epoch_deadline_trap();
+                (store, None)
+            }
+        };
+        // Relative to the current epoch, so a reused instance gets a full budget again.
         store.set_epoch_deadline(ticks_for(timeout));
-        store.epoch_deadline_trap();
 
         let (sender, receiver) = oneshot::channel();
         let resources = (|| -> wasmtime::Result<_> {
@@ -123,20 +182,33 @@ impl Workload {
             }
         };
 
-        let pre = self.pre.clone();
+        let workload = self.clone();
         let task = tokio::spawn(async move {
             // The permit lives as long as the instance, which may outlive the response headers
             // while it streams the body.
             let _permit = permit;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let (proxy, served) = match warm {
+                    Some(warm) => warm,
+                    None => (workload.pre.instantiate_async(&mut store).await?, 0),
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await?;
+                wasmtime::Result::<_>::Ok((proxy, served))
             };
             match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok((proxy, served))) => {
+                    // Only an instance that finished cleanly is reused; a trapped one is dropped.
+                    workload.put_warm(WarmInstance {
+                        store,
+                        proxy,
+                        served,
+                        idle_since: Instant::now(),
+                    });
+                    Ok(())
+                }
                 Ok(Err(e)) => Err(classify(e, timeout)),
                 Err(_) => Err(Failure::Timeout(timeout)),
             }

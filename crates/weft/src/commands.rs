@@ -240,6 +240,13 @@ fn print_status(app: &AppStatus) {
             c.max_instances
         );
         println!("  active:    {} instance(s)", c.active_instances);
+        match &c.reuse {
+            Some(reuse) => println!(
+                "  reuse:     {reuse}; {} warm instance(s)",
+                c.warm_instances
+            ),
+            None => println!("  reuse:     off (a fresh instance per request)"),
+        }
         for route in &c.routes {
             println!("  route:     {route}");
         }

@@ -447,3 +447,47 @@ fn a_new_version_under_load_fails_no_request() {
         "failed requests during the switch (rust={rust} python={python})"
     );
 }
+
+#[test]
+fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let fresh = write_manifest(
+        dir.path(),
+        "fresh",
+        "v1",
+        &[route("fresh", &g.hello, port, "/fresh")],
+    );
+    let warm = write_manifest(
+        dir.path(),
+        "warm",
+        "v1",
+        &[Route {
+            properties: "reuse: { requests: 3, idle: 1s }",
+            ..route("warm", &g.hello, port, "/warm")
+        }],
+    );
+    host.deploy(&fresh);
+    host.deploy(&warm);
+    let count = |path: &str| -> String {
+        let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
+        assert_eq!(status, 200, "{body}");
+        body.trim().to_string()
+    };
+
+    // Fresh by default: every request meets a new instance.
+    let seen: Vec<String> = (0..3).map(|_| count("/fresh")).collect();
+    assert_eq!(seen, ["1", "1", "1"]);
+    // Opted in: one instance serves three requests, then a new one takes over.
+    let seen: Vec<String> = (0..5).map(|_| count("/warm")).collect();
+    assert_eq!(seen, ["1", "2", "3", "1", "2"]);
+    let status = host.cli_ok(&["app", "status", "warm"]);
+    assert!(status.contains("1 warm instance(s)"), "{status}");
+    // Idle past its policy, the instance is reclaimed.
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = host.cli_ok(&["app", "status", "warm"]);
+    assert!(status.contains("0 warm instance(s)"), "{status}");
+    assert_eq!(count("/warm"), "1");
+}

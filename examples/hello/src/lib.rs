@@ -1,6 +1,9 @@
-//! The hello example: answers `GET /hello` and echoes a request body back, streamed both ways.
+//! The hello example: answers `GET /hello`, echoes a request body back (streamed both ways),
+//! and on `/hello/count` tells how many requests this instance has served, which shows whether
+//! the host reuses instances.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
@@ -11,8 +14,11 @@ wasi::http::proxy::export!(Hello);
 
 struct Hello;
 
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
         let path = request.path_with_query().unwrap_or_default();
         let headers = Fields::new();
         let _ = headers.set("content-type", &[b"text/plain; charset=utf-8".to_vec()]);
@@ -34,6 +40,8 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
                 }
             }
             IncomingBody::finish(incoming);
+        } else if path.ends_with("/count") {
+            let _ = writeln!(out, "{served}");
         } else {
             let _ = writeln!(out, "Hello from Rust! You asked for {path}");
         }

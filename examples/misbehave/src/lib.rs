@@ -1,6 +1,6 @@
 //! A guest that misbehaves on request, so tests can prove the host contains it:
 //! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
-//! anything else answers `ok`.
+//! `/sleep/MS` waits MS milliseconds (an instance held in flight), anything else answers `ok`.
 
 use std::io::Write as _;
 
@@ -29,6 +29,9 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 hoard.push(vec![0xA5; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        if let Some(ms) = path.rsplit_once("/sleep/").and_then(|(_, ms)| ms.parse::<u64>().ok()) {
+            wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
         }
         let response = OutgoingResponse::new(Fields::new());
         let body = response.body().expect("response body is taken once");

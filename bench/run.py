@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""weft's benchmarks: each builds what it needs, runs side by side in one run, prints ratios.
+
+    python3 bench/run.py http        # hello and hello-py: weft fresh / weft warm / wasmtime serve
+    python3 bench/run.py coldstart   # first request of each of N idle apps, fresh connections
+    python3 bench/run.py density     # N apps on one host: deploy time, RSS per idle app
+    python3 bench/run.py inflight    # memory per in-flight request at N concurrent requests
+    python3 bench/run.py all
+    python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
+
+Results go to stdout as Markdown, ready for bench/RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEFT = os.path.join(REPO, "target", "release", "weft")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+def build(smoke):
+    sh("cargo", "build", "--release", "--locked", "--quiet", "-p", "weft", cwd=REPO)
+    images = {}
+    for project in ("hello", "hello-py", "misbehave"):
+        sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL)
+        images[project] = os.path.join(REPO, "examples", project, "build", f"{project}.wasm")
+    return images
+
+
+def manifest(name, image, port, path, properties="", instances=100):
+    return f"""apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {name}
+  annotations: {{ version: v1 }}
+spec:
+  components:
+    - name: {name}
+      type: component
+      properties:
+        image: {image}
+        {properties}
+      traits:
+        - type: spreadscaler
+          properties: {{ instances: {instances} }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: {name} }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]
+"""
+
+
+class Weft:
+    """A `weft up` process on a fresh state dir, driven through its control API."""
+
+    def __init__(self, manifests=()):
+        self.state = tempfile.mkdtemp(prefix="weft-bench-")
+        self.log = open(os.path.join(self.state, "weft.log"), "w")
+        self.proc = subprocess.Popen(
+            [WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *manifests],
+            stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn"},
+        )
+        deadline = time.time() + 600
+        control = os.path.join(self.state, "control.json")
+        while not os.path.exists(control):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit("weft up failed:\n" + open(self.log.name).read())
+            time.sleep(0.05)
+        time.sleep(0.1)
+        self.url = json.load(open(control))["url"]
+        self.token = open(os.path.join(self.state, "control-token")).read().strip()
+
+    def api(self, method, path, body=None, raw=False):
+        data = body if raw else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=600) as r:
+            text = r.read()
+            return json.loads(text) if text else None
+
+    def upload(self, image):
+        data = open(image, "rb").read()
+        import hashlib
+        digest = hashlib.sha256(data).hexdigest()
+        self.api("PUT", f"/v1/components/{digest}", data, raw=True)
+        return digest
+
+    def deploy(self, text, images):
+        return self.api("POST", "/v1/apps", {"manifest": text, "origin": "bench", "images": images})
+
+    def rss_kib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def get(port, path, host="127.0.0.1"):
+    """One GET on a fresh connection; returns (status, body, seconds)."""
+    started = time.perf_counter()
+    s = socket.create_connection((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    chunks = []
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        chunks.append(b)
+    elapsed = time.perf_counter() - started
+    s.close()
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    if b"chunked" in head.lower():
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, body.decode(errors="replace"), elapsed
+
+
+def wrk(port, path, duration, connections):
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}", "--latency", f"http://127.0.0.1:{port}{path}"],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": pct(50), "p99": pct(99),
+            "non2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def machine():
+    return (f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
+            f"{platform.platform()}, {time.strftime('%Y-%m-%d')}")
+
+
+def bench_http(images, smoke):
+    duration = "2s" if smoke else os.environ.get("DURATION", "10s")
+    connections = int(os.environ.get("CONNECTIONS", "16"))
+    port = free_port()
+    tmp = tempfile.mkdtemp()
+    files = []
+    routes = [("hello-fresh", "hello", "/hello", ""),
+              ("hello-warm", "hello", "/warm", "reuse: { requests: 100000, idle: 60s }"),
+              ("py-fresh", "hello-py", "/hello-py", ""),
+              ("py-warm", "hello-py", "/py-warm", "reuse: { requests: 100000, idle: 60s }")]
+    for name, project, path, props in routes:
+        f = os.path.join(tmp, f"{name}.yaml")
+        open(f, "w").write(manifest(name, images[project], port, path, props))
+        files.append(f)
+    weft = Weft(files)
+    wasmtime = {}
+    if shutil.which("wasmtime"):
+        for project in ("hello", "hello-py"):
+            p = free_port()
+            proc = subprocess.Popen(["wasmtime", "serve", "-Scli", "-O", "pooling-allocator",
+                                     "--addr", f"127.0.0.1:{p}", images[project]],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(p, proc)
+            wasmtime[project] = (p, proc)
+    try:
+        checks = [(port, "/hello", "Hello from Rust"), (port, "/warm", "Hello from Rust"),
+                  (port, "/hello-py", "Hello from Python"), (port, "/py-warm", "Hello from Python")]
+        checks += [(p, "/", "Hello from " + ("Rust" if project == "hello" else "Python"))
+                   for project, (p, _) in wasmtime.items()]
+        for p, path, expect in checks:
+            status, body, _ = get(p, path)
+            assert status == 200 and body.startswith(expect), (p, path, status, body)
+        rows = []
+        for label, p, path in [("weft fresh", port, "/hello"), ("weft warm", port, "/warm"),
+                               ("wasmtime serve", wasmtime.get("hello", (None,))[0], "/"),
+                               ("weft fresh (py)", port, "/hello-py"), ("weft warm (py)", port, "/py-warm"),
+                               ("wasmtime serve (py)", wasmtime.get("hello-py", (None,))[0], "/")]:
+            if p is None:
+                continue
+            r = wrk(p, path, duration, connections)
+            rows.append((label, r))
+        print(f"\n### HTTP throughput ({duration} per run, wrk -t2 -c{connections}, {machine()})\n")
+        print("| server | req/s | p50 ms | p99 ms | non-2xx | ratio vs wasmtime serve |")
+        print("|---|---|---|---|---|---|")
+        base = {r[0]: r[1]["rps"] for r in rows}
+        for label, r in rows:
+            ref = base.get("wasmtime serve (py)" if "(py)" in label else "wasmtime serve")
+            ratio = f"{r['rps'] / ref:.2f}x" if ref else "n/a"
+            print(f"| {label} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | {ratio} |")
+            assert r["non2xx"] == 0, f"{label}: failed responses"
+        if not wasmtime:
+            print("\n(wasmtime not installed: run bench/setup.sh for the side-by-side baseline)")
+    finally:
+        weft.stop()
+        for _, proc in wasmtime.values():
+            proc.terminate()
+
+
+def deploy_many(weft, image, count, port, path_prefix):
+    digest = weft.upload(image)
+    started = time.perf_counter()
+    for i in range(count):
+        text = manifest(f"app{i}", image, port, f"{path_prefix}{i}", instances=10)
+        weft.deploy(text, {image: digest})
+    return time.perf_counter() - started
+
+
+def bench_coldstart(images, smoke):
+    count = 20 if smoke else int(os.environ.get("APPS", "1000"))
+    port = free_port()
+    weft = Weft()
+    try:
+        deploy_many(weft, images["hello"], count, port, "/cold")
+        times = []
+        for i in range(count):
+            status, body, elapsed = get(port, f"/cold{i}")
+            assert status == 200 and body.startswith("Hello from Rust"), (status, body)
+            times.append(elapsed * 1000)
+        # The same client against an instance-free answer (weft's own 404) on a fresh connection:
+        # what the client and TCP cost without any Wasm, to read the figures against.
+        floor = sorted(get(port, "/none")[2] * 1000 for _ in range(min(count, 200)))
+        times.sort()
+        q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))]
+        print(f"\n### Cold start: first request of each of {count} idle apps ({machine()})\n")
+        print("| measure | p50 ms | p99 ms |")
+        print("|---|---|---|")
+        print(f"| first request, fresh instance, new connection | {q(times, .5):.3f} | {q(times, .99):.3f} |")
+        print(f"| floor: 404 from the router, new connection | {q(floor, .5):.3f} | {q(floor, .99):.3f} |")
+    finally:
+        weft.stop()
+
+
+def bench_density(images, smoke):
+    count = 50 if smoke else int(os.environ.get("APPS", "10000"))
+    port = free_port()
+    weft = Weft()
+    try:
+        time.sleep(0.5)
+        before = weft.rss_kib()
+        elapsed = deploy_many(weft, images["hello"], count, port, "/d")
+        time.sleep(2)
+        after = weft.rss_kib()
+        bad = []
+        for i in range(count):
+            status, body, _ = get(port, f"/d{i}")
+            if status != 200 or not body.startswith("Hello from Rust"):
+                bad.append((i, status))
+        assert not bad, f"{len(bad)} apps did not answer: {bad[:5]}"
+        print(f"\n### Density: {count} apps on one host ({machine()})\n")
+        print("| measure | value |")
+        print("|---|---|")
+        print(f"| deploy time, all apps (control API, one at a time) | {elapsed:.1f} s ({elapsed / count * 1000:.2f} ms/app) |")
+        print(f"| host RSS before / after | {before / 1024:.1f} MiB / {after / 1024:.1f} MiB |")
+        print(f"| RSS per idle app | {(after - before) / count:.1f} KiB |")
+        print(f"| apps answering | {count - len(bad)} / {count} |")
+    finally:
+        weft.stop()
+
+
+def bench_inflight(images, smoke):
+    count = 50 if smoke else int(os.environ.get("REQUESTS", "1000"))
+    port = free_port()
+    tmp = tempfile.mkdtemp()
+    f = os.path.join(tmp, "sleepy.yaml")
+    open(f, "w").write(manifest("sleepy", images["misbehave"], port, "/misbehave",
+                                "limits: { timeout: 60s }", instances=count))
+    weft = Weft([f])
+    try:
+        time.sleep(0.5)
+        before = weft.rss_kib()
+        socks = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(f"GET /misbehave/sleep/3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            socks.append(s)
+        time.sleep(1.5)
+        during = weft.rss_kib()
+        ok = 0
+        for s in socks:
+            s.settimeout(30)
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+            ok += data.startswith(b"HTTP/1.1 200")
+            s.close()
+        assert ok == count, f"only {ok}/{count} in-flight requests succeeded"
+        print(f"\n### Memory per in-flight request ({count} concurrent, {machine()})\n")
+        print("| measure | value |")
+        print("|---|---|")
+        print(f"| host RSS idle / with {count} in flight | {before / 1024:.1f} MiB / {during / 1024:.1f} MiB |")
+        print(f"| RSS per in-flight request | {(during - before) / count:.1f} KiB |")
+    finally:
+        weft.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "all"])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
+    args = parser.parse_args()
+    if not args.smoke:
+        sh(os.path.join(REPO, "bench", "setup.sh"))
+    images = build(args.smoke)
+    chosen = ["http", "coldstart", "density", "inflight"] if args.bench == "all" else [args.bench]
+    for name in chosen:
+        globals()[f"bench_{name}"](images, args.smoke)
+    print(f"\n(python3 bench/run.py {args.bench}{' --smoke' if args.smoke else ''})")
+
+
+if __name__ == "__main__":
+    main()
