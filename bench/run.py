@@ -30,6 +30,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.path.join(REPO, "target", "release", "weft")
 
 
+def use_debug_build():
+    """Smoke runs check answers, not speed: the test suite's debug build is enough."""
+    global WEFT
+    WEFT = os.path.join(REPO, "target", "debug", "weft")
+
+
 def sh(*args, **kw):
     return subprocess.run(args, check=True, **kw)
 
@@ -54,7 +60,11 @@ def wait_port(port, proc, timeout=300):
 
 
 def build(smoke):
-    sh("cargo", "build", "--release", "--locked", "--quiet", "-p", "weft", cwd=REPO)
+    if smoke:
+        use_debug_build()
+        sh("cargo", "build", "--locked", "--quiet", "-p", "weft", cwd=REPO)
+    else:
+        sh("cargo", "build", "--release", "--locked", "--quiet", "-p", "weft", cwd=REPO)
     images = {}
     for project in ("hello", "hello-py", "misbehave"):
         sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL)
@@ -197,7 +207,7 @@ def machine():
 
 
 def bench_http(images, smoke):
-    duration = "2s" if smoke else os.environ.get("DURATION", "10s")
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
     connections = int(os.environ.get("CONNECTIONS", "16"))
     port = free_port()
     tmp = tempfile.mkdtemp()

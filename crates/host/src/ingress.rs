@@ -1,7 +1,7 @@
 //! HTTP ingress: one listener per address, shared by every app routed on it; requests are routed
 //! by Host header and path prefix through a table that deploys swap atomically.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,47 +25,58 @@ pub struct RouteEntry {
     pub workload: Arc<Workload>,
 }
 
-/// The routes of one listen address, most specific first.
+/// The routes of one listen address, keyed by (host, path prefix).
 #[derive(Default)]
 struct RouteTable {
-    entries: Vec<RouteEntry>,
+    routes: HashMap<RouteKey, RouteEntry>,
 }
 
+type RouteKey = (Option<String>, String);
+
 impl RouteTable {
-    fn new(mut entries: Vec<RouteEntry>) -> Self {
-        // A route naming a host beats one that does not; then the longer path prefix wins.
-        entries.sort_by(|a, b| {
-            b.route
-                .host
-                .is_some()
-                .cmp(&a.route.host.is_some())
-                .then(b.route.path.len().cmp(&a.route.path.len()))
-        });
-        RouteTable { entries }
+    fn new(entries: Vec<RouteEntry>) -> Self {
+        let routes = entries
+            .into_iter()
+            .map(|e| ((e.route.host.clone(), e.route.path.clone()), e))
+            .collect();
+        RouteTable { routes }
     }
 
     fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
-        self.entries.iter().find(|e| {
-            let host_ok = match (&e.route.host, host) {
-                (None, _) => true,
-                (Some(want), Some(got)) => want == got,
-                (Some(_), None) => false,
-            };
-            host_ok && path_matches(&e.route.path, path)
-        })
+        most_specific(&self.routes, host, path)
     }
 }
 
-/// Whether `prefix` covers `path` on a segment boundary: `/hello` covers `/hello` and
-/// `/hello/x`, not `/helloworld`.
-fn path_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
+/// The most specific entry for a request: one naming the host beats one that does not, then the
+/// longest path prefix wins, prefixes ending on segment boundaries (`/hello` serves `/hello` and
+/// `/hello/x`, never `/helloworld`). The walk goes through the path's prefixes from longest to
+/// shortest, so its cost does not grow with the number of routes.
+fn most_specific<'a, V>(
+    routes: &'a HashMap<RouteKey, V>,
+    host: Option<&str>,
+    path: &str,
+) -> Option<&'a V> {
+    if routes.is_empty() {
+        return None;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
-        None => false,
+    let hosts = host.map(str::to_string).into_iter().map(Some).chain([None]);
+    for host in hosts {
+        let mut key = (host, path.to_string());
+        loop {
+            if let Some(entry) = routes.get(&key) {
+                return Some(entry);
+            }
+            let prefix = &mut key.1;
+            if prefix == "/" || prefix.is_empty() {
+                break;
+            }
+            match prefix.rfind('/') {
+                Some(0) | None => prefix.truncate(1),
+                Some(i) => prefix.truncate(i),
+            }
+        }
     }
+    None
 }
 
 struct Listener {
@@ -334,14 +345,45 @@ impl Body for LimitedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::*;
+
+    fn find(routes: &[(Option<&str>, &str)], host: Option<&str>, path: &str) -> Option<String> {
+        let keyed: HashMap<RouteKey, String> = routes
+            .iter()
+            .map(|(h, p)| {
+                let key = (h.map(str::to_string), p.to_string());
+                (key, format!("{}{p}", h.unwrap_or("*")))
+            })
+            .collect();
+        most_specific(&keyed, host, path).cloned()
+    }
 
     #[test]
-    fn prefixes_match_on_segment_boundaries() {
-        assert!(path_matches("/", "/anything"));
-        assert!(path_matches("/hello", "/hello"));
-        assert!(path_matches("/hello", "/hello/there"));
-        assert!(!path_matches("/hello", "/helloworld"));
-        assert!(!path_matches("/hello", "/"));
+    fn the_most_specific_route_wins() {
+        let routes = [
+            (None, "/"),
+            (None, "/hello"),
+            (None, "/hello/deep"),
+            (Some("a.test"), "/hello"),
+        ];
+        let f = |host, path| find(&routes, host, path);
+        assert_eq!(f(None, "/hello").as_deref(), Some("*/hello"));
+        assert_eq!(f(None, "/hello/x").as_deref(), Some("*/hello"));
+        assert_eq!(f(None, "/hello/deep/x").as_deref(), Some("*/hello/deep"));
+        assert_eq!(f(None, "/helloworld").as_deref(), Some("*/"));
+        assert_eq!(
+            f(Some("a.test"), "/hello/x").as_deref(),
+            Some("a.test/hello")
+        );
+        assert_eq!(f(Some("a.test"), "/other").as_deref(), Some("*/"));
+        assert_eq!(f(Some("b.test"), "/hello").as_deref(), Some("*/hello"));
+    }
+
+    #[test]
+    fn prefixes_end_on_segment_boundaries() {
+        let routes = [(None, "/hello")];
+        assert_eq!(find(&routes, None, "/helloworld"), None);
+        assert_eq!(find(&routes, None, "/"), None);
+        assert_eq!(find(&routes, None, "/hello/").as_deref(), Some("*/hello"));
     }
 }
