@@ -9,10 +9,11 @@ mod workload;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Engine;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
@@ -50,6 +51,10 @@ pub enum RuntimeError {
 pub struct Code {
     component: Component,
     digest: String,
+    /// Linked against the host's linker on first use and shared from then on, so a thousand apps
+    /// running one component cost one link, not a thousand. Errors are kept as their reason.
+    instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
+    proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
 }
 
 impl Code {
@@ -130,7 +135,12 @@ impl Runtime {
         }
         // Compiling under the lock means two deploys of one new component compile it once.
         let (component, compiled) = self.load_uncached(what, bytes, &digest)?;
-        let code = Arc::new(Code { component, digest });
+        let code = Arc::new(Code {
+            component,
+            digest,
+            instance_pre: OnceLock::new(),
+            proxy_pre: OnceLock::new(),
+        });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
     }
@@ -190,14 +200,20 @@ impl Runtime {
         &self,
         what: &str,
         loaded: &LoadedComponent,
-    ) -> Result<wasmtime::component::InstancePre<InstanceState>, RuntimeError> {
-        self.linker
-            .instantiate_pre(&loaded.code.component)
-            .map_err(|e| RuntimeError::Link {
+    ) -> Result<InstancePre<InstanceState>, RuntimeError> {
+        let code = &loaded.code;
+        code.instance_pre
+            .get_or_init(|| {
+                self.linker
+                    .instantiate_pre(&code.component)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(|reason| RuntimeError::Link {
                 what: what.into(),
                 reason: format!(
-                    "{e:#}; weft provides WASI 0.2 (cli, clocks, filesystem, io, random, sockets) \
-                     and wasi:http, other imports need a link to a capability or component"
+                    "{reason}; weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
+                     sockets) and wasi:http, other imports need a link to a capability or component"
                 ),
             })
     }
@@ -212,12 +228,15 @@ impl Runtime {
         reuse: Option<weft_manifest::Reuse>,
     ) -> Result<Arc<Workload>, RuntimeError> {
         let pre = self.instance_pre(what, loaded)?;
-        let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(|e| {
-            RuntimeError::NoHttpHandler {
+        let proxy = loaded
+            .code
+            .proxy_pre
+            .get_or_init(|| ProxyPre::new(pre).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|reason| RuntimeError::NoHttpHandler {
                 what: what.into(),
-                reason: format!("{e:#}"),
-            }
-        })?;
+                reason,
+            })?;
         Ok(Arc::new(Workload::new(
             self.clone(),
             what.to_string(),
