@@ -365,6 +365,9 @@ def bench_inflight(images, smoke):
 
 
 def main():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "all"])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")

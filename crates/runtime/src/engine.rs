@@ -59,11 +59,11 @@ fn base_config() -> Config {
 fn pooling_config() -> PoolingAllocationConfig {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
-        .total_component_instances(1000)
-        .total_core_instances(10_000)
-        .total_memories(2000)
-        .total_tables(2000)
-        .total_stacks(1000)
+        .total_component_instances(2000)
+        .total_core_instances(20_000)
+        .total_memories(4000)
+        .total_tables(4000)
+        .total_stacks(2000)
         .max_core_instances_per_component(64)
         .max_memories_per_component(16)
         .max_tables_per_component(16)

@@ -70,6 +70,11 @@ fn print_outcome(outcome: &DeployOutcome) {
 }
 
 async fn up(global: &Global, args: UpArgs) -> Result<()> {
+    // Every connection is a file descriptor; the usual soft limit of 1024 would cap a busy host.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     // Build and read everything first: a broken manifest stops here, before a host starts.
     let mut deploys = Vec::new();
     for path in &args.apps {
