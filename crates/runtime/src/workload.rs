@@ -183,7 +183,7 @@ impl Workload {
         };
 
         let workload = self.clone();
-        let task = tokio::spawn(async move {
+        let mut instance = Box::pin(async move {
             // The permit lives as long as the instance, which may outlive the response headers
             // while it streams the body.
             let _permit = permit;
@@ -214,8 +214,45 @@ impl Workload {
             }
         });
 
+        // The guest runs on this connection's task until its response headers are ready, so a
+        // request does not hop threads; only a guest still streaming its body is handed to a
+        // task of its own. Headers are polled first: once set, the response goes out.
+        let mut receiver = receiver;
+        let outcome = tokio::select! {
+            biased;
+            response = &mut receiver => Ok(response),
+            finished = &mut instance => Err(finished),
+        };
+        let response = match outcome {
+            Ok(Err(_closed)) => {
+                // The sender went away without a response: the instance failed before setting one.
+                let failure = match instance.await {
+                    Err(failure) => failure,
+                    Ok(()) => Failure::Trap("the guest returned without sending a response".into()),
+                };
+                return failure_response(&self.name, failure);
+            }
+            Ok(response) => {
+                tokio::spawn(instance);
+                response
+            }
+            // The instance ended first: it either set the response on its way out or failed.
+            Err(finished) => match receiver.try_recv() {
+                Ok(response) => Ok(response),
+                Err(_) => {
+                    let failure = match finished {
+                        Err(failure) => failure,
+                        Ok(()) => {
+                            Failure::Trap("the guest returned without sending a response".into())
+                        }
+                    };
+                    return failure_response(&self.name, failure);
+                }
+            },
+        };
+
         let name = &self.name;
-        match receiver.await {
+        match response {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
                 tracing::warn!(workload = %name, ?code, "guest answered with an error code");
@@ -224,16 +261,10 @@ impl Workload {
                     format!("{name} failed: {code:?}"),
                 )
             }
-            Err(_) => {
-                let failure = match task.await {
-                    Ok(Err(failure)) => failure,
-                    Ok(Ok(())) => {
-                        Failure::Trap("the guest returned without sending a response".into())
-                    }
-                    Err(join) => Failure::Trap(format!("the instance task failed: {join}")),
-                };
-                failure_response(name, failure)
-            }
+            Err(_) => failure_response(
+                name,
+                Failure::Trap("the guest dropped its response unsent".into()),
+            ),
         }
     }
 }
