@@ -149,18 +149,26 @@ impl Client {
         Ok(Client::new(endpoint.url, token.trim()))
     }
 
-    async fn send(
+    /// Sends with the token; fails only when the host cannot be reached.
+    async fn transmit(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let response = request
+        request
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
                 url: self.url.clone(),
                 source,
-            })?;
+            })
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = self.transmit(request).await?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -206,16 +214,7 @@ impl Client {
     }
 
     async fn has_component(&self, url: &str) -> Result<bool, ClientError> {
-        let response = self
-            .http
-            .head(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.url.clone(),
-                source,
-            })?;
+        let response = self.transmit(self.http.head(url)).await?;
         match response.status() {
             reqwest::StatusCode::OK => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),

@@ -6,14 +6,9 @@ use std::time::Duration;
 /// also written `Ki`, `Mi`, `Gi`; or decimal `KB`, `MB`, `GB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write it like 64MiB or 1GiB"))?;
-    let scale: u64 = match unit.trim() {
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("`{text}` is not a size; write it like 64MiB or 1GiB"))?;
+    let scale: u64 = match unit {
         "" | "B" => 1,
         "Ki" | "KiB" => 1 << 10,
         "Mi" | "MiB" => 1 << 20,
@@ -35,14 +30,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration with a unit: `ms`, `s`, `m` (minutes) or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like 500ms or 10s"))?;
-    let duration = match unit.trim() {
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("`{text}` is not a duration; write it like 500ms or 10s"))?;
+    let duration = match unit {
         "ms" => Duration::from_millis(number),
         "s" => Duration::from_secs(number),
         "m" => Duration::from_secs(number.saturating_mul(60)),
@@ -58,4 +48,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a timeout of zero would refuse every request".to_string());
     }
     Ok(duration)
+}
+
+/// Splits `64MiB` into 64 and `MiB`; None when there is no leading number.
+fn split_number(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim()))
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{free_port, get, guests, http, write_manifest, Host, Route};
+use support::{get, guests, http, Host, Route, Scene};
 
 fn route<'a>(
     component: &'a str,
@@ -28,16 +28,10 @@ fn route<'a>(
 fn rust_and_python_apps_served_through_the_cli() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let hello = write_manifest(
-        dir.path(),
-        "hello",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
-    let hello_py = write_manifest(
-        dir.path(),
+    let s = Scene::new();
+    let port = s.port;
+    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
+    let hello_py = s.manifest(
         "hello-py",
         "v1",
         &[route("hello-py", &g.hello_py, port, "/hello-py")],
@@ -116,16 +110,10 @@ fn misbehave_while_hello_answers(port: u16, bad: &str) -> (u16, String) {
 fn misbehaving_guests_fail_alone() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let hello = write_manifest(
-        dir.path(),
-        "hello",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
-    let bad = write_manifest(
-        dir.path(),
+    let s = Scene::new();
+    let port = s.port;
+    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
+    let bad = s.manifest(
         "misbehave",
         "v1",
         &[Route {
@@ -169,14 +157,9 @@ fn misbehaving_guests_fail_alone() {
 fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let v1 = write_manifest(
-        dir.path(),
-        "hello",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
+    let s = Scene::new();
+    let port = s.port;
+    let v1 = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
     host.deploy(&v1);
     let still_serving = || {
         assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 200);
@@ -185,7 +168,7 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     };
 
     // A manifest that does not parse: the message names the file and the problem.
-    let malformed = dir.path().join("malformed.yaml");
+    let malformed = s.dir.path().join("malformed.yaml");
     std::fs::write(
         &malformed,
         std::fs::read_to_string(&v1)
@@ -201,7 +184,7 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     still_serving();
 
     // A manifest that parses but does not validate names the component and field.
-    let invalid = dir.path().join("invalid.yaml");
+    let invalid = s.dir.path().join("invalid.yaml");
     std::fs::write(
         &invalid,
         std::fs::read_to_string(&v1)
@@ -218,18 +201,13 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     still_serving();
 
     // A core module is not a component.
-    let core = dir.path().join("core.wasm");
+    let core = s.dir.path().join("core.wasm");
     std::fs::write(
         &core,
         wat::parse_str("(module (func (export \"f\")))").unwrap(),
     )
     .unwrap();
-    let m = write_manifest(
-        dir.path(),
-        "hello",
-        "v2",
-        &[route("hello", &core, port, "/hello")],
-    );
+    let m = s.manifest("hello", "v2", &[route("hello", &core, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
     assert!(
         err.contains("is a core WebAssembly module, not a component"),
@@ -238,44 +216,29 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     still_serving();
 
     // A file that is not WebAssembly at all.
-    let text = dir.path().join("text.wasm");
+    let text = s.dir.path().join("text.wasm");
     std::fs::write(&text, "not wasm").unwrap();
-    let m = write_manifest(
-        dir.path(),
-        "hello",
-        "v3",
-        &[route("hello", &text, port, "/hello")],
-    );
+    let m = s.manifest("hello", "v3", &[route("hello", &text, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
     assert!(err.contains("is not a WebAssembly file"), "{err}");
     still_serving();
 
     // A component whose import nothing provides: the import is named.
-    let kv = dir.path().join("kv.wasm");
+    let kv = s.dir.path().join("kv.wasm");
     std::fs::write(
         &kv,
         wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func (param "key" string) (result string))))))"#).unwrap(),
     )
     .unwrap();
-    let m = write_manifest(
-        dir.path(),
-        "hello",
-        "v4",
-        &[route("hello", &kv, port, "/hello")],
-    );
+    let m = s.manifest("hello", "v4", &[route("hello", &kv, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
     assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
     still_serving();
 
     // A route to a component that exports no HTTP handler.
-    let empty = dir.path().join("empty.wasm");
+    let empty = s.dir.path().join("empty.wasm");
     std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
-    let m = write_manifest(
-        dir.path(),
-        "hello",
-        "v5",
-        &[route("hello", &empty, port, "/hello")],
-    );
+    let m = s.manifest("hello", "v5", &[route("hello", &empty, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
     assert!(
         err.contains("exports no `wasi:http/incoming-handler"),
@@ -284,12 +247,7 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     still_serving();
 
     // A route another app already serves.
-    let thief = write_manifest(
-        dir.path(),
-        "thief",
-        "v1",
-        &[route("thief", &g.hello, port, "/hello")],
-    );
+    let thief = s.manifest("thief", "v1", &[route("thief", &g.hello, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", thief.to_str().unwrap()]);
     assert!(err.contains("already served by app `hello`"), "{err}");
     still_serving();
@@ -303,24 +261,14 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
 fn redeploying_an_unchanged_component_compiles_nothing() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let v1 = write_manifest(
-        dir.path(),
-        "hello",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
+    let s = Scene::new();
+    let port = s.port;
+    let v1 = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
     assert_eq!(host.deploy(&v1)["compiled"], 1);
     let compilations = host.status()["compilations"].as_u64().unwrap();
 
     // A new version of the app around the same component.
-    let v2 = write_manifest(
-        dir.path(),
-        "hello",
-        "v2",
-        &[route("hello", &g.hello, port, "/hello2")],
-    );
+    let v2 = s.manifest("hello", "v2", &[route("hello", &g.hello, port, "/hello2")]);
     let outcome = host.deploy(&v2);
     assert_eq!(outcome["compiled"], 0, "{outcome}");
     assert_eq!(outcome["previous"], "v1");
@@ -338,14 +286,9 @@ fn redeploying_an_unchanged_component_compiles_nothing() {
 #[test]
 fn a_restarted_host_serves_the_same_apps() {
     let g = guests();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let hello = write_manifest(
-        dir.path(),
-        "hello",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
+    let s = Scene::new();
+    let port = s.port;
+    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
     // The first run deploys from the command line, the second is given nothing.
     let mut host = Host::start(&[hello.to_str().unwrap()]);
     assert_eq!(get(&format!("http://127.0.0.1:{port}/hello")).0, 200);
@@ -371,18 +314,12 @@ fn a_restarted_host_serves_the_same_apps() {
 fn a_new_version_under_load_fails_no_request() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let v1 = write_manifest(
-        dir.path(),
-        "greeter",
-        "v1",
-        &[route("hello", &g.hello, port, "/hello")],
-    );
+    let s = Scene::new();
+    let port = s.port;
+    let v1 = s.manifest("greeter", "v1", &[route("hello", &g.hello, port, "/hello")]);
     // v2 swaps the Rust component for the Python one on the same route: a real change, and one
     // that takes seconds to compile while the load runs.
-    let v2 = write_manifest(
-        dir.path(),
+    let v2 = s.manifest(
         "greeter",
         "v2",
         &[route("hello", &g.hello_py, port, "/hello")],
@@ -452,16 +389,10 @@ fn a_new_version_under_load_fails_no_request() {
 fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     let g = guests();
     let host = Host::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let fresh = write_manifest(
-        dir.path(),
-        "fresh",
-        "v1",
-        &[route("fresh", &g.hello, port, "/fresh")],
-    );
-    let warm = write_manifest(
-        dir.path(),
+    let s = Scene::new();
+    let port = s.port;
+    let fresh = s.manifest("fresh", "v1", &[route("fresh", &g.hello, port, "/fresh")]);
+    let warm = s.manifest(
         "warm",
         "v1",
         &[Route {

@@ -98,6 +98,27 @@ pub fn write_manifest(dir: &Path, name: &str, version: &str, routes: &[Route<'_>
     path
 }
 
+/// Where a test writes its manifests and which port its apps listen on.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Scene {
+    /// A fresh manifest dir and a free port.
+    pub fn new() -> Scene {
+        Scene {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        }
+    }
+
+    /// Writes a manifest for `routes` into this scene's dir.
+    pub fn manifest(&self, name: &str, version: &str, routes: &[Route<'_>]) -> PathBuf {
+        write_manifest(self.dir.path(), name, version, routes)
+    }
+}
+
 /// A `weft up` process with its own state dir and control port; killed when dropped.
 pub struct Host {
     pub state: tempfile::TempDir,
