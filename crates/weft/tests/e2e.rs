@@ -422,3 +422,33 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     assert!(status.contains("0 warm instance(s)"), "{status}");
     assert_eq!(count("/warm"), "1");
 }
+
+#[test]
+fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
+    let g = guests();
+    let host = Host::start(&["--max-request-body", "1MiB"]);
+    let s = Scene::new();
+    let port = s.port;
+    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
+    host.deploy(&hello);
+
+    let response = http()
+        .post(format!("http://127.0.0.1:{port}/hello/echo"))
+        .body(vec![7u8; 2 * 1024 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body = response.text().unwrap();
+    assert!(
+        body.contains("larger than the limit of 1048576 bytes"),
+        "{body}"
+    );
+    // Under the limit, the same route echoes as before.
+    let small = http()
+        .post(format!("http://127.0.0.1:{port}/hello/echo"))
+        .body(vec![7u8; 512 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.bytes().unwrap().len(), 512 * 1024);
+}
