@@ -11,9 +11,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use weft_manifest::HttpRoute;
 use weft_runtime::{text_response, Workload, WorkloadBody};
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The largest request body accepted by default.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
@@ -244,6 +247,10 @@ async fn accept_loop(
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
+                // A client that opens a connection and never finishes its headers gets dropped
+                // instead of holding a task and a socket forever.
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
