@@ -212,6 +212,16 @@ impl Ingress {
     }
 }
 
+impl Ingress {
+    /// Stops accepting connections on every address; connections already open keep being served.
+    pub fn stop_accepting(&self) {
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for listener in listeners.values() {
+            listener.task.abort();
+        }
+    }
+}
+
 impl Drop for Ingress {
     fn drop(&mut self) {
         let listeners = self.listeners.get_mut().unwrap_or_else(|e| e.into_inner());

@@ -429,6 +429,25 @@ impl Host {
         })
     }
 
+    /// Stops taking new connections and waits, up to `grace`, for the requests in flight to
+    /// finish; returns how many were still running when it gave up.
+    pub async fn drain(&self, grace: std::time::Duration) -> usize {
+        self.ingress.stop_accepting();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let active: usize = self
+                .apps_lock()
+                .values()
+                .flat_map(|app| app.workloads.values())
+                .map(|w| w.active_instances())
+                .sum();
+            if active == 0 || tokio::time::Instant::now() >= deadline {
+                return active;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A summary of the host.
     pub fn host_status(&self) -> HostStatus {
         HostStatus {

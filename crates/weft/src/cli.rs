@@ -71,6 +71,9 @@ pub struct UpArgs {
     /// Use on-demand instance allocation instead of the pooling allocator
     #[arg(long)]
     pub no_pooling: bool,
+    /// On Ctrl-C or SIGTERM, how long requests in flight get to finish, e.g. 10s
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
     /// Largest request body accepted, e.g. 64MiB
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
     pub max_request_body: u64,
@@ -78,6 +81,10 @@ pub struct UpArgs {
 
 fn parse_size(text: &str) -> Result<u64, String> {
     weft_manifest::parse_size(text)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    weft_manifest::parse_duration(text)
 }
 
 /// `weft build`.

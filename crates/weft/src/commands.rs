@@ -115,10 +115,17 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
             result?.context("the control API stopped")?;
         }
         () = shutdown_signal() => {
-            tracing::info!("shutting down");
+            tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing requests in flight");
         }
     }
     let _ = std::fs::remove_file(weft_host::control::endpoint_path(host.state_dir()));
+    let unfinished = host.drain(args.shutdown_grace).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "requests still running at the end of the grace period were cut off"
+        );
+    }
     Ok(())
 }
 

@@ -452,3 +452,33 @@ fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
     assert_eq!(small.status(), 200);
     assert_eq!(small.bytes().unwrap().len(), 512 * 1024);
 }
+
+#[test]
+fn stopping_the_host_lets_requests_in_flight_finish() {
+    let g = guests();
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let app = s.manifest(
+        "sleepy",
+        "v1",
+        &[route("misbehave", &g.misbehave, port, "/misbehave")],
+    );
+    host.deploy(&app);
+
+    let in_flight =
+        std::thread::spawn(move || get(&format!("http://127.0.0.1:{port}/misbehave/sleep/1500")));
+    // Give the request time to reach its instance, then stop the host as Ctrl-C would.
+    std::thread::sleep(Duration::from_millis(300));
+    host.stop();
+    assert_eq!(in_flight.join().unwrap(), (200, "ok\n".to_string()));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the stopped host still accepts connections"
+    );
+    assert!(
+        host.log().contains("finishing requests in flight"),
+        "{}",
+        host.log()
+    );
+}
