@@ -287,11 +287,16 @@ impl Host {
             compiled += u32::from(loaded.compiled);
             let routed = app.routes.iter().any(|r| r.component == component.name);
             if routed {
+                let outgoing = component
+                    .outgoing_http
+                    .clone()
+                    .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts)));
                 let workload = self.runtime.http_workload(
                     &what,
                     &loaded,
                     component.limits,
                     component.reuse,
+                    outgoing,
                 )?;
                 workloads.insert(component.name.clone(), workload);
             } else {

@@ -61,6 +61,9 @@ pub struct Component {
     pub limits: Limits,
     /// Warm reuse of instances, when the component opts in; fresh per request otherwise.
     pub reuse: Option<Reuse>,
+    /// Hosts this component may call through `wasi:http/outgoing-handler`, granted by a link to
+    /// an http-client capability; None when it has no such link.
+    pub outgoing_http: Option<Vec<String>>,
     pub config: Vec<NamedConfig>,
     /// Links whose source is this component (its imports served by the target).
     pub links: Vec<Link>,
@@ -121,6 +124,9 @@ pub struct Capability {
 pub enum CapabilityKind {
     /// HTTP ingress: links from it to components' `wasi:http/incoming-handler` become routes.
     HttpServer,
+    /// Outgoing HTTP: a link from a component to it grants `wasi:http/outgoing-handler`, limited
+    /// to the hosts in the link's `allowed_hosts` config.
+    HttpClient,
 }
 
 impl CapabilityKind {
@@ -139,12 +145,14 @@ impl CapabilityKind {
             });
         match name {
             "http-server" | "httpserver" => Some(CapabilityKind::HttpServer),
+            "http-client" | "httpclient" => Some(CapabilityKind::HttpClient),
             _ => None,
         }
     }
 
     /// The names a manifest may use, for error messages.
-    pub const KNOWN: &'static str = "weft:http-server (or ghcr.io/wasmcloud/http-server)";
+    pub const KNOWN: &'static str = "weft:http-server, weft:http-client \
+        (or the wasmCloud providers ghcr.io/wasmcloud/http-server, ghcr.io/wasmcloud/http-client)";
 }
 
 /// An HTTP route: requests to `address` (and `host`, when set) under `path` go to `component`.
@@ -274,6 +282,10 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
                 ))
             }
         }
+    }
+
+    for component in &mut components {
+        grant(&v, component, &capabilities, &kinds)?;
     }
 
     let mut seen = BTreeSet::new();
@@ -408,6 +420,7 @@ fn component(
         image,
         limits,
         reuse,
+        outgoing_http: None,
         config: node.properties.config.clone(),
         links,
     })
@@ -455,6 +468,85 @@ fn check_link(
     })
 }
 
+/// Turns a component's links into the capabilities they grant, refusing links weft cannot serve.
+fn grant(
+    v: &Validator<'_>,
+    component: &mut Component,
+    capabilities: &[Capability],
+    kinds: &BTreeMap<&str, &str>,
+) -> Result<(), ManifestError> {
+    let at = format!("component `{}`", component.name);
+    for link in &component.links {
+        let interface = format!(
+            "{}:{}/{}",
+            link.namespace,
+            link.package,
+            link.interfaces.join(",")
+        );
+        let Some(capability) = capabilities.iter().find(|c| c.name == link.target) else {
+            let kind = kinds.get(link.target.as_str()).copied().unwrap_or("node");
+            return Err(v.err(
+                format!("{at}: link to `{}`", link.target),
+                format!(
+                    "`{}` is a {kind}; links between components ({interface}) are not supported yet",
+                    link.target
+                ),
+            ));
+        };
+        match capability.kind {
+            CapabilityKind::HttpClient => {
+                let is_outgoing = link.namespace == "wasi"
+                    && link.package == "http"
+                    && link.interfaces.iter().all(|i| i == "outgoing-handler");
+                if !is_outgoing {
+                    return Err(v.err(
+                        format!("{at}: link to `{}`", link.target),
+                        format!("an http-client link grants `wasi:http/outgoing-handler`, not `{interface}`"),
+                    ));
+                }
+                let hosts = allowed_hosts(v, &at, link)?;
+                component.outgoing_http = Some(hosts);
+            }
+            CapabilityKind::HttpServer => {
+                return Err(v.err(
+                    format!("{at}: link to `{}`", link.target),
+                    "http-server routes requests to components: put the link on the capability, \
+                     targeting the component",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `allowed_hosts` of an outgoing-HTTP link: comma-separated `host` or `host:port`, or `*`.
+fn allowed_hosts(v: &Validator<'_>, at: &str, link: &Link) -> Result<Vec<String>, ManifestError> {
+    let mut hosts = Vec::new();
+    for config in link.source_config.iter().chain(&link.target_config) {
+        for (key, value) in &config.properties {
+            if key != "allowed_hosts" {
+                return Err(v.err(
+                    format!("{at}: link to `{}`: config `{}`", link.target, config.name),
+                    format!("unknown key `{key}`; known keys: allowed_hosts"),
+                ));
+            }
+            hosts.extend(
+                value
+                    .split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty()),
+            );
+        }
+    }
+    if hosts.is_empty() {
+        return Err(v.err(
+            format!("{at}: link to `{}`", link.target),
+            "name the hosts it may call in the link's config: allowed_hosts: \"api.example.com,127.0.0.1:8081\" (or \"*\")",
+        ));
+    }
+    Ok(hosts)
+}
+
 fn capability(
     v: &Validator<'_>,
     node: &RawComponent,
@@ -489,6 +581,12 @@ fn capability(
         };
         let link = check_link(v, &field, link, kinds)?;
         match kind {
+            CapabilityKind::HttpClient => {
+                return Err(v.err(
+                    field,
+                    "http-client is granted by a link from a component to it, not from it",
+                ))
+            }
             CapabilityKind::HttpServer => {
                 if kinds.get(link.target.as_str()) != Some(&"component") {
                     return Err(v.err(

@@ -181,3 +181,63 @@ fn reuse_is_opt_in() {
     );
     assert!(error_of(&text).contains("properties.reuse.requests"));
 }
+
+const FETCH: &str = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: { name: fetch }
+spec:
+  components:
+    - name: fetch
+      type: component
+      properties: { image: ./build/fetch.wasm }
+      traits:
+        - type: link
+          properties:
+            target: { name: client }
+            namespace: wasi
+            package: http
+            interfaces: [outgoing-handler]
+            source:
+              config: [{ name: egress, properties: { allowed_hosts: "API.example.com, 127.0.0.1:8081" } }]
+    - name: client
+      type: capability
+      properties: { image: ghcr.io/wasmcloud/http-client:0.12.0 }
+"#;
+
+#[test]
+fn an_http_client_link_grants_outgoing_http_to_its_hosts() {
+    let app = parse(FETCH, "app.yaml").unwrap();
+    assert_eq!(
+        app.components[0].outgoing_http,
+        Some(vec![
+            "api.example.com".to_string(),
+            "127.0.0.1:8081".to_string()
+        ])
+    );
+}
+
+#[test]
+fn links_weft_cannot_serve_are_refused() {
+    let msg = error_of(&FETCH.replace(
+        "allowed_hosts: \"API.example.com, 127.0.0.1:8081\"",
+        "hosts: x",
+    ));
+    assert!(msg.contains("unknown key `hosts`"), "{msg}");
+    let msg = error_of(&FETCH.replace(
+        "source:\n              config: [{ name: egress, properties: { allowed_hosts: \"API.example.com, 127.0.0.1:8081\" } }]",
+        "",
+    ));
+    assert!(msg.contains("name the hosts it may call"), "{msg}");
+    let msg = error_of(&FETCH.replace(
+        "interfaces: [outgoing-handler]",
+        "interfaces: [incoming-handler]",
+    ));
+    assert!(msg.contains("grants `wasi:http/outgoing-handler`"), "{msg}");
+    let to_component = FETCH.replace(
+        "      type: capability\n      properties: { image: ghcr.io/wasmcloud/http-client:0.12.0 }",
+        "      type: component\n      properties: { image: ./other.wasm }",
+    );
+    let msg = error_of(&to_component);
+    assert!(msg.contains("links between components"), "{msg}");
+}

@@ -17,7 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
-pub use state::{InstanceState, MemoryLimitExceeded};
+pub use state::{AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
 pub use workload::{text_response, Workload, WorkloadBody};
@@ -73,6 +73,9 @@ pub struct LoadedComponent {
 /// The host's engine, linker, compile cache and counters.
 pub struct Runtime {
     engine: Engine,
+    /// WASI 0.2 and wasi:http. Outgoing HTTP is linked for everyone, because every component
+    /// built for the `wasi:http/proxy` world imports it (componentize-py's always do); what a
+    /// component may reach is decided per request by its http-client link.
     linker: Linker<InstanceState>,
     cache: CompileCache,
     allocator: Allocator,
@@ -138,8 +141,8 @@ impl Runtime {
         let code = Arc::new(Code {
             component,
             digest,
-            instance_pre: OnceLock::new(),
-            proxy_pre: OnceLock::new(),
+            instance_pre: Default::default(),
+            proxy_pre: Default::default(),
         });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
@@ -226,6 +229,7 @@ impl Runtime {
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
+        outgoing: Option<Arc<AllowedHosts>>,
     ) -> Result<Arc<Workload>, RuntimeError> {
         let pre = self.instance_pre(what, loaded)?;
         let proxy = loaded
@@ -244,6 +248,7 @@ impl Runtime {
             proxy,
             limits,
             reuse,
+            outgoing,
         )))
     }
 

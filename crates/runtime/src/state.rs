@@ -2,6 +2,7 @@
 //! Each capability reaches its own part through its view trait, never the whole.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
@@ -21,13 +22,13 @@ pub struct InstanceState {
 impl InstanceState {
     /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr go
     /// to the host's so a panicking guest's message is not lost.
-    pub(crate) fn new(max_memory: u64) -> Self {
+    pub(crate) fn new(max_memory: u64, outgoing: Option<Arc<AllowedHosts>>) -> Self {
         let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
         InstanceState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutgoingPolicy,
+            hooks: OutgoingPolicy { allowed: outgoing },
             limiter: MemoryLimiter::new(max_memory),
         }
     }
@@ -52,29 +53,78 @@ impl WasiHttpView for InstanceState {
     }
 }
 
-/// Outgoing HTTP is a capability granted by a link; with no link granted, every request is
-/// refused with `HTTP-request-denied`, which the guest sees as an error it can handle.
-pub struct OutgoingPolicy;
+/// The hosts a component may call, from its http-client link: `host`, `host:port`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    /// An allow-list from the manifest's entries (already lowercased).
+    pub fn new(hosts: Vec<String>) -> Self {
+        AllowedHosts(hosts)
+    }
+
+    /// Whether a request to `uri` may go out: an entry with a port must match host and port
+    /// (the scheme's default port when the URI names none), one without a port the host alone.
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let host = host.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        self.0.iter().any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            match entry.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => h == host && p.parse() == Ok(port),
+                _ => *entry == host,
+            }
+        })
+    }
+}
+
+/// Outgoing HTTP is a capability granted by a link to an http-client: requests to hosts on its
+/// allow-list go out; anything else, and everything from a component with no such link, is
+/// refused with `HTTP-request-denied`, an error the guest sees and can handle.
+pub struct OutgoingPolicy {
+    allowed: Option<Arc<AllowedHosts>>,
+}
+
+type SendResult = Result<
+    (
+        http::Response<HyperOutgoingBody>,
+        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
 
 impl WasiHttpHooks for OutgoingPolicy {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<HyperOutgoingBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outgoing HTTP refused: the component has no outgoing-handler link");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let allowed = self
+            .allowed
+            .as_ref()
+            .is_some_and(|hosts| hosts.allows(request.uri()));
+        if !allowed {
+            tracing::warn!(
+                uri = %request.uri(),
+                "outgoing HTTP refused: the host is not in allowed_hosts of the component's http-client link"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 
@@ -124,5 +174,33 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    fn allows(entries: &[&str], uri: &str) -> bool {
+        AllowedHosts::new(entries.iter().map(|e| e.to_string()).collect())
+            .allows(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn allow_list_matches_host_and_port() {
+        assert!(allows(&["127.0.0.1:8081"], "http://127.0.0.1:8081/x"));
+        assert!(!allows(&["127.0.0.1:8081"], "http://127.0.0.1:8082/x"));
+        assert!(allows(&["api.example.com"], "https://API.example.com/x"));
+        assert!(allows(
+            &["api.example.com:443"],
+            "https://api.example.com/x"
+        ));
+        assert!(!allows(
+            &["api.example.com:443"],
+            "http://api.example.com/x"
+        ));
+        assert!(!allows(&["example.com"], "http://api.example.com/"));
+        assert!(allows(&["*"], "http://anything:1/"));
+        assert!(!allows(&[], "http://127.0.0.1/"));
     }
 }

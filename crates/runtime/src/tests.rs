@@ -27,7 +27,7 @@ fn names_the_unsatisfied_import() {
             .unwrap();
     let loaded = rt.load("kv-user", &bytes).unwrap();
     let err = rt
-        .http_workload("kv-user", &loaded, Default::default(), None)
+        .http_workload("kv-user", &loaded, Default::default(), None, None)
         .err()
         .unwrap()
         .to_string();
@@ -41,7 +41,7 @@ fn a_component_without_a_handler_is_refused() {
     let bytes = wat::parse_str("(component)").unwrap();
     let loaded = rt.load("empty", &bytes).unwrap();
     let err = rt
-        .http_workload("empty", &loaded, Default::default(), None)
+        .http_workload("empty", &loaded, Default::default(), None, None)
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");

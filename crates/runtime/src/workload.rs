@@ -14,7 +14,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::engine::ticks_for;
-use crate::state::{InstanceState, MemoryLimitExceeded};
+use crate::state::{AllowedHosts, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
 
 /// The body type of every response weft sends.
@@ -28,6 +28,7 @@ pub struct Workload {
     pre: ProxyPre<InstanceState>,
     limits: weft_manifest::Limits,
     reuse: Option<weft_manifest::Reuse>,
+    outgoing: Option<Arc<AllowedHosts>>,
     permits: Arc<Semaphore>,
     /// Idle instances kept for reuse, most recently used last.
     warm: Mutex<Vec<WarmInstance>>,
@@ -56,6 +57,7 @@ impl Workload {
         pre: ProxyPre<InstanceState>,
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
+        outgoing: Option<Arc<AllowedHosts>>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
@@ -65,6 +67,7 @@ impl Workload {
             pre,
             limits,
             reuse,
+            outgoing,
             permits,
             warm: Mutex::default(),
         }
@@ -155,7 +158,7 @@ impl Workload {
             None => {
                 let mut store = Store::new(
                     self.runtime.engine(),
-                    InstanceState::new(self.limits.max_memory),
+                    InstanceState::new(self.limits.max_memory, self.outgoing.clone()),
                 );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();

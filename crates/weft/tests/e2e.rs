@@ -21,6 +21,7 @@ fn route<'a>(
         port,
         path,
         properties: "",
+        outgoing: None,
     }
 }
 
@@ -481,4 +482,72 @@ fn stopping_the_host_lets_requests_in_flight_finish() {
         "{}",
         host.log()
     );
+}
+
+/// A plain HTTP server on loopback answering every request with `body`, for as long as the test
+/// runs; returns its port.
+fn upstream(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{BufRead as _, Write as _};
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn outgoing_http_reaches_only_the_granted_hosts() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let allowed = upstream("from the allowed upstream");
+    let other = upstream("from an upstream nobody granted");
+    let app = s.manifest(
+        "fetch",
+        "v1",
+        &[Route {
+            outgoing: Some(&format!("127.0.0.1:{allowed}")),
+            ..route("fetch", &g.fetch, port, "/fetch")
+        }],
+    );
+    host.deploy(&app);
+
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?http://127.0.0.1:{allowed}/x"
+    ));
+    assert_eq!((status, body.as_str()), (200, "from the allowed upstream"));
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?http://127.0.0.1:{other}/x"
+    ));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+
+    // Without an http-client link, no host at all.
+    let ungranted = s.manifest("fetch", "v2", &[route("fetch", &g.fetch, port, "/fetch")]);
+    host.deploy(&ungranted);
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?http://127.0.0.1:{allowed}/x"
+    ));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    host.deploy(&app);
+    // Granted again, the allowed host answers again.
+    let (status, _) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?http://127.0.0.1:{allowed}/"
+    ));
+    assert_eq!(status, 200);
 }

@@ -23,6 +23,7 @@ pub struct Guests {
     pub hello: PathBuf,
     pub hello_py: PathBuf,
     pub misbehave: PathBuf,
+    pub fetch: PathBuf,
 }
 
 pub fn guests() -> &'static Guests {
@@ -47,6 +48,7 @@ pub fn guests() -> &'static Guests {
         Guests {
             hello: build("hello"),
             misbehave: build("misbehave"),
+            fetch: build("fetch"),
             hello_py: build("hello-py"),
         }
     })
@@ -69,6 +71,8 @@ pub struct Route<'a> {
     pub path: &'a str,
     /// Extra `properties` lines, e.g. `limits: { timeout: 1s }`.
     pub properties: &'a str,
+    /// When set, a link granting outgoing HTTP to these `allowed_hosts`.
+    pub outgoing: Option<&'a str>,
 }
 
 /// A manifest with one component per route, written to `dir/<name>-<version>.yaml`.
@@ -85,6 +89,14 @@ pub fn write_manifest(dir: &Path, name: &str, version: &str, routes: &[Route<'_>
         if !r.properties.is_empty() {
             text.push_str(&format!("        {}\n", r.properties));
         }
+        if let Some(hosts) = r.outgoing {
+            text.push_str(&format!(
+                "      traits:\n        - type: link\n          properties:\n            target: {{ name: client }}\n            namespace: wasi\n            package: http\n            interfaces: [outgoing-handler]\n            source:\n              config: [{{ name: egress, properties: {{ allowed_hosts: \"{hosts}\" }} }}]\n"
+            ));
+        }
+    }
+    if routes.iter().any(|r| r.outgoing.is_some()) {
+        text.push_str("    - name: client\n      type: capability\n      properties: { image: weft:http-client }\n");
     }
     text.push_str("    - name: http\n      type: capability\n      properties: { image: weft:http-server }\n      traits:\n");
     for r in routes {
