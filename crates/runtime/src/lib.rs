@@ -3,6 +3,7 @@
 
 mod cache;
 mod engine;
+mod guest_log;
 mod state;
 mod workload;
 

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::guest_log::{GuestLog, Stream};
+
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -20,10 +22,17 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
-    /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr go
-    /// to the host's so a panicking guest's message is not lost.
-    pub(crate) fn new(max_memory: u64, outgoing: Option<Arc<AllowedHosts>>) -> Self {
-        let wasi = WasiCtx::builder().inherit_stdout().inherit_stderr().build();
+    /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr
+    /// become host log lines tagged with the workload, so a panicking guest's message is kept.
+    pub(crate) fn new(
+        workload: &Arc<str>,
+        max_memory: u64,
+        outgoing: Option<Arc<AllowedHosts>>,
+    ) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(GuestLog::new(workload.clone(), Stream::Stdout))
+            .stderr(GuestLog::new(workload.clone(), Stream::Stderr))
+            .build();
         InstanceState {
             wasi,
             http: WasiHttpCtx::new(),

@@ -23,7 +23,7 @@ pub type WorkloadBody = HyperOutgoingBody;
 /// A component ready to serve HTTP requests.
 pub struct Workload {
     runtime: Arc<Runtime>,
-    name: String,
+    name: Arc<str>,
     code: Arc<Code>,
     pre: ProxyPre<InstanceState>,
     limits: weft_manifest::Limits,
@@ -62,7 +62,7 @@ impl Workload {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
             runtime,
-            name,
+            name: name.into(),
             code,
             pre,
             limits,
@@ -158,7 +158,7 @@ impl Workload {
             None => {
                 let mut store = Store::new(
                     self.runtime.engine(),
-                    InstanceState::new(self.limits.max_memory, self.outgoing.clone()),
+                    InstanceState::new(&self.name, self.limits.max_memory, self.outgoing.clone()),
                 );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();

@@ -129,6 +129,16 @@ fn misbehaving_guests_fail_alone() {
     let (status, body) = misbehave_while_hello_answers(port, "trap");
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("trapped"), "{body}");
+    // The guest's panic message reaches the host log as one line tagged with its workload.
+    let log = host.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("misbehave: trapping on purpose"))
+        .unwrap_or_else(|| panic!("the guest's stderr is not in the log:\n{log}"));
+    assert!(
+        line.contains("weft::guest") && line.contains("of app `misbehave`"),
+        "{line}"
+    );
 
     let started = Instant::now();
     let (status, body) = misbehave_while_hello_answers(port, "loop");
