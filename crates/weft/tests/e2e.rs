@@ -407,7 +407,7 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
         "warm",
         "v1",
         &[Route {
-            properties: "reuse: { requests: 3, idle: 1s }",
+            properties: "reuse: { requests: 3, idle: 3s }",
             ..route("warm", &g.hello, port, "/warm")
         }],
     );
@@ -428,7 +428,7 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     let status = host.cli_ok(&["app", "status", "warm"]);
     assert!(status.contains("1 warm instance(s)"), "{status}");
     // Idle past its policy, the instance is reclaimed.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(5000));
     let status = host.cli_ok(&["app", "status", "warm"]);
     assert!(status.contains("0 warm instance(s)"), "{status}");
     assert_eq!(count("/warm"), "1");
@@ -436,6 +436,7 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
 
 #[test]
 fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
+    use std::io::{Read as _, Write as _};
     let g = guests();
     let host = Host::start(&["--max-request-body", "1MiB"]);
     let s = Scene::new();
@@ -443,16 +444,25 @@ fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
     let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
     host.deploy(&hello);
 
-    let response = http()
-        .post(format!("http://127.0.0.1:{port}/hello/echo"))
-        .body(vec![7u8; 2 * 1024 * 1024])
-        .send()
+    // The declared size alone decides: the host answers before reading the body (a client that
+    // kept writing it could meet a closed connection, so this one sends only the headers).
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /hello/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    assert_eq!(response.status(), 413);
-    let body = response.text().unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
-        body.contains("larger than the limit of 1048576 bytes"),
-        "{body}"
+        answer.contains("larger than the limit of 1048576 bytes"),
+        "{answer}"
     );
     // Under the limit, the same route echoes as before.
     let small = http()
@@ -478,9 +488,19 @@ fn stopping_the_host_lets_requests_in_flight_finish() {
     host.deploy(&app);
 
     let in_flight =
-        std::thread::spawn(move || get(&format!("http://127.0.0.1:{port}/misbehave/sleep/1500")));
-    // Give the request time to reach its instance, then stop the host as Ctrl-C would.
-    std::thread::sleep(Duration::from_millis(300));
+        std::thread::spawn(move || get(&format!("http://127.0.0.1:{port}/misbehave/sleep/3000")));
+    // Once the request is running in its instance, stop the host as Ctrl-C would.
+    let started = Instant::now();
+    while !host
+        .cli_ok(&["app", "status", "sleepy"])
+        .contains("active:    1 instance(s)")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the request never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     host.stop();
     assert_eq!(in_flight.join().unwrap(), (200, "ok\n".to_string()));
     assert!(
