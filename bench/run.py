@@ -201,6 +201,15 @@ def wrk(port, path, duration, connections):
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+def print_table(title, header, rows):
+    """One Markdown table, as RESULTS.md records it."""
+    print(f"\n### {title} ({machine()})\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
 def machine():
     return (f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
             f"{platform.platform()}, {time.strftime('%Y-%m-%d')}")
@@ -247,14 +256,15 @@ def bench_http(images, smoke):
                 continue
             r = wrk(p, path, duration, connections)
             rows.append((label, r))
-        print(f"\n### HTTP throughput ({duration} per run, wrk -t2 -c{connections}, {machine()})\n")
-        print("| server | req/s | p50 ms | p99 ms | non-2xx | ratio vs wasmtime serve |")
-        print("|---|---|---|---|---|---|")
         base = {r[0]: r[1]["rps"] for r in rows}
+        table = []
         for label, r in rows:
             ref = base.get("wasmtime serve (py)" if "(py)" in label else "wasmtime serve")
             ratio = f"{r['rps'] / ref:.2f}x" if ref else "n/a"
-            print(f"| {label} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | {ratio} |")
+            table.append((label, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["non2xx"], ratio))
+        print_table(f"HTTP throughput ({duration} per run, wrk -t2 -c{connections})",
+                    ("server", "req/s", "p50 ms", "p99 ms", "non-2xx", "ratio vs wasmtime serve"), table)
+        for label, r in rows:
             assert r["non2xx"] == 0, f"{label}: failed responses"
         if not wasmtime:
             print("\n(wasmtime not installed: run bench/setup.sh for the side-by-side baseline)")
@@ -289,11 +299,10 @@ def bench_coldstart(images, smoke):
         floor = sorted(get(port, "/none")[2] * 1000 for _ in range(min(count, 200)))
         times.sort()
         q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))]
-        print(f"\n### Cold start: first request of each of {count} idle apps ({machine()})\n")
-        print("| measure | p50 ms | p99 ms |")
-        print("|---|---|---|")
-        print(f"| first request, fresh instance, new connection | {q(times, .5):.3f} | {q(times, .99):.3f} |")
-        print(f"| floor: 404 from the router, new connection | {q(floor, .5):.3f} | {q(floor, .99):.3f} |")
+        print_table(f"Cold start: first request of each of {count} idle apps", ("measure", "p50 ms", "p99 ms"), [
+            ("first request, fresh instance, new connection", f"{q(times, .5):.3f}", f"{q(times, .99):.3f}"),
+            ("floor: 404 from the router, new connection", f"{q(floor, .5):.3f}", f"{q(floor, .99):.3f}"),
+        ])
     finally:
         weft.stop()
 
@@ -314,13 +323,13 @@ def bench_density(images, smoke):
             if status != 200 or not body.startswith("Hello from Rust"):
                 bad.append((i, status))
         assert not bad, f"{len(bad)} apps did not answer: {bad[:5]}"
-        print(f"\n### Density: {count} apps on one host ({machine()})\n")
-        print("| measure | value |")
-        print("|---|---|")
-        print(f"| deploy time, all apps (control API, one at a time) | {elapsed:.1f} s ({elapsed / count * 1000:.2f} ms/app) |")
-        print(f"| host RSS before / after | {before / 1024:.1f} MiB / {after / 1024:.1f} MiB |")
-        print(f"| RSS per idle app | {(after - before) / count:.1f} KiB |")
-        print(f"| apps answering | {count - len(bad)} / {count} |")
+        print_table(f"Density: {count} apps on one host", ("measure", "value"), [
+            ("deploy time, all apps (control API, one at a time)",
+             f"{elapsed:.1f} s ({elapsed / count * 1000:.2f} ms/app)"),
+            ("host RSS before / after", f"{before / 1024:.1f} MiB / {after / 1024:.1f} MiB"),
+            ("RSS per idle app", f"{(after - before) / count:.1f} KiB"),
+            ("apps answering", f"{count - len(bad)} / {count}"),
+        ])
     finally:
         weft.stop()
 
@@ -355,11 +364,10 @@ def bench_inflight(images, smoke):
             ok += data.startswith(b"HTTP/1.1 200")
             s.close()
         assert ok == count, f"only {ok}/{count} in-flight requests succeeded"
-        print(f"\n### Memory per in-flight request ({count} concurrent, {machine()})\n")
-        print("| measure | value |")
-        print("|---|---|")
-        print(f"| host RSS idle / with {count} in flight | {before / 1024:.1f} MiB / {during / 1024:.1f} MiB |")
-        print(f"| RSS per in-flight request | {(during - before) / count:.1f} KiB |")
+        print_table(f"Memory per in-flight request ({count} concurrent)", ("measure", "value"), [
+            (f"host RSS idle / with {count} in flight", f"{before / 1024:.1f} MiB / {during / 1024:.1f} MiB"),
+            ("RSS per in-flight request", f"{(during - before) / count:.1f} KiB"),
+        ])
     finally:
         weft.stop()
 

@@ -155,7 +155,11 @@ impl Host {
         for stored in host.store.current_apps()? {
             let _guard = host.deploy_lock.lock().await;
             let name = stored.name.clone();
-            match host.prepare(&stored).await {
+            let prepared = match weft_manifest::parse(&stored.manifest, &stored.origin) {
+                Ok(app) => host.prepare(&stored, app).await,
+                Err(e) => Err(e.into()),
+            };
+            match prepared {
                 Ok(prepared) => {
                     host.activate(stored, prepared);
                     tracing::info!(app = %name, "restored from the state store");
@@ -252,13 +256,14 @@ impl Host {
             }
         }
 
-        let prepared = self.prepare(&stored).await?;
+        let name = app.name.clone();
+        let prepared = self.prepare(&stored, app).await?;
         let compiled = prepared.compiled;
         self.store.put_current(&stored)?;
         self.activate(stored, prepared);
-        tracing::info!(app = %app.name, %version, compiled, "deployed");
+        tracing::info!(app = %name, %version, compiled, "deployed");
         Ok(DeployOutcome {
-            app: app.name,
+            app: name,
             version,
             previous: previous.map(|p| p.0),
             compiled,
@@ -268,8 +273,7 @@ impl Host {
 
     /// Compiles and links every component of a stored app and binds its listeners; nothing is
     /// visible to requests yet.
-    async fn prepare(&self, stored: &StoredApp) -> Result<Prepared, HostError> {
-        let app = weft_manifest::parse(&stored.manifest, &stored.origin)?;
+    async fn prepare(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
         self.ingress.check_conflicts(&app.name, &app.routes)?;
         let mut compiled = 0;
         let mut workloads = BTreeMap::new();

@@ -77,13 +77,18 @@ impl Workload {
         self.warm.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A warm instance to serve the next request, if reuse is on and one is idle.
-    fn take_warm(&self) -> Option<WarmInstance> {
+    /// The pool with instances idle past the reuse policy dropped; None when reuse is off.
+    fn pruned_pool(&self) -> Option<std::sync::MutexGuard<'_, Vec<WarmInstance>>> {
         let reuse = self.reuse?;
         let mut warm = self.warm_lock();
         let now = Instant::now();
         warm.retain(|w| now.duration_since(w.idle_since) < reuse.idle);
-        warm.pop()
+        Some(warm)
+    }
+
+    /// A warm instance to serve the next request, if reuse is on and one is idle.
+    fn take_warm(&self) -> Option<WarmInstance> {
+        self.pruned_pool()?.pop()
     }
 
     /// Returns an instance to the pool unless it has served its quota.
@@ -99,11 +104,7 @@ impl Workload {
 
     /// Drops warm instances idle longer than the reuse policy allows; returns how many remain.
     pub fn reclaim_idle(&self) -> usize {
-        let Some(reuse) = self.reuse else { return 0 };
-        let mut warm = self.warm_lock();
-        let now = Instant::now();
-        warm.retain(|w| now.duration_since(w.idle_since) < reuse.idle);
-        warm.len()
+        self.pruned_pool().map_or(0, |warm| warm.len())
     }
 
     /// Idle instances kept warm right now.
@@ -229,11 +230,7 @@ impl Workload {
         let response = match outcome {
             Ok(Err(_closed)) => {
                 // The sender went away without a response: the instance failed before setting one.
-                let failure = match instance.await {
-                    Err(failure) => failure,
-                    Ok(()) => Failure::Trap("the guest returned without sending a response".into()),
-                };
-                return failure_response(&self.name, failure);
+                return failure_response(&self.name, failure_of(instance.await));
             }
             Ok(response) => {
                 tokio::spawn(instance);
@@ -242,15 +239,7 @@ impl Workload {
             // The instance ended first: it either set the response on its way out or failed.
             Err(finished) => match receiver.try_recv() {
                 Ok(response) => Ok(response),
-                Err(_) => {
-                    let failure = match finished {
-                        Err(failure) => failure,
-                        Ok(()) => {
-                            Failure::Trap("the guest returned without sending a response".into())
-                        }
-                    };
-                    return failure_response(&self.name, failure);
-                }
+                Err(_) => return failure_response(&self.name, failure_of(finished)),
             },
         };
 
@@ -270,6 +259,13 @@ impl Workload {
             ),
         }
     }
+}
+
+/// Why an instance that ended without a response failed.
+fn failure_of(finished: Result<(), Failure>) -> Failure {
+    finished
+        .err()
+        .unwrap_or_else(|| Failure::Trap("the guest returned without sending a response".into()))
 }
 
 fn classify(error: wasmtime::Error, timeout: Duration) -> Failure {
