@@ -50,6 +50,7 @@ pub struct App {
     pub components: Vec<Component>,
     pub capabilities: Vec<Capability>,
     pub routes: Vec<HttpRoute>,
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// A component node: a Wasm component to run.
@@ -67,6 +68,44 @@ pub struct Component {
     pub config: Vec<NamedConfig>,
     /// Links whose source is this component (its imports served by the target).
     pub links: Vec<Link>,
+    /// Capabilities granted by this component's links, one per link.
+    pub grants: Vec<Grant>,
+    /// Secrets granted to this component.
+    pub secrets: Vec<SecretGrant>,
+}
+
+/// A capability granted to a component by one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub kind: CapabilityKind,
+    /// The capability node the link targets.
+    pub capability: String,
+    /// The link's name; `default` unless the manifest names it.
+    pub link_name: String,
+    /// Which implementation serves it, e.g. `redis` for key-value.
+    pub backend: String,
+    /// The capability node's config, then the link's config over it.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The link name of a link that names none, as in wasmCloud.
+pub const DEFAULT_LINK_NAME: &str = "default";
+
+/// A secret a component may read: it asks for `name`, weft reads `key` from its secret store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretGrant {
+    pub name: String,
+    pub key: String,
+}
+
+/// A messaging subscription: messages on `subjects` go to `component`'s handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub component: String,
+    pub capability: String,
+    pub backend: String,
+    pub settings: BTreeMap<String, String>,
+    pub subjects: Vec<String>,
 }
 
 /// Per-workload limits.
@@ -116,6 +155,8 @@ pub struct Link {
 pub struct Capability {
     pub name: String,
     pub kind: CapabilityKind,
+    /// The implementation chosen by the image or the `backend` config key.
+    pub backend: String,
     pub config: Vec<NamedConfig>,
 }
 
@@ -127,11 +168,30 @@ pub enum CapabilityKind {
     /// Outgoing HTTP: a link from a component to it grants `wasi:http/outgoing-handler`, limited
     /// to the hosts in the link's `allowed_hosts` config.
     HttpClient,
+    /// `wasi:keyvalue/{store,atomics,batch}`.
+    KeyValue,
+    /// `wasi:blobstore/{blobstore,container,types}`.
+    Blobstore,
+    /// `wasmcloud:messaging`: `consumer` granted by a link to it, `handler` called by a link
+    /// from it carrying `subscriptions`.
+    Messaging,
+}
+
+impl std::fmt::Display for CapabilityKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CapabilityKind::HttpServer => "http-server",
+            CapabilityKind::HttpClient => "http-client",
+            CapabilityKind::KeyValue => "keyvalue",
+            CapabilityKind::Blobstore => "blobstore",
+            CapabilityKind::Messaging => "messaging",
+        })
+    }
 }
 
 impl CapabilityKind {
     /// Recognises a capability image: `weft:<name>` or the wasmCloud provider image it replaces.
-    pub fn from_image(image: &str) -> Option<Self> {
+    pub fn from_image(image: &str) -> Option<(Self, &'static str)> {
         let name =
             image.strip_prefix("weft:").unwrap_or_else(|| {
                 let without_tag = image.rsplit_once(':').map_or(image, |(repo, tag)| {
@@ -143,16 +203,53 @@ impl CapabilityKind {
                 });
                 without_tag.rsplit('/').next().unwrap_or(without_tag)
             });
-        match name {
-            "http-server" | "httpserver" => Some(CapabilityKind::HttpServer),
-            "http-client" | "httpclient" => Some(CapabilityKind::HttpClient),
-            _ => None,
+        Self::from_image_name(name)
+    }
+
+    /// The kind and default backend a capability image name (without registry or tag) stands for.
+    fn from_image_name(name: &str) -> Option<(Self, &'static str)> {
+        Some(match name {
+            "http-server" | "httpserver" => (CapabilityKind::HttpServer, "hyper"),
+            "http-client" | "httpclient" => (CapabilityKind::HttpClient, "hyper"),
+            "keyvalue" => (CapabilityKind::KeyValue, "memory"),
+            "keyvalue-redis" => (CapabilityKind::KeyValue, "redis"),
+            "keyvalue-nats" => (CapabilityKind::KeyValue, "nats"),
+            "keyvalue-file" | "keyvalue-redb" => (CapabilityKind::KeyValue, "file"),
+            "blobstore" => (CapabilityKind::Blobstore, "memory"),
+            "blobstore-fs" | "blobstore-filesystem" => (CapabilityKind::Blobstore, "filesystem"),
+            "messaging" => (CapabilityKind::Messaging, "in-process"),
+            "messaging-nats" => (CapabilityKind::Messaging, "nats"),
+            _ => return None,
+        })
+    }
+
+    /// The backends a manifest may choose with the `backend` config key.
+    pub fn backends(self) -> &'static [&'static str] {
+        match self {
+            CapabilityKind::HttpServer | CapabilityKind::HttpClient => &["hyper"],
+            CapabilityKind::KeyValue => &["memory", "file", "redis", "nats"],
+            CapabilityKind::Blobstore => &["memory", "filesystem"],
+            CapabilityKind::Messaging => &["in-process", "nats"],
+        }
+    }
+
+    /// The WIT package a component links to reach this capability, and its interfaces.
+    pub fn package(self) -> (&'static str, &'static str, &'static [&'static str]) {
+        match self {
+            CapabilityKind::HttpServer => ("wasi", "http", &["incoming-handler"]),
+            CapabilityKind::HttpClient => ("wasi", "http", &["outgoing-handler"]),
+            CapabilityKind::KeyValue => ("wasi", "keyvalue", &["store", "atomics", "batch"]),
+            CapabilityKind::Blobstore => {
+                ("wasi", "blobstore", &["blobstore", "container", "types"])
+            }
+            CapabilityKind::Messaging => ("wasmcloud", "messaging", &["consumer", "types"]),
         }
     }
 
     /// The names a manifest may use, for error messages.
-    pub const KNOWN: &'static str = "weft:http-server, weft:http-client \
-        (or the wasmCloud providers ghcr.io/wasmcloud/http-server, ghcr.io/wasmcloud/http-client)";
+    pub const KNOWN: &'static str = "weft:http-server, weft:http-client, weft:keyvalue, \
+        weft:blobstore, weft:messaging (or the wasmCloud providers ghcr.io/wasmcloud/http-server, \
+        http-client, keyvalue-redis, keyvalue-nats, blobstore-fs, messaging-nats)";
 }
 
 /// An HTTP route: requests to `address` (and `host`, when set) under `path` go to `component`.
@@ -267,13 +364,15 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
     let mut components = Vec::new();
     let mut capabilities = Vec::new();
     let mut routes = Vec::new();
+    let mut subscriptions = Vec::new();
     for node in &raw.spec.components {
         match node.kind.as_str() {
             "component" => components.push(component(&v, node, &kinds)?),
             "capability" => {
-                let (capability, node_routes) = capability(&v, node, &kinds)?;
+                let (capability, node_routes, node_subscriptions) = capability(&v, node, &kinds)?;
                 capabilities.push(capability);
                 routes.extend(node_routes);
+                subscriptions.extend(node_subscriptions);
             }
             other => {
                 return Err(v.err(
@@ -310,17 +409,23 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
         components,
         capabilities,
         routes,
+        subscriptions,
     })
 }
 
-fn check_name(v: &Validator<'_>, location: &str, name: &str) -> Result<(), ManifestError> {
-    let ok = !name.is_empty()
+/// Whether `name` is usable as an app, node or secret-key name: letters, digits, `-`, `_` and
+/// `.`, starting with a letter or digit, at most 128 bytes.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn check_name(v: &Validator<'_>, location: &str, name: &str) -> Result<(), ManifestError> {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(v.err(
@@ -423,6 +528,8 @@ fn component(
         outgoing_http: None,
         config: node.properties.config.clone(),
         links,
+        grants: Vec::new(),
+        secrets: secrets(v, &at, &node.properties.secrets)?,
     })
 }
 
@@ -514,9 +621,162 @@ fn grant(
                      targeting the component",
                 ))
             }
+            kind @ (CapabilityKind::KeyValue
+            | CapabilityKind::Blobstore
+            | CapabilityKind::Messaging) => {
+                let field = format!("{at}: link to `{}`", link.target);
+                let (namespace, package, interfaces) = kind.package();
+                let fits = link.namespace == namespace
+                    && link.package == package
+                    && link
+                        .interfaces
+                        .iter()
+                        .all(|i| interfaces.contains(&i.as_str()));
+                if !fits {
+                    return Err(v.err(
+                        field,
+                        format!(
+                            "a {kind} link grants `{namespace}:{package}/{{{}}}`, not `{interface}`",
+                            interfaces.join(",")
+                        ),
+                    ));
+                }
+                let link_name = link
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_LINK_NAME.to_string());
+                let clash = component
+                    .grants
+                    .iter()
+                    .any(|g| g.kind == kind && g.link_name == link_name);
+                if clash {
+                    return Err(v.err(
+                        field,
+                        format!(
+                            "a second {kind} link named `{link_name}`; give each link to the same \
+                             interface its own `name:` and pick one at runtime with \
+                             wasmcloud:bus/lattice set-link-name"
+                        ),
+                    ));
+                }
+                let settings = settings(
+                    v,
+                    &field,
+                    kind,
+                    capability
+                        .config
+                        .iter()
+                        .chain(&link.target_config)
+                        .chain(&link.source_config),
+                )?;
+                component.grants.push(Grant {
+                    kind,
+                    capability: capability.name.clone(),
+                    link_name,
+                    backend: backend_of(capability, &settings),
+                    settings,
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// The config keys each capability understands, so a typo is an error, not a silent default.
+fn known_keys(kind: CapabilityKind) -> &'static [&'static str] {
+    match kind {
+        CapabilityKind::KeyValue => &["backend", "url", "path", "bucket"],
+        CapabilityKind::Blobstore => &["backend", "root"],
+        CapabilityKind::Messaging => &["backend", "url", "subscriptions"],
+        CapabilityKind::HttpServer | CapabilityKind::HttpClient => &[],
+    }
+}
+
+/// Merges named configs in order (later wins), refusing keys the capability does not know and
+/// a backend it does not have.
+fn settings<'a>(
+    v: &Validator<'_>,
+    field: &str,
+    kind: CapabilityKind,
+    configs: impl Iterator<Item = &'a NamedConfig>,
+) -> Result<BTreeMap<String, String>, ManifestError> {
+    let known = known_keys(kind);
+    let mut merged = BTreeMap::new();
+    for config in configs {
+        for (key, value) in &config.properties {
+            if !known.contains(&key.as_str()) {
+                return Err(v.err(
+                    format!("{field}: config `{}`", config.name),
+                    format!("unknown key `{key}`; a {kind} takes: {}", known.join(", ")),
+                ));
+            }
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    if let Some(backend) = merged.get("backend") {
+        if !kind.backends().contains(&backend.as_str()) {
+            return Err(v.err(
+                format!("{field}: config backend"),
+                format!(
+                    "`{backend}` is not a {kind} backend; available: {}",
+                    kind.backends().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(merged)
+}
+
+fn backend_of(capability: &Capability, settings: &BTreeMap<String, String>) -> String {
+    settings
+        .get("backend")
+        .cloned()
+        .unwrap_or_else(|| capability.backend.clone())
+}
+
+fn secrets(
+    v: &Validator<'_>,
+    at: &str,
+    raw: &[raw::RawSecret],
+) -> Result<Vec<SecretGrant>, ManifestError> {
+    let mut grants: Vec<SecretGrant> = Vec::new();
+    for (i, secret) in raw.iter().enumerate() {
+        let field = format!("{at}: properties.secrets[{i}]");
+        check_secret_key(v, &field, &secret.properties.key)?;
+        if secret.name.is_empty() {
+            return Err(v.err(
+                field,
+                "a secret needs a `name`, the name the component asks for",
+            ));
+        }
+        if grants.iter().any(|g| g.name == secret.name) {
+            return Err(v.err(field, format!("secret `{}` is granted twice", secret.name)));
+        }
+        if let Some(policy) = &secret.properties.policy {
+            if policy != "weft" {
+                return Err(v.err(
+                    format!("{field}.properties.policy"),
+                    format!("`{policy}`: weft reads secrets from its own store; use `policy: weft` or leave it out"),
+                ));
+            }
+        }
+        if secret.properties.field.is_some() || secret.properties.version.is_some() {
+            return Err(v.err(
+                field,
+                "`field` and `version` select parts of an external secret backend's entries; \
+                 weft's store keeps one value per key, so name the key alone",
+            ));
+        }
+        grants.push(SecretGrant {
+            name: secret.name.clone(),
+            key: secret.properties.key.clone(),
+        });
+    }
+    Ok(grants)
+}
+
+fn check_secret_key(v: &Validator<'_>, field: &str, key: &str) -> Result<(), ManifestError> {
+    check_name(v, &format!("{field}.properties.key"), key)
 }
 
 /// The `allowed_hosts` of an outgoing-HTTP link: comma-separated `host` or `host:port`, or `*`.
@@ -551,10 +811,10 @@ fn capability(
     v: &Validator<'_>,
     node: &RawComponent,
     kinds: &BTreeMap<&str, &str>,
-) -> Result<(Capability, Vec<HttpRoute>), ManifestError> {
+) -> Result<(Capability, Vec<HttpRoute>, Vec<Subscription>), ManifestError> {
     let at = format!("component `{}`", node.name);
     let image = node.properties.image.as_deref().unwrap_or_default();
-    let kind = CapabilityKind::from_image(image).ok_or_else(|| {
+    let (kind, default_backend) = CapabilityKind::from_image(image).ok_or_else(|| {
         v.err(
             format!("{at}: properties.image"),
             format!(
@@ -569,8 +829,30 @@ fn capability(
             "limits and reuse apply to components, not capabilities",
         ));
     }
+    if !node.properties.secrets.is_empty() {
+        return Err(v.err(
+            format!("{at}: properties.secrets"),
+            "secrets are granted to components, not capabilities",
+        ));
+    }
+    let mut capability = Capability {
+        name: node.name.clone(),
+        kind,
+        backend: default_backend.to_string(),
+        config: node.properties.config.clone(),
+    };
+    if !known_keys(kind).is_empty() {
+        let own = settings(
+            v,
+            &format!("{at}: properties"),
+            kind,
+            capability.config.iter(),
+        )?;
+        capability.backend = backend_of(&capability, &own);
+    }
 
     let mut routes = Vec::new();
+    let mut subscriptions = Vec::new();
     for (i, t) in node.traits.iter().enumerate() {
         let field = format!("{at}: traits[{i}]");
         let RawTrait::Link(link) = t else {
@@ -580,13 +862,13 @@ fn capability(
             ));
         };
         let link = check_link(v, &field, link, kinds)?;
+        let interface = format!(
+            "{}:{}/{}",
+            link.namespace,
+            link.package,
+            link.interfaces.join(",")
+        );
         match kind {
-            CapabilityKind::HttpClient => {
-                return Err(v.err(
-                    field,
-                    "http-client is granted by a link from a component to it, not from it",
-                ))
-            }
             CapabilityKind::HttpServer => {
                 if kinds.get(link.target.as_str()) != Some(&"component") {
                     return Err(v.err(
@@ -604,25 +886,93 @@ fn capability(
                     return Err(v.err(
                         field,
                         format!(
-                            "an http-server link serves `wasi:http/incoming-handler`, not `{}:{}/{}`",
-                            link.namespace,
-                            link.package,
-                            link.interfaces.join(",")
+                            "an http-server link serves `wasi:http/incoming-handler`, not `{interface}`"
                         ),
                     ));
                 }
                 routes.push(http_route(v, &field, &link)?);
             }
+            CapabilityKind::Messaging => {
+                if kinds.get(link.target.as_str()) != Some(&"component") {
+                    return Err(v.err(
+                        format!("{field}.properties.target"),
+                        format!(
+                            "`{}` is not a component; messages are delivered to components",
+                            link.target
+                        ),
+                    ));
+                }
+                let is_handler = link.namespace == "wasmcloud"
+                    && link.package == "messaging"
+                    && link.interfaces.iter().all(|i| i == "handler");
+                if !is_handler {
+                    return Err(v.err(
+                        field,
+                        format!(
+                            "a messaging link to a component delivers to `wasmcloud:messaging/handler`, not `{interface}`"
+                        ),
+                    ));
+                }
+                let settings = settings(
+                    v,
+                    &field,
+                    kind,
+                    capability
+                        .config
+                        .iter()
+                        .chain(&link.source_config)
+                        .chain(&link.target_config),
+                )?;
+                let subjects: Vec<String> = settings
+                    .get("subscriptions")
+                    .map(|s| {
+                        s.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if subjects.is_empty() {
+                    return Err(v.err(
+                        field,
+                        "name the subjects to deliver in the link's source config: \
+                         subscriptions: \"orders.*,audit.>\"",
+                    ));
+                }
+                if let Some(bad) = subjects.iter().find(|s| !valid_subject(s)) {
+                    return Err(v.err(
+                        format!("{field}: config subscriptions"),
+                        format!("`{bad}` is not a subject: use dot-separated tokens, `*` for one token, `>` last for the rest"),
+                    ));
+                }
+                subscriptions.push(Subscription {
+                    component: link.target.clone(),
+                    capability: node.name.clone(),
+                    backend: backend_of(&capability, &settings),
+                    settings,
+                    subjects,
+                });
+            }
+            CapabilityKind::HttpClient | CapabilityKind::KeyValue | CapabilityKind::Blobstore => {
+                return Err(v.err(
+                    field,
+                    format!("a {kind} is granted by a link from a component to it, not from it"),
+                ))
+            }
         }
     }
-    Ok((
-        Capability {
-            name: node.name.clone(),
-            kind,
-            config: node.properties.config.clone(),
-        },
-        routes,
-    ))
+    Ok((capability, routes, subscriptions))
+}
+
+/// A NATS-style subject: non-empty dot-separated tokens without spaces; `>` only last.
+pub fn valid_subject(subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.chars().any(char::is_whitespace)
+            && (*t != ">" || i == tokens.len() - 1)
+            && (t.len() == 1 || !t.contains(['*', '>']))
+    })
 }
 
 fn http_route(v: &Validator<'_>, field: &str, link: &Link) -> Result<HttpRoute, ManifestError> {

@@ -61,6 +61,29 @@ pub struct Properties {
     pub limits: Option<RawLimits>,
     /// Opt-in warm instance reuse (an extension to wadm's format).
     pub reuse: Option<RawReuse>,
+    /// Secrets granted to this component, by the name it asks for them under.
+    #[serde(default)]
+    pub secrets: Vec<RawSecret>,
+}
+
+/// One entry of `properties.secrets`, as wadm writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// The name the component passes to `wasmcloud:secrets/store.get`.
+    pub name: String,
+    pub properties: RawSecretProperties,
+}
+
+/// Where a secret comes from: `key` in weft's secret store (set with `weft secret put`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretProperties {
+    pub key: String,
+    /// wadm's secret policy name; weft has one secret store, so only its name is accepted.
+    pub policy: Option<String>,
+    pub field: Option<String>,
+    pub version: Option<String>,
 }
 
 /// `properties.reuse`: serve many requests from one instance, for components whose author

@@ -120,11 +120,15 @@ fn capability_images_are_recognised() {
     ] {
         assert_eq!(
             CapabilityKind::from_image(image),
-            Some(CapabilityKind::HttpServer)
+            Some((CapabilityKind::HttpServer, "hyper"))
         );
     }
     assert_eq!(
         CapabilityKind::from_image("ghcr.io/wasmcloud/keyvalue-nats:1"),
+        Some((CapabilityKind::KeyValue, "nats"))
+    );
+    assert_eq!(
+        CapabilityKind::from_image("ghcr.io/wasmcloud/sqldb-postgres:1"),
         None
     );
 }

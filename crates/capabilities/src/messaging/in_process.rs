@@ -1,0 +1,82 @@
+//! The in-process broker: one bus per app and capability, inside the host. Subjects and
+//! wildcards behave as in NATS core, so an app moves to NATS by changing its backend alone.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use weft_manifest::Grant;
+
+use super::{subject_matches, Broker, Message, SUBSCRIPTION_BUFFER};
+use crate::keyvalue::Opener;
+use crate::Placement;
+
+#[derive(Default)]
+struct InProcess {
+    subscribers: Mutex<Vec<(String, mpsc::Sender<Message>)>>,
+}
+
+pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn Broker> {
+    (
+        format!("in-process:{}/{}", at.app, grant.capability),
+        Box::new(|| Ok(Arc::new(InProcess::default()) as Arc<dyn Broker>)),
+    )
+}
+
+impl InProcess {
+    fn matching(&self, subject: &str) -> Vec<mpsc::Sender<Message>> {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|(_, sender)| !sender.is_closed());
+        subscribers
+            .iter()
+            .filter(|(pattern, _)| subject_matches(pattern, subject))
+            .map(|(_, sender)| sender.clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for InProcess {
+    async fn publish(&self, message: Message) -> Result<(), String> {
+        for sender in self.matching(&message.subject) {
+            // A subscriber that went away between lookup and send just misses the message.
+            let _ = sender.send(message.clone()).await;
+        }
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, String> {
+        let inbox = format!("_INBOX.{:016x}", rand::random::<u64>());
+        let mut replies = self.subscribe(&inbox).await?;
+        let matched = self.matching(subject);
+        if matched.is_empty() {
+            return Err(format!("no responders on `{subject}`"));
+        }
+        self.publish(Message {
+            subject: subject.to_string(),
+            body,
+            reply_to: Some(inbox),
+        })
+        .await?;
+        match tokio::time::timeout(timeout, replies.recv()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err("the bus closed".to_string()),
+            Err(_) => Err(format!("no reply on `{subject}` within {timeout:?}")),
+        }
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, String> {
+        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((subject.to_string(), sender));
+        Ok(receiver)
+    }
+}

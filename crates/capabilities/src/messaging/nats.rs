@@ -1,0 +1,118 @@
+//! Messaging on NATS core. The connection is made on first use; async-nats reconnects after a
+//! loss and resubscribes, and calls made while NATS is away fail with an error the guest sees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, OnceCell};
+use weft_manifest::Grant;
+
+use super::{Broker, Message, SUBSCRIPTION_BUFFER};
+use crate::keyvalue::Opener;
+
+const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Nats {
+    url: String,
+    client: OnceCell<async_nats::Client>,
+}
+
+pub(super) fn open(grant: &Grant) -> Result<Opener<dyn Broker>, String> {
+    let url = grant
+        .settings
+        .get("url")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    Ok((
+        format!("nats:{url}"),
+        Box::new(move || {
+            Ok(Arc::new(Nats {
+                url,
+                client: OnceCell::new(),
+            }) as Arc<dyn Broker>)
+        }),
+    ))
+}
+
+impl Nats {
+    async fn client(&self) -> Result<&async_nats::Client, String> {
+        self.client
+            .get_or_try_init(|| async {
+                async_nats::ConnectOptions::new()
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .connect(self.url.as_str())
+                    .await
+                    .map_err(|e| format!("NATS at {} is unreachable: {e}", self.url))
+            })
+            .await
+    }
+
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> String {
+        format!("NATS at {}: {what}: {e}", self.url)
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for Nats {
+    async fn publish(&self, message: Message) -> Result<(), String> {
+        let client = self.client().await?;
+        let published = match message.reply_to {
+            Some(reply) => {
+                client
+                    .publish_with_reply(message.subject, reply, message.body)
+                    .await
+            }
+            None => client.publish(message.subject, message.body).await,
+        };
+        published.map_err(|e| self.failed("publish", e))?;
+        // Flushed so a publish the guest saw succeed has left this host.
+        client.flush().await.map_err(|e| self.failed("publish", e))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, String> {
+        let client = self.client().await?;
+        let request = async_nats::Request::new()
+            .payload(body)
+            .timeout(Some(timeout));
+        let reply = client
+            .send_request(subject.to_string(), request)
+            .await
+            .map_err(|e| self.failed(&format!("request on `{subject}`"), e))?;
+        Ok(Message {
+            subject: reply.subject.to_string(),
+            body: reply.payload,
+            reply_to: reply.reply.map(|r| r.to_string()),
+        })
+    }
+
+    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, String> {
+        let client = self.client().await?;
+        let mut subscriber = client
+            .subscribe(subject.to_string())
+            .await
+            .map_err(|e| self.failed(&format!("subscribe to `{subject}`"), e))?;
+        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let message = Message {
+                    subject: message.subject.to_string(),
+                    body: message.payload,
+                    reply_to: message.reply.map(|r| r.to_string()),
+                };
+                if sender.send(message).await.is_err() {
+                    break;
+                }
+            }
+            let _ = subscriber.unsubscribe().await;
+        });
+        Ok(receiver)
+    }
+}
