@@ -242,4 +242,28 @@ impl Client {
             .await
             .map(|_| ())
     }
+
+    /// `PUT /v1/secrets/{key}`: the value travels only in the request body.
+    pub async fn put_secret(&self, key: &str, value: Vec<u8>) -> Result<(), ClientError> {
+        self.send(
+            self.http
+                .put(format!("{}/v1/secrets/{key}", self.url))
+                .body(value),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /v1/secrets`: the keys of the secret store, never values.
+    pub async fn secret_keys(&self) -> Result<Vec<String>, ClientError> {
+        self.json(self.http.get(format!("{}/v1/secrets", self.url)))
+            .await
+    }
+
+    /// `DELETE /v1/secrets/{key}`.
+    pub async fn delete_secret(&self, key: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(format!("{}/v1/secrets/{key}", self.url)))
+            .await
+            .map(|_| ())
+    }
 }

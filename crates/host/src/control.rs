@@ -103,6 +103,8 @@ pub async fn serve(
             "/v1/components/{digest}",
             put(put_component).head(has_component),
         )
+        .route("/v1/secrets", get(secret_keys))
+        .route("/v1/secrets/{key}", put(put_secret).delete(delete_secret))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
@@ -142,7 +144,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 fn host_error(e: HostError) -> Response {
     let status = match &e {
-        HostError::NotFound(_) => StatusCode::NOT_FOUND,
+        HostError::NotFound(_) | HostError::SecretNotFound(_) => StatusCode::NOT_FOUND,
         HostError::VersionConflict { .. } => StatusCode::CONFLICT,
         e if e.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -213,6 +215,41 @@ async fn put_component(
             error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn secret_keys(State(state): State<ControlState>) -> Response {
+    let host = state.host.clone();
+    match tokio::task::spawn_blocking(move || host.secret_keys()).await {
+        Ok(Ok(keys)) => Json(keys).into_response(),
+        Ok(Err(e)) => host_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Stores the request body as the secret's value. The value is never echoed, logged or listed.
+async fn put_secret(
+    State(state): State<ControlState>,
+    UrlPath(key): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let host = state.host.clone();
+    match tokio::task::spawn_blocking(move || host.put_secret(&key, body.to_vec())).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => host_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn delete_secret(
+    State(state): State<ControlState>,
+    UrlPath(key): UrlPath<String>,
+) -> Response {
+    let host = state.host.clone();
+    match tokio::task::spawn_blocking(move || host.delete_secret(&key)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => host_error(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

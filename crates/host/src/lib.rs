@@ -6,12 +6,14 @@ mod blobs;
 pub mod control;
 mod ingress;
 mod store;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
+use weft_capabilities::{Backends, CapabilityError, SecretStore};
 use weft_manifest::{App, ManifestError};
 use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
 
@@ -43,6 +45,20 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    #[error(transparent)]
+    Secrets(#[from] weft_capabilities::secrets::SecretError),
+    #[error("{what}: cannot subscribe to `{subject}`: {reason}")]
+    Subscribe {
+        what: String,
+        subject: String,
+        reason: String,
+    },
+    #[error("`{0}` is not a valid secret key; use letters, digits, `-`, `_` and `.`, starting with a letter or digit")]
+    SecretKey(String),
+    #[error("no secret with key `{0}` (see `weft secret list`)")]
+    SecretNotFound(String),
     #[error("component `{component}`: image `{image}` was not uploaded with the deploy")]
     MissingImage { component: String, image: String },
     #[error(
@@ -61,7 +77,10 @@ impl HostError {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            HostError::Store(_) | HostError::Setup(_) | HostError::Blob(BlobError::Io { .. })
+            HostError::Store(_)
+                | HostError::Setup(_)
+                | HostError::Secrets(_)
+                | HostError::Blob(BlobError::Io { .. })
         )
     }
 }
@@ -73,6 +92,8 @@ struct AppEntry {
     reason: Option<String>,
     app: Option<App>,
     workloads: BTreeMap<String, Arc<Workload>>,
+    /// Message deliveries of the running version; dropping it stops them.
+    _subscriptions: subscriptions::Running,
 }
 
 /// A running host.
@@ -81,6 +102,7 @@ pub struct Host {
     runtime: Arc<Runtime>,
     store: StateStore,
     blobs: BlobStore,
+    backends: Backends,
     ingress: Ingress,
     apps: Mutex<BTreeMap<String, AppEntry>>,
     /// Deploys and undeploys run one at a time so each sees the state the previous one left.
@@ -110,6 +132,7 @@ struct Prepared {
     app: App,
     workloads: BTreeMap<String, Arc<Workload>>,
     routes: Vec<RouteEntry>,
+    subscriptions: subscriptions::Pending,
     compiled: u32,
 }
 
@@ -143,7 +166,12 @@ impl Host {
         let store = StateStore::open(&config.state_dir.join("state.redb"))?;
         let blobs = BlobStore::open(&config.state_dir.join("components"))?;
         let runtime = Runtime::new(&config.state_dir.join("compiled"), config.pooling)?;
+        let backends = Backends::new(
+            config.state_dir.clone(),
+            SecretStore::open(&config.state_dir)?,
+        );
         let host = Arc::new(Host {
+            backends,
             ingress: Ingress::new(config.max_request_body),
             config,
             runtime,
@@ -174,6 +202,7 @@ impl Host {
                             reason: Some(e.to_string()),
                             app: None,
                             workloads: BTreeMap::new(),
+                            _subscriptions: Default::default(),
                         },
                     );
                 }
@@ -195,6 +224,32 @@ impl Host {
     /// The state dir this host keeps its data in.
     pub fn state_dir(&self) -> &Path {
         &self.config.state_dir
+    }
+
+    /// Sets the secret `key` (read by components granted it) to `value`.
+    pub fn put_secret(&self, key: &str, value: Vec<u8>) -> Result<(), HostError> {
+        if !weft_manifest::is_valid_name(key) {
+            return Err(HostError::SecretKey(key.to_string()));
+        }
+        let value = weft_capabilities::secrets::SecretValue::from_bytes(value);
+        self.backends.secrets().put(key, &value)?;
+        tracing::info!(secret = %key, "secret set");
+        Ok(())
+    }
+
+    /// The keys of the secret store; values are never listed.
+    pub fn secret_keys(&self) -> Result<Vec<String>, HostError> {
+        Ok(self.backends.secrets().keys()?)
+    }
+
+    /// Removes the secret `key`.
+    pub fn delete_secret(&self, key: &str) -> Result<(), HostError> {
+        if self.backends.secrets().delete(key)? {
+            tracing::info!(secret = %key, "secret deleted");
+            Ok(())
+        } else {
+            Err(HostError::SecretNotFound(key.to_string()))
+        }
     }
 
     /// Components compiled since start (compile-cache misses).
@@ -277,6 +332,7 @@ impl Host {
         self.ingress.check_conflicts(&app.name, &app.routes)?;
         let mut compiled = 0;
         let mut workloads = BTreeMap::new();
+        let mut subscriptions = subscriptions::Pending::new();
         for component in &app.components {
             let digest =
                 stored
@@ -289,22 +345,57 @@ impl Host {
             let what = format!("component `{}` of app `{}`", component.name, app.name);
             let loaded = self.load(&what, digest).await?;
             compiled += u32::from(loaded.compiled);
+            let grants = Arc::new(self.backends.grants_for(&app.name, component)?);
+            let outgoing = component
+                .outgoing_http
+                .clone()
+                .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts)));
             let routed = app.routes.iter().any(|r| r.component == component.name);
             if routed {
-                let outgoing = component
-                    .outgoing_http
-                    .clone()
-                    .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts)));
                 let workload = self.runtime.http_workload(
                     &what,
                     &loaded,
                     component.limits,
                     component.reuse,
-                    outgoing,
+                    outgoing.clone(),
+                    grants.clone(),
                 )?;
                 workloads.insert(component.name.clone(), workload);
             } else {
-                self.runtime.check_imports(&what, &loaded)?;
+                self.runtime.check_imports(&what, &loaded, &grants)?;
+            }
+            for subscription in app
+                .subscriptions
+                .iter()
+                .filter(|s| s.component == component.name)
+            {
+                let handler = self.runtime.message_handler(
+                    &what,
+                    &loaded,
+                    component.limits,
+                    outgoing.clone(),
+                    grants.clone(),
+                )?;
+                let broker =
+                    self.backends
+                        .broker_for(&app.name, subscription)
+                        .map_err(|reason| HostError::Subscribe {
+                            what: what.clone(),
+                            subject: subscription.subjects.join(","),
+                            reason,
+                        })?;
+                for subject in &subscription.subjects {
+                    let feed =
+                        broker
+                            .subscribe(subject)
+                            .await
+                            .map_err(|reason| HostError::Subscribe {
+                                what: what.clone(),
+                                subject: subject.clone(),
+                                reason,
+                            })?;
+                    subscriptions.add(subject.clone(), feed, handler.clone());
+                }
             }
         }
         self.ingress
@@ -321,6 +412,7 @@ impl Host {
             app,
             workloads,
             routes,
+            subscriptions,
             compiled,
         })
     }
@@ -346,6 +438,7 @@ impl Host {
                 reason: None,
                 app: Some(prepared.app),
                 workloads: prepared.workloads,
+                _subscriptions: prepared.subscriptions.start(),
             },
         );
     }

@@ -4,6 +4,7 @@
 mod cache;
 mod engine;
 mod guest_log;
+mod handler;
 mod state;
 mod workload;
 
@@ -15,12 +16,15 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use weft_capabilities::handler_bindings::MessageHandlerPre;
 
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
+pub use handler::MessageHandler;
 pub use state::{AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
+pub use weft_capabilities::Grants;
 pub use workload::{text_response, Workload, WorkloadBody};
 
 use cache::CompileCache;
@@ -44,6 +48,12 @@ pub enum RuntimeError {
         "{what} is routed HTTP requests but exports no `wasi:http/incoming-handler@0.2.x`: {reason}"
     )]
     NoHttpHandler { what: String, reason: String },
+    #[error(
+        "{what} is subscribed to messages but exports no `wasmcloud:messaging/handler@0.2.0`: {reason}"
+    )]
+    NoMessageHandler { what: String, reason: String },
+    #[error(transparent)]
+    NotGranted(weft_capabilities::CapabilityError),
     #[error("cannot set up the runtime: {0}")]
     Setup(String),
 }
@@ -56,6 +66,7 @@ pub struct Code {
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
     proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
+    handler_pre: OnceLock<Result<MessageHandlerPre<InstanceState>, String>>,
 }
 
 impl Code {
@@ -95,6 +106,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| setup(&e))?;
+        weft_capabilities::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
         let cache = CompileCache::new(cache_dir, &engine).map_err(|e| setup(&e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| setup(&e))?;
         tracing::info!(%allocator, cache = %cache_dir.display(), "runtime ready");
@@ -144,6 +156,7 @@ impl Runtime {
             digest,
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
+            handler_pre: Default::default(),
         });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
@@ -195,9 +208,23 @@ impl Runtime {
         Ok((component, true))
     }
 
-    /// Checks that every import of a loaded component is satisfied by what this host links.
-    pub fn check_imports(&self, what: &str, loaded: &LoadedComponent) -> Result<(), RuntimeError> {
-        self.instance_pre(what, loaded).map(|_| ())
+    /// Checks that every import of a loaded component is satisfied by what this host links and
+    /// that each capability it imports was granted to it.
+    pub fn check_imports(
+        &self,
+        what: &str,
+        loaded: &LoadedComponent,
+        grants: &Grants,
+    ) -> Result<(), RuntimeError> {
+        self.instance_pre(what, loaded)?;
+        let ty = loaded.code.component.component_type();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        grants
+            .check_imports(what, imports.iter().map(String::as_str))
+            .map_err(RuntimeError::NotGranted)
     }
 
     fn instance_pre(
@@ -217,7 +244,8 @@ impl Runtime {
                 what: what.into(),
                 reason: format!(
                     "{reason}; weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
-                     sockets) and wasi:http, other imports need a link to a capability or component"
+                     sockets), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, \
+                     wasi:logging, wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus"
                 ),
             })
     }
@@ -231,7 +259,9 @@ impl Runtime {
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
         outgoing: Option<Arc<AllowedHosts>>,
+        grants: Arc<Grants>,
     ) -> Result<Arc<Workload>, RuntimeError> {
+        self.check_imports(what, loaded, &grants)?;
         let pre = self.instance_pre(what, loaded)?;
         let proxy = loaded
             .code
@@ -250,6 +280,38 @@ impl Runtime {
             limits,
             reuse,
             outgoing,
+            grants,
+        )))
+    }
+
+    /// Links a loaded component as a message handler: every import must be satisfied and the
+    /// component must export `wasmcloud:messaging/handler`.
+    pub fn message_handler(
+        self: &Arc<Self>,
+        what: &str,
+        loaded: &LoadedComponent,
+        limits: weft_manifest::Limits,
+        outgoing: Option<Arc<AllowedHosts>>,
+        grants: Arc<Grants>,
+    ) -> Result<Arc<MessageHandler>, RuntimeError> {
+        self.check_imports(what, loaded, &grants)?;
+        let pre = self.instance_pre(what, loaded)?;
+        let handler = loaded
+            .code
+            .handler_pre
+            .get_or_init(|| MessageHandlerPre::new(pre).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|reason| RuntimeError::NoMessageHandler {
+                what: what.into(),
+                reason,
+            })?;
+        Ok(Arc::new(MessageHandler::new(
+            self.clone(),
+            what.to_string(),
+            handler,
+            limits,
+            outgoing,
+            grants,
         )))
     }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use crate::guest_log::{GuestLog, Stream};
 
+use weft_capabilities::{CapabilityCtx, CapabilityCtxView, CapabilityView, Grants};
+
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,6 +20,7 @@ pub struct InstanceState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutgoingPolicy,
+    capabilities: CapabilityCtx,
     pub(crate) limiter: MemoryLimiter,
 }
 
@@ -28,6 +31,7 @@ impl InstanceState {
         workload: &Arc<str>,
         max_memory: u64,
         outgoing: Option<Arc<AllowedHosts>>,
+        grants: Arc<Grants>,
     ) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(workload.clone(), Stream::Stdout))
@@ -38,6 +42,7 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutgoingPolicy { allowed: outgoing },
+            capabilities: CapabilityCtx::new(grants),
             limiter: MemoryLimiter::new(max_memory),
         }
     }
@@ -47,6 +52,15 @@ impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl CapabilityView for InstanceState {
+    fn capabilities(&mut self) -> CapabilityCtxView<'_> {
+        CapabilityCtxView {
+            ctx: &mut self.capabilities,
             table: &mut self.table,
         }
     }

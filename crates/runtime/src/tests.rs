@@ -23,15 +23,41 @@ fn names_the_unsatisfied_import() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
     let bytes =
-        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func (param "key" string) (result string))))))"#)
+        wat::parse_str(r#"(component (import "acme:ledger/books@1.0.0" (instance (export "get" (func (param "key" string) (result string))))))"#)
             .unwrap();
-    let loaded = rt.load("kv-user", &bytes).unwrap();
+    let loaded = rt.load("ledger-user", &bytes).unwrap();
     let err = rt
-        .http_workload("kv-user", &loaded, Default::default(), None, None)
+        .http_workload(
+            "ledger-user",
+            &loaded,
+            Default::default(),
+            None,
+            None,
+            none(),
+        )
         .err()
         .unwrap()
         .to_string();
+    assert!(err.contains("acme:ledger/books@1.0.0"), "{err}");
+}
+
+fn none() -> std::sync::Arc<Grants> {
+    std::sync::Arc::new(Grants::none("test/component"))
+}
+
+#[test]
+fn a_capability_import_without_a_link_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let bytes =
+        wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#)
+            .unwrap();
+    let loaded = rt.load("kv-user", &bytes).unwrap();
+    let err = rt.check_imports("kv-user", &loaded, &none()).unwrap_err();
+    assert!(matches!(err, RuntimeError::NotGranted(_)), "{err}");
+    let err = err.to_string();
     assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
+    assert!(err.contains("no link granting it"), "{err}");
 }
 
 #[test]
@@ -41,7 +67,7 @@ fn a_component_without_a_handler_is_refused() {
     let bytes = wat::parse_str("(component)").unwrap();
     let loaded = rt.load("empty", &bytes).unwrap();
     let err = rt
-        .http_workload("empty", &loaded, Default::default(), None, None)
+        .http_workload("empty", &loaded, Default::default(), None, None, none())
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");

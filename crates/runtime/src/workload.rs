@@ -29,6 +29,7 @@ pub struct Workload {
     limits: weft_manifest::Limits,
     reuse: Option<weft_manifest::Reuse>,
     outgoing: Option<Arc<AllowedHosts>>,
+    grants: Arc<weft_capabilities::Grants>,
     permits: Arc<Semaphore>,
     /// Idle instances kept for reuse, most recently used last.
     warm: Mutex<Vec<WarmInstance>>,
@@ -43,7 +44,7 @@ struct WarmInstance {
 }
 
 /// Why a request's instance failed.
-enum Failure {
+pub(crate) enum Failure {
     Timeout(Duration),
     Memory(String),
     Trap(String),
@@ -58,6 +59,7 @@ impl Workload {
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
         outgoing: Option<Arc<AllowedHosts>>,
+        grants: Arc<weft_capabilities::Grants>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
@@ -68,6 +70,7 @@ impl Workload {
             limits,
             reuse,
             outgoing,
+            grants,
             permits,
             warm: Mutex::default(),
         }
@@ -159,7 +162,12 @@ impl Workload {
             None => {
                 let mut store = Store::new(
                     self.runtime.engine(),
-                    InstanceState::new(&self.name, self.limits.max_memory, self.outgoing.clone()),
+                    InstanceState::new(
+                        &self.name,
+                        self.limits.max_memory,
+                        self.outgoing.clone(),
+                        self.grants.clone(),
+                    ),
                 );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();
@@ -268,7 +276,16 @@ fn failure_of(finished: Result<(), Failure>) -> Failure {
         .unwrap_or_else(|| Failure::Trap("the guest returned without sending a response".into()))
 }
 
-fn classify(error: wasmtime::Error, timeout: Duration) -> Failure {
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout(timeout) => write!(f, "exceeded its execution timeout of {timeout:?}"),
+            Failure::Memory(reason) | Failure::Trap(reason) => f.write_str(reason),
+        }
+    }
+}
+
+pub(crate) fn classify(error: wasmtime::Error, timeout: Duration) -> Failure {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Failure::Memory(limit.to_string());
     }

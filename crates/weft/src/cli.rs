@@ -54,6 +54,38 @@ pub enum Command {
     App(AppCommand),
     /// Show the running host: allocator, listeners, compilations
     Status(OutputArgs),
+    /// Set, list and delete secrets granted to components (values are never printed)
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+/// `weft secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; the value is read from standard input (or --file), never from the command
+    /// line, so it stays out of shell history and process listings
+    Put(SecretPutArgs),
+    /// List secret keys
+    List,
+    /// Delete a secret
+    Delete(SecretKeyArgs),
+}
+
+/// `weft secret put`.
+#[derive(Debug, Args)]
+pub struct SecretPutArgs {
+    /// The key components' manifests name in properties.secrets[].properties.key
+    pub key: String,
+    /// Read the value from this file instead of standard input
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+/// A secret's key.
+#[derive(Debug, Args)]
+pub struct SecretKeyArgs {
+    /// The secret's key
+    pub key: String,
 }
 
 /// `weft up`.

@@ -7,7 +7,10 @@ use anyhow::{Context as _, Result};
 use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
-use crate::cli::{AppCommand, BuildArgs, Cli, Command, DeployArgs, Global, UpArgs};
+use crate::cli::{
+    AppCommand, BuildArgs, Cli, Command, DeployArgs, Global, SecretCommand, SecretKeyArgs,
+    SecretPutArgs, UpArgs,
+};
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<()> {
@@ -29,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::App(command) => app(&global, command).await,
+        Command::Secret(command) => secret(&global, command).await,
     }
 }
 
@@ -224,6 +228,55 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
         AppCommand::Undeploy(named) => {
             client(global)?.undeploy(&named.name).await?;
             println!("undeployed {}", named.name);
+        }
+    }
+    Ok(())
+}
+
+async fn secret(global: &Global, command: SecretCommand) -> Result<()> {
+    let client = client(global)?;
+    match command {
+        SecretCommand::Put(SecretPutArgs { key, file }) => {
+            let mut value = match &file {
+                Some(path) => std::fs::read(path)
+                    .with_context(|| format!("cannot read the secret from {}", path.display()))?,
+                None => {
+                    use std::io::{IsTerminal, Read};
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("type the value of `{key}`, then Ctrl-D:");
+                    }
+                    let mut value = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut value)
+                        .context("cannot read the secret from standard input")?;
+                    value
+                }
+            };
+            // `echo value | weft secret put` carries a newline nobody meant as part of the value.
+            if file.is_none() && value.ends_with(b"\n") {
+                value.pop();
+                if value.ends_with(b"\r") {
+                    value.pop();
+                }
+            }
+            if value.is_empty() {
+                anyhow::bail!("the value of `{key}` is empty; pipe it in, e.g. `weft secret put {key} < token.txt`");
+            }
+            client.put_secret(&key, value).await?;
+            println!("secret `{key}` set");
+        }
+        SecretCommand::List => {
+            let keys = client.secret_keys().await?;
+            if keys.is_empty() {
+                println!("no secrets; set one with `weft secret put KEY < value-file`");
+            }
+            for key in keys {
+                println!("{key}");
+            }
+        }
+        SecretCommand::Delete(SecretKeyArgs { key }) => {
+            client.delete_secret(&key).await?;
+            println!("secret `{key}` deleted");
         }
     }
     Ok(())

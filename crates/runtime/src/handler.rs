@@ -1,0 +1,97 @@
+//! A message handler: one component pre-instantiated for `wasmcloud:messaging/handler`, each
+//! message delivered to a fresh instance under the component's limits.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+use weft_capabilities::handler_bindings::wasmcloud::messaging::types::BrokerMessage;
+use weft_capabilities::handler_bindings::MessageHandlerPre;
+use weft_capabilities::messaging::Message;
+use weft_capabilities::Grants;
+
+use crate::engine::ticks_for;
+use crate::state::{AllowedHosts, InstanceState};
+use crate::workload::{classify, Failure};
+use crate::Runtime;
+
+/// A component ready to handle messages.
+pub struct MessageHandler {
+    runtime: Arc<Runtime>,
+    name: Arc<str>,
+    pre: MessageHandlerPre<InstanceState>,
+    limits: weft_manifest::Limits,
+    outgoing: Option<Arc<AllowedHosts>>,
+    grants: Arc<Grants>,
+    permits: Arc<Semaphore>,
+}
+
+impl MessageHandler {
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        name: String,
+        pre: MessageHandlerPre<InstanceState>,
+        limits: weft_manifest::Limits,
+        outgoing: Option<Arc<AllowedHosts>>,
+        grants: Arc<Grants>,
+    ) -> Self {
+        MessageHandler {
+            runtime,
+            name: name.into(),
+            permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
+            pre,
+            limits,
+            outgoing,
+            grants,
+        }
+    }
+
+    /// The name this handler was created under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the handler on one message in a fresh instance. A trap, timeout or memory overrun
+    /// fails this delivery only; so does an error the handler returns.
+    pub async fn deliver(&self, message: Message) -> Result<(), String> {
+        let timeout = self.limits.timeout;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| "the handler is shutting down".to_string())?;
+        let mut store = Store::new(
+            self.runtime.engine(),
+            InstanceState::new(
+                &self.name,
+                self.limits.max_memory,
+                self.outgoing.clone(),
+                self.grants.clone(),
+            ),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks_for(timeout));
+        let message = BrokerMessage {
+            subject: message.subject,
+            body: message.body.to_vec(),
+            reply_to: message.reply_to,
+        };
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance
+                .wasmcloud_messaging_handler()
+                .call_handle_message(&mut store, &message)
+                .await
+        };
+        let failure = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(refused))) => {
+                return Err(format!("the handler returned an error: {refused}"))
+            }
+            Ok(Err(e)) => classify(e, timeout),
+            Err(_) => Failure::Timeout(timeout),
+        };
+        Err(failure.to_string())
+    }
+}
