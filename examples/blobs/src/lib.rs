@@ -50,6 +50,12 @@ fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let _ = OutgoingBody::finish(outgoing, None);
 }
 
+/// The path after the first segment, which is the route the app is mounted on.
+fn after_route(path: &str) -> &str {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').map_or("", |(_, rest)| rest)
+}
+
 fn container() -> Result<Container, String> {
     if blobstore::container_exists(CONTAINER)? {
         blobstore::get_container(CONTAINER)
@@ -71,7 +77,7 @@ fn read_body(request: IncomingRequest) -> Result<Vec<u8>, String> {
 
 fn handle(request: IncomingRequest) -> Result<(u16, Vec<u8>), String> {
     let path = request.path_with_query().unwrap_or_default();
-    let name = path.trim_start_matches("/blobs").trim_start_matches('/').to_string();
+    let name = after_route(&path).to_string();
     let files = container()?;
     match (request.method(), name.as_str()) {
         (Method::Get, "") => {

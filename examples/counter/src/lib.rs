@@ -1,5 +1,7 @@
 //! The counter example: HTTP in front of key-value atomics, with config, logging and secrets.
 //!
+//! Paths are relative to the route the app is mounted on (`/counter` in app.yaml).
+//!
 //! - `POST /counter/KEY` adds one to KEY and answers the new count; `GET /counter/KEY` reads it.
 //!   `?store=NAME` picks the key-value link named NAME (wasmcloud:bus set-link-name).
 //! - `GET /counter/config/KEY` answers the component's config value KEY.
@@ -50,6 +52,12 @@ fn kv_error(e: store::Error) -> String {
     }
 }
 
+/// The path after the first segment, which is the route the app is mounted on.
+fn after_route(path: &str) -> &str {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').map_or("", |(_, rest)| rest)
+}
+
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
@@ -90,7 +98,7 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path_and_query = request.path_with_query().unwrap_or_default();
         let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
-        let rest = path.trim_start_matches("/counter").trim_start_matches('/');
+        let rest = after_route(path);
 
         if let Some(key) = rest.strip_prefix("config/") {
             match bindings::wasi::config::store::get(key) {

@@ -41,6 +41,12 @@ impl bindings::exports::wasmcloud::messaging::handler::Guest for Messenger {
     }
 }
 
+/// The path after the first segment, which is the route the app is mounted on.
+fn after_route(path: &str) -> &str {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').map_or("", |(_, rest)| rest)
+}
+
 fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     let response = OutgoingResponse::new(Fields::new());
     let _ = response.set_status_code(status);
@@ -68,7 +74,7 @@ fn read_body(request: IncomingRequest) -> Vec<u8> {
 impl wasi::exports::http::incoming_handler::Guest for Messenger {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let rest = path.trim_start_matches("/messages/").to_string();
+        let rest = after_route(&path).to_string();
         let body = read_body(request);
         if let Some(subject) = rest.strip_prefix("request/") {
             match consumer::request(subject, &body, 2000) {

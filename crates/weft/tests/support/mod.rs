@@ -24,6 +24,9 @@ pub struct Guests {
     pub hello_py: PathBuf,
     pub misbehave: PathBuf,
     pub fetch: PathBuf,
+    pub counter: PathBuf,
+    pub blobs: PathBuf,
+    pub messenger: PathBuf,
 }
 
 pub fn guests() -> &'static Guests {
@@ -49,6 +52,9 @@ pub fn guests() -> &'static Guests {
             hello: build("hello"),
             misbehave: build("misbehave"),
             fetch: build("fetch"),
+            counter: build("counter"),
+            blobs: build("blobs"),
+            messenger: build("messenger"),
             hello_py: build("hello-py"),
         }
     })
@@ -291,4 +297,110 @@ pub fn get(url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().unwrap())
+}
+
+/// A backing server (`redis-server`, `nats-server -js`) on a free loopback port, with its data in
+/// a temp dir; killed when dropped, restartable on the same port.
+pub struct Server {
+    program: &'static str,
+    args: Vec<String>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// `redis-server` without persistence: a restart starts empty.
+    pub fn redis() -> Server {
+        let port = free_port();
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        Server::start(
+            "redis-server",
+            args.iter().map(|a| a.to_string()).collect(),
+            port,
+        )
+    }
+
+    /// `nats-server` with JetStream, its store in the server's temp dir.
+    pub fn nats() -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            dir.path().display().to_string(),
+        ];
+        let mut server = Server::start("nats-server", args, port);
+        server.dir = dir;
+        server
+    }
+
+    fn start(program: &'static str, args: Vec<String>, port: u16) -> Server {
+        let mut server = Server {
+            program,
+            args,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://…` or `nats://…` for this server.
+    pub fn url(&self) -> String {
+        let scheme = if self.program == "redis-server" {
+            "redis"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill the server first");
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} (run scripts/setup.sh): {e}", self.program)
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not start", self.program);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server outright, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,0 +1,580 @@
+//! End-to-end tests of capabilities: key-value on every backend, blobstore, messaging, secrets,
+//! with real `redis-server` and `nats-server -js` processes on free loopback ports.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::*;
+
+/// A manifest serving the counter component at `path` with its key-value link to `backend`.
+fn counter_app(
+    dir: &Path,
+    app: &str,
+    port: u16,
+    path: &str,
+    backend: &str,
+    url: Option<&str>,
+) -> PathBuf {
+    let image = guests().counter.display().to_string();
+    let url = url.map(|u| format!(", url: \"{u}\"")).unwrap_or_default();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+        secrets: [{{ name: token, properties: {{ key: {app}-token }} }}]
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {{ backend: {backend}{url} }} }}]
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: counter }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
+"#
+    );
+    let file = dir.join(format!("{app}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+fn post(url: &str, body: &str) -> (u16, String) {
+    let response = http()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+/// `clients` threads each POST `url` `each` times; returns the failures seen.
+fn hammer(url: &str, clients: usize, each: usize) -> Vec<String> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let client = http();
+                let mut failures = Vec::new();
+                for _ in 0..each {
+                    match client.post(&url).send() {
+                        Ok(r) if r.status().is_success() => {}
+                        Ok(r) => failures.push(format!(
+                            "{}: {}",
+                            r.status(),
+                            r.text().unwrap_or_default()
+                        )),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn eight_clients_count_to_exactly_4000_on_every_keyvalue_backend() {
+    let redis = Server::redis();
+    let nats = Server::nats();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let backends = [
+        ("memory", None),
+        ("file", None),
+        ("redis", Some(redis.url())),
+        ("nats", Some(nats.url())),
+    ];
+    for (backend, url) in &backends {
+        let app = counter_app(
+            s.dir.path(),
+            &format!("count-{backend}"),
+            s.port,
+            &format!("/{backend}"),
+            backend,
+            url.as_deref(),
+        );
+        host.deploy(&app);
+    }
+    for (backend, _) in &backends {
+        let url = format!("http://127.0.0.1:{}/{backend}/hits", s.port);
+        let failures = hammer(&url, 8, 500);
+        assert!(
+            failures.is_empty(),
+            "{backend}: {} failed, first: {:?}",
+            failures.len(),
+            failures.first()
+        );
+        let (status, body) = get(&url);
+        assert_eq!((status, body.trim()), (200, "4000"), "{backend}");
+    }
+}
+
+#[test]
+fn the_count_survives_a_restart_with_the_file_backend_and_with_redis() {
+    let mut redis = Server::redis();
+    // Redis keeps its data across its own restarts only when asked to; this one is not restarted.
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "durable-file",
+        s.port,
+        "/file",
+        "file",
+        None,
+    ));
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "durable-redis",
+        s.port,
+        "/redis",
+        "redis",
+        Some(&redis.url()),
+    ));
+    for path in ["file", "redis"] {
+        for _ in 0..5 {
+            let (status, _) = post(&format!("http://127.0.0.1:{}/{path}/visits", s.port), "");
+            assert_eq!(status, 200);
+        }
+    }
+    host.stop();
+    host.restart(&[]);
+    for path in ["file", "redis"] {
+        let (status, body) = post(&format!("http://127.0.0.1:{}/{path}/visits", s.port), "");
+        assert_eq!((status, body.trim()), (200, "6"), "{path}: {}", host.log());
+    }
+    redis.kill();
+}
+
+#[test]
+fn a_lost_redis_fails_only_store_calls_and_the_store_recovers_without_a_restart() {
+    let g = guests();
+    let mut redis = Server::redis();
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "flaky",
+        s.port,
+        "/counter",
+        "redis",
+        Some(&redis.url()),
+    ));
+    host.deploy(&s.manifest(
+        "hello",
+        "v1",
+        &[route_to("hello", &g.hello, s.port, "/hello")],
+    ));
+    let counter = format!("http://127.0.0.1:{}/counter/n", s.port);
+    let hello = format!("http://127.0.0.1:{}/hello", s.port);
+    assert_eq!(post(&counter, "").0, 200);
+
+    redis.kill();
+    let (status, body) = post(&counter, "");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("Redis"),
+        "the guest names the failed backend: {body}"
+    );
+    // Reads of the store fail the same way; everything else keeps answering.
+    assert_eq!(get(&counter).0, 503);
+    assert_eq!(get(&hello).0, 200);
+    assert!(
+        host.is_running(),
+        "the host survived the loss:\n{}",
+        host.log()
+    );
+
+    redis.restart();
+    // The connection is remade on the next calls; this server started empty.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = post(&counter, "");
+        if status == 200 {
+            assert_eq!(body.trim(), "1");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not recover: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A route to `component` with no extra properties.
+fn route_to<'a>(component: &'a str, image: &'a Path, port: u16, path: &'a str) -> Route<'a> {
+    Route {
+        component,
+        image,
+        port,
+        path,
+        properties: "",
+        outgoing: None,
+    }
+}
+
+#[test]
+fn an_unlinked_capability_import_fails_the_deploy_naming_it() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let app = s.manifest(
+        "unlinked",
+        "v1",
+        &[route_to("counter", &g.counter, s.port, "/counter")],
+    );
+    let err = host.cli_err(&["app", "deploy", app.to_str().unwrap()]);
+    assert!(err.contains("wasi:keyvalue/"), "{err}");
+    assert!(err.contains("no link granting it"), "{err}");
+    assert!(
+        !host.cli_ok(&["app", "list"]).contains("unlinked"),
+        "a refused app is not stored"
+    );
+}
+
+#[test]
+fn a_secret_reaches_only_the_component_granted_it_and_never_any_output() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    // Two components of one app, each granted a different secret.
+    let image = guests().counter.display().to_string();
+    let component = |name: &str, key: &str| {
+        format!(
+            r#"    - name: {name}
+      type: component
+      properties:
+        image: {image}
+        secrets: [{{ name: token, properties: {{ key: {key} }} }}]
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+"#
+        )
+    };
+    let route = |name: &str| {
+        format!(
+            r#"        - type: link
+          properties:
+            target: {{ name: {name} }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{}", path: /{name} }} }}] }}
+"#,
+            s.port
+        )
+    };
+    let yaml = format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {{ name: two }}\nspec:\n  components:\n{}{}    - name: kv\n      type: capability\n      properties: {{ image: weft:keyvalue }}\n    - name: http\n      type: capability\n      properties: {{ image: weft:http-server }}\n      traits:\n{}{}",
+        component("a", "a-token"),
+        component("b", "b-token"),
+        route("a"),
+        route("b"),
+    );
+    let app = s.dir.path().join("two.yaml");
+    std::fs::write(&app, yaml).unwrap();
+    host.deploy(&app);
+
+    let value = "s3cr3t-value-for-a";
+    let mut put = std::process::Command::new(WEFT)
+        .arg("--state-dir")
+        .arg(host.state.path())
+        .args(["secret", "put", "a-token"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let out = put.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cli_output = String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let check = |path: &str, token: &str| {
+        http()
+            .get(format!("http://127.0.0.1:{}/{path}/secret/token", s.port))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(check("a", value), 200, "a reads its secret");
+    assert_eq!(check("a", "guess"), 401);
+    // b asks for the same name: its grant points at b-token, which is unset, so it sees nothing.
+    assert_eq!(check("b", value), 404);
+    // b cannot name a's key either: only names its manifest grants resolve.
+    let (status, _) = get(&format!("http://127.0.0.1:{}/b/secret/a-token", s.port));
+    assert_eq!(status, 404);
+
+    cli_output += &host.cli_ok(&["secret", "list"]);
+    cli_output += &host.cli_ok(&["app", "status", "two", "--json"]);
+    cli_output += &host.cli_ok(&["status", "--json"]);
+    assert!(
+        cli_output.contains("a-token"),
+        "the key is listed: {cli_output}"
+    );
+    assert!(
+        !cli_output.contains(value),
+        "a CLI printed the secret: {cli_output}"
+    );
+    assert!(!host.log().contains(value), "the host logged the secret");
+    let stored = std::fs::read(host.state.path().join("secrets.redb")).unwrap();
+    assert!(
+        !stored.windows(value.len()).any(|w| w == value.as_bytes()),
+        "the secret is stored in clear text"
+    );
+}
+
+fn blobs_app(dir: &Path, app: &str, port: u16, path: &str, backend: &str) -> PathBuf {
+    let image = guests().blobs.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: blobs
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: store }}, namespace: wasi, package: blobstore, interfaces: [blobstore, container, types] }}
+    - name: store
+      type: capability
+      properties:
+        image: weft:blobstore
+        config: [{{ name: store, properties: {{ backend: {backend} }} }}]
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: blobs }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
+"#
+    );
+    let file = dir.join(format!("{app}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+#[test]
+fn blobs_are_stored_listed_read_and_deleted_on_every_blobstore_backend() {
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    for backend in ["memory", "filesystem"] {
+        host.deploy(&blobs_app(
+            s.dir.path(),
+            &format!("blobs-{backend}"),
+            s.port,
+            &format!("/{backend}"),
+            backend,
+        ));
+    }
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for backend in ["memory", "filesystem"] {
+        let base = format!("http://127.0.0.1:{}/{backend}", s.port);
+        let put = |name: &str, body: &str| {
+            http()
+                .put(format!("{base}/{name}"))
+                .body(body.to_string())
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert_eq!(put("notes.txt", "first"), 201);
+        assert_eq!(
+            put("nested/dir/.file", "deep"),
+            201,
+            "names may hold `/` and `.`"
+        );
+        assert_eq!(put("big", &big), 201);
+        assert_eq!(
+            get(&format!("{base}/notes.txt")),
+            (200, "first".to_string())
+        );
+        assert_eq!(put("notes.txt", "second"), 201);
+        assert_eq!(
+            get(&format!("{base}/notes.txt")),
+            (200, "second".to_string())
+        );
+        assert_eq!(get(&format!("{base}/big")).1.len(), big.len());
+        let (status, list) = get(&format!("{base}/"));
+        assert_eq!(status, 200);
+        let mut names: Vec<&str> = list.lines().collect();
+        names.sort();
+        assert_eq!(names, ["big", "nested/dir/.file", "notes.txt"], "{backend}");
+        assert_eq!(
+            get(&format!("{base}/nested/dir/.file")),
+            (200, "deep".to_string())
+        );
+        let deleted = http()
+            .delete(format!("{base}/notes.txt"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(deleted, 204);
+        assert_eq!(get(&format!("{base}/notes.txt")).0, 404);
+    }
+    // The directory store keeps objects across a restart.
+    host.stop();
+    host.restart(&[]);
+    let (status, body) = get(&format!("http://127.0.0.1:{}/filesystem/big", s.port));
+    assert_eq!((status, body.len()), (200, big.len()));
+}
+
+fn messenger_app(dir: &Path, app: &str, port: u16, backend: &str, url: Option<&str>) -> PathBuf {
+    let image = guests().messenger.display().to_string();
+    let url = url.map(|u| format!(", url: \"{u}\"")).unwrap_or_default();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: messenger
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: bus }}, namespace: wasmcloud, package: messaging, interfaces: [consumer] }}
+    - name: bus
+      type: capability
+      properties:
+        image: weft:messaging
+        config: [{{ name: bus, properties: {{ backend: {backend}{url} }} }}]
+      traits:
+        - type: link
+          properties:
+            target: {{ name: messenger }}
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            source: {{ config: [{{ name: s, properties: {{ subscriptions: "{app}.*" }} }}] }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: messenger }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /{app} }} }}] }}
+"#
+    );
+    let file = dir.join(format!("{app}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// Sends a NATS core request the plain way (the text protocol over TCP) and returns the reply.
+fn nats_request(port: u16, subject: &str, body: &str) -> String {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    write!(
+        writer,
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.test 1\r\nPUB {subject} _INBOX.test {}\r\n{body}\r\nPING\r\n",
+        body.len()
+    )
+    .unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("MSG") {
+            let len: usize = line.split_whitespace().last().unwrap().parse().unwrap();
+            let mut payload = vec![0; len + 2];
+            std::io::Read::read_exact(&mut reader, &mut payload).unwrap();
+            return String::from_utf8_lossy(&payload[..len]).into_owned();
+        }
+        assert!(!line.is_empty(), "NATS closed the connection");
+    }
+}
+
+#[test]
+fn a_handler_replies_on_the_reply_subject_in_process_and_over_nats() {
+    let nats = Server::nats();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&messenger_app(
+        s.dir.path(),
+        "local",
+        s.port,
+        "in-process",
+        None,
+    ));
+    host.deploy(&messenger_app(
+        s.dir.path(),
+        "remote",
+        s.port,
+        "nats",
+        Some(&nats.url()),
+    ));
+    for app in ["local", "remote"] {
+        let (status, body) = post(
+            &format!("http://127.0.0.1:{}/{app}/request/{app}.one", s.port),
+            "hi",
+        );
+        assert_eq!((status, body.as_str()), (200, "re: hi"), "{app}");
+        // Nobody subscribes to other subjects: the request says so instead of hanging.
+        let (status, body) = post(
+            &format!("http://127.0.0.1:{}/{app}/request/nobody.here", s.port),
+            "hi",
+        );
+        assert_eq!(status, 504, "{app}: {body}");
+    }
+    // A plain NATS client reaches the handler through the server.
+    assert_eq!(
+        nats_request(nats.port, "remote.two", "from outside"),
+        "re: from outside"
+    );
+}
