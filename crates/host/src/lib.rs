@@ -345,11 +345,13 @@ impl Host {
             let what = format!("component `{}` of app `{}`", component.name, app.name);
             let loaded = self.load(&what, digest).await?;
             compiled += u32::from(loaded.compiled);
-            let grants = Arc::new(self.backends.grants_for(&app.name, component)?);
-            let outgoing = component
-                .outgoing_http
-                .clone()
-                .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts)));
+            let access = weft_runtime::Access {
+                outgoing: component
+                    .outgoing_http
+                    .clone()
+                    .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts))),
+                grants: Arc::new(self.backends.grants_for(&app.name, component)?),
+            };
             let routed = app.routes.iter().any(|r| r.component == component.name);
             if routed {
                 let workload = self.runtime.http_workload(
@@ -357,12 +359,11 @@ impl Host {
                     &loaded,
                     component.limits,
                     component.reuse,
-                    outgoing.clone(),
-                    grants.clone(),
+                    access.clone(),
                 )?;
                 workloads.insert(component.name.clone(), workload);
             } else {
-                self.runtime.check_imports(&what, &loaded, &grants)?;
+                self.runtime.check_imports(&what, &loaded, &access.grants)?;
             }
             for subscription in app
                 .subscriptions
@@ -373,8 +374,7 @@ impl Host {
                     &what,
                     &loaded,
                     component.limits,
-                    outgoing.clone(),
-                    grants.clone(),
+                    access.clone(),
                 )?;
                 let broker =
                     self.backends

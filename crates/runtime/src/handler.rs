@@ -8,10 +8,9 @@ use wasmtime::Store;
 use weft_capabilities::handler_bindings::wasmcloud::messaging::types::BrokerMessage;
 use weft_capabilities::handler_bindings::MessageHandlerPre;
 use weft_capabilities::messaging::Message;
-use weft_capabilities::Grants;
 
 use crate::engine::ticks_for;
-use crate::state::{AllowedHosts, InstanceState};
+use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::Runtime;
 
@@ -21,8 +20,7 @@ pub struct MessageHandler {
     name: Arc<str>,
     pre: MessageHandlerPre<InstanceState>,
     limits: weft_manifest::Limits,
-    outgoing: Option<Arc<AllowedHosts>>,
-    grants: Arc<Grants>,
+    access: Access,
     permits: Arc<Semaphore>,
 }
 
@@ -32,8 +30,7 @@ impl MessageHandler {
         name: String,
         pre: MessageHandlerPre<InstanceState>,
         limits: weft_manifest::Limits,
-        outgoing: Option<Arc<AllowedHosts>>,
-        grants: Arc<Grants>,
+        access: Access,
     ) -> Self {
         MessageHandler {
             runtime,
@@ -41,8 +38,7 @@ impl MessageHandler {
             permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
             pre,
             limits,
-            outgoing,
-            grants,
+            access,
         }
     }
 
@@ -62,12 +58,7 @@ impl MessageHandler {
             .map_err(|_| "the handler is shutting down".to_string())?;
         let mut store = Store::new(
             self.runtime.engine(),
-            InstanceState::new(
-                &self.name,
-                self.limits.max_memory,
-                self.outgoing.clone(),
-                self.grants.clone(),
-            ),
+            InstanceState::new(&self.name, self.limits.max_memory, &self.access),
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();

@@ -21,7 +21,7 @@ use weft_capabilities::handler_bindings::MessageHandlerPre;
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
 pub use handler::MessageHandler;
-pub use state::{AllowedHosts, InstanceState, MemoryLimitExceeded};
+pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
 pub use weft_capabilities::Grants;
@@ -258,10 +258,9 @@ impl Runtime {
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
-        outgoing: Option<Arc<AllowedHosts>>,
-        grants: Arc<Grants>,
+        access: Access,
     ) -> Result<Arc<Workload>, RuntimeError> {
-        self.check_imports(what, loaded, &grants)?;
+        self.check_imports(what, loaded, &access.grants)?;
         let pre = self.instance_pre(what, loaded)?;
         let proxy = loaded
             .code
@@ -279,8 +278,7 @@ impl Runtime {
             proxy,
             limits,
             reuse,
-            outgoing,
-            grants,
+            access,
         )))
     }
 
@@ -291,10 +289,9 @@ impl Runtime {
         what: &str,
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
-        outgoing: Option<Arc<AllowedHosts>>,
-        grants: Arc<Grants>,
+        access: Access,
     ) -> Result<Arc<MessageHandler>, RuntimeError> {
-        self.check_imports(what, loaded, &grants)?;
+        self.check_imports(what, loaded, &access.grants)?;
         let pre = self.instance_pre(what, loaded)?;
         let handler = loaded
             .code
@@ -310,8 +307,7 @@ impl Runtime {
             what.to_string(),
             handler,
             limits,
-            outgoing,
-            grants,
+            access,
         )))
     }
 

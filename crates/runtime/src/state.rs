@@ -27,12 +27,7 @@ pub struct InstanceState {
 impl InstanceState {
     /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr
     /// become host log lines tagged with the workload, so a panicking guest's message is kept.
-    pub(crate) fn new(
-        workload: &Arc<str>,
-        max_memory: u64,
-        outgoing: Option<Arc<AllowedHosts>>,
-        grants: Arc<Grants>,
-    ) -> Self {
+    pub(crate) fn new(workload: &Arc<str>, max_memory: u64, access: &Access) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestLog::new(workload.clone(), Stream::Stdout))
             .stderr(GuestLog::new(workload.clone(), Stream::Stderr))
@@ -41,8 +36,10 @@ impl InstanceState {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutgoingPolicy { allowed: outgoing },
-            capabilities: CapabilityCtx::new(grants),
+            hooks: OutgoingPolicy {
+                allowed: access.outgoing.clone(),
+            },
+            capabilities: CapabilityCtx::new(access.grants.clone()),
             limiter: MemoryLimiter::new(max_memory),
         }
     }
@@ -74,6 +71,13 @@ impl WasiHttpView for InstanceState {
             hooks: &mut self.hooks,
         }
     }
+}
+
+/// What one component may reach: hosts over outgoing HTTP and the capabilities its links grant.
+#[derive(Clone)]
+pub struct Access {
+    pub outgoing: Option<Arc<AllowedHosts>>,
+    pub grants: Arc<Grants>,
 }
 
 /// The hosts a component may call, from its http-client link: `host`, `host:port`, or `*`.

@@ -27,14 +27,7 @@ fn names_the_unsatisfied_import() {
             .unwrap();
     let loaded = rt.load("ledger-user", &bytes).unwrap();
     let err = rt
-        .http_workload(
-            "ledger-user",
-            &loaded,
-            Default::default(),
-            None,
-            None,
-            none(),
-        )
+        .http_workload("ledger-user", &loaded, Default::default(), None, open())
         .err()
         .unwrap()
         .to_string();
@@ -43,6 +36,13 @@ fn names_the_unsatisfied_import() {
 
 fn none() -> std::sync::Arc<Grants> {
     std::sync::Arc::new(Grants::none("test/component"))
+}
+
+fn open() -> Access {
+    Access {
+        outgoing: None,
+        grants: none(),
+    }
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn a_component_without_a_handler_is_refused() {
     let bytes = wat::parse_str("(component)").unwrap();
     let loaded = rt.load("empty", &bytes).unwrap();
     let err = rt
-        .http_workload("empty", &loaded, Default::default(), None, None, none())
+        .http_workload("empty", &loaded, Default::default(), None, open())
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");

@@ -14,7 +14,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::engine::ticks_for;
-use crate::state::{AllowedHosts, InstanceState, MemoryLimitExceeded};
+use crate::state::{Access, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
 
 /// The body type of every response weft sends.
@@ -28,8 +28,7 @@ pub struct Workload {
     pre: ProxyPre<InstanceState>,
     limits: weft_manifest::Limits,
     reuse: Option<weft_manifest::Reuse>,
-    outgoing: Option<Arc<AllowedHosts>>,
-    grants: Arc<weft_capabilities::Grants>,
+    access: Access,
     permits: Arc<Semaphore>,
     /// Idle instances kept for reuse, most recently used last.
     warm: Mutex<Vec<WarmInstance>>,
@@ -58,8 +57,7 @@ impl Workload {
         pre: ProxyPre<InstanceState>,
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
-        outgoing: Option<Arc<AllowedHosts>>,
-        grants: Arc<weft_capabilities::Grants>,
+        access: Access,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
@@ -69,8 +67,7 @@ impl Workload {
             pre,
             limits,
             reuse,
-            outgoing,
-            grants,
+            access,
             permits,
             warm: Mutex::default(),
         }
@@ -162,12 +159,7 @@ impl Workload {
             None => {
                 let mut store = Store::new(
                     self.runtime.engine(),
-                    InstanceState::new(
-                        &self.name,
-                        self.limits.max_memory,
-                        self.outgoing.clone(),
-                        self.grants.clone(),
-                    ),
+                    InstanceState::new(&self.name, self.limits.max_memory, &self.access),
                 );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_trap();
