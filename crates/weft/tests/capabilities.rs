@@ -578,3 +578,41 @@ fn a_handler_replies_on_the_reply_subject_in_process_and_over_nats() {
         "re: from outside"
     );
 }
+
+#[test]
+fn set_link_name_picks_one_of_two_stores_linked_to_one_interface() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    // examples/counter/app.yaml links two key-value stores: `default` (a file) and `cache`.
+    let manifest = std::fs::read_to_string(repo().join("examples/counter/app.yaml"))
+        .unwrap()
+        .replace(
+            "./build/counter.wasm",
+            &guests().counter.display().to_string(),
+        )
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", s.port));
+    let app = s.dir.path().join("counter.yaml");
+    std::fs::write(&app, manifest).unwrap();
+    host.deploy(&app);
+    let base = format!("http://127.0.0.1:{}/counter", s.port);
+    for _ in 0..3 {
+        assert_eq!(post(&format!("{base}/k"), "").0, 200);
+    }
+    let (status, body) = post(&format!("{base}/k?store=cache"), "");
+    assert_eq!(
+        (status, body.trim()),
+        (200, "1"),
+        "the cache link is a separate store"
+    );
+    assert_eq!(
+        get(&format!("{base}/k")).1.trim(),
+        "3",
+        "the default link is untouched"
+    );
+    let (status, body) = post(&format!("{base}/k?store=nope"), "");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        get(&format!("{base}/config/greeting")).1.trim(),
+        "hello from config"
+    );
+}
