@@ -136,6 +136,31 @@ struct Prepared {
     compiled: u32,
 }
 
+/// Components ordered so that every target of a component link comes before its sources (the
+/// manifest has refused loops already).
+fn linked_first(components: &[weft_manifest::Component]) -> Vec<&weft_manifest::Component> {
+    fn visit<'a>(
+        component: &'a weft_manifest::Component,
+        all: &'a [weft_manifest::Component],
+        ordered: &mut Vec<&'a weft_manifest::Component>,
+    ) {
+        if ordered.iter().any(|c| c.name == component.name) {
+            return;
+        }
+        for link in &component.http_links {
+            if let Some(target) = all.iter().find(|c| c.name == link.target) {
+                visit(target, all, ordered);
+            }
+        }
+        ordered.push(component);
+    }
+    let mut ordered = Vec::with_capacity(components.len());
+    for component in components {
+        visit(component, components, &mut ordered);
+    }
+    ordered
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -331,9 +356,10 @@ impl Host {
     async fn prepare(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
         self.ingress.check_conflicts(&app.name, &app.routes)?;
         let mut compiled = 0;
-        let mut workloads = BTreeMap::new();
+        let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
         let mut subscriptions = subscriptions::Pending::new();
-        for component in &app.components {
+        // Linked components first, so each source finds its targets' workloads ready.
+        for component in linked_first(&app.components) {
             let digest =
                 stored
                     .images
@@ -351,8 +377,19 @@ impl Host {
                     .clone()
                     .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts))),
                 grants: Arc::new(self.backends.grants_for(&app.name, component)?),
+                local: Arc::new(
+                    component
+                        .http_links
+                        .iter()
+                        .map(|l| (l.authority.clone(), workloads[&l.target].clone()))
+                        .collect(),
+                ),
             };
-            let routed = app.routes.iter().any(|r| r.component == component.name);
+            let routed = app.routes.iter().any(|r| r.component == component.name)
+                || app
+                    .components
+                    .iter()
+                    .any(|c| c.http_links.iter().any(|l| l.target == component.name));
             if routed {
                 let workload = self.runtime.http_workload(
                     &what,

@@ -72,6 +72,17 @@ pub struct Component {
     pub grants: Vec<Grant>,
     /// Secrets granted to this component.
     pub secrets: Vec<SecretGrant>,
+    /// Components this one calls in-process over HTTP.
+    pub http_links: Vec<HttpLink>,
+}
+
+/// A component→component link for `wasi:http/incoming-handler`: the source's outgoing requests
+/// to `http://{authority}/…` are served in-process by `target`, without touching the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLink {
+    /// The link's name, or the target's when the link names none.
+    pub authority: String,
+    pub target: String,
 }
 
 /// A capability granted to a component by one link.
@@ -384,8 +395,9 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
     }
 
     for component in &mut components {
-        grant(&v, component, &capabilities, &kinds)?;
+        grant(&v, component, &capabilities)?;
     }
+    check_http_link_cycles(&v, &components)?;
 
     let mut seen = BTreeSet::new();
     for route in &routes {
@@ -530,6 +542,7 @@ fn component(
         links,
         grants: Vec::new(),
         secrets: secrets(v, &at, &node.properties.secrets)?,
+        http_links: Vec::new(),
     })
 }
 
@@ -580,7 +593,6 @@ fn grant(
     v: &Validator<'_>,
     component: &mut Component,
     capabilities: &[Capability],
-    kinds: &BTreeMap<&str, &str>,
 ) -> Result<(), ManifestError> {
     let at = format!("component `{}`", component.name);
     for link in &component.links {
@@ -591,14 +603,40 @@ fn grant(
             link.interfaces.join(",")
         );
         let Some(capability) = capabilities.iter().find(|c| c.name == link.target) else {
-            let kind = kinds.get(link.target.as_str()).copied().unwrap_or("node");
-            return Err(v.err(
-                format!("{at}: link to `{}`", link.target),
-                format!(
-                    "`{}` is a {kind}; links between components ({interface}) are not supported yet",
-                    link.target
-                ),
-            ));
+            let is_http = link.namespace == "wasi"
+                && link.package == "http"
+                && link.interfaces.iter().all(|i| i == "incoming-handler");
+            if !is_http {
+                return Err(v.err(
+                    format!("{at}: link to `{}`", link.target),
+                    format!(
+                        "links between components serve `wasi:http/incoming-handler` so far; \
+                         `{interface}` is not supported yet"
+                    ),
+                ));
+            }
+            if link.target == component.name {
+                return Err(v.err(
+                    format!("{at}: link to `{}`", link.target),
+                    "a component cannot link to itself",
+                ));
+            }
+            let authority = link.name.clone().unwrap_or_else(|| link.target.clone());
+            if component
+                .http_links
+                .iter()
+                .any(|l| l.authority == authority)
+            {
+                return Err(v.err(
+                    format!("{at}: link to `{}`", link.target),
+                    format!("two component links answer on `http://{authority}/`; give them different `name:`s"),
+                ));
+            }
+            component.http_links.push(HttpLink {
+                authority,
+                target: link.target.clone(),
+            });
+            continue;
         };
         match capability.kind {
             CapabilityKind::HttpClient => {
@@ -676,6 +714,43 @@ fn grant(
                     backend: backend_of(capability, &settings),
                     settings,
                 });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses component links that lead back to where they started: a request would loop forever.
+fn check_http_link_cycles(
+    v: &Validator<'_>,
+    components: &[Component],
+) -> Result<(), ManifestError> {
+    let links = |name: &str| -> Vec<&str> {
+        components
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.http_links.iter().map(|l| l.target.as_str()).collect())
+            .unwrap_or_default()
+    };
+    for start in components {
+        let mut frontier: Vec<Vec<&str>> = vec![vec![start.name.as_str()]];
+        while let Some(trail) = frontier.pop() {
+            let last = *trail.last().unwrap_or(&"");
+            for next in links(last) {
+                if next == start.name {
+                    return Err(v.err(
+                        format!("component `{}`", start.name),
+                        format!(
+                            "component links form a loop: {} → {next}",
+                            trail.join(" → ")
+                        ),
+                    ));
+                }
+                if !trail.contains(&next) {
+                    let mut longer = trail.clone();
+                    longer.push(next);
+                    frontier.push(longer);
+                }
             }
         }
     }

@@ -245,3 +245,52 @@ fn links_weft_cannot_serve_are_refused() {
     let msg = error_of(&to_component);
     assert!(msg.contains("links between components"), "{msg}");
 }
+
+const HARNESSED: &str = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: { name: guarded }
+spec:
+  components:
+    - name: harness
+      type: component
+      properties: { image: ./harness.wasm }
+      traits:
+        - type: link
+          properties: { target: app, name: inner, namespace: wasi, package: http, interfaces: [incoming-handler] }
+    - name: app
+      type: component
+      properties: { image: ./app.wasm }
+    - name: http
+      type: capability
+      properties: { image: weft:http-server }
+      traits:
+        - type: link
+          properties: { target: harness, namespace: wasi, package: http, interfaces: [incoming-handler] }
+"#;
+
+#[test]
+fn a_component_link_for_http_is_served_in_process_by_its_name() {
+    let app = parse(HARNESSED, "guarded.yaml").unwrap();
+    assert_eq!(
+        app.components[0].http_links,
+        vec![HttpLink {
+            authority: "inner".into(),
+            target: "app".into()
+        }]
+    );
+    let looped = HARNESSED.replace(
+        "      properties: { image: ./app.wasm }\n",
+        "      properties: { image: ./app.wasm }\n      traits:\n        - type: link\n          properties: { target: harness, namespace: wasi, package: http, interfaces: [incoming-handler] }\n",
+    );
+    let msg = error_of(&looped);
+    assert!(
+        msg.contains("component links form a loop: harness → app → harness"),
+        "{msg}"
+    );
+    let custom = HARNESSED.replace(
+        "package: http, interfaces: [incoming-handler] }\n    - name: app",
+        "package: ledger, interfaces: [books] }\n    - name: app",
+    );
+    assert!(error_of(&custom).contains("`wasi:ledger/books` is not supported yet"));
+}

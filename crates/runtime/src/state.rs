@@ -1,10 +1,12 @@
 //! The data of one request's `Store`: WASI, wasi:http, the resource table and the limiter.
 //! Each capability reaches its own part through its view trait, never the whole.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::guest_log::{GuestLog, Stream};
+use crate::Workload;
 
 use weft_capabilities::{CapabilityCtx, CapabilityCtxView, CapabilityView, Grants};
 
@@ -38,6 +40,7 @@ impl InstanceState {
             table: ResourceTable::new(),
             hooks: OutgoingPolicy {
                 allowed: access.outgoing.clone(),
+                local: access.local.clone(),
             },
             capabilities: CapabilityCtx::new(access.grants.clone()),
             limiter: MemoryLimiter::new(max_memory),
@@ -78,6 +81,19 @@ impl WasiHttpView for InstanceState {
 pub struct Access {
     pub outgoing: Option<Arc<AllowedHosts>>,
     pub grants: Arc<Grants>,
+    /// Components linked to this one, by the authority they answer on (`http://inner/`).
+    pub local: Arc<BTreeMap<String, Arc<Workload>>>,
+}
+
+impl Access {
+    /// Access to the capabilities in `grants` and nothing else.
+    pub fn grants_only(grants: Arc<Grants>) -> Self {
+        Access {
+            outgoing: None,
+            grants,
+            local: Arc::default(),
+        }
+    }
 }
 
 /// The hosts a component may call, from its http-client link: `host`, `host:port`, or `*`.
@@ -116,6 +132,7 @@ impl AllowedHosts {
 /// refused with `HTTP-request-denied`, an error the guest sees and can handle.
 pub struct OutgoingPolicy {
     allowed: Option<Arc<AllowedHosts>>,
+    local: Arc<BTreeMap<String, Arc<Workload>>>,
 }
 
 type SendResult = Result<
@@ -133,6 +150,22 @@ impl WasiHttpHooks for OutgoingPolicy {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        // A linked component answers in-process: the request never touches the network, and the
+        // link itself is the grant, so the allow-list does not apply.
+        if let Some(target) = request
+            .uri()
+            .authority()
+            .and_then(|a| self.local.get(a.as_str()))
+            .cloned()
+        {
+            return Box::new(async move {
+                let response = target.serve(request).await;
+                Ok((
+                    response,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
+        }
         let allowed = self
             .allowed
             .as_ref()

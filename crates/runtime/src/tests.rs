@@ -39,10 +39,7 @@ fn none() -> std::sync::Arc<Grants> {
 }
 
 fn open() -> Access {
-    Access {
-        outgoing: None,
-        grants: none(),
-    }
+    Access::grants_only(none())
 }
 
 #[test]

@@ -616,3 +616,63 @@ fn set_link_name_picks_one_of_two_stores_linked_to_one_interface() {
         "hello from config"
     );
 }
+
+#[test]
+fn a_lost_nats_fails_only_its_calls_and_both_kv_and_messaging_recover() {
+    let mut nats = Server::nats();
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "jet",
+        s.port,
+        "/jet",
+        "nats",
+        Some(&nats.url()),
+    ));
+    host.deploy(&messenger_app(
+        s.dir.path(),
+        "wire",
+        s.port,
+        "nats",
+        Some(&nats.url()),
+    ));
+    let counter = format!("http://127.0.0.1:{}/jet/n", s.port);
+    let request = format!("http://127.0.0.1:{}/wire/request/wire.x", s.port);
+    for _ in 0..3 {
+        assert_eq!(post(&counter, "").0, 200);
+    }
+    assert_eq!(post(&request, "ping"), (200, "re: ping".to_string()));
+
+    nats.kill();
+    let (status, body) = post(&counter, "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("NATS"), "{body}");
+    assert_ne!(post(&request, "ping").0, 200);
+    assert!(
+        host.is_running(),
+        "the host survived the loss:\n{}",
+        host.log()
+    );
+
+    // Back on the same port with the same JetStream store: the client reconnects on its own,
+    // the subscription is renewed, and the acknowledged count is still there.
+    nats.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let recovered = loop {
+        let counted = post(&counter, "");
+        let replied = post(&request, "again");
+        if counted.0 == 200 && replied.0 == 200 {
+            break (counted.1, replied.1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {counted:?} {replied:?}\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(recovered.1, "re: again");
+    let count: u64 = recovered.0.trim().parse().unwrap();
+    assert!(count >= 4, "acknowledged increments were lost: {count}");
+}

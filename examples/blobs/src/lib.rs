@@ -65,10 +65,14 @@ fn container() -> Result<Container, String> {
 }
 
 fn read_body(request: IncomingRequest) -> Result<Vec<u8>, String> {
-    let incoming = request.consume().map_err(|()| "no request body".to_string())?;
+    let incoming = request
+        .consume()
+        .map_err(|()| "no request body".to_string())?;
     let mut body = Vec::new();
     {
-        let mut stream = incoming.stream().map_err(|()| "no request body".to_string())?;
+        let mut stream = incoming
+            .stream()
+            .map_err(|()| "no request body".to_string())?;
         stream.read_to_end(&mut body).map_err(|e| e.to_string())?;
     }
     IncomingBody::finish(incoming);
@@ -97,13 +101,18 @@ fn handle(request: IncomingRequest) -> Result<(u16, Vec<u8>), String> {
             let body = read_body(request)?;
             let value = OutgoingValue::new_outgoing_value();
             {
-                let mut stream = value.outgoing_value_write_body().map_err(|()| "no value body".to_string())?;
+                let mut stream = value
+                    .outgoing_value_write_body()
+                    .map_err(|()| "no value body".to_string())?;
                 stream.write_all(&body).map_err(|e| e.to_string())?;
                 stream.flush().map_err(|e| e.to_string())?;
             }
             files.write_data(&name, &value)?;
             OutgoingValue::finish(value)?;
-            Ok((201, format!("stored {} bytes as {name}", body.len()).into_bytes()))
+            Ok((
+                201,
+                format!("stored {} bytes as {name}", body.len()).into_bytes(),
+            ))
         }
         (Method::Get, _) => {
             if !files.has_object(&name)? {

@@ -10,7 +10,9 @@
 
 use std::io::Write as _;
 
-use wasi::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 mod bindings {
     wit_bindgen::generate!({
@@ -97,7 +99,9 @@ fn count(method: &Method, key: &str, query: &str) -> Result<String, String> {
 impl wasi::exports::http::incoming_handler::Guest for Counter {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path_and_query = request.path_with_query().unwrap_or_default();
-        let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((&path_and_query, ""));
         let rest = after_route(path);
 
         if let Some(key) = rest.strip_prefix("config/") {
@@ -112,7 +116,11 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
             let secret = match secrets::get(name) {
                 Ok(secret) => secret,
                 Err(secrets::SecretsError::NotFound) => {
-                    respond(out, 404, &format!("secret `{name}` is not granted to this component"));
+                    respond(
+                        out,
+                        404,
+                        &format!("secret `{name}` is not granted to this component"),
+                    );
                     return;
                 }
                 Err(e) => {
@@ -132,7 +140,11 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
             return;
         }
         if rest.is_empty() {
-            respond(out, 400, "name a key: POST /counter/KEY to count, GET /counter/KEY to read");
+            respond(
+                out,
+                400,
+                "name a key: POST /counter/KEY to count, GET /counter/KEY to read",
+            );
             return;
         }
         match count(&request.method(), rest, query) {

@@ -22,7 +22,10 @@ impl wasi::exports::http::incoming_handler::Guest for Fetch {
             .unwrap_or_default();
         let (status, body) = match fetch(&target) {
             Ok(body) => (200, body),
-            Err(error) => (502, format!("fetch {target} failed: {error}\n").into_bytes()),
+            Err(error) => (
+                502,
+                format!("fetch {target} failed: {error}\n").into_bytes(),
+            ),
         };
         let response = OutgoingResponse::new(Fields::new());
         let _ = response.set_status_code(status);
@@ -45,9 +48,15 @@ fn fetch(url: &str) -> Result<Vec<u8>, String> {
         None => (rest, "/"),
     };
     let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
-    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .map_err(|()| "bad scheme")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
     let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
     pending.subscribe().block();
     let response = pending

@@ -92,7 +92,11 @@ impl wasi::exports::http::incoming_handler::Guest for Messenger {
                 Err(e) => respond(out, 502, format!("publish failed: {e}").as_bytes()),
             }
         } else {
-            respond(out, 404, b"use POST /messages/request/SUBJECT or /messages/publish/SUBJECT");
+            respond(
+                out,
+                404,
+                b"use POST /messages/request/SUBJECT or /messages/publish/SUBJECT",
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use std::io::Write as _;
 
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 wasi::http::proxy::export!(Misbehave);
 
@@ -30,7 +32,10 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 std::hint::black_box(&hoard);
             }
         }
-        if let Some(ms) = path.rsplit_once("/sleep/").and_then(|(_, ms)| ms.parse::<u64>().ok()) {
+        if let Some(ms) = path
+            .rsplit_once("/sleep/")
+            .and_then(|(_, ms)| ms.parse::<u64>().ok())
+        {
             wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
         }
         let response = OutgoingResponse::new(Fields::new());

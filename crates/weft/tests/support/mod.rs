@@ -27,6 +27,7 @@ pub struct Guests {
     pub counter: PathBuf,
     pub blobs: PathBuf,
     pub messenger: PathBuf,
+    pub harness: PathBuf,
 }
 
 pub fn guests() -> &'static Guests {
@@ -55,6 +56,7 @@ pub fn guests() -> &'static Guests {
             counter: build("counter"),
             blobs: build("blobs"),
             messenger: build("messenger"),
+            harness: build("harness"),
             hello_py: build("hello-py"),
         }
     })
