@@ -69,6 +69,9 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
     let mut images = BTreeMap::new();
     let mut components = BTreeMap::new();
     for component in &app.components {
+        if component.shared.is_some() {
+            continue;
+        }
         let path = match weft_manifest::image_source(&component.image, base) {
             ImageSource::File(path) => path,
             ImageSource::Oci(image) => {

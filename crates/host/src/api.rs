@@ -26,6 +26,12 @@ pub struct DeployOutcome {
     pub compiled: u32,
     /// True when this exact version was already running and nothing changed.
     pub unchanged: bool,
+    /// Apps using this app's components that were switched to this version.
+    #[serde(default)]
+    pub relinked: u32,
+    /// Apps that could not be switched and stay on the previous version, with why.
+    #[serde(default)]
+    pub relink_failures: Vec<String>,
 }
 
 /// Whether an app is serving.
@@ -58,6 +64,12 @@ pub struct AppStatus {
     pub components: Vec<ComponentStatus>,
     /// Every stored version, oldest first.
     pub versions: Vec<String>,
+    /// Apps using this app's components, and which version of this app each runs.
+    #[serde(default)]
+    pub dependents: BTreeMap<String, String>,
+    /// Apps whose components this app uses, and the version of each in use.
+    #[serde(default)]
+    pub uses: BTreeMap<String, String>,
 }
 
 /// One component of an app.

@@ -145,7 +145,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn host_error(e: HostError) -> Response {
     let status = match &e {
         HostError::NotFound(_) | HostError::SecretNotFound(_) => StatusCode::NOT_FOUND,
-        HostError::VersionConflict { .. } => StatusCode::CONFLICT,
+        HostError::VersionConflict { .. } | HostError::InUse { .. } => StatusCode::CONFLICT,
         e if e.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -8,7 +8,7 @@ mod ingress;
 mod store;
 mod subscriptions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -68,6 +68,18 @@ pub enum HostError {
     VersionConflict { app: String, version: String },
     #[error("no app named `{0}` is deployed (see `weft app list`)")]
     NotFound(String),
+    #[error("{what} uses component `{component}` of app `{app}`, but {reason}")]
+    SharedUnavailable {
+        what: String,
+        app: String,
+        component: String,
+        reason: String,
+    },
+    #[error("app `{app}` is used by {}: undeploy or change them first", dependents.join(", "))]
+    InUse {
+        app: String,
+        dependents: Vec<String>,
+    },
     #[error("cannot start the host: {0}")]
     Setup(String),
 }
@@ -94,6 +106,8 @@ struct AppEntry {
     workloads: BTreeMap<String, Arc<Workload>>,
     /// Message deliveries of the running version; dropping it stops them.
     _subscriptions: subscriptions::Running,
+    /// Apps whose components this one uses, and the version of each it runs with.
+    uses: BTreeMap<String, String>,
 }
 
 /// A running host.
@@ -133,7 +147,43 @@ struct Prepared {
     workloads: BTreeMap<String, Arc<Workload>>,
     routes: Vec<RouteEntry>,
     subscriptions: subscriptions::Pending,
+    uses: BTreeMap<String, String>,
     compiled: u32,
+}
+
+/// Stored apps ordered so that an app whose components others use comes before them.
+fn restore_order(apps: Vec<StoredApp>) -> Vec<StoredApp> {
+    let uses: BTreeMap<String, BTreeSet<String>> = apps
+        .iter()
+        .map(|s| {
+            let uses = weft_manifest::parse(&s.manifest, &s.origin)
+                .map(|app| app.uses())
+                .unwrap_or_default();
+            (s.name.clone(), uses)
+        })
+        .collect();
+    fn visit(
+        name: &str,
+        uses: &BTreeMap<String, BTreeSet<String>>,
+        seen: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(name.to_string()) {
+            return;
+        }
+        for used in uses.get(name).into_iter().flatten() {
+            visit(used, uses, seen, order);
+        }
+        order.push(name.to_string());
+    }
+    let mut seen = BTreeSet::new();
+    let mut order = Vec::new();
+    for name in uses.keys() {
+        visit(name, &uses, &mut seen, &mut order);
+    }
+    let mut by_name: BTreeMap<String, StoredApp> =
+        apps.into_iter().map(|s| (s.name.clone(), s)).collect();
+    order.iter().filter_map(|n| by_name.remove(n)).collect()
 }
 
 /// Components ordered so that every target of a component link comes before its sources (the
@@ -205,7 +255,7 @@ impl Host {
             apps: Mutex::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
         });
-        for stored in host.store.current_apps()? {
+        for stored in restore_order(host.store.current_apps()?) {
             let _guard = host.deploy_lock.lock().await;
             let name = stored.name.clone();
             let prepared = match weft_manifest::parse(&stored.manifest, &stored.origin) {
@@ -228,6 +278,7 @@ impl Host {
                             app: None,
                             workloads: BTreeMap::new(),
                             _subscriptions: Default::default(),
+                            uses: BTreeMap::new(),
                         },
                     );
                 }
@@ -294,6 +345,7 @@ impl Host {
         let images: BTreeMap<String, String> = app
             .components
             .iter()
+            .filter(|c| c.shared.is_none())
             .map(|c| match request.images.get(&c.image) {
                 Some(digest) => Ok((c.image.clone(), digest.clone())),
                 None => Err(HostError::MissingImage {
@@ -324,6 +376,8 @@ impl Host {
                     previous: Some(running.clone()),
                     compiled: 0,
                     unchanged: true,
+                    relinked: 0,
+                    relink_failures: Vec::new(),
                 });
             }
         }
@@ -342,12 +396,18 @@ impl Host {
         self.store.put_current(&stored)?;
         self.activate(stored, prepared);
         tracing::info!(app = %name, %version, compiled, "deployed");
+        let (relinked, relink_failures) = self.relink_dependents(&name).await;
+        if relinked > 0 || !relink_failures.is_empty() {
+            tracing::info!(app = %name, relinked, failed = relink_failures.len(), "dependents re-linked");
+        }
         Ok(DeployOutcome {
             app: name,
             version,
             previous: previous.map(|p| p.0),
             compiled,
             unchanged: false,
+            relinked,
+            relink_failures,
         })
     }
 
@@ -358,25 +418,38 @@ impl Host {
         let mut compiled = 0;
         let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
         let mut subscriptions = subscriptions::Pending::new();
+        let mut uses = BTreeMap::new();
         // Linked components first, so each source finds its targets' workloads ready.
-        for component in linked_first(&app.components) {
-            let digest =
-                stored
-                    .images
-                    .get(&component.image)
-                    .ok_or_else(|| HostError::MissingImage {
-                        component: component.name.clone(),
-                        image: component.image.clone(),
-                    })?;
-            let what = format!("component `{}` of app `{}`", component.name, app.name);
-            let loaded = self.load(&what, digest).await?;
+        for node in linked_first(&app.components) {
+            let what = format!("component `{}` of app `{}`", node.name, app.name);
+            let (component, digest, owner) = match &node.shared {
+                None => {
+                    let digest =
+                        stored
+                            .images
+                            .get(&node.image)
+                            .ok_or_else(|| HostError::MissingImage {
+                                component: node.name.clone(),
+                                image: node.image.clone(),
+                            })?;
+                    (node.clone(), digest.clone(), app.name.clone())
+                }
+                Some(shared) => {
+                    let (component, digest, version) = self.resolve_shared(&what, node, shared)?;
+                    uses.insert(shared.app.clone(), version);
+                    (component, digest, shared.app.clone())
+                }
+            };
+            let component = &component;
+            let loaded = self.load(&what, &digest).await?;
             compiled += u32::from(loaded.compiled);
             let access = weft_runtime::Access {
                 outgoing: component
                     .outgoing_http
                     .clone()
                     .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts))),
-                grants: Arc::new(self.backends.grants_for(&app.name, component)?),
+                // A shared component's own capabilities belong to the app that owns it.
+                grants: Arc::new(self.backends.grants_for(&owner, component)?),
                 local: Arc::new(
                     component
                         .http_links
@@ -450,11 +523,102 @@ impl Host {
             workloads,
             routes,
             subscriptions,
+            uses,
             compiled,
         })
     }
 
+    /// The component `node` names in another app, as that app's running version defines it, with
+    /// `node`'s links; its digest; and that app's version.
+    fn resolve_shared(
+        &self,
+        what: &str,
+        node: &weft_manifest::Component,
+        shared: &weft_manifest::SharedRef,
+    ) -> Result<(weft_manifest::Component, String, String), HostError> {
+        let unavailable = |reason: String| HostError::SharedUnavailable {
+            what: what.to_string(),
+            app: shared.app.clone(),
+            component: shared.component.clone(),
+            reason,
+        };
+        let apps = self.apps_lock();
+        let entry = apps.get(&shared.app).ok_or_else(|| {
+            unavailable(format!(
+                "no app `{}` is deployed; deploy it first",
+                shared.app
+            ))
+        })?;
+        let owner = entry
+            .app
+            .as_ref()
+            .filter(|_| entry.phase == Phase::Deployed)
+            .ok_or_else(|| unavailable(format!("app `{}` is not serving", shared.app)))?;
+        let original = owner
+            .components
+            .iter()
+            .find(|c| c.name == shared.component)
+            .ok_or_else(|| {
+                let names: Vec<&str> = owner.components.iter().map(|c| c.name.as_str()).collect();
+                unavailable(format!(
+                    "it has no such component (its components: {})",
+                    names.join(", ")
+                ))
+            })?;
+        if original.shared.is_some() {
+            return Err(unavailable(
+                "that component is itself shared from another app".into(),
+            ));
+        }
+        let digest = entry
+            .stored
+            .images
+            .get(&original.image)
+            .cloned()
+            .ok_or_else(|| unavailable("its image is missing from the store".into()))?;
+        let mut component = original.clone();
+        component.name = node.name.clone();
+        component.http_links = node.http_links.clone();
+        component.links = node.links.clone();
+        Ok((component, digest, entry.stored.version.clone()))
+    }
+
+    /// Re-links every app that uses a component of `platform` to its running version, one app
+    /// at a time; an app that fails stays on what it ran, with the failure recorded.
+    async fn relink_dependents(&self, platform: &str) -> (u32, Vec<String>) {
+        let dependents: Vec<(StoredApp, App)> = self
+            .apps_lock()
+            .values()
+            .filter(|e| e.uses.contains_key(platform))
+            .filter_map(|e| Some((e.stored.clone(), e.app.clone()?)))
+            .collect();
+        let mut relinked = 0;
+        let mut failures = Vec::new();
+        for (stored, app) in dependents {
+            let name = app.name.clone();
+            match self.prepare(&stored, app).await {
+                Ok(prepared) => {
+                    self.activate(stored, prepared);
+                    relinked += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(app = %name, %platform, "cannot re-link: {e}");
+                    if let Some(entry) = self.apps_lock().get_mut(&name) {
+                        entry.reason = Some(format!("still on the previous `{platform}`: {e}"));
+                    }
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        (relinked, failures)
+    }
+
     async fn load(&self, what: &str, digest: &str) -> Result<LoadedComponent, HostError> {
+        // Code already in memory needs no read, hash or compile: re-linking thousands of apps to
+        // a new harness costs a lookup per app.
+        if let Some(loaded) = self.runtime.loaded(digest) {
+            return Ok(loaded);
+        }
         let bytes = self.blobs.get(digest)?;
         let runtime = self.runtime.clone();
         let what = what.to_string();
@@ -476,6 +640,7 @@ impl Host {
                 app: Some(prepared.app),
                 workloads: prepared.workloads,
                 _subscriptions: prepared.subscriptions.start(),
+                uses: prepared.uses,
             },
         );
     }
@@ -485,6 +650,18 @@ impl Host {
         let _guard = self.deploy_lock.lock().await;
         if !self.apps_lock().contains_key(name) {
             return Err(HostError::NotFound(name.to_string()));
+        }
+        let dependents: Vec<String> = self
+            .apps_lock()
+            .values()
+            .filter(|e| e.uses.contains_key(name))
+            .map(|e| e.stored.name.clone())
+            .collect();
+        if !dependents.is_empty() {
+            return Err(HostError::InUse {
+                app: name.to_string(),
+                dependents,
+            });
         }
         self.store.remove(name)?;
         self.ingress.set_app_routes(name, Vec::new());
@@ -527,12 +704,18 @@ impl Host {
                         .collect();
                     ComponentStatus {
                         name: c.name.clone(),
-                        image: c.image.clone(),
+                        image: match &c.shared {
+                            Some(s) => format!("{}/{} (shared)", s.app, s.component),
+                            None => c.image.clone(),
+                        },
                         digest: entry
                             .stored
                             .images
                             .get(&c.image)
                             .cloned()
+                            .or_else(|| {
+                                entry.workloads.get(&c.name).map(|w| w.digest().to_string())
+                            })
                             .unwrap_or_default(),
                         routes,
                         max_memory: c.limits.max_memory,
@@ -565,6 +748,11 @@ impl Host {
             deployed_at: entry.stored.deployed_at,
             components,
             versions,
+            dependents: apps
+                .values()
+                .filter_map(|e| Some((e.stored.name.clone(), e.uses.get(name)?.clone())))
+                .collect(),
+            uses: entry.uses.clone(),
         })
     }
 

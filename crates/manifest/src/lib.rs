@@ -41,6 +41,16 @@ pub enum ManifestError {
     },
 }
 
+impl App {
+    /// The apps whose components this app uses by reference.
+    pub fn uses(&self) -> BTreeSet<String> {
+        self.components
+            .iter()
+            .filter_map(|c| c.shared.as_ref().map(|s| s.app.clone()))
+            .collect()
+    }
+}
+
 /// A validated application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
@@ -74,6 +84,16 @@ pub struct Component {
     pub secrets: Vec<SecretGrant>,
     /// Components this one calls in-process over HTTP.
     pub http_links: Vec<HttpLink>,
+    /// Set when the component is another app's, shared: its image, limits, secrets and config
+    /// come from that app; this app adds only links. `image` is empty then.
+    pub shared: Option<SharedRef>,
+}
+
+/// A component of another app, used by reference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SharedRef {
+    pub app: String,
+    pub component: String,
 }
 
 /// A component→component link for `wasi:http/incoming-handler`: the source's outgoing requests
@@ -396,6 +416,18 @@ fn validate(raw: RawManifest, origin: &str) -> Result<App, ManifestError> {
 
     for component in &mut components {
         grant(&v, component, &capabilities)?;
+        if let Some(shared) = &component.shared {
+            if !component.grants.is_empty() || component.outgoing_http.is_some() {
+                return Err(v.err(
+                    format!("component `{}`", component.name),
+                    format!(
+                        "a shared component's capabilities are granted by its own app `{}`; \
+                         link it here only to components",
+                        shared.app
+                    ),
+                ));
+            }
+        }
     }
     check_http_link_cycles(&v, &components)?;
 
@@ -455,6 +487,9 @@ fn component(
     kinds: &BTreeMap<&str, &str>,
 ) -> Result<Component, ManifestError> {
     let at = format!("component `{}`", node.name);
+    if let Some(shared) = &node.properties.application {
+        return shared_component(v, node, shared, kinds);
+    }
     let image = node
         .properties
         .image
@@ -463,7 +498,8 @@ fn component(
         .ok_or_else(|| {
             v.err(
                 format!("{at}: properties.image"),
-                "missing; give the path of the built .wasm (e.g. ./build/app.wasm)",
+                "missing; give the path of the built .wasm (e.g. ./build/app.wasm), or \
+                 `application: {name, component}` to use another app's component",
             )
         })?;
     if image.starts_with("weft:") {
@@ -543,6 +579,72 @@ fn component(
         grants: Vec::new(),
         secrets: secrets(v, &at, &node.properties.secrets)?,
         http_links: Vec::new(),
+        shared: None,
+    })
+}
+
+/// A component node that names another app's component: it may carry links, nothing else.
+fn shared_component(
+    v: &Validator<'_>,
+    node: &RawComponent,
+    shared: &raw::RawSharedRef,
+    kinds: &BTreeMap<&str, &str>,
+) -> Result<Component, ManifestError> {
+    let at = format!("component `{}`", node.name);
+    let p = &node.properties;
+    if p.image.is_some()
+        || p.limits.is_some()
+        || p.reuse.is_some()
+        || !p.secrets.is_empty()
+        || !p.config.is_empty()
+    {
+        return Err(v.err(
+            format!("{at}: properties"),
+            format!(
+                "a shared component takes its image, limits, secrets and config from app `{}`; \
+                 give only `application` here (and links as traits)",
+                shared.name
+            ),
+        ));
+    }
+    check_name(
+        v,
+        &format!("{at}: properties.application.name"),
+        &shared.name,
+    )?;
+    check_name(
+        v,
+        &format!("{at}: properties.application.component"),
+        &shared.component,
+    )?;
+    let mut links = Vec::new();
+    for (i, t) in node.traits.iter().enumerate() {
+        let field = format!("{at}: traits[{i}]");
+        match t {
+            RawTrait::Link(link) => links.push(check_link(v, &field, link, kinds)?),
+            _ => {
+                return Err(v.err(
+                    field,
+                    "a shared component is scaled by the app that owns it; remove this trait",
+                ))
+            }
+        }
+    }
+    Ok(Component {
+        name: node.name.clone(),
+        image: String::new(),
+        limits: Limits::default(),
+        reuse: None,
+        outgoing_http: None,
+        config: Vec::new(),
+        links,
+        grants: Vec::new(),
+        secrets: Vec::new(),
+        http_links: Vec::new(),
+        shared: Some(SharedRef {
+            app: shared.name.clone(),
+            component: shared.component.clone(),
+        }),
     })
 }
 

@@ -64,6 +64,16 @@ pub struct Properties {
     /// Secrets granted to this component, by the name it asks for them under.
     #[serde(default)]
     pub secrets: Vec<RawSecret>,
+    /// A component shared from another app (wadm's shared components), instead of an image.
+    pub application: Option<RawSharedRef>,
+}
+
+/// `properties.application`: the app and component a shared component comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedRef {
+    pub name: String,
+    pub component: String,
 }
 
 /// One entry of `properties.secrets`, as wadm writes it.

@@ -131,6 +131,16 @@ impl Runtime {
         self.compilations.load(Ordering::Relaxed)
     }
 
+    /// The component with this digest, when some workload already holds its compiled code.
+    pub fn loaded(&self, digest: &str) -> Option<LoadedComponent> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let code = live.get(digest).and_then(Weak::upgrade)?;
+        Some(LoadedComponent {
+            code,
+            compiled: false,
+        })
+    }
+
     /// Compiles `bytes`, or loads the compiled artifact from the cache when it is there.
     /// Blocking: call it off the async executor. `what` names the component in errors.
     pub fn load(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {

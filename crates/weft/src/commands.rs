@@ -71,6 +71,12 @@ fn print_outcome(outcome: &DeployOutcome) {
         "deployed {} {}{replaced} ({} component(s) compiled)",
         outcome.app, outcome.version, outcome.compiled
     );
+    if outcome.relinked > 0 {
+        println!("re-linked {} app(s) that use it", outcome.relinked);
+    }
+    for failure in &outcome.relink_failures {
+        println!("not re-linked, still on the previous version: {failure}");
+    }
 }
 
 async fn up(global: &Global, args: UpArgs) -> Result<()> {
@@ -291,6 +297,24 @@ fn print_status(app: &AppStatus) {
     }
     println!("manifest:  {}", app.origin);
     println!("versions:  {}", app.versions.join(", "));
+    for (used, version) in &app.uses {
+        println!("uses:      {used} {version}");
+    }
+    if !app.dependents.is_empty() {
+        let mut by_version: std::collections::BTreeMap<&str, usize> = Default::default();
+        for version in app.dependents.values() {
+            *by_version.entry(version.as_str()).or_default() += 1;
+        }
+        let counts: Vec<String> = by_version
+            .iter()
+            .map(|(version, n)| format!("{n} on {version}"))
+            .collect();
+        println!(
+            "used by:   {} app(s): {}",
+            app.dependents.len(),
+            counts.join(", ")
+        );
+    }
     for c in &app.components {
         println!("component {}:", c.name);
         println!(

@@ -161,3 +161,157 @@ fn a_component_link_is_not_a_way_out() {
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("HttpRequestDenied"), "{body}");
 }
+
+/// The platform app: it owns the harness (its image and its secret), and serves nothing itself.
+fn platform_app(dir: &Path, version: &str, harness: &Path) -> PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: platform, annotations: {{ version: {version} }} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties:
+        image: {}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+"#,
+        harness.display()
+    );
+    let file = dir.join(format!("platform-{version}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// An app whose route goes through the platform's harness to its own hello component.
+fn dependent_app(dir: &Path, app: &str, port: u16) -> PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties: {{ application: {{ name: platform, component: harness }} }}
+      traits:
+        - type: link
+          properties: {{ name: inner, target: {{ name: hello }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
+    - name: hello
+      type: component
+      properties: {{ image: {} }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: harness }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /{app} }} }}] }}
+"#,
+        guests().hello.display()
+    );
+    let file = dir.join(format!("{app}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+#[test]
+fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
+    let v1 = harness_build("1.0.0");
+    let v2 = harness_build("2.0.0");
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    put_secret(&host, "platform-token", "fleet");
+    host.deploy(&platform_app(s.dir.path(), "v1", &v1));
+    const APPS: usize = 200;
+    for i in 0..APPS {
+        host.deploy(&dependent_app(s.dir.path(), &format!("app-{i}"), s.port));
+    }
+    let url = |i: usize| format!("http://127.0.0.1:{}/app-{i}/", s.port);
+    let version_of = |i: usize| {
+        let response = http().get(url(i)).bearer_auth("fleet").send().unwrap();
+        assert_eq!(response.status().as_u16(), 200, "app-{i}");
+        response.headers()["x-harness-version"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(version_of(0), "1.0.0");
+    assert_eq!(version_of(APPS - 1), "1.0.0");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            let port = s.port;
+            std::thread::spawn(move || {
+                let client = http();
+                let (mut ok, mut failed, mut seen) =
+                    (0u64, Vec::new(), std::collections::BTreeSet::new());
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let result = client
+                        .get(format!("http://127.0.0.1:{port}/app-{}/", i % APPS))
+                        .bearer_auth("fleet")
+                        .send();
+                    match result {
+                        Ok(r) if r.status().is_success() => {
+                            seen.insert(
+                                r.headers()["x-harness-version"]
+                                    .to_str()
+                                    .unwrap()
+                                    .to_string(),
+                            );
+                            ok += 1;
+                        }
+                        Ok(r) => failed.push(format!("app-{}: {}", i % APPS, r.status())),
+                        Err(e) => failed.push(format!("app-{}: {e}", i % APPS)),
+                    }
+                    i += 4;
+                }
+                (ok, failed, seen)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let outcome = host.deploy(&platform_app(s.dir.path(), "v2", &v2));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ok = 0;
+    for handle in loops {
+        let (n, failed, versions) = handle.join().unwrap();
+        assert!(failed.is_empty(), "failed during the upgrade: {failed:?}");
+        ok += n;
+        seen.extend(versions);
+    }
+    assert!(ok > 0);
+    assert_eq!(outcome["relinked"], APPS as u64, "{outcome}");
+    assert_eq!(
+        outcome["compiled"], 1,
+        "the harness compiles once: {outcome}"
+    );
+    assert!(seen.contains("1.0.0") && seen.contains("2.0.0"), "{seen:?}");
+    for i in 0..APPS {
+        assert_eq!(version_of(i), "2.0.0", "app-{i}");
+    }
+
+    let status: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["app", "status", "platform", "--json"])).unwrap();
+    let dependents = status["dependents"].as_object().unwrap();
+    assert_eq!(dependents.len(), APPS);
+    assert!(dependents.values().all(|v| v == "v2"), "{dependents:?}");
+    assert!(host
+        .cli_ok(&["app", "status", "platform"])
+        .contains("used by:   200 app(s): 200 on v2"));
+
+    let refused = host.cli_err(&["app", "undeploy", "platform"]);
+    assert!(
+        refused.contains("is used by") && refused.contains("app-0"),
+        "{refused}"
+    );
+}

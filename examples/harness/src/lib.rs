@@ -28,8 +28,12 @@ mod bindings {
 use bindings::wasi::logging::logging::{log, Level};
 use bindings::wasmcloud::secrets::{reveal, store as secrets};
 
-/// This harness's version, sent on every response it passes on.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// This harness's version, sent on every response it passes on. `WEFT_HARNESS_VERSION` at build
+/// time overrides the crate's, so a platform team (and the tests) can stamp a patched build.
+const VERSION: &str = match option_env!("WEFT_HARNESS_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
 /// The authority the inner component answers on.
 const INNER: &str = "inner";
 

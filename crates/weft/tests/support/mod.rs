@@ -47,7 +47,11 @@ pub fn guests() -> &'static Guests {
                 "{} missing after weft build",
                 built.display()
             );
-            built
+            // A private copy: a test that rebuilds an example (a patched harness) cannot change
+            // what the others deploy.
+            let copy = private_dir().join(format!("{project}.wasm"));
+            std::fs::copy(&built, &copy).unwrap();
+            copy
         };
         Guests {
             hello: build("hello"),
@@ -60,6 +64,32 @@ pub fn guests() -> &'static Guests {
             hello_py: build("hello-py"),
         }
     })
+}
+
+/// A directory that lives as long as the test process.
+pub fn private_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// Builds the harness example stamped with `version`; returns a private copy of it.
+pub fn harness_build(version: &str) -> PathBuf {
+    let _ = guests();
+    let dir = repo().join("examples/harness");
+    let out = Command::new(WEFT)
+        .arg("build")
+        .arg(&dir)
+        .env("WEFT_HARNESS_VERSION", version)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = private_dir().join(format!("harness-{version}.wasm"));
+    std::fs::copy(dir.join("build/harness.wasm"), &copy).unwrap();
+    copy
 }
 
 /// A port nobody listens on right now.
