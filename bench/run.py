@@ -5,6 +5,7 @@
     python3 bench/run.py coldstart   # first request of each of N idle apps, fresh connections
     python3 bench/run.py density     # N apps on one host: deploy time, RSS per idle app
     python3 bench/run.py inflight    # memory per in-flight request at N concurrent requests
+    python3 bench/run.py fleet       # N apps behind one harness: upgrade it under load; harness hop cost
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -156,12 +157,12 @@ class Weft:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
-def get(port, path, host="127.0.0.1"):
+def get(port, path, host="127.0.0.1", headers=""):
     """One GET on a fresh connection; returns (status, body, seconds)."""
     started = time.perf_counter()
     s = socket.create_connection((host, port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}Connection: close\r\n\r\n".encode())
     chunks = []
     while True:
         b = s.recv(65536)
@@ -173,6 +174,7 @@ def get(port, path, host="127.0.0.1"):
     raw = b"".join(chunks)
     head, _, body = raw.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1])
+    get.last_head = head.decode(errors="replace")
     if b"chunked" in head.lower():
         out, rest = b"", body
         while rest:
@@ -185,9 +187,11 @@ def get(port, path, host="127.0.0.1"):
     return status, body.decode(errors="replace"), elapsed
 
 
-def wrk(port, path, duration, connections):
+def wrk(port, path, duration, connections, headers=()):
+    extra = [arg for h in headers for arg in ("-H", h)]
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}", "--latency", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}", "--latency", *extra,
+         f"http://127.0.0.1:{port}{path}"],
         check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     def pct(p):
@@ -372,18 +376,161 @@ def bench_inflight(images, smoke):
         weft.stop()
 
 
+def harness_image(version):
+    """The harness example built with its version stamped, copied out of the build dir."""
+    out = os.path.join(tempfile.gettempdir(), f"weft-bench-harness-{version}.wasm")
+    sh(WEFT, "build", os.path.join(REPO, "examples", "harness"), stdout=subprocess.DEVNULL,
+       env={**os.environ, "WEFT_HARNESS_VERSION": version})
+    shutil.copy(os.path.join(REPO, "examples", "harness", "build", "harness.wasm"), out)
+    return out
+
+
+def platform_manifest(version, harness):
+    return f"""apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: platform, annotations: {{ version: {version} }} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties:
+        image: {harness}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+"""
+
+
+def guarded_manifest(name, image, port, path):
+    return f"""apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {name}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties: {{ application: {{ name: platform, component: harness }} }}
+      traits:
+        - type: link
+          properties: {{ name: inner, target: {{ name: app }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
+    - name: app
+      type: component
+      properties: {{ image: {image} }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: harness }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]
+"""
+
+
+def harness_version(port, path, token):
+    status, body, _ = get(port, path, headers=f"Authorization: Bearer {token}\r\n")
+    m = re.search(r"x-harness-version: (\S+)", get.last_head, re.I)
+    return status, (m.group(1) if m else None), body
+
+
+def bench_fleet(images, smoke):
+    count = 20 if smoke else int(os.environ.get("APPS", "5000"))
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    token = "bench-token"
+    v1, v2 = harness_image("1.0.0"), harness_image("2.0.0")
+    port = free_port()
+    weft = Weft()
+    try:
+        weft.api("PUT", "/v1/secrets/platform-token", token.encode(), raw=True)
+        harness_digests = {v1: weft.upload(v1), v2: weft.upload(v2)}
+        weft.deploy(platform_manifest("v1", v1), {v1: harness_digests[v1]})
+        hello = images["hello"]
+        hello_digest = weft.upload(hello)
+        started = time.perf_counter()
+        for i in range(count):
+            weft.deploy(guarded_manifest(f"g{i}", hello, port, f"/g{i}"), {hello: hello_digest})
+        deploy_all = time.perf_counter() - started
+        weft.deploy(manifest("plain", hello, port, "/plain"), {hello: hello_digest})
+        for i in (0, count - 1):
+            status, version, body = harness_version(port, f"/g{i}", token)
+            assert status == 200 and version == "1.0.0" and body.startswith("Hello from Rust"), (status, version, body)
+
+        # The cost of the hop: the same hello, straight and behind the harness, same run.
+        auth = (f"Authorization: Bearer {token}",)
+        plain = wrk(port, "/plain", duration, 16)
+        guarded = wrk(port, "/g0", duration, 16, auth)
+        assert plain["non2xx"] == 0 and guarded["non2xx"] == 0
+
+        # Upgrade under load: clients cycle over every app while the platform's v2 deploys.
+        stop = threading.Event()
+        results = []
+        def load(offset):
+            ok, failed, i = 0, [], offset
+            while not stop.is_set():
+                status, _, _ = get(port, f"/g{i % count}", headers=f"Authorization: Bearer {token}\r\n")
+                if status == 200:
+                    ok += 1
+                else:
+                    failed.append((i % count, status))
+                i += 4
+            results.append((ok, failed))
+        threads = [threading.Thread(target=load, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        compiled_before = weft.api("GET", "/v1/host")["compilations"]
+        started = time.perf_counter()
+        outcome = weft.deploy(platform_manifest("v2", v2), {v2: harness_digests[v2]})
+        deploy_returned = time.perf_counter() - started
+        # Sweep every app once: each must already answer with the new harness.
+        stale = []
+        for i in range(count):
+            status, version, _ = harness_version(port, f"/g{i}", token)
+            if status != 200 or version != "2.0.0":
+                stale.append((i, status, version))
+        last_switched = time.perf_counter() - started
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        compiled = weft.api("GET", "/v1/host")["compilations"] - compiled_before
+        ok = sum(r[0] for r in results)
+        failed = [f for r in results for f in r[1]]
+        assert not stale, f"{len(stale)} apps not on the new harness: {stale[:5]}"
+        assert not failed, f"{len(failed)} failed requests during the upgrade: {failed[:5]}"
+        assert outcome["relinked"] == count, outcome
+        print_table(f"Fleet patch: {count} apps behind one harness, upgraded under load", ("measure", "value"), [
+            ("deploy of the platform's v2 returned (all apps re-linked)", f"{deploy_returned * 1000:.0f} ms"),
+            ("every app confirmed on v2 (sweep of all apps after the deploy)", f"{last_switched * 1000:.0f} ms"),
+            ("apps re-linked / failed", f"{outcome['relinked']} / {len(outcome['relink_failures'])}"),
+            ("harness compilations during the upgrade", compiled),
+            ("requests during the upgrade window: ok / failed", f"{ok} / {len(failed)}"),
+            ("deploying the apps in the first place", f"{deploy_all:.1f} s"),
+        ])
+        print_table(f"Harness hop ({duration} per run, wrk -t2 -c16)",
+                    ("path", "req/s", "p50 ms", "p99 ms", "ratio"), [
+            ("hello", f"{plain['rps']:.0f}", f"{plain['p50']:.2f}", f"{plain['p99']:.2f}", "1.00x"),
+            ("harness → hello", f"{guarded['rps']:.0f}", f"{guarded['p50']:.2f}", f"{guarded['p99']:.2f}",
+             f"{guarded['rps'] / plain['rps']:.2f}x"),
+        ])
+    finally:
+        weft.stop()
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "all"])
+    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "all"])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
     if not args.smoke:
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = ["http", "coldstart", "density", "inflight"] if args.bench == "all" else [args.bench]
+    chosen = ["http", "coldstart", "density", "inflight", "fleet"] if args.bench == "all" else [args.bench]
     for name in chosen:
         globals()[f"bench_{name}"](images, args.smoke)
     print(f"\n(python3 bench/run.py {args.bench}{' --smoke' if args.smoke else ''})")

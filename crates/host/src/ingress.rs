@@ -181,15 +181,23 @@ impl Ingress {
     /// Replaces the routes of `app` (none: removes them); each affected address switches to its
     /// new table in one atomic swap, and in-flight requests finish on the workloads they hold.
     pub fn set_app_routes(&self, app: &str, entries: Vec<RouteEntry>) {
+        self.set_routes_of(vec![(app.to_string(), entries)]);
+    }
+
+    /// Replaces the routes of many apps, rebuilding each affected listener's table once.
+    pub fn set_routes_of(&self, apps: Vec<(String, Vec<RouteEntry>)>) {
         let mut all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut affected: BTreeSet<SocketAddr> = entries.iter().map(|e| e.route.address).collect();
-        if let Some(old) = all.get(app) {
-            affected.extend(old.iter().map(|e| e.route.address));
-        }
-        if entries.is_empty() {
-            all.remove(app);
-        } else {
-            all.insert(app.to_string(), entries);
+        let mut affected: BTreeSet<SocketAddr> = BTreeSet::new();
+        for (app, entries) in apps {
+            affected.extend(entries.iter().map(|e| e.route.address));
+            if let Some(old) = all.get(&app) {
+                affected.extend(old.iter().map(|e| e.route.address));
+            }
+            if entries.is_empty() {
+                all.remove(&app);
+            } else {
+                all.insert(app, entries);
+            }
         }
         let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for address in affected {

@@ -415,6 +415,11 @@ impl Host {
     /// visible to requests yet.
     async fn prepare(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
         self.ingress.check_conflicts(&app.name, &app.routes)?;
+        self.prepare_checked(stored, app).await
+    }
+
+    /// `prepare` for an app whose routes are known not to clash (it serves them already).
+    async fn prepare_checked(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
         let mut compiled = 0;
         let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
         let mut subscriptions = subscriptions::Pending::new();
@@ -592,15 +597,12 @@ impl Host {
             .filter(|e| e.uses.contains_key(platform))
             .filter_map(|e| Some((e.stored.clone(), e.app.clone()?)))
             .collect();
-        let mut relinked = 0;
+        let mut ready = Vec::with_capacity(dependents.len());
         let mut failures = Vec::new();
         for (stored, app) in dependents {
             let name = app.name.clone();
-            match self.prepare(&stored, app).await {
-                Ok(prepared) => {
-                    self.activate(stored, prepared);
-                    relinked += 1;
-                }
+            match self.prepare_checked(&stored, app).await {
+                Ok(prepared) => ready.push((stored, prepared)),
                 Err(e) => {
                     tracing::warn!(app = %name, %platform, "cannot re-link: {e}");
                     if let Some(entry) = self.apps_lock().get_mut(&name) {
@@ -610,6 +612,10 @@ impl Host {
                 }
             }
         }
+        // Every app switches in the same instant; each request runs wholly on the chain it
+        // started on, old or new.
+        let relinked = ready.len() as u32;
+        self.activate_many(ready);
         (relinked, failures)
     }
 
@@ -629,20 +635,31 @@ impl Host {
     }
 
     fn activate(&self, stored: StoredApp, prepared: Prepared) {
-        let name = prepared.app.name.clone();
-        self.ingress.set_app_routes(&name, prepared.routes);
-        self.apps_lock().insert(
-            name,
-            AppEntry {
-                stored,
-                phase: Phase::Deployed,
-                reason: None,
-                app: Some(prepared.app),
-                workloads: prepared.workloads,
-                _subscriptions: prepared.subscriptions.start(),
-                uses: prepared.uses,
-            },
-        );
+        self.activate_many(vec![(stored, prepared)]);
+    }
+
+    /// Switches many apps at once: one route-table swap per listener, however many apps.
+    fn activate_many(&self, batch: Vec<(StoredApp, Prepared)>) {
+        let mut routes = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        for (stored, prepared) in batch {
+            let name = prepared.app.name.clone();
+            routes.push((name.clone(), prepared.routes));
+            entries.push((
+                name,
+                AppEntry {
+                    stored,
+                    phase: Phase::Deployed,
+                    reason: None,
+                    app: Some(prepared.app),
+                    workloads: prepared.workloads,
+                    _subscriptions: prepared.subscriptions.start(),
+                    uses: prepared.uses,
+                },
+            ));
+        }
+        self.ingress.set_routes_of(routes);
+        self.apps_lock().extend(entries);
     }
 
     /// Stops serving an app and forgets it and its stored versions.
