@@ -75,6 +75,11 @@ pub enum HostError {
         component: String,
         reason: String,
     },
+    #[error(
+        "{what} links to `{target}`, which serves it in the caller's instance: such a target \
+         cannot hold capability links, secrets, links of its own or be shared yet"
+    )]
+    LinkTarget { what: String, target: String },
     #[error("app `{app}` is used by {}: undeploy or change them first", dependents.join(", "))]
     InUse {
         app: String,
@@ -197,8 +202,13 @@ fn linked_first(components: &[weft_manifest::Component]) -> Vec<&weft_manifest::
         if ordered.iter().any(|c| c.name == component.name) {
             return;
         }
-        for link in &component.http_links {
-            if let Some(target) = all.iter().find(|c| c.name == link.target) {
+        let targets = component
+            .http_links
+            .iter()
+            .map(|l| &l.target)
+            .chain(component.component_links.iter().map(|l| &l.target));
+        for name in targets {
+            if let Some(target) = all.iter().find(|c| &c.name == name) {
                 visit(target, all, ordered);
             }
         }
@@ -424,6 +434,7 @@ impl Host {
         let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
         let mut subscriptions = subscriptions::Pending::new();
         let mut uses = BTreeMap::new();
+        let mut loaded_by_name: BTreeMap<String, LoadedComponent> = BTreeMap::new();
         // Linked components first, so each source finds its targets' workloads ready.
         for node in linked_first(&app.components) {
             let what = format!("component `{}` of app `{}`", node.name, app.name);
@@ -448,7 +459,36 @@ impl Host {
             let component = &component;
             let loaded = self.load(&what, &digest).await?;
             compiled += u32::from(loaded.compiled);
+            let linked = if component.component_links.is_empty() {
+                None
+            } else {
+                let mut targets = Vec::new();
+                for link in &component.component_links {
+                    let target = app
+                        .components
+                        .iter()
+                        .find(|c| c.name == link.target)
+                        .filter(|c| {
+                            c.grants.is_empty()
+                                && c.secrets.is_empty()
+                                && c.http_links.is_empty()
+                                && c.component_links.is_empty()
+                                && c.shared.is_none()
+                        })
+                        .ok_or_else(|| HostError::LinkTarget {
+                            what: what.clone(),
+                            target: link.target.clone(),
+                        })?;
+                    targets.push(weft_runtime::LinkTarget {
+                        name: &target.name,
+                        loaded: &loaded_by_name[&target.name],
+                        interfaces: &link.interfaces,
+                    });
+                }
+                Some(self.runtime.link_components(&what, &loaded, &targets)?)
+            };
             let access = weft_runtime::Access {
+                linked,
                 outgoing: component
                     .outgoing_http
                     .clone()
@@ -478,8 +518,15 @@ impl Host {
                 )?;
                 workloads.insert(component.name.clone(), workload);
             } else {
-                self.runtime.check_imports(&what, &loaded, &access.grants)?;
+                self.runtime.check_imports(&what, &loaded, &access)?;
             }
+            loaded_by_name.insert(
+                component.name.clone(),
+                LoadedComponent {
+                    code: loaded.code.clone(),
+                    compiled: false,
+                },
+            );
             for subscription in app
                 .subscriptions
                 .iter()

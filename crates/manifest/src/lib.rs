@@ -84,9 +84,19 @@ pub struct Component {
     pub secrets: Vec<SecretGrant>,
     /// Components this one calls in-process over HTTP.
     pub http_links: Vec<HttpLink>,
+    /// Components serving this one's imports of other interfaces, in-process.
+    pub component_links: Vec<ComponentLink>,
     /// Set when the component is another app's, shared: its image, limits, secrets and config
     /// come from that app; this app adds only links. `image` is empty then.
     pub shared: Option<SharedRef>,
+}
+
+/// A component→component link for interfaces of the app's own: the source's imports of
+/// `interfaces` (`namespace:package/interface`) are the target's exports, called in-process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentLink {
+    pub target: String,
+    pub interfaces: Vec<String>,
 }
 
 /// A component of another app, used by reference.
@@ -579,6 +589,7 @@ fn component(
         grants: Vec::new(),
         secrets: secrets(v, &at, &node.properties.secrets)?,
         http_links: Vec::new(),
+        component_links: Vec::new(),
         shared: None,
     })
 }
@@ -641,6 +652,7 @@ fn shared_component(
         grants: Vec::new(),
         secrets: Vec::new(),
         http_links: Vec::new(),
+        component_links: Vec::new(),
         shared: Some(SharedRef {
             app: shared.name.clone(),
             component: shared.component.clone(),
@@ -708,14 +720,31 @@ fn grant(
             let is_http = link.namespace == "wasi"
                 && link.package == "http"
                 && link.interfaces.iter().all(|i| i == "incoming-handler");
-            if !is_http {
+            if link.target == component.name {
                 return Err(v.err(
                     format!("{at}: link to `{}`", link.target),
-                    format!(
-                        "links between components serve `wasi:http/incoming-handler` so far; \
-                         `{interface}` is not supported yet"
-                    ),
+                    "a component cannot link to itself",
                 ));
+            }
+            if !is_http {
+                if link.namespace == "wasi" {
+                    return Err(v.err(
+                        format!("{at}: link to `{}`", link.target),
+                        format!(
+                            "`{interface}` is served by weft itself or by capabilities, not by \
+                             another component"
+                        ),
+                    ));
+                }
+                component.component_links.push(ComponentLink {
+                    target: link.target.clone(),
+                    interfaces: link
+                        .interfaces
+                        .iter()
+                        .map(|i| format!("{}:{}/{i}", link.namespace, link.package))
+                        .collect(),
+                });
+                continue;
             }
             if link.target == component.name {
                 return Err(v.err(
@@ -831,7 +860,13 @@ fn check_http_link_cycles(
         components
             .iter()
             .find(|c| c.name == name)
-            .map(|c| c.http_links.iter().map(|l| l.target.as_str()).collect())
+            .map(|c| {
+                c.http_links
+                    .iter()
+                    .map(|l| l.target.as_str())
+                    .chain(c.component_links.iter().map(|l| l.target.as_str()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     for start in components {

@@ -243,7 +243,7 @@ fn links_weft_cannot_serve_are_refused() {
         "      type: component\n      properties: { image: ./other.wasm }",
     );
     let msg = error_of(&to_component);
-    assert!(msg.contains("links between components"), "{msg}");
+    assert!(msg.contains("not by another component"), "{msg}");
 }
 
 const HARNESSED: &str = r#"
@@ -288,9 +288,21 @@ fn a_component_link_for_http_is_served_in_process_by_its_name() {
         msg.contains("component links form a loop: harness → app → harness"),
         "{msg}"
     );
-    let custom = HARNESSED.replace(
+    let wasi = HARNESSED.replace(
         "package: http, interfaces: [incoming-handler] }\n    - name: app",
         "package: ledger, interfaces: [books] }\n    - name: app",
     );
-    assert!(error_of(&custom).contains("`wasi:ledger/books` is not supported yet"));
+    assert!(error_of(&wasi).contains("served by weft itself or by capabilities"));
+    let custom = wasi.replace(
+        "namespace: wasi, package: ledger",
+        "namespace: acme, package: ledger",
+    );
+    let app = parse(&custom, "custom.yaml").unwrap();
+    assert_eq!(
+        app.components[0].component_links,
+        vec![ComponentLink {
+            target: "app".into(),
+            interfaces: vec!["acme:ledger/books".into()]
+        }]
+    );
 }

@@ -5,6 +5,7 @@ mod cache;
 mod engine;
 mod guest_log;
 mod handler;
+mod links;
 mod state;
 mod workload;
 
@@ -21,6 +22,7 @@ use weft_capabilities::handler_bindings::MessageHandlerPre;
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
 pub use handler::MessageHandler;
+pub use links::{LinkTarget, Linked};
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
@@ -218,15 +220,19 @@ impl Runtime {
         Ok((component, true))
     }
 
-    /// Checks that every import of a loaded component is satisfied by what this host links and
-    /// that each capability it imports was granted to it.
+    /// Checks that every import of a loaded component is satisfied by what this host links (or,
+    /// for a component with links to others, by them) and that each capability it imports was
+    /// granted to it.
     pub fn check_imports(
         &self,
         what: &str,
         loaded: &LoadedComponent,
-        grants: &Grants,
+        access: &Access,
     ) -> Result<(), RuntimeError> {
-        self.instance_pre(what, loaded)?;
+        if access.linked.is_none() {
+            self.instance_pre(what, loaded)?;
+        }
+        let grants = &access.grants;
         let ty = loaded.code.component.component_type();
         let imports: Vec<String> = ty
             .imports(&self.engine)
@@ -270,17 +276,23 @@ impl Runtime {
         reuse: Option<weft_manifest::Reuse>,
         access: Access,
     ) -> Result<Arc<Workload>, RuntimeError> {
-        self.check_imports(what, loaded, &access.grants)?;
-        let pre = self.instance_pre(what, loaded)?;
-        let proxy = loaded
-            .code
-            .proxy_pre
-            .get_or_init(|| ProxyPre::new(pre).map_err(|e| format!("{e:#}")))
-            .clone()
-            .map_err(|reason| RuntimeError::NoHttpHandler {
-                what: what.into(),
-                reason,
-            })?;
+        self.check_imports(what, loaded, &access)?;
+        let proxy = match &access.linked {
+            // Linked to peers: its own linker, its own pre-instantiation.
+            Some(linked) => ProxyPre::new(linked.pre.clone()).map_err(|e| format!("{e:#}")),
+            None => {
+                let pre = self.instance_pre(what, loaded)?;
+                loaded
+                    .code
+                    .proxy_pre
+                    .get_or_init(|| ProxyPre::new(pre).map_err(|e| format!("{e:#}")))
+                    .clone()
+            }
+        }
+        .map_err(|reason| RuntimeError::NoHttpHandler {
+            what: what.into(),
+            reason,
+        })?;
         Ok(Arc::new(Workload::new(
             self.clone(),
             what.to_string(),
@@ -301,7 +313,7 @@ impl Runtime {
         limits: weft_manifest::Limits,
         access: Access,
     ) -> Result<Arc<MessageHandler>, RuntimeError> {
-        self.check_imports(what, loaded, &access.grants)?;
+        self.check_imports(what, loaded, &access)?;
         let pre = self.instance_pre(what, loaded)?;
         let handler = loaded
             .code

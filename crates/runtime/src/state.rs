@@ -24,6 +24,8 @@ pub struct InstanceState {
     hooks: OutgoingPolicy,
     capabilities: CapabilityCtx,
     pub(crate) limiter: MemoryLimiter,
+    /// Instances of linked components in this store, by the import name each serves.
+    pub(crate) peers: std::collections::HashMap<String, wasmtime::component::Instance>,
 }
 
 impl InstanceState {
@@ -43,6 +45,7 @@ impl InstanceState {
                 local: access.local.clone(),
             },
             capabilities: CapabilityCtx::new(access.grants.clone()),
+            peers: Default::default(),
             limiter: MemoryLimiter::new(max_memory),
         }
     }
@@ -83,6 +86,8 @@ pub struct Access {
     pub grants: Arc<Grants>,
     /// Components linked to this one, by the authority they answer on (`http://inner/`).
     pub local: Arc<BTreeMap<String, Arc<Workload>>>,
+    /// Components serving this one's imports in-process, when it has such links.
+    pub linked: Option<Arc<crate::links::Linked>>,
 }
 
 impl Access {
@@ -92,6 +97,7 @@ impl Access {
             outgoing: None,
             grants,
             local: Arc::default(),
+            linked: None,
         }
     }
 }

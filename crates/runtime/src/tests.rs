@@ -50,7 +50,7 @@ fn a_capability_import_without_a_link_is_refused() {
         wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance)))"#)
             .unwrap();
     let loaded = rt.load("kv-user", &bytes).unwrap();
-    let err = rt.check_imports("kv-user", &loaded, &none()).unwrap_err();
+    let err = rt.check_imports("kv-user", &loaded, &open()).unwrap_err();
     assert!(matches!(err, RuntimeError::NotGranted(_)), "{err}");
     let err = err.to_string();
     assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");

@@ -194,7 +194,16 @@ impl Workload {
             let run = async {
                 let (proxy, served) = match warm {
                     Some(warm) => warm,
-                    None => (workload.pre.instantiate_async(&mut store).await?, 0),
+                    None => {
+                        // Linked components first: the source's imports call into them.
+                        for peer in workload.access.linked.iter().flat_map(|l| &l.peers) {
+                            let instance = peer.pre.instantiate_async(&mut store).await?;
+                            for interface in &peer.interfaces {
+                                store.data_mut().peers.insert(interface.clone(), instance);
+                            }
+                        }
+                        (workload.pre.instantiate_async(&mut store).await?, 0)
+                    }
                 };
                 proxy
                     .wasi_http_incoming_handler()

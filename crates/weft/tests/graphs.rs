@@ -315,3 +315,43 @@ fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_rust_component_calls_a_python_component_through_a_custom_interface() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let manifest = std::fs::read_to_string(repo().join("examples/greet/app.yaml"))
+        .unwrap()
+        .replace("./build/greet.wasm", &g.greet.display().to_string())
+        .replace(
+            "../greeter-py/build/greeter-py.wasm",
+            &g.greeter_py.display().to_string(),
+        )
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", s.port));
+    let app = s.dir.path().join("greet.yaml");
+    std::fs::write(&app, manifest).unwrap();
+    host.deploy(&app);
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/greet?name=Ada%20Lovelace&tags=math,engines",
+        s.port
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "message: Hello, Ada Lovelace! (from Python)\nlength: 34\ntags: MATH,ENGINES\n"
+    );
+
+    // Without the link, the import has nothing to serve it and the deploy says which.
+    let unlinked = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace("version: v0.1.0", "version: v0.2.0")
+        .replace(
+            "namespace: weft\n            package: greet\n            interfaces: [greeter]",
+            "namespace: weft\n            package: greet\n            interfaces: [nothing]",
+        );
+    let file = s.dir.path().join("unlinked.yaml");
+    std::fs::write(&file, unlinked).unwrap();
+    let err = host.cli_err(&["app", "deploy", file.to_str().unwrap()]);
+    assert!(err.contains("weft:greet/nothing"), "{err}");
+}

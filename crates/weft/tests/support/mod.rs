@@ -28,14 +28,21 @@ pub struct Guests {
     pub blobs: PathBuf,
     pub messenger: PathBuf,
     pub harness: PathBuf,
+    pub greet: PathBuf,
+    pub greeter_py: PathBuf,
 }
 
 pub fn guests() -> &'static Guests {
     static GUESTS: OnceLock<Guests> = OnceLock::new();
     GUESTS.get_or_init(|| {
-        let build = |project: &str| -> PathBuf {
+        let build_with = |project: &str, args: &[&str]| -> PathBuf {
             let dir = repo().join("examples").join(project);
-            let out = Command::new(WEFT).arg("build").arg(&dir).output().unwrap();
+            let out = Command::new(WEFT)
+                .arg("build")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "weft build {project} failed:\n{}",
@@ -53,6 +60,7 @@ pub fn guests() -> &'static Guests {
             std::fs::copy(&built, &copy).unwrap();
             copy
         };
+        let build = |project: &str| build_with(project, &[]);
         Guests {
             hello: build("hello"),
             misbehave: build("misbehave"),
@@ -61,6 +69,8 @@ pub fn guests() -> &'static Guests {
             blobs: build("blobs"),
             messenger: build("messenger"),
             harness: build("harness"),
+            greet: build("greet"),
+            greeter_py: build_with("greeter-py", &["--world", "greeter-py"]),
             hello_py: build("hello-py"),
         }
     })

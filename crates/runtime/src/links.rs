@@ -1,0 +1,147 @@
+//! Component→component links for interfaces of an app's own (not WASI, not a capability): the
+//! source's import is served by the target's export, both instantiated in one `Store` per
+//! request, calls forwarded in-process with the component model's values. Strings, records,
+//! lists, variants and the like cross intact, whatever language each side is written in.
+
+use std::sync::Arc;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{InstancePre, Linker, Val};
+
+use crate::{InstanceState, LoadedComponent, Runtime, RuntimeError};
+
+/// A linked component to instantiate beside the source, and the interfaces it serves.
+#[derive(Clone)]
+pub struct Peer {
+    pub(crate) pre: InstancePre<InstanceState>,
+    /// Full import names (`acme:ledger/books@1.0.0`) this peer's instance answers.
+    pub(crate) interfaces: Vec<String>,
+}
+
+/// A source component linked to its peers: its own pre-instantiation and theirs.
+pub struct Linked {
+    pub(crate) pre: InstancePre<InstanceState>,
+    pub(crate) peers: Vec<Peer>,
+}
+
+/// A link's target as the runtime needs it.
+pub struct LinkTarget<'a> {
+    pub name: &'a str,
+    pub loaded: &'a LoadedComponent,
+    /// `namespace:package/interface`, without version.
+    pub interfaces: &'a [String],
+}
+
+/// Strips `@version` from an import or export name.
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(base, _)| base)
+}
+
+impl Runtime {
+    /// Links `source`'s imports of each target's interfaces to that target's exports.
+    pub fn link_components(
+        &self,
+        what: &str,
+        source: &LoadedComponent,
+        targets: &[LinkTarget<'_>],
+    ) -> Result<Arc<Linked>, RuntimeError> {
+        let fail = |reason: String| RuntimeError::Link {
+            what: what.into(),
+            reason,
+        };
+        let engine = self.engine();
+        let mut linker: Linker<InstanceState> = self.linker.clone();
+        let mut peers = Vec::new();
+        let source_type = source.code.component.component_type();
+        for target in targets {
+            let target_type = target.loaded.code.component.component_type();
+            let exports: Vec<String> = target_type
+                .exports(engine)
+                .map(|(name, _)| name.to_string())
+                .collect();
+            let mut served = Vec::new();
+            for interface in target.interfaces {
+                let import = source_type
+                    .imports(engine)
+                    .find(|(name, _)| unversioned(name) == interface.as_str());
+                let Some((import_name, ComponentItem::ComponentInstance(import_type))) =
+                    import.map(|(name, ext)| (name, ext.ty))
+                else {
+                    return Err(fail(format!(
+                        "the link names `{interface}`, which it does not import"
+                    )));
+                };
+                if !exports.iter().any(|e| e == import_name) {
+                    return Err(fail(format!(
+                        "it imports `{import_name}`, which `{}` does not export (it exports: {})",
+                        target.name,
+                        exports.join(", ")
+                    )));
+                }
+                let mut instance = linker
+                    .instance(import_name)
+                    .map_err(|e| fail(format!("{e:#}")))?;
+                for (func_name, item) in import_type.exports(engine) {
+                    match item.ty {
+                        ComponentItem::ComponentFunc(_) => {}
+                        // Records, variants and the like are types of values: they cross.
+                        ComponentItem::Type(_) => continue,
+                        _ => {
+                            return Err(fail(format!(
+                                "`{import_name}` exports `{func_name}`, a resource or nested item; \
+                                 component links carry functions of plain values so far"
+                            )))
+                        }
+                    }
+                    let interface = import_name.to_string();
+                    let function = func_name.to_string();
+                    instance
+                        .func_new_async(func_name, move |mut store, _ty, params, results| {
+                            let (interface, function) = (interface.clone(), function.clone());
+                            Box::new(async move {
+                                forward(&mut store, &interface, &function, params, results).await
+                            })
+                        })
+                        .map_err(|e| fail(format!("{e:#}")))?;
+                }
+                served.push(import_name.to_string());
+            }
+            let pre = self.instance_pre(target.name, target.loaded)?;
+            peers.push(Peer {
+                pre,
+                interfaces: served,
+            });
+        }
+        let pre = linker
+            .instantiate_pre(&source.code.component)
+            .map_err(|e| fail(format!("{e:#}")))?;
+        Ok(Arc::new(Linked { pre, peers }))
+    }
+}
+
+/// Calls `interface`'s `function` on the peer instance serving it in this store.
+async fn forward(
+    store: &mut wasmtime::StoreContextMut<'_, InstanceState>,
+    interface: &str,
+    function: &str,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let instance = *store
+        .data()
+        .peers
+        .get(interface)
+        .ok_or_else(|| wasmtime::format_err!("no linked instance serves `{interface}`"))?;
+    let interface_index = instance
+        .get_export_index(&mut *store, None, interface)
+        .ok_or_else(|| wasmtime::format_err!("the linked component lacks `{interface}`"))?;
+    let function_index = instance
+        .get_export_index(&mut *store, Some(&interface_index), function)
+        .ok_or_else(|| {
+            wasmtime::format_err!("the linked component lacks `{interface}#{function}`")
+        })?;
+    let func = instance
+        .get_func(&mut *store, function_index)
+        .ok_or_else(|| wasmtime::format_err!("`{interface}#{function}` is not a function"))?;
+    func.call_async(&mut *store, params, results).await
+}
