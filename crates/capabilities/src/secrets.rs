@@ -56,6 +56,9 @@ impl SecretValue {
 
 /// The host's encrypted secret store.
 pub struct SecretStore {
+    /// Values already read, so a secret checked on every request costs no disk read or
+    /// decryption; `put` and `delete` keep it in step.
+    cache: std::sync::RwLock<std::collections::HashMap<String, SecretValue>>,
     db: redb::Database,
     cipher: ChaCha20Poly1305,
     path: PathBuf,
@@ -74,6 +77,7 @@ impl SecretStore {
         let key = load_or_create_key(&key_path).map_err(&fail)?;
         let db = redb::Database::create(&path).map_err(|e| fail(e.to_string()))?;
         Ok(Arc::new(SecretStore {
+            cache: Default::default(),
             db,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             path,
@@ -119,11 +123,36 @@ impl SecretStore {
                 .insert(key, stored.as_slice())
                 .map_err(|e| self.fail(e))?;
         }
-        txn.commit().map_err(|e| self.fail(e))
+        txn.commit().map_err(|e| self.fail(e))?;
+        self.cache_lock().insert(key.to_string(), value.clone());
+        Ok(())
+    }
+
+    fn cache_lock(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, SecretValue>> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The value under `key` when it has been read before.
+    pub fn cached(&self, key: &str) -> Option<SecretValue> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        cache.get(key).cloned()
     }
 
     /// The value under `key`, if there is one.
     pub fn get(&self, key: &str) -> Result<Option<SecretValue>, SecretError> {
+        if let Some(value) = self.cached(key) {
+            return Ok(Some(value));
+        }
+        let value = self.read(key)?;
+        if let Some(value) = &value {
+            self.cache_lock().insert(key.to_string(), value.clone());
+        }
+        Ok(value)
+    }
+
+    fn read(&self, key: &str) -> Result<Option<SecretValue>, SecretError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = match txn.open_table(SECRETS) {
             Ok(table) => table,
@@ -183,6 +212,7 @@ impl SecretStore {
             existed
         };
         txn.commit().map_err(|e| self.fail(e))?;
+        self.cache_lock().remove(key);
         Ok(existed)
     }
 }
@@ -245,7 +275,10 @@ impl store::Host for CapabilityCtxView<'_> {
         let Some(source) = self.ctx.grants.secrets.get(&name).cloned() else {
             return Ok(Err(store::SecretsError::NotFound));
         };
-        let found = tokio::task::spawn_blocking(move || source.store.get(&source.key)).await?;
+        let found = match source.store.cached(&source.key) {
+            Some(value) => Ok(Some(value)),
+            None => tokio::task::spawn_blocking(move || source.store.get(&source.key)).await?,
+        };
         match found {
             Ok(Some(value)) => Ok(Ok(self.table.push(Secret { value })?)),
             Ok(None) => {
