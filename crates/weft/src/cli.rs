@@ -57,6 +57,21 @@ pub enum Command {
     /// Set, list and delete secrets granted to components (values are never printed)
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Join components into one, statically: the others' exports serve SOCKET's imports
+    Compose(ComposeArgs),
+}
+
+/// `weft compose`.
+#[derive(Debug, Args)]
+pub struct ComposeArgs {
+    /// The component whose imports are served (e.g. the one in front)
+    pub socket: PathBuf,
+    /// Components whose exports serve them
+    #[arg(required = true)]
+    pub plugs: Vec<PathBuf>,
+    /// Where to write the joined component
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 /// `weft secret …`.

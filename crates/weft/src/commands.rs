@@ -8,8 +8,8 @@ use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
-    AppCommand, BuildArgs, Cli, Command, DeployArgs, Global, SecretCommand, SecretKeyArgs,
-    SecretPutArgs, UpArgs,
+    AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, Global, SecretCommand,
+    SecretKeyArgs, SecretPutArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::App(command) => app(&global, command).await,
         Command::Secret(command) => secret(&global, command).await,
+        Command::Compose(args) => compose(args),
     }
 }
 
@@ -236,6 +237,38 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
             println!("undeployed {}", named.name);
         }
     }
+    Ok(())
+}
+
+fn compose(args: ComposeArgs) -> Result<()> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let socket = read(&args.socket)?;
+    let plugs = args.plugs.iter().map(read).collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = std::iter::once(&args.socket)
+        .chain(&args.plugs)
+        .map(|p| p.display().to_string())
+        .collect();
+    let parts: Vec<weft_compose::Part<'_>> = plugs
+        .iter()
+        .zip(&names[1..])
+        .map(|(bytes, name)| weft_compose::Part { name, bytes })
+        .collect();
+    let joined = weft_compose::compose(
+        &weft_compose::Part {
+            name: &names[0],
+            bytes: &socket,
+        },
+        &parts,
+    )?;
+    std::fs::write(&args.output, &joined)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "composed {} ({} KiB)",
+        args.output.display(),
+        joined.len() / 1024
+    );
     Ok(())
 }
 

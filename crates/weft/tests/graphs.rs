@@ -355,3 +355,52 @@ fn a_rust_component_calls_a_python_component_through_a_custom_interface() {
     let err = host.cli_err(&["app", "deploy", file.to_str().unwrap()]);
     assert!(err.contains("weft:greet/nothing"), "{err}");
 }
+
+#[test]
+fn a_composed_component_behaves_like_the_linked_pair() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let joined = s.dir.path().join("joined.wasm");
+    let out = host.cli_ok(&[
+        "compose",
+        g.greet.to_str().unwrap(),
+        g.greeter_py.to_str().unwrap(),
+        "-o",
+        joined.to_str().unwrap(),
+    ]);
+    assert!(out.contains("composed"), "{out}");
+    // Deployed as one plain component, with no link at all.
+    let app = s.manifest(
+        "joined",
+        "v1",
+        &[Route {
+            component: "joined",
+            image: &joined,
+            port: s.port,
+            path: "/greet",
+            properties: "",
+            outgoing: None,
+        }],
+    );
+    host.deploy(&app);
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/greet?name=Ada%20Lovelace&tags=math,engines",
+        s.port
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "message: Hello, Ada Lovelace! (from Python)\nlength: 34\ntags: MATH,ENGINES\n"
+    );
+
+    // The HTTP harness calls its inner through a host bridge: composing it is refused, saying why.
+    let err = host.cli_err(&[
+        "compose",
+        g.harness.to_str().unwrap(),
+        g.hello.to_str().unwrap(),
+        "-o",
+        s.dir.path().join("no.wasm").to_str().unwrap(),
+    ]);
+    assert!(err.contains("only a host can bridge"), "{err}");
+}
