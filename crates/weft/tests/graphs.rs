@@ -404,3 +404,29 @@ fn a_composed_component_behaves_like_the_linked_pair() {
     ]);
     assert!(err.contains("only a host can bridge"), "{err}");
 }
+
+#[test]
+fn a_restarted_host_brings_back_the_platform_before_the_apps_that_use_it() {
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    put_secret(&host, "platform-token", "again");
+    // Deployed in an order that sorts the dependents first by name, to show order is by use.
+    host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
+    for name in ["a-first", "b-second"] {
+        host.deploy(&dependent_app(s.dir.path(), name, s.port));
+    }
+    host.stop();
+    host.restart(&[]);
+    for name in ["a-first", "b-second"] {
+        let response = http()
+            .get(format!("http://127.0.0.1:{}/{name}/", s.port))
+            .bearer_auth("again")
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{name}:\n{}", host.log());
+        assert_eq!(response.headers()["x-harness-version"], "1.0.0");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["app", "status", "a-first", "--json"])).unwrap();
+    assert_eq!(status["uses"]["platform"], "v1");
+}
