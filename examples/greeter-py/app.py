@@ -1,6 +1,6 @@
 """The greeter: exports weft:greet/greeter, called in-process by another component.
 
-Build with `weft build examples/greeter-py --world greeter-py`.
+`weft build examples/greeter-py` picks the world named like the project, `greeter-py`.
 """
 
 from typing import List

@@ -355,13 +355,35 @@ fn build_python(dir: &Path, options: &BuildOptions) -> Result<(PathBuf, &'static
         .arg("-d")
         .arg(&wit_dir)
         .arg("-w")
-        .arg(options.world.as_deref().unwrap_or(DEFAULT_PYTHON_WORLD))
+        .arg(
+            options
+                .world
+                .clone()
+                .or_else(|| own_world(&wit_dir, &name))
+                .as_deref()
+                .unwrap_or(DEFAULT_PYTHON_WORLD),
+        )
         .arg("componentize")
         .arg("app")
         .arg("-o")
         .arg(&out);
     run(command, dir)?;
     Ok((out, "componentize-py"))
+}
+
+/// The world a project with its own WIT builds by default: the one named like the project.
+fn own_world(wit_dir: &Path, project: &str) -> Option<String> {
+    let declares = |text: &str| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("world {project} ")))
+    };
+    let entries = std::fs::read_dir(wit_dir).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wit"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|text| declares(&text))
+        .then(|| project.to_string())
 }
 
 #[cfg(test)]

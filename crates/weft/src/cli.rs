@@ -140,9 +140,10 @@ pub struct BuildArgs {
     /// The project directory
     #[arg(value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
-    /// WIT world of a Python project
-    #[arg(long, default_value = weft_build::DEFAULT_PYTHON_WORLD)]
-    pub world: String,
+    /// WIT world of a Python project [default: the world named like the project in its own
+    /// wit/, else wasi:http/proxy]
+    #[arg(long)]
+    pub world: Option<String>,
 }
 
 /// `weft app …`.

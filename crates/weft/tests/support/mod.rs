@@ -70,7 +70,7 @@ pub fn guests() -> &'static Guests {
             messenger: build("messenger"),
             harness: build("harness"),
             greet: build("greet"),
-            greeter_py: build_with("greeter-py", &["--world", "greeter-py"]),
+            greeter_py: build("greeter-py"),
             hello_py: build("hello-py"),
         }
     })
