@@ -163,9 +163,7 @@ async fn shutdown_signal() {
 }
 
 async fn build(args: BuildArgs) -> Result<()> {
-    let options = weft_build::BuildOptions {
-        world: args.world,
-    };
+    let options = weft_build::BuildOptions { world: args.world };
     let dir = args.dir.clone();
     let built = tokio::task::spawn_blocking(move || weft_build::build(&dir, &options))
         .await?
