@@ -430,3 +430,40 @@ fn a_restarted_host_brings_back_the_platform_before_the_apps_that_use_it() {
         serde_json::from_str(&host.cli_ok(&["app", "status", "a-first", "--json"])).unwrap();
     assert_eq!(status["uses"]["platform"], "v1");
 }
+
+#[test]
+fn an_app_that_cannot_re_link_stays_on_the_harness_it_runs_and_is_reported() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    put_secret(&host, "platform-token", "stay");
+    host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
+    host.deploy(&dependent_app(s.dir.path(), "keeps", s.port));
+    // v2 of the platform no longer has a component named `harness`.
+    let renamed = std::fs::read_to_string(platform_app(s.dir.path(), "v2", &guests().harness))
+        .unwrap()
+        .replace("- name: harness", "- name: gatekeeper");
+    let file = s.dir.path().join("platform-renamed.yaml");
+    std::fs::write(&file, renamed).unwrap();
+    let outcome = host.deploy(&file);
+    assert_eq!(outcome["relinked"], 0, "{outcome}");
+    let failures = outcome["relink_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{outcome}");
+    assert!(failures[0].as_str().unwrap().contains("keeps"), "{outcome}");
+
+    // The app keeps serving through the harness it had, and its status says why.
+    let response = http()
+        .get(format!("http://127.0.0.1:{}/keeps/", s.port))
+        .bearer_auth("stay")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["x-harness-version"], "1.0.0");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["app", "status", "keeps", "--json"])).unwrap();
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("still on the previous `platform`"),
+        "{status}"
+    );
+    assert!(reason.contains("no such component"), "{status}");
+}
