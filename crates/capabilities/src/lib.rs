@@ -114,37 +114,40 @@ impl Grants {
         imports: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), CapabilityError> {
         for import in imports {
-            let kind = if import.starts_with("wasi:keyvalue/") {
-                (!self.keyvalue.is_empty())
-                    .then_some(())
-                    .ok_or(CapabilityKind::KeyValue)
-            } else if import.starts_with("wasi:blobstore/") {
-                (!self.blobstore.is_empty())
-                    .then_some(())
-                    .ok_or(CapabilityKind::Blobstore)
-            } else if import.starts_with("wasmcloud:messaging/") {
-                (!self.messaging.is_empty())
-                    .then_some(())
-                    .ok_or(CapabilityKind::Messaging)
-            } else if import.starts_with("wasmcloud:secrets/") {
-                if self.secrets.is_empty() {
-                    return Err(CapabilityError::NoSecrets {
-                        what: what.into(),
-                        import: import.into(),
-                    });
-                }
-                Ok(())
-            } else {
-                Ok(())
-            };
-            if let Err(kind) = kind {
+            let needs = [
+                (
+                    "wasi:keyvalue/",
+                    CapabilityKind::KeyValue,
+                    self.keyvalue.is_empty(),
+                ),
+                (
+                    "wasi:blobstore/",
+                    CapabilityKind::Blobstore,
+                    self.blobstore.is_empty(),
+                ),
+                (
+                    "wasmcloud:messaging/",
+                    CapabilityKind::Messaging,
+                    self.messaging.is_empty(),
+                ),
+            ];
+            if let Some((_, kind, _)) = needs
+                .iter()
+                .find(|(prefix, _, missing)| *missing && import.starts_with(prefix))
+            {
                 let (namespace, package, _) = kind.package();
                 return Err(CapabilityError::NotGranted {
                     what: what.into(),
                     import: import.into(),
-                    kind,
+                    kind: *kind,
                     namespace,
                     package,
+                });
+            }
+            if import.starts_with("wasmcloud:secrets/") && self.secrets.is_empty() {
+                return Err(CapabilityError::NoSecrets {
+                    what: what.into(),
+                    import: import.into(),
                 });
             }
         }
@@ -251,6 +254,18 @@ impl Backends {
     }
 }
 
+/// A grant resolved to the identity of its backend and how to create it when it is new.
+pub(crate) type Opener<B> = (String, Box<dyn FnOnce() -> Result<Arc<B>, String>>);
+
+/// A grant's config value for `key`, or `default`.
+pub(crate) fn setting(grant: &Grant, key: &str, default: &str) -> String {
+    grant
+        .settings
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// Where a backend lives: the app that declared it and the host's state directory.
 pub struct Placement<'a> {
     pub app: &'a str,
@@ -263,10 +278,7 @@ fn shared<B: ?Sized>(
     map: &std::sync::Mutex<HashMap<String, Arc<B>>>,
     at: &Placement<'_>,
     grant: &Grant,
-    open: impl Fn(
-        &Placement<'_>,
-        &Grant,
-    ) -> Result<(String, Box<dyn FnOnce() -> Result<Arc<B>, String>>), String>,
+    open: impl Fn(&Placement<'_>, &Grant) -> Result<Opener<B>, String>,
 ) -> Result<Arc<B>, String> {
     let (identity, create) = open(at, grant)?;
     let mut map = map.lock().unwrap_or_else(|e| e.into_inner());

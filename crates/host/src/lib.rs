@@ -202,13 +202,8 @@ fn linked_first(components: &[weft_manifest::Component]) -> Vec<&weft_manifest::
         if ordered.iter().any(|c| c.name == component.name) {
             return;
         }
-        let targets = component
-            .http_links
-            .iter()
-            .map(|l| &l.target)
-            .chain(component.component_links.iter().map(|l| &l.target));
-        for name in targets {
-            if let Some(target) = all.iter().find(|c| &c.name == name) {
+        for name in component.link_targets() {
+            if let Some(target) = all.iter().find(|c| c.name == name) {
                 visit(target, all, ordered);
             }
         }
@@ -520,13 +515,7 @@ impl Host {
             } else {
                 self.runtime.check_imports(&what, &loaded, &access)?;
             }
-            loaded_by_name.insert(
-                component.name.clone(),
-                LoadedComponent {
-                    code: loaded.code.clone(),
-                    compiled: false,
-                },
-            );
+            loaded_by_name.insert(component.name.clone(), loaded.clone());
             for subscription in app
                 .subscriptions
                 .iter()

@@ -106,6 +106,16 @@ pub struct SharedRef {
     pub component: String,
 }
 
+impl Component {
+    /// The components this one links to (over HTTP or an interface of the app's own).
+    pub fn link_targets(&self) -> impl Iterator<Item = &str> {
+        self.http_links
+            .iter()
+            .map(|l| l.target.as_str())
+            .chain(self.component_links.iter().map(|l| l.target.as_str()))
+    }
+}
+
 /// A component→component link for `wasi:http/incoming-handler`: the source's outgoing requests
 /// to `http://{authority}/…` are served in-process by `target`, without touching the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -860,13 +870,7 @@ fn check_http_link_cycles(
         components
             .iter()
             .find(|c| c.name == name)
-            .map(|c| {
-                c.http_links
-                    .iter()
-                    .map(|l| l.target.as_str())
-                    .chain(c.component_links.iter().map(|l| l.target.as_str()))
-                    .collect()
-            })
+            .map(|c| c.link_targets().collect())
             .unwrap_or_default()
     };
     for start in components {
@@ -1082,49 +1086,21 @@ fn capability(
         );
         match kind {
             CapabilityKind::HttpServer => {
-                if kinds.get(link.target.as_str()) != Some(&"component") {
-                    return Err(v.err(
-                        format!("{field}.properties.target"),
-                        format!(
-                            "`{}` is not a component; HTTP routes lead to components",
-                            link.target
-                        ),
-                    ));
-                }
-                let is_handler = link.namespace == "wasi"
-                    && link.package == "http"
-                    && link.interfaces.iter().all(|i| i == "incoming-handler");
-                if !is_handler {
-                    return Err(v.err(
-                        field,
-                        format!(
-                            "an http-server link serves `wasi:http/incoming-handler`, not `{interface}`"
-                        ),
-                    ));
-                }
+                let delivery = Delivery {
+                    export: ("wasi", "http", "incoming-handler"),
+                    not_a_component: "HTTP routes lead to components",
+                    link_kind: "an http-server link serves",
+                };
+                delivery.check(v, &field, &link, kinds, &interface)?;
                 routes.push(http_route(v, &field, &link)?);
             }
             CapabilityKind::Messaging => {
-                if kinds.get(link.target.as_str()) != Some(&"component") {
-                    return Err(v.err(
-                        format!("{field}.properties.target"),
-                        format!(
-                            "`{}` is not a component; messages are delivered to components",
-                            link.target
-                        ),
-                    ));
-                }
-                let is_handler = link.namespace == "wasmcloud"
-                    && link.package == "messaging"
-                    && link.interfaces.iter().all(|i| i == "handler");
-                if !is_handler {
-                    return Err(v.err(
-                        field,
-                        format!(
-                            "a messaging link to a component delivers to `wasmcloud:messaging/handler`, not `{interface}`"
-                        ),
-                    ));
-                }
+                let delivery = Delivery {
+                    export: ("wasmcloud", "messaging", "handler"),
+                    not_a_component: "messages are delivered to components",
+                    link_kind: "a messaging link to a component delivers to",
+                };
+                delivery.check(v, &field, &link, kinds, &interface)?;
                 let settings = settings(
                     v,
                     &field,
@@ -1174,6 +1150,48 @@ fn capability(
         }
     }
     Ok((capability, routes, subscriptions))
+}
+
+/// What a link from a capability to a component must lead to: a component exporting `export`.
+struct Delivery {
+    export: (&'static str, &'static str, &'static str),
+    not_a_component: &'static str,
+    link_kind: &'static str,
+}
+
+impl Delivery {
+    fn check(
+        &self,
+        v: &Validator<'_>,
+        field: &str,
+        link: &Link,
+        kinds: &BTreeMap<&str, &str>,
+        interface: &str,
+    ) -> Result<(), ManifestError> {
+        if kinds.get(link.target.as_str()) != Some(&"component") {
+            return Err(v.err(
+                format!("{field}.properties.target"),
+                format!(
+                    "`{}` is not a component; {}",
+                    link.target, self.not_a_component
+                ),
+            ));
+        }
+        let (namespace, package, export) = self.export;
+        let fits = link.namespace == namespace
+            && link.package == package
+            && link.interfaces.iter().all(|i| i == export);
+        if !fits {
+            return Err(v.err(
+                field,
+                format!(
+                    "{} `{namespace}:{package}/{export}`, not `{interface}`",
+                    self.link_kind
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A NATS-style subject: non-empty dot-separated tokens without spaces; `>` only last.

@@ -79,6 +79,7 @@ impl Code {
 }
 
 /// A compiled component and whether this load had to compile it.
+#[derive(Clone)]
 pub struct LoadedComponent {
     pub code: Arc<Code>,
     pub compiled: bool,

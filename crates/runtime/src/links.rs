@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{InstancePre, Linker, Val};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, Val};
 
 use crate::{InstanceState, LoadedComponent, Runtime, RuntimeError};
 
@@ -71,13 +71,15 @@ impl Runtime {
                         "the link names `{interface}`, which it does not import"
                     )));
                 };
-                if !exports.iter().any(|e| e == import_name) {
+                let target_component = &target.loaded.code.component;
+                let interface_index = target_component.get_export_index(None, import_name);
+                let Some(interface_index) = interface_index else {
                     return Err(fail(format!(
                         "it imports `{import_name}`, which `{}` does not export (it exports: {})",
                         target.name,
                         exports.join(", ")
                     )));
-                }
+                };
                 let mut instance = linker
                     .instance(import_name)
                     .map_err(|e| fail(format!("{e:#}")))?;
@@ -93,11 +95,19 @@ impl Runtime {
                             )))
                         }
                     }
+                    // Resolved once here, so a call costs a map lookup, not a name search.
+                    let function = target_component
+                        .get_export_index(Some(&interface_index), func_name)
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "`{}` exports `{import_name}` without `{func_name}`",
+                                target.name
+                            ))
+                        })?;
                     let interface = import_name.to_string();
-                    let function = func_name.to_string();
                     instance
                         .func_new_async(func_name, move |mut store, _ty, params, results| {
-                            let (interface, function) = (interface.clone(), function.clone());
+                            let (interface, function) = (interface.clone(), function);
                             Box::new(async move {
                                 forward(&mut store, &interface, &function, params, results).await
                             })
@@ -119,11 +129,11 @@ impl Runtime {
     }
 }
 
-/// Calls `interface`'s `function` on the peer instance serving it in this store.
+/// Calls `function` of the peer instance serving `interface` in this store.
 async fn forward(
     store: &mut wasmtime::StoreContextMut<'_, InstanceState>,
     interface: &str,
-    function: &str,
+    function: &ComponentExportIndex,
     params: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
@@ -132,16 +142,8 @@ async fn forward(
         .peers
         .get(interface)
         .ok_or_else(|| wasmtime::format_err!("no linked instance serves `{interface}`"))?;
-    let interface_index = instance
-        .get_export_index(&mut *store, None, interface)
-        .ok_or_else(|| wasmtime::format_err!("the linked component lacks `{interface}`"))?;
-    let function_index = instance
-        .get_export_index(&mut *store, Some(&interface_index), function)
-        .ok_or_else(|| {
-            wasmtime::format_err!("the linked component lacks `{interface}#{function}`")
-        })?;
     let func = instance
-        .get_func(&mut *store, function_index)
-        .ok_or_else(|| wasmtime::format_err!("`{interface}#{function}` is not a function"))?;
+        .get_func(&mut *store, function)
+        .ok_or_else(|| wasmtime::format_err!("a function of `{interface}` is missing"))?;
     func.call_async(&mut *store, params, results).await
 }

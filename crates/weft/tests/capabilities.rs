@@ -39,22 +39,10 @@ spec:
       properties:
         image: weft:keyvalue
         config: [{{ name: kv, properties: {{ backend: {backend}{url} }} }}]
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: counter }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
-"#
+{http}"#,
+        http = http_server("counter", port, path),
     );
-    let file = dir.join(format!("{app}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
+    write_yaml(dir, app, &yaml)
 }
 
 fn post(url: &str, body: &str) -> (u16, String) {
@@ -183,11 +171,7 @@ fn a_lost_redis_fails_only_store_calls_and_the_store_recovers_without_a_restart(
         "redis",
         Some(&redis.url()),
     ));
-    host.deploy(&s.manifest(
-        "hello",
-        "v1",
-        &[route_to("hello", &g.hello, s.port, "/hello")],
-    ));
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, s.port, "/hello")]));
     let counter = format!("http://127.0.0.1:{}/counter/n", s.port);
     let hello = format!("http://127.0.0.1:{}/hello", s.port);
     assert_eq!(post(&counter, "").0, 200);
@@ -225,18 +209,6 @@ fn a_lost_redis_fails_only_store_calls_and_the_store_recovers_without_a_restart(
     }
 }
 
-/// A route to `component` with no extra properties.
-fn route_to<'a>(component: &'a str, image: &'a Path, port: u16, path: &'a str) -> Route<'a> {
-    Route {
-        component,
-        image,
-        port,
-        path,
-        properties: "",
-        outgoing: None,
-    }
-}
-
 #[test]
 fn an_unlinked_capability_import_fails_the_deploy_naming_it() {
     let g = guests();
@@ -245,7 +217,7 @@ fn an_unlinked_capability_import_fails_the_deploy_naming_it() {
     let app = s.manifest(
         "unlinked",
         "v1",
-        &[route_to("counter", &g.counter, s.port, "/counter")],
+        &[route("counter", &g.counter, s.port, "/counter")],
     );
     let err = host.cli_err(&["app", "deploy", app.to_str().unwrap()]);
     assert!(err.contains("wasi:keyvalue/"), "{err}");
@@ -300,27 +272,7 @@ fn a_secret_reaches_only_the_component_granted_it_and_never_any_output() {
     host.deploy(&app);
 
     let value = "s3cr3t-value-for-a";
-    let mut put = std::process::Command::new(WEFT)
-        .arg("--state-dir")
-        .arg(host.state.path())
-        .args(["secret", "put", "a-token"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    put.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    let out = put.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut cli_output = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut cli_output = put_secret(&host, "a-token", &format!("{value}\n"));
 
     let check = |path: &str, token: &str| {
         http()
@@ -377,22 +329,10 @@ spec:
       properties:
         image: weft:blobstore
         config: [{{ name: store, properties: {{ backend: {backend} }} }}]
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: blobs }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
-"#
+{http}"#,
+        http = http_server("blobs", port, path),
     );
-    let file = dir.join(format!("{app}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
+    write_yaml(dir, app, &yaml)
 }
 
 #[test]
@@ -492,22 +432,10 @@ spec:
             package: messaging
             interfaces: [handler]
             source: {{ config: [{{ name: s, properties: {{ subscriptions: "{app}.*" }} }}] }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: messenger }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /{app} }} }}] }}
-"#
+{http}"#,
+        http = http_server("messenger", port, &format!("/{app}")),
     );
-    let file = dir.join(format!("{app}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
+    write_yaml(dir, app, &yaml)
 }
 
 /// Sends a NATS core request the plain way (the text protocol over TCP) and returns the reply.

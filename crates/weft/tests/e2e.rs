@@ -7,23 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{get, guests, http, Host, Route, Scene};
-
-fn route<'a>(
-    component: &'a str,
-    image: &'a std::path::Path,
-    port: u16,
-    path: &'a str,
-) -> Route<'a> {
-    Route {
-        component,
-        image,
-        port,
-        path,
-        properties: "",
-        outgoing: None,
-    }
-}
+use support::{get, guests, http, route, Host, Route, Scene};
 
 #[test]
 fn rust_and_python_apps_served_through_the_cli() {

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use support::*;
@@ -29,57 +28,10 @@ spec:
     - name: app
       type: component
       properties: {{ image: {inner} }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: harness }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /{app} }} }}] }}
-"#
+{http}"#,
+        http = http_server("harness", port, &format!("/{app}")),
     );
-    let file = dir.join(format!("{app}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
-}
-
-fn put_secret(host: &Host, key: &str, value: &str) {
-    let put = std::process::Command::new(WEFT)
-        .arg("--state-dir")
-        .arg(host.state.path())
-        .args(["secret", "put", key])
-        .stdin(std::process::Stdio::piped())
-        .output_with_stdin(value);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-}
-
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &str) -> std::process::Output;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &str) -> std::process::Output {
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
+    write_yaml(dir, app, &yaml)
 }
 
 #[test]
@@ -87,7 +39,7 @@ fn the_python_app_behind_the_rust_harness() {
     let g = guests();
     let host = Host::start(&[]);
     let s = Scene::new();
-    put_secret(&host, "platform-token", "let-me-in");
+    let _ = put_secret(&host, "platform-token", "let-me-in");
     host.deploy(&guarded_app(s.dir.path(), "guarded", s.port, &g.hello_py));
     let url = format!("http://127.0.0.1:{}/guarded/page", s.port);
 
@@ -116,7 +68,7 @@ fn bodies_stream_through_the_harness_both_ways() {
     let g = guests();
     let host = Host::start(&[]);
     let s = Scene::new();
-    put_secret(&host, "platform-token", "t");
+    let _ = put_secret(&host, "platform-token", "t");
     host.deploy(&guarded_app(s.dir.path(), "echo", s.port, &g.hello));
     let body: Vec<u8> = (0..2 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let response = http()
@@ -144,18 +96,7 @@ fn a_component_link_is_not_a_way_out() {
     let g = guests();
     let host = Host::start(&[]);
     let s = Scene::new();
-    let app = s.manifest(
-        "fetch",
-        "v1",
-        &[Route {
-            component: "fetch",
-            image: &g.fetch,
-            port: s.port,
-            path: "/fetch",
-            properties: "",
-            outgoing: None,
-        }],
-    );
+    let app = s.manifest("fetch", "v1", &[route("fetch", &g.fetch, s.port, "/fetch")]);
     host.deploy(&app);
     let (status, body) = get(&format!("http://127.0.0.1:{}/fetch?http://inner/", s.port));
     assert_eq!(status, 502, "{body}");
@@ -200,23 +141,11 @@ spec:
     - name: hello
       type: component
       properties: {{ image: {} }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: harness }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /{app} }} }}] }}
-"#,
-        guests().hello.display()
+{http}"#,
+        guests().hello.display(),
+        http = http_server("harness", port, &format!("/{app}")),
     );
-    let file = dir.join(format!("{app}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
+    write_yaml(dir, app, &yaml)
 }
 
 #[test]
@@ -225,7 +154,7 @@ fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
     let v2 = harness_build("2.0.0");
     let host = Host::start(&[]);
     let s = Scene::new();
-    put_secret(&host, "platform-token", "fleet");
+    let _ = put_secret(&host, "platform-token", "fleet");
     host.deploy(&platform_app(s.dir.path(), "v1", &v1));
     const APPS: usize = 200;
     for i in 0..APPS {
@@ -374,14 +303,7 @@ fn a_composed_component_behaves_like_the_linked_pair() {
     let app = s.manifest(
         "joined",
         "v1",
-        &[Route {
-            component: "joined",
-            image: &joined,
-            port: s.port,
-            path: "/greet",
-            properties: "",
-            outgoing: None,
-        }],
+        &[route("joined", &joined, s.port, "/greet")],
     );
     host.deploy(&app);
     let (status, body) = get(&format!(
@@ -409,7 +331,7 @@ fn a_composed_component_behaves_like_the_linked_pair() {
 fn a_restarted_host_brings_back_the_platform_before_the_apps_that_use_it() {
     let mut host = Host::start(&[]);
     let s = Scene::new();
-    put_secret(&host, "platform-token", "again");
+    let _ = put_secret(&host, "platform-token", "again");
     // Deployed in an order that sorts the dependents first by name, to show order is by use.
     host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
     for name in ["a-first", "b-second"] {
@@ -435,7 +357,7 @@ fn a_restarted_host_brings_back_the_platform_before_the_apps_that_use_it() {
 fn an_app_that_cannot_re_link_stays_on_the_harness_it_runs_and_is_reported() {
     let host = Host::start(&[]);
     let s = Scene::new();
-    put_secret(&host, "platform-token", "stay");
+    let _ = put_secret(&host, "platform-token", "stay");
     host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
     host.deploy(&dependent_app(s.dir.path(), "keeps", s.port));
     // v2 of the platform no longer has a component named `harness`.

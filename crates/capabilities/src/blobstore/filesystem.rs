@@ -9,7 +9,7 @@ use bytes::Bytes;
 use weft_manifest::Grant;
 
 use super::{slice, BlobError, BlobStore, Stat};
-use crate::keyvalue::Opener;
+use crate::Opener;
 use crate::Placement;
 
 struct Filesystem {

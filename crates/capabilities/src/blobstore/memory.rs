@@ -7,7 +7,7 @@ use bytes::Bytes;
 use weft_manifest::Grant;
 
 use super::{now, slice, BlobError, BlobStore, Stat};
-use crate::keyvalue::Opener;
+use crate::Opener;
 use crate::Placement;
 
 struct Object {

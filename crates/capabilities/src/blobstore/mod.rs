@@ -68,7 +68,7 @@ pub trait BlobStore: Send + Sync + 'static {
 pub(crate) fn open(
     at: &Placement<'_>,
     grant: &Grant,
-) -> Result<crate::keyvalue::Opener<dyn BlobStore>, String> {
+) -> Result<crate::Opener<dyn BlobStore>, String> {
     match grant.backend.as_str() {
         "memory" => Ok(memory::open(at, grant)),
         "filesystem" => Ok(filesystem::open(at, grant)),

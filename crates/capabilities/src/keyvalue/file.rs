@@ -7,7 +7,9 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use weft_manifest::Grant;
 
-use super::{add, counter_value, page, KeyValueStore, KvError, Opener};
+use crate::Opener;
+
+use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
 
 struct File {

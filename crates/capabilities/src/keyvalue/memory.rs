@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use weft_manifest::Grant;
 
-use super::{add, counter_value, page, KeyValueStore, KvError, Opener};
+use crate::Opener;
+
+use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
 
 #[derive(Default)]

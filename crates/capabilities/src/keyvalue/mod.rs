@@ -13,7 +13,7 @@ use wasmtime::component::Resource;
 use weft_manifest::Grant;
 
 use crate::bindings::keyvalue::{atomics, batch, store};
-use crate::{CapabilityCtxView, Placement};
+use crate::{CapabilityCtxView, Opener, Placement};
 
 /// A failure of a backend, shown to the guest as `error::other`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,9 +110,6 @@ pub(crate) fn page(keys: Vec<String>, cursor: Option<u64>) -> (Vec<String>, Opti
         .collect();
     (page, next)
 }
-
-/// Resolves a grant to the identity of its backend and how to create it.
-pub(crate) type Opener<B> = (String, Box<dyn FnOnce() -> Result<Arc<B>, String>>);
 
 /// Picks the backend a key-value grant names.
 pub(crate) fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {

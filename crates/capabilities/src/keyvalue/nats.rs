@@ -13,7 +13,9 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, OnceCell};
 use weft_manifest::Grant;
 
-use super::{add, counter_value, page, KeyValueStore, KvError, Opener};
+use crate::{setting, Opener};
+
+use super::{add, counter_value, page, KeyValueStore, KvError};
 
 /// Where NATS is when the manifest does not say.
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -35,16 +37,8 @@ struct Nats {
 }
 
 pub(super) fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    let url = grant
-        .settings
-        .get("url")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let default_bucket = grant
-        .settings
-        .get("bucket")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_BUCKET.to_string());
+    let url = setting(grant, "url", DEFAULT_URL);
+    let default_bucket = setting(grant, "bucket", DEFAULT_BUCKET);
     check_bucket(&default_bucket)?;
     Ok((
         format!("nats:{url}#{default_bucket}"),

@@ -9,7 +9,9 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 use weft_manifest::Grant;
 
-use super::{KeyValueStore, KvError, Opener, LIST_PAGE};
+use crate::{setting, Opener};
+
+use super::{KeyValueStore, KvError, LIST_PAGE};
 
 /// Where Redis is when the manifest does not say.
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -23,11 +25,7 @@ struct Redis {
 }
 
 pub(super) fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    let url = grant
-        .settings
-        .get("url")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let url = setting(grant, "url", DEFAULT_URL);
     let client = redis::Client::open(url.as_str())
         .map_err(|e| format!("`{url}` is not a Redis URL ({e}); use redis://HOST:PORT"))?;
     Ok((

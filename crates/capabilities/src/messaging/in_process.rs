@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use weft_manifest::Grant;
 
 use super::{subject_matches, Broker, Message, SUBSCRIPTION_BUFFER};
-use crate::keyvalue::Opener;
+use crate::Opener;
 use crate::Placement;
 
 #[derive(Default)]

@@ -47,10 +47,7 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Picks the broker a messaging grant names.
-pub(crate) fn open(
-    at: &Placement<'_>,
-    grant: &Grant,
-) -> Result<crate::keyvalue::Opener<dyn Broker>, String> {
+pub(crate) fn open(at: &Placement<'_>, grant: &Grant) -> Result<crate::Opener<dyn Broker>, String> {
     match grant.backend.as_str() {
         "in-process" => Ok(in_process::open(at, grant)),
         "nats" => nats::open(grant),

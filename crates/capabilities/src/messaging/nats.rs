@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
 use super::{Broker, Message, SUBSCRIPTION_BUFFER};
-use crate::keyvalue::Opener;
+use crate::{setting, Opener};
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -21,11 +21,7 @@ struct Nats {
 }
 
 pub(super) fn open(grant: &Grant) -> Result<Opener<dyn Broker>, String> {
-    let url = grant
-        .settings
-        .get("url")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let url = setting(grant, "url", DEFAULT_URL);
     Ok((
         format!("nats:{url}"),
         Box::new(move || {

@@ -446,3 +446,67 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// The http-server node of a manifest, routing `path` on `port` to `target`.
+pub fn http_server(target: &str, port: u16, path: &str) -> String {
+    format!(
+        r#"    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: {target} }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
+"#
+    )
+}
+
+/// Writes `yaml` as `<name>.yaml` in `dir`.
+pub fn write_yaml(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// A route to `component` with no extra properties.
+pub fn route<'a>(component: &'a str, image: &'a Path, port: u16, path: &'a str) -> Route<'a> {
+    Route {
+        component,
+        image,
+        port,
+        path,
+        properties: "",
+        outgoing: None,
+    }
+}
+
+/// Sets a secret through the CLI, the value on standard input; returns what the CLI printed.
+pub fn put_secret(host: &Host, key: &str, value: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(WEFT)
+        .arg("--state-dir")
+        .arg(host.state.path())
+        .args(["secret", "put", key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
