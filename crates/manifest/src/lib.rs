@@ -42,6 +42,41 @@ pub enum ManifestError {
 }
 
 impl App {
+    /// How the app is placed in a lattice. An app is placed as one unit (its links stay
+    /// in-process calls), so its components' scalers must agree on kind and spread rules; the
+    /// app's instances are the largest any of them asks for. No scaler: spread evenly over every
+    /// host.
+    pub fn scaler(&self) -> Result<Scaler, String> {
+        let mut scalers = self
+            .components
+            .iter()
+            .filter_map(|c| c.scaler.as_ref().map(|s| (c.name.as_str(), s)));
+        let Some((first_name, first)) = scalers.next() else {
+            return Ok(Scaler {
+                kind: ScalerKind::Spread,
+                instances: self
+                    .components
+                    .iter()
+                    .map(|c| c.limits.max_instances)
+                    .max()
+                    .unwrap_or(DEFAULT_MAX_INSTANCES),
+                spread: Vec::new(),
+            });
+        };
+        let mut scaler = first.clone();
+        for (name, other) in scalers {
+            if other.kind != first.kind || other.spread != first.spread {
+                return Err(format!(
+                    "components `{first_name}` and `{name}` ask for different placements; an app \
+                     is placed as one unit in a lattice, so give them the same scaler kind and \
+                     spread rules"
+                ));
+            }
+            scaler.instances = scaler.instances.max(other.instances);
+        }
+        Ok(scaler)
+    }
+
     /// The apps whose components this app uses by reference.
     pub fn uses(&self) -> BTreeSet<String> {
         self.components
@@ -89,6 +124,55 @@ pub struct Component {
     /// Set when the component is another app's, shared: its image, limits, secrets and config
     /// come from that app; this app adds only links. `image` is empty then.
     pub shared: Option<SharedRef>,
+    /// How the component asks to be placed across a lattice's hosts, when it says.
+    pub scaler: Option<Scaler>,
+}
+
+/// A `spreadscaler` or `daemonscaler` trait: where in a lattice a component runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scaler {
+    pub kind: ScalerKind,
+    /// Spread: concurrent instances across the lattice; daemon: on every matching host.
+    pub instances: u32,
+    pub spread: Vec<SpreadRule>,
+}
+
+/// Which scaler placed a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalerKind {
+    /// `instances` split over the spread rules by weight, then over each rule's hosts.
+    Spread,
+    /// Every host matching any spread rule (every host when there is none).
+    Daemon,
+}
+
+/// One weighted placement rule: hosts whose labels include every requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpreadRule {
+    pub name: String,
+    pub requirements: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+impl SpreadRule {
+    /// Whether a host with `labels` satisfies the rule.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// The requirements as `k=v, …`, for messages.
+    pub fn describe(&self) -> String {
+        if self.requirements.is_empty() {
+            return "no requirements".into();
+        }
+        self.requirements
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A component→component link for interfaces of the app's own: the source's imports of
@@ -567,15 +651,14 @@ fn component(
     };
 
     let mut links = Vec::new();
-    let mut scaler_seen = false;
+    let mut scaler = None;
     for (i, t) in node.traits.iter().enumerate() {
         let field = format!("{at}: traits[{i}]");
         match t {
             RawTrait::Spreadscaler(s) | RawTrait::Daemonscaler(s) => {
-                if scaler_seen {
+                if scaler.is_some() {
                     return Err(v.err(field, "a component takes one scaler trait"));
                 }
-                scaler_seen = true;
                 if s.instances == 0 {
                     return Err(v.err(
                         format!("{field}.properties.instances"),
@@ -583,6 +666,11 @@ fn component(
                     ));
                 }
                 limits.max_instances = s.instances;
+                let kind = match t {
+                    RawTrait::Daemonscaler(_) => ScalerKind::Daemon,
+                    _ => ScalerKind::Spread,
+                };
+                scaler = Some(check_scaler(v, &field, kind, s)?);
             }
             RawTrait::Link(link) => links.push(check_link(v, &field, link, kinds)?),
         }
@@ -601,6 +689,37 @@ fn component(
         http_links: Vec::new(),
         component_links: Vec::new(),
         shared: None,
+        scaler,
+    })
+}
+
+/// A scaler's spread rules: unique names, weights of at least 1 (1 when not given).
+fn check_scaler(
+    v: &Validator<'_>,
+    field: &str,
+    kind: ScalerKind,
+    raw: &raw::Scaler,
+) -> Result<Scaler, ManifestError> {
+    let mut spread = Vec::with_capacity(raw.spread.len());
+    for (i, rule) in raw.spread.iter().enumerate() {
+        let at = format!("{field}.properties.spread[{i}]");
+        if spread.iter().any(|r: &SpreadRule| r.name == rule.name) {
+            return Err(v.err(at, format!("a second spread rule named `{}`", rule.name)));
+        }
+        let weight = rule.weight.unwrap_or(1);
+        if weight == 0 {
+            return Err(v.err(format!("{at}.weight"), "must be at least 1"));
+        }
+        spread.push(SpreadRule {
+            name: rule.name.clone(),
+            requirements: rule.requirements.clone(),
+            weight,
+        });
+    }
+    Ok(Scaler {
+        kind,
+        instances: raw.instances,
+        spread,
     })
 }
 
@@ -667,6 +786,7 @@ fn shared_component(
             app: shared.name.clone(),
             component: shared.component.clone(),
         }),
+        scaler: None,
     })
 }
 

@@ -1,0 +1,373 @@
+//! The lattice's controller. Every host runs one; the one holding the leader lease reconciles
+//! the desired apps (JetStream KV) against the live hosts (heartbeats) into the placement
+//! document, which every host applies to itself.
+
+pub mod scaler;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weft_lattice::{
+    now_ms, AppPlacement, AppRecord, Directory, Heartbeat, Kv, LatticeError, LatticePhase, Lease,
+    LeaseState, Placements, Subjects, APP_PREFIX, PLACEMENTS_KEY,
+};
+
+use scaler::{place, HostView};
+
+/// How often the controller runs a round (lease, then reconcile when leading).
+pub const ROUND: Duration = Duration::from_millis(500);
+/// How long the lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// Events kept per app.
+const EVENTS_KEPT: usize = 10;
+
+/// What this host's controller knows of the leadership, for heartbeats and status.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership {
+    pub leading: bool,
+    pub term: u64,
+    pub leader: Option<String>,
+}
+
+/// The inputs of one reconcile.
+pub struct World<'a> {
+    pub apps: &'a [AppRecord],
+    pub hosts: &'a [Heartbeat],
+    /// Hosts that were alive last round and are not now.
+    pub lost: &'a BTreeSet<String>,
+    pub time: String,
+}
+
+/// Computes the placement document for `world` from the previous one: where each app goes,
+/// its phase and reason from what hosts report, and an event for every move.
+pub fn reconcile(previous: &Placements, world: &World<'_>) -> BTreeMap<String, AppPlacement> {
+    let views: Vec<HostView> = world
+        .hosts
+        .iter()
+        .map(|h| HostView {
+            id: h.host.clone(),
+            labels: h.labels.clone(),
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for record in world.apps {
+        let before = previous.apps.get(&record.name);
+        let mut events = before.map(|b| b.events.clone()).unwrap_or_default();
+        let scaler = weft_manifest::parse(&record.manifest, &record.origin)
+            .map_err(|e| e.to_string())
+            .and_then(|app| app.scaler());
+        let (hosts, waiting) = match scaler {
+            Ok(scaler) => {
+                let placed = place(&scaler, &views);
+                (placed.hosts, placed.waiting)
+            }
+            Err(reason) => {
+                out.insert(
+                    record.name.clone(),
+                    AppPlacement {
+                        version: record.version.clone(),
+                        hosts: BTreeMap::new(),
+                        phase: LatticePhase::Failed,
+                        reason: Some(reason),
+                        events,
+                    },
+                );
+                continue;
+            }
+        };
+        let old_hosts: BTreeSet<&String> =
+            before.map(|b| b.hosts.keys().collect()).unwrap_or_default();
+        let new_hosts: BTreeSet<&String> = hosts.keys().collect();
+        if before.is_none_or(|b| b.version != record.version) {
+            events.push(format!(
+                "{}: version {} placed on {}",
+                world.time,
+                record.version,
+                list(&new_hosts)
+            ));
+        } else if old_hosts != new_hosts {
+            let gone: BTreeSet<&String> = old_hosts.difference(&new_hosts).copied().collect();
+            let lost: Vec<&str> = gone
+                .iter()
+                .filter(|h| world.lost.contains(h.as_str()))
+                .map(|h| h.as_str())
+                .collect();
+            let why = if lost.is_empty() {
+                String::new()
+            } else {
+                format!("host {} lost; ", lost.join(", "))
+            };
+            events.push(format!(
+                "{}: {why}moved from {} to {}",
+                world.time,
+                list(&old_hosts),
+                list(&new_hosts)
+            ));
+        }
+        let drop = events.len().saturating_sub(EVENTS_KEPT);
+        events.drain(..drop);
+        let (phase, reason) = phase(record, &hosts, waiting, world.hosts);
+        out.insert(
+            record.name.clone(),
+            AppPlacement {
+                version: record.version.clone(),
+                hosts,
+                phase,
+                reason,
+                events,
+            },
+        );
+    }
+    out
+}
+
+fn list(hosts: &BTreeSet<&String>) -> String {
+    if hosts.is_empty() {
+        "no host".into()
+    } else {
+        hosts
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What is true of an app: a host failing it wins, then a requirement nobody meets, then hosts
+/// still starting it.
+fn phase(
+    record: &AppRecord,
+    placed: &BTreeMap<String, u32>,
+    waiting: Option<String>,
+    hosts: &[Heartbeat],
+) -> (LatticePhase, Option<String>) {
+    let mut starting = Vec::new();
+    for host in placed.keys() {
+        let running = hosts
+            .iter()
+            .find(|h| &h.host == host)
+            .and_then(|h| h.apps.iter().find(|a| a.app == record.name));
+        match running {
+            Some(a) if a.version == record.version && a.phase == "failed" => {
+                return (
+                    LatticePhase::Failed,
+                    Some(format!(
+                        "host {host}: {}",
+                        a.reason.clone().unwrap_or_default()
+                    )),
+                );
+            }
+            Some(a) if a.version == record.version && a.phase == "deployed" => {}
+            _ => starting.push(host.as_str()),
+        }
+    }
+    if let Some(waiting) = waiting {
+        return (LatticePhase::Waiting, Some(waiting));
+    }
+    if starting.is_empty() {
+        (LatticePhase::Deployed, None)
+    } else {
+        (
+            LatticePhase::Deploying,
+            Some(format!("starting on {}", starting.join(", "))),
+        )
+    }
+}
+
+/// The desired apps in the state bucket.
+pub async fn desired_apps(kv: &Kv) -> Result<Vec<AppRecord>, LatticeError> {
+    let mut apps = Vec::new();
+    for key in kv.keys(APP_PREFIX).await? {
+        if let Some(value) = kv.get(&key).await? {
+            match serde_json::from_slice::<AppRecord>(&value) {
+                Ok(record) => apps.push(record),
+                Err(e) => tracing::warn!(%key, "ignoring an unreadable app record: {e}"),
+            }
+        }
+    }
+    Ok(apps)
+}
+
+/// The placement document and its revision (0 when never written).
+pub async fn placements(kv: &Kv) -> Result<(u64, Placements), LatticeError> {
+    Ok(match kv.entry(PLACEMENTS_KEY).await? {
+        Some(entry) => (
+            entry.revision,
+            entry
+                .value
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .unwrap_or_default(),
+        ),
+        None => (0, Placements::default()),
+    })
+}
+
+/// One host's controller.
+pub struct Controller {
+    kv: Kv,
+    lease: Lease,
+    host: String,
+    subjects: Subjects,
+    client: async_nats::Client,
+    directory: Arc<Directory>,
+    leadership: Arc<Mutex<Leadership>>,
+    /// Hosts alive at the last round this host led.
+    known: Option<BTreeSet<String>>,
+}
+
+impl Controller {
+    /// A controller for `host`, electing through `kv`.
+    pub fn new(
+        kv: Kv,
+        host: &str,
+        subjects: Subjects,
+        client: async_nats::Client,
+        directory: Arc<Directory>,
+    ) -> Self {
+        Controller {
+            lease: Lease::new(kv.clone(), host, LEASE_TTL),
+            kv,
+            host: host.to_string(),
+            subjects,
+            client,
+            directory,
+            leadership: Arc::default(),
+            known: None,
+        }
+    }
+
+    /// What this controller knows of the leadership, kept current by `run`.
+    pub fn leadership(&self) -> Arc<Mutex<Leadership>> {
+        self.leadership.clone()
+    }
+
+    /// Runs rounds until `stop` resolves, then gives up the lease.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(ROUND);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.round().await {
+                tracing::warn!("controller round failed: {e}");
+            }
+        }
+        if let Err(e) = self.lease.release().await {
+            tracing::warn!("could not release the leader lease: {e}");
+        }
+    }
+
+    fn set_leadership(&self, leadership: Leadership) {
+        *self.leadership.lock().unwrap_or_else(|e| e.into_inner()) = leadership;
+    }
+
+    async fn round(&mut self) -> Result<(), LatticeError> {
+        let term = match self.lease.round(now_ms()).await? {
+            LeaseState::Leader { term } => term,
+            LeaseState::Follower { holder } => {
+                self.known = None;
+                self.set_leadership(Leadership {
+                    leading: false,
+                    term: 0,
+                    leader: holder,
+                });
+                return Ok(());
+            }
+        };
+        self.set_leadership(Leadership {
+            leading: true,
+            term,
+            leader: Some(self.host.clone()),
+        });
+        // A host just started has not heard every live host yet; placing now would move apps
+        // off hosts it merely has not heard from.
+        if !self.directory.settled() {
+            return Ok(());
+        }
+        let (revision, previous) = placements(&self.kv).await?;
+        if previous.term > term {
+            tracing::warn!(
+                term,
+                newer = previous.term,
+                "placements were written by a newer leader; not reconciling"
+            );
+            return Ok(());
+        }
+        let hosts = self.directory.alive();
+        let alive: BTreeSet<String> = hosts.iter().map(|h| h.host.clone()).collect();
+        let lost: BTreeSet<String> = match &self.known {
+            Some(known) => known.difference(&alive).cloned().collect(),
+            // Taking over: the hosts the previous leader placed on and nobody hears are lost.
+            None => previous
+                .apps
+                .values()
+                .flat_map(|a| a.hosts.keys())
+                .filter(|h| !alive.contains(*h))
+                .cloned()
+                .collect(),
+        };
+        for host in &lost {
+            tracing::warn!(%host, "host lost (no heartbeat)");
+            self.publish("host_lost", serde_json::json!({ "host": host }))
+                .await;
+        }
+        self.known = Some(alive);
+        let apps = desired_apps(&self.kv).await?;
+        let world = World {
+            apps: &apps,
+            hosts: &hosts,
+            lost: &lost,
+            time: time_of_day(now_ms()),
+        };
+        let next = Placements {
+            term,
+            leader: self.host.clone(),
+            apps: reconcile(&previous, &world),
+        };
+        if next == previous {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&next).unwrap_or_default();
+        match self.kv.update(PLACEMENTS_KEY, body.into(), revision).await? {
+            Ok(_) => {
+                for (app, placement) in &next.apps {
+                    if previous.apps.get(app) != Some(placement) {
+                        tracing::info!(%app, phase = %placement.phase, hosts = ?placement.hosts, "placed");
+                    }
+                }
+                self.publish("placed", serde_json::json!({ "term": term }))
+                    .await;
+            }
+            Err(_) => tracing::warn!(
+                term,
+                "placements compare-and-set failed: another leader wrote them; this host is stale and steps down"
+            ),
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, kind: &str, body: serde_json::Value) {
+        if let Err(e) = self
+            .client
+            .publish(self.subjects.event(kind), body.to_string().into())
+            .await
+        {
+            tracing::debug!("cannot publish event {kind}: {e}");
+        }
+    }
+}
+
+/// `HH:MM:SS` UTC of a timestamp, for events.
+pub fn time_of_day(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
