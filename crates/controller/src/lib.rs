@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weft_lattice::{
-    now_ms, AppPlacement, AppRecord, Directory, Heartbeat, Kv, LatticeError, LatticePhase, Lease,
-    LeaseState, Placements, Subjects, APP_PREFIX, PLACEMENTS_KEY,
+    desired_apps, now_ms, placements, AppPlacement, AppRecord, Directory, Heartbeat, Kv,
+    LatticeError, LatticePhase, Leadership, Lease, LeaseState, Placements, Subjects,
+    PLACEMENTS_KEY,
 };
 
 use scaler::{place, HostView};
@@ -21,14 +22,6 @@ pub const ROUND: Duration = Duration::from_millis(500);
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// Events kept per app.
 const EVENTS_KEPT: usize = 10;
-
-/// What this host's controller knows of the leadership, for heartbeats and status.
-#[derive(Debug, Clone, Default)]
-pub struct Leadership {
-    pub leading: bool,
-    pub term: u64,
-    pub leader: Option<String>,
-}
 
 /// The inputs of one reconcile.
 pub struct World<'a> {
@@ -173,34 +166,6 @@ fn phase(
             Some(format!("starting on {}", starting.join(", "))),
         )
     }
-}
-
-/// The desired apps in the state bucket.
-pub async fn desired_apps(kv: &Kv) -> Result<Vec<AppRecord>, LatticeError> {
-    let mut apps = Vec::new();
-    for key in kv.keys(APP_PREFIX).await? {
-        if let Some(value) = kv.get(&key).await? {
-            match serde_json::from_slice::<AppRecord>(&value) {
-                Ok(record) => apps.push(record),
-                Err(e) => tracing::warn!(%key, "ignoring an unreadable app record: {e}"),
-            }
-        }
-    }
-    Ok(apps)
-}
-
-/// The placement document and its revision (0 when never written).
-pub async fn placements(kv: &Kv) -> Result<(u64, Placements), LatticeError> {
-    Ok(match kv.entry(PLACEMENTS_KEY).await? {
-        Some(entry) => (
-            entry.revision,
-            entry
-                .value
-                .and_then(|v| serde_json::from_slice(&v).ok())
-                .unwrap_or_default(),
-        ),
-        None => (0, Placements::default()),
-    })
 }
 
 /// One host's controller.

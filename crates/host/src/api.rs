@@ -13,6 +13,9 @@ pub struct DeployRequest {
     pub origin: String,
     /// Image reference as written in the manifest → sha256 of the uploaded component.
     pub images: BTreeMap<String, String>,
+    /// Component → concurrent-instance cap overriding the manifest's (a lattice host's share).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caps: BTreeMap<String, u32>,
 }
 
 /// What a deploy did.

@@ -21,11 +21,31 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// The largest request body accepted by default.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
 
-/// A route bound to the workload that serves it.
+/// A route bound to what serves it.
 #[derive(Clone)]
 pub struct RouteEntry {
     pub route: HttpRoute,
-    pub workload: Arc<Workload>,
+    pub target: RouteTarget,
+}
+
+/// Who serves a route: a workload on this host, or another host of the lattice.
+#[derive(Clone)]
+pub enum RouteTarget {
+    Local(Arc<Workload>),
+    Remote { app: Arc<str>, via: Arc<dyn Forward> },
+}
+
+/// A request body as the ingress hands it on: limited to the host's maximum body size.
+pub type IngressRequest = http::Request<LimitedBody>;
+
+/// Carries a request for an app this host does not run to a host that does.
+pub trait Forward: Send + Sync {
+    /// Serves `req` for `app` elsewhere; failures come back as responses naming the problem.
+    fn forward(
+        &self,
+        app: &str,
+        req: IngressRequest,
+    ) -> futures::future::BoxFuture<'static, http::Response<WorkloadBody>>;
 }
 
 /// The routes of one listen address, keyed by (host, path prefix).
@@ -213,6 +233,22 @@ impl Ingress {
         }
     }
 
+    /// The workload of `app` on this host serving `path` for `host`, if it runs here.
+    pub fn local_workload(&self, app: &str, host: Option<&str>, path: &str) -> Option<Arc<Workload>> {
+        let all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let routes: HashMap<RouteKey, Arc<Workload>> = all
+            .get(app)?
+            .iter()
+            .filter_map(|e| match &e.target {
+                RouteTarget::Local(w) => {
+                    Some(((e.route.host.clone(), e.route.path.clone()), w.clone()))
+                }
+                RouteTarget::Remote { .. } => None,
+            })
+            .collect();
+        most_specific(&routes, host, path).cloned()
+    }
+
     /// The addresses being listened on.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
@@ -292,13 +328,13 @@ async fn dispatch(
                 .map_or(h, |(name, _)| name)
                 .to_ascii_lowercase()
         });
-    let workload = {
+    let target = {
         let table = table.load();
         table
             .find(host.as_deref(), req.uri().path())
-            .map(|e| e.workload.clone())
+            .map(|e| e.target.clone())
     };
-    let Some(workload) = workload else {
+    let Some(target) = target else {
         return text_response(
             http::StatusCode::NOT_FOUND,
             format!("no app serves {} on this address", req.uri().path()),
@@ -320,12 +356,15 @@ async fn dispatch(
         remaining: max_request_body,
         limit: max_request_body,
     });
-    workload.serve(req).await
+    match target {
+        RouteTarget::Local(workload) => workload.serve(req).await,
+        RouteTarget::Remote { app, via } => via.forward(&app, req).await,
+    }
 }
 
 /// A request body that fails once more than `limit` bytes have arrived, for bodies whose size
 /// was not declared up front; the guest sees a body-size error.
-struct LimitedBody {
+pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,

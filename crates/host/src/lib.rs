@@ -5,6 +5,7 @@ pub mod api;
 mod blobs;
 pub mod control;
 mod ingress;
+pub mod lattice;
 mod store;
 mod subscriptions;
 
@@ -20,6 +21,7 @@ use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
 use ingress::{Ingress, RouteEntry};
+pub use ingress::{Forward, IngressRequest, LimitedBody, RouteTarget};
 pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 pub use store::{StateStore, StoreError, StoredApp};
 
@@ -30,6 +32,9 @@ pub struct HostConfig {
     /// Try the pooling allocator first (falls back to on-demand when it cannot reserve memory).
     pub pooling: bool,
     pub max_request_body: u64,
+    /// Serve every app's routes on this address instead of the manifest's (several lattice
+    /// hosts on one machine each take their own).
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 /// Why a host operation failed. Messages say what to do next.
@@ -263,7 +268,7 @@ impl Host {
         for stored in restore_order(host.store.current_apps()?) {
             let _guard = host.deploy_lock.lock().await;
             let name = stored.name.clone();
-            let prepared = match weft_manifest::parse(&stored.manifest, &stored.origin) {
+            let prepared = match host.app_of(&stored) {
                 Ok(app) => host.prepare(&stored, app).await,
                 Err(e) => Err(e.into()),
             };
@@ -341,36 +346,13 @@ impl Host {
     /// Validates, compiles and links a deploy, then switches the app to it atomically. On any
     /// error the running version, the stored state and every other app are untouched.
     pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, HostError> {
-        let app = weft_manifest::parse(&request.manifest, &request.origin)?;
-        let version = app
-            .version
-            .clone()
-            .unwrap_or_else(|| content_version(&request.manifest, &request.images));
-        // Only the images this manifest uses are part of its identity.
-        let images: BTreeMap<String, String> = app
-            .components
-            .iter()
-            .filter(|c| c.shared.is_none())
-            .map(|c| match request.images.get(&c.image) {
-                Some(digest) => Ok((c.image.clone(), digest.clone())),
-                None => Err(HostError::MissingImage {
-                    component: c.name.clone(),
-                    image: c.image.clone(),
-                }),
-            })
-            .collect::<Result<_, _>>()?;
-        let stored = StoredApp {
-            name: app.name.clone(),
-            version: version.clone(),
-            manifest: request.manifest,
-            origin: request.origin,
-            images,
-            deployed_at: now(),
-        };
-
+        let (stored, app) = self.stored_of(request)?;
+        let version = stored.version.clone();
         let _guard = self.deploy_lock.lock().await;
         let previous = self.apps_lock().get(&app.name).map(|e| {
-            let same = e.stored.manifest == stored.manifest && e.stored.images == stored.images;
+            let same = e.stored.manifest == stored.manifest
+                && e.stored.images == stored.images
+                && e.stored.caps == stored.caps;
             (e.stored.version.clone(), same, e.phase)
         });
         if let Some((running, same, phase)) = &previous {
@@ -414,6 +396,65 @@ impl Host {
             relinked,
             relink_failures,
         })
+    }
+
+    /// Checks a deploy as `deploy` would (manifest, images, compilation, imports against
+    /// grants, route clashes) without running or storing it; returns what would be stored and
+    /// how many components it compiled.
+    pub async fn check(&self, request: DeployRequest) -> Result<(StoredApp, u32), HostError> {
+        let (stored, app) = self.stored_of(request)?;
+        let prepared = self.prepare(&stored, app).await?;
+        Ok((stored, prepared.compiled))
+    }
+
+    /// The app a stored version describes, as this host runs it: its routes on the host's
+    /// address when it has one, its instance caps applied.
+    pub fn app_of(&self, stored: &StoredApp) -> Result<App, ManifestError> {
+        let mut app = weft_manifest::parse(&stored.manifest, &stored.origin)?;
+        if let Some(address) = self.config.http_address {
+            for route in &mut app.routes {
+                route.address = address;
+            }
+        }
+        for component in &mut app.components {
+            if let Some(cap) = stored.caps.get(&component.name) {
+                component.limits.max_instances = *cap;
+            }
+        }
+        Ok(app)
+    }
+
+    /// What a deploy request would store, and its app.
+    fn stored_of(&self, request: DeployRequest) -> Result<(StoredApp, App), HostError> {
+        let app = weft_manifest::parse(&request.manifest, &request.origin)?;
+        let version = app
+            .version
+            .clone()
+            .unwrap_or_else(|| content_version(&request.manifest, &request.images));
+        // Only the images this manifest uses are part of its identity.
+        let images: BTreeMap<String, String> = app
+            .components
+            .iter()
+            .filter(|c| c.shared.is_none())
+            .map(|c| match request.images.get(&c.image) {
+                Some(digest) => Ok((c.image.clone(), digest.clone())),
+                None => Err(HostError::MissingImage {
+                    component: c.name.clone(),
+                    image: c.image.clone(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        let stored = StoredApp {
+            name: app.name.clone(),
+            version,
+            manifest: request.manifest,
+            origin: request.origin,
+            images,
+            deployed_at: now(),
+            caps: request.caps,
+        };
+        let app = self.app_of(&stored)?;
+        Ok((stored, app))
     }
 
     /// Compiles and links every component of a stored app and binds its listeners; nothing is
@@ -556,7 +597,7 @@ impl Host {
             .iter()
             .map(|route| RouteEntry {
                 route: route.clone(),
-                workload: workloads[&route.component].clone(),
+                target: RouteTarget::Local(workloads[&route.component].clone()),
             })
             .collect();
         Ok(Prepared {
@@ -696,6 +737,42 @@ impl Host {
         }
         self.ingress.set_routes_of(routes);
         self.apps_lock().extend(entries);
+    }
+
+    /// Routes `stored`'s requests to other hosts through `via`: the app does not run here.
+    pub fn route_elsewhere(
+        &self,
+        stored: &StoredApp,
+        via: Arc<dyn Forward>,
+    ) -> Result<(), HostError> {
+        let app = self.app_of(stored)?;
+        self.ingress.check_conflicts(&app.name, &app.routes)?;
+        self.ingress
+            .ensure_listeners(app.routes.iter().map(|r| r.address))?;
+        let name: Arc<str> = app.name.as_str().into();
+        let entries = app
+            .routes
+            .into_iter()
+            .map(|route| RouteEntry {
+                route,
+                target: RouteTarget::Remote {
+                    app: name.clone(),
+                    via: via.clone(),
+                },
+            })
+            .collect();
+        self.ingress.set_app_routes(&app.name, entries);
+        Ok(())
+    }
+
+    /// Drops every route of `app` (local or elsewhere).
+    pub fn forget_routes(&self, app: &str) {
+        self.ingress.set_app_routes(app, Vec::new());
+    }
+
+    /// The workload of `app` serving `path` for `host` here, when the app runs on this host.
+    pub fn local_workload(&self, app: &str, host: Option<&str>, path: &str) -> Option<Arc<Workload>> {
+        self.ingress.local_workload(app, host, path)
     }
 
     /// Stops serving an app and forgets it and its stored versions.

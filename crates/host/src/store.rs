@@ -25,6 +25,10 @@ pub struct StoredApp {
     pub images: BTreeMap<String, String>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// Component → its concurrent-instance cap on this host, when a lattice placement gave it
+    /// a share of the manifest's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caps: BTreeMap<String, u32>,
 }
 
 /// Why the state store failed.

@@ -7,12 +7,14 @@ pub mod directory;
 pub mod jetstream;
 pub mod lease;
 pub mod protocol;
+pub mod state;
 
 pub use blobs::LatticeBlobs;
 pub use directory::{Directory, KnownHost};
 pub use jetstream::{Cas, CasFailed, Entry, JetStream, Kv, LatticeError};
 pub use lease::{Lease, LeaseRecord, LeaseState};
 pub use protocol::*;
+pub use state::{desired_apps, placements, Leadership};
 
 /// Whether `name` can be a lattice name or host id: one NATS subject token of letters, digits,
 /// `-` and `_`.

@@ -1,0 +1,806 @@
+//! A host's membership of a lattice: it says it is alive (with what it runs), runs the apps the
+//! controller placed on it, routes requests for the others to hosts that run them, and serves
+//! the requests other hosts forward to it. Deploys through this host's control API go to the
+//! lattice's state, not to this host alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, Full};
+use weft_lattice::{
+    desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, Directory,
+    Heartbeat, InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs,
+    Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX, HEARTBEAT_INTERVAL,
+};
+use weft_runtime::{text_response, WorkloadBody};
+
+use crate::api::{DeployOutcome, DeployRequest, Phase};
+use crate::{Forward, Host, HostError, IngressRequest, StoredApp};
+
+/// How often a host re-reads the placements even when it heard of no change.
+const RESYNC: Duration = Duration::from_secs(2);
+/// How long a forwarded request may take, end to end.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The queue group of hosts serving an app's forwarded requests: one of them takes each.
+const SERVING_GROUP: &str = "hosts";
+/// Room left in a NATS message for the frame's head.
+const HEAD_ROOM: usize = 16 * 1024;
+
+/// How a host joins a lattice.
+#[derive(Debug, Clone)]
+pub struct LatticeOptions {
+    pub nats_url: String,
+    pub lattice: String,
+    pub host_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// The control API's URL, when the host has one (shown to other hosts).
+    pub control_url: Option<String>,
+}
+
+/// What this host did with one app of the lattice.
+enum Applied {
+    /// Runs here with these caps; `failed` when the deploy was refused.
+    Here {
+        version: String,
+        caps: BTreeMap<String, u32>,
+        failed: Option<String>,
+        serving: Option<Serving>,
+    },
+    /// Routed to other hosts.
+    Elsewhere { version: String },
+}
+
+/// The task taking an app's forwarded requests; dropping it stops them.
+struct Serving(tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Why a lattice operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error(transparent)]
+    Lattice(#[from] weft_lattice::LatticeError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("`{0}` is not a valid {1}; use letters, digits, `-` and `_` (at most 64)")]
+    Name(String, &'static str),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// This host, as a member of a lattice.
+pub struct Member {
+    host: Arc<Host>,
+    options: LatticeOptions,
+    js: JetStream,
+    kv: Kv,
+    blobs: LatticeBlobs,
+    subjects: Subjects,
+    directory: Arc<Directory>,
+    leadership: Arc<Mutex<Leadership>>,
+    started_at_ms: u64,
+    applied: tokio::sync::Mutex<BTreeMap<String, Applied>>,
+    /// The last inventory reported, for heartbeats (kept apart from `applied`, which is held
+    /// across deploys).
+    inventory: Mutex<Vec<InventoryApp>>,
+    forwarder: Arc<NatsForward>,
+}
+
+impl Member {
+    /// Connects to NATS and joins the lattice: heartbeats, placements and forwarded requests
+    /// start at once and stop when the member is dropped.
+    pub async fn join(host: Arc<Host>, options: LatticeOptions) -> Result<Arc<Self>, MemberError> {
+        if !weft_lattice::is_valid_token(&options.lattice) {
+            return Err(MemberError::Name(options.lattice.clone(), "lattice name"));
+        }
+        if !weft_lattice::is_valid_token(&options.host_id) {
+            return Err(MemberError::Name(options.host_id.clone(), "host id"));
+        }
+        let js = JetStream::connect(&options.nats_url).await?;
+        let subjects = Subjects::new(&options.lattice);
+        let kv = js.kv(&subjects.state_bucket()).await?;
+        let blobs = LatticeBlobs::open(&js, &options.lattice).await?;
+        let directory = Arc::new(Directory::listen(js.client(), &subjects).await?);
+        let max_payload = js.client().server_info().max_payload;
+        let forwarder = Arc::new(NatsForward {
+            client: js.client().clone(),
+            subjects: subjects.clone(),
+            max_payload,
+        });
+        let member = Arc::new(Member {
+            host,
+            options,
+            js,
+            kv,
+            blobs,
+            subjects,
+            directory,
+            leadership: Arc::default(),
+            started_at_ms: now_ms(),
+            applied: tokio::sync::Mutex::default(),
+            inventory: Mutex::default(),
+            forwarder,
+        });
+        tokio::spawn(heartbeats(Arc::downgrade(&member)));
+        tokio::spawn(placement_loop(Arc::downgrade(&member)));
+        tracing::info!(
+            lattice = %member.options.lattice,
+            host = %member.options.host_id,
+            nats = %member.options.nats_url,
+            "joined the lattice"
+        );
+        Ok(member)
+    }
+
+    /// The NATS connection, for the controller.
+    pub fn jetstream(&self) -> &JetStream {
+        &self.js
+    }
+
+    /// The lattice's state bucket.
+    pub fn state(&self) -> &Kv {
+        &self.kv
+    }
+
+    /// The lattice's subjects.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The hosts this member hears from.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.clone()
+    }
+
+    /// Where the controller reports leadership, for heartbeats.
+    pub fn set_leadership_source(&self) -> Arc<Mutex<Leadership>> {
+        self.leadership.clone()
+    }
+
+    /// This host's id.
+    pub fn id(&self) -> &str {
+        &self.options.host_id
+    }
+
+    /// The lattice's name.
+    pub fn lattice(&self) -> &str {
+        &self.options.lattice
+    }
+
+    /// Every host heard from, by id.
+    pub fn hosts(&self) -> Vec<KnownHost> {
+        self.directory.hosts()
+    }
+
+    /// Deploys to the lattice: checked on this host exactly as a local deploy would be, its
+    /// components copied to the lattice's blob store, then recorded as the app's desired
+    /// version for the controller to place.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, MemberError> {
+        let (stored, compiled) = self.host.check(request).await?;
+        let app = weft_manifest::parse(&stored.manifest, &stored.origin)
+            .map_err(HostError::from)?;
+        app.scaler()
+            .map_err(|e| MemberError::Refused(format!("{}: {e}", stored.origin)))?;
+        let key = format!("{APP_PREFIX}{}", stored.name);
+        let current = self.kv.entry(&key).await?;
+        let previous: Option<AppRecord> = current
+            .as_ref()
+            .and_then(|e| e.value.as_ref())
+            .and_then(|v| serde_json::from_slice(v).ok());
+        let record = AppRecord {
+            name: stored.name.clone(),
+            version: stored.version.clone(),
+            manifest: stored.manifest.clone(),
+            origin: stored.origin.clone(),
+            images: stored.images.clone(),
+            deployed_at: stored.deployed_at,
+        };
+        let same = |old: &AppRecord| old.manifest == record.manifest && old.images == record.images;
+        if let Some(old) = &previous {
+            if old.version == record.version && same(old) {
+                return Ok(outcome(&record, Some(old.version.clone()), 0, true));
+            }
+        }
+        let version_key = version_key(&record.name, &record.version);
+        if let Some(old) = self.kv.get(&version_key).await? {
+            if serde_json::from_slice::<AppRecord>(&old).is_ok_and(|old| !same(&old)) {
+                return Err(HostError::VersionConflict {
+                    app: record.name.clone(),
+                    version: record.version.clone(),
+                }
+                .into());
+            }
+        }
+        for digest in record.images.values() {
+            if !self.blobs.contains(digest).await? {
+                let bytes = self.host.blobs().get(digest).map_err(HostError::from)?;
+                self.blobs.put(digest, &bytes).await?;
+            }
+        }
+        let body: Bytes = serde_json::to_vec(&record).unwrap_or_default().into();
+        self.kv.put(&version_key, body.clone()).await?;
+        // Two deploys of one app at once: the second finds the revision moved and says so,
+        // instead of silently replacing what the first wrote.
+        let expected = current.map_or(0, |e| e.revision);
+        if self.kv.update(&key, body, expected).await?.is_err() {
+            return Err(MemberError::Refused(format!(
+                "app `{}` was changed by another deploy meanwhile; run the deploy again",
+                record.name
+            )));
+        }
+        tracing::info!(app = %record.name, version = %record.version, "deployed to the lattice");
+        Ok(outcome(&record, previous.map(|p| p.version), compiled, false))
+    }
+
+    /// Removes an app from the lattice; every host stops running and routing it.
+    pub async fn undeploy(&self, name: &str) -> Result<(), MemberError> {
+        let key = format!("{APP_PREFIX}{name}");
+        if self.kv.get(&key).await?.is_none() {
+            return Err(HostError::NotFound(name.to_string()).into());
+        }
+        self.kv.delete(&key).await?;
+        tracing::info!(app = %name, "undeployed from the lattice");
+        Ok(())
+    }
+
+    /// The desired apps and the controller's placements.
+    pub async fn state_of_apps(&self) -> Result<(Vec<AppRecord>, Placements), MemberError> {
+        let apps = desired_apps(&self.kv).await?;
+        let (_, placements) = placements(&self.kv).await?;
+        Ok((apps, placements))
+    }
+
+    /// Brings this host in line with the placements: runs what is placed here, routes the rest
+    /// elsewhere, forgets what was undeployed.
+    async fn apply(self: &Arc<Self>) -> Result<(), MemberError> {
+        let records = desired_apps(&self.kv).await?;
+        let (_, placements) = placements(&self.kv).await?;
+        let mut applied = self.applied.lock().await;
+        let wanted: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
+        for record in &records {
+            let share = placements
+                .apps
+                .get(&record.name)
+                .and_then(|p| p.hosts.get(&self.options.host_id).copied());
+            match share {
+                Some(share) => self.run_here(&mut applied, record, share).await,
+                None => self.run_elsewhere(&mut applied, record).await,
+            }
+        }
+        let local: BTreeSet<String> = self
+            .host
+            .list()?
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        let stale: Vec<String> = applied
+            .keys()
+            .chain(local.iter())
+            .filter(|name| !wanted.contains(*name))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for name in stale {
+            applied.remove(&name);
+            self.stop_here(&name).await;
+            self.host.forget_routes(&name);
+            tracing::info!(app = %name, "no longer in the lattice");
+        }
+        let inventory = self.inventory_of(&applied);
+        *self.inventory.lock().unwrap_or_else(|e| e.into_inner()) = inventory;
+        Ok(())
+    }
+
+    async fn stop_here(&self, name: &str) {
+        match self.host.undeploy(name).await {
+            Ok(()) | Err(HostError::NotFound(_)) => {}
+            Err(e) => tracing::warn!(app = %name, "cannot stop here: {e}"),
+        }
+    }
+
+    async fn run_here(
+        self: &Arc<Self>,
+        applied: &mut BTreeMap<String, Applied>,
+        record: &AppRecord,
+        share: u32,
+    ) {
+        let caps = caps_for(record, share);
+        if let Some(Applied::Here { version, caps: c, .. }) = applied.get(&record.name) {
+            if *version == record.version && *c == caps {
+                return;
+            }
+        }
+        let result = self.deploy_here(record, caps.clone()).await;
+        let serving = match applied.remove(&record.name) {
+            Some(Applied::Here {
+                serving: Some(task),
+                ..
+            }) if !task.0.is_finished() => Some(task),
+            _ => None,
+        };
+        let (failed, serving) = match result {
+            Ok(()) => {
+                let serving = match serving {
+                    Some(task) => Some(task),
+                    None => self.serve_forwarded(&record.name).await,
+                };
+                tracing::info!(app = %record.name, version = %record.version, share, "running here");
+                (None, serving)
+            }
+            Err(e) => {
+                tracing::error!(app = %record.name, version = %record.version, "cannot run here: {e}");
+                (Some(e.to_string()), serving)
+            }
+        };
+        applied.insert(
+            record.name.clone(),
+            Applied::Here {
+                version: record.version.clone(),
+                caps,
+                failed,
+                serving,
+            },
+        );
+    }
+
+    async fn deploy_here(
+        &self,
+        record: &AppRecord,
+        caps: BTreeMap<String, u32>,
+    ) -> Result<(), MemberError> {
+        for digest in record.images.values() {
+            if self.host.blobs().contains(digest).map_err(HostError::from)? {
+                continue;
+            }
+            let bytes = self.blobs.get(digest).await?.ok_or_else(|| {
+                MemberError::Refused(format!(
+                    "component {digest} is not in the lattice's blob store; deploy the app again"
+                ))
+            })?;
+            let host = self.host.clone();
+            let digest = digest.clone();
+            tokio::task::spawn_blocking(move || host.blobs().put(&digest, &bytes))
+                .await
+                .map_err(|e| MemberError::Refused(e.to_string()))?
+                .map_err(HostError::from)?;
+        }
+        self.host
+            .deploy(DeployRequest {
+                manifest: record.manifest.clone(),
+                origin: record.origin.clone(),
+                images: record.images.clone(),
+                caps,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_elsewhere(&self, applied: &mut BTreeMap<String, Applied>, record: &AppRecord) {
+        match applied.get(&record.name) {
+            Some(Applied::Elsewhere { version }) if *version == record.version => return,
+            Some(Applied::Here { .. }) | None => self.stop_here(&record.name).await,
+            Some(Applied::Elsewhere { .. }) => {}
+        }
+        let stored = StoredApp {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            manifest: record.manifest.clone(),
+            origin: record.origin.clone(),
+            images: record.images.clone(),
+            deployed_at: record.deployed_at,
+            caps: BTreeMap::new(),
+        };
+        let via: Arc<dyn Forward> = self.forwarder.clone();
+        match self.host.route_elsewhere(&stored, via) {
+            Ok(()) => {
+                applied.insert(
+                    record.name.clone(),
+                    Applied::Elsewhere {
+                        version: record.version.clone(),
+                    },
+                );
+            }
+            Err(e) => {
+                applied.remove(&record.name);
+                tracing::warn!(app = %record.name, "cannot route it to other hosts: {e}");
+            }
+        }
+    }
+
+    /// Takes this host's share of the app's forwarded requests.
+    async fn serve_forwarded(self: &Arc<Self>, app: &str) -> Option<Serving> {
+        let subject = self.subjects.http(app);
+        let mut subscriber = match self
+            .js
+            .client()
+            .queue_subscribe(subject.clone(), SERVING_GROUP.into())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%subject, "cannot take forwarded requests: {e}");
+                return None;
+            }
+        };
+        let member = Arc::downgrade(self);
+        let app: Arc<str> = app.into();
+        Some(Serving(tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                let Some(member) = member.upgrade() else { return };
+                let app = app.clone();
+                tokio::spawn(async move { member.answer(&app, message).await });
+            }
+        })))
+    }
+
+    /// Serves one forwarded request on this host and replies with the whole response.
+    async fn answer(&self, app: &str, message: async_nats::Message) {
+        let Some(reply) = message.reply.clone() else {
+            return;
+        };
+        let response = match unframe::<RequestHead>(&message.payload) {
+            Ok((head, body)) => self.serve_here(app, head, body).await,
+            Err(e) => text_response(
+                http::StatusCode::BAD_REQUEST,
+                format!("malformed forwarded request: {e}"),
+            ),
+        };
+        let (parts, body) = response.into_parts();
+        let limit = self.forwarder.max_payload.saturating_sub(HEAD_ROOM);
+        let framed = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(body) => frame(
+                &ResponseHead {
+                    status: parts.status.as_u16(),
+                    headers: end_to_end(&parts.headers),
+                },
+                &body.to_bytes(),
+            ),
+            Err(e) => {
+                let status = http::StatusCode::BAD_GATEWAY;
+                let message = format!(
+                    "app `{app}` on host {}: the response could not be carried back: {e} \
+                     (at most {limit} bytes cross hosts)\n",
+                    self.options.host_id
+                );
+                frame(
+                    &ResponseHead {
+                        status: status.as_u16(),
+                        headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                    },
+                    message.as_bytes(),
+                )
+            }
+        };
+        if let Err(e) = self.js.client().publish(reply, framed).await {
+            tracing::warn!(%app, "cannot reply to a forwarded request: {e}");
+        }
+    }
+
+    async fn serve_here(
+        &self,
+        app: &str,
+        head: RequestHead,
+        body: Bytes,
+    ) -> http::Response<WorkloadBody> {
+        let mut builder = http::Request::builder()
+            .method(head.method.as_str())
+            .uri(head.uri.as_str());
+        for (name, value) in &head.headers {
+            builder = builder.header(name.as_str(), value.as_slice());
+        }
+        let body = Full::new(body).map_err(|never| -> weft_runtime::HttpError { match never {} });
+        let req = match builder.body(body) {
+            Ok(req) => req,
+            Err(e) => {
+                return text_response(
+                    http::StatusCode::BAD_REQUEST,
+                    format!("malformed forwarded request: {e}"),
+                )
+            }
+        };
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.rsplit_once(':')
+                    .map_or(h, |(name, _)| name)
+                    .to_ascii_lowercase()
+            });
+        match self
+            .host
+            .local_workload(app, host.as_deref(), req.uri().path())
+        {
+            Some(workload) => workload.serve(req).await,
+            None => text_response(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "app `{app}` no longer runs on host {}; try again",
+                    self.options.host_id
+                ),
+            ),
+        }
+    }
+
+    fn inventory_of(&self, applied: &BTreeMap<String, Applied>) -> Vec<InventoryApp> {
+        let mut inventory = Vec::new();
+        for (name, state) in applied {
+            let Applied::Here {
+                version, failed, ..
+            } = state
+            else {
+                continue;
+            };
+            let status = self.host.status(name).ok();
+            let running = status.as_ref().filter(|s| s.version == *version);
+            let (phase, reason) = match (failed, running) {
+                (Some(reason), _) => ("failed", Some(reason.clone())),
+                (None, Some(s)) if s.phase == Phase::Deployed => ("deployed", None),
+                (None, Some(s)) => ("failed", s.reason.clone()),
+                (None, None) => ("deploying", None),
+            };
+            inventory.push(InventoryApp {
+                app: name.clone(),
+                version: version.clone(),
+                phase: phase.into(),
+                reason,
+                components: status
+                    .map(|s| {
+                        s.components
+                            .into_iter()
+                            .map(|c| InventoryComponent {
+                                name: c.name,
+                                max_instances: c.max_instances,
+                                active_instances: c.active_instances,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        inventory
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        let leading = self
+            .leadership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leading;
+        let mut apps = self
+            .inventory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Active instance counts move between placement rounds; report them as they are now.
+        for app in &mut apps {
+            if let Ok(status) = self.host.status(&app.app) {
+                for component in &mut app.components {
+                    if let Some(c) = status.components.iter().find(|c| c.name == component.name) {
+                        component.active_instances = c.active_instances;
+                    }
+                }
+            }
+        }
+        Heartbeat {
+            host: self.options.host_id.clone(),
+            labels: self.options.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: self.started_at_ms,
+            sent_at_ms: now_ms(),
+            http: self.host.config.http_address.map(|a| format!("http://{a}")),
+            control: self.options.control_url.clone(),
+            leader: leading,
+            apps,
+        }
+    }
+}
+
+fn outcome(
+    record: &AppRecord,
+    previous: Option<String>,
+    compiled: u32,
+    unchanged: bool,
+) -> DeployOutcome {
+    DeployOutcome {
+        app: record.name.clone(),
+        version: record.version.clone(),
+        previous,
+        compiled,
+        unchanged,
+        relinked: 0,
+        relink_failures: Vec::new(),
+    }
+}
+
+/// Each component's cap on a host given `share` of the app's instances: its manifest cap in
+/// the same proportion, at least one.
+fn caps_for(record: &AppRecord, share: u32) -> BTreeMap<String, u32> {
+    let Ok(app) = weft_manifest::parse(&record.manifest, &record.origin) else {
+        return BTreeMap::new();
+    };
+    let total = app.scaler().map(|s| s.instances).unwrap_or(share).max(1);
+    app.components
+        .iter()
+        .filter(|c| c.shared.is_none())
+        .map(|c| {
+            let cap = (u64::from(c.limits.max_instances) * u64::from(share)).div_ceil(u64::from(total));
+            (c.name.clone(), cap.clamp(1, u64::from(u32::MAX)) as u32)
+        })
+        .collect()
+}
+
+/// Says this host is alive once a heartbeat interval, for as long as the member lives.
+async fn heartbeats(member: Weak<Member>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(member) = member.upgrade() else { return };
+        let heartbeat = member.heartbeat();
+        let body = serde_json::to_vec(&heartbeat).unwrap_or_default();
+        if let Err(e) = member
+            .js
+            .client()
+            .publish(member.subjects.heartbeat(), body.into())
+            .await
+        {
+            tracing::warn!("cannot send a heartbeat: {e}");
+        }
+    }
+}
+
+/// Applies placements whenever the state bucket changes, and every few seconds regardless.
+async fn placement_loop(member: Weak<Member>) {
+    let watch = match member.upgrade() {
+        Some(m) => m.kv.watch().await,
+        None => return,
+    };
+    let mut watch = match watch {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("cannot watch the lattice state, polling instead: {e}");
+            None
+        }
+    };
+    loop {
+        if let Some(member) = member.upgrade() {
+            if let Err(e) = member.apply().await {
+                tracing::warn!("cannot apply the lattice's placements: {e}");
+            }
+        } else {
+            return;
+        }
+        let changed = async {
+            match &mut watch {
+                Some(w) => {
+                    w.next().await;
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = changed => {
+                // A deploy writes several keys; let them land before reading.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// The headers that describe the message itself, not one connection's framing of it (the
+/// body crosses hosts whole, so its framing is the next connection's business).
+fn end_to_end(headers: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    const HOP_BY_HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    headers
+        .iter()
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Forwards requests over NATS request/reply to a host running the app.
+struct NatsForward {
+    client: async_nats::Client,
+    subjects: Subjects,
+    max_payload: usize,
+}
+
+impl Forward for NatsForward {
+    fn forward(
+        &self,
+        app: &str,
+        req: IngressRequest,
+    ) -> BoxFuture<'static, http::Response<WorkloadBody>> {
+        let client = self.client.clone();
+        let subject = self.subjects.http(app);
+        let limit = self.max_payload.saturating_sub(HEAD_ROOM);
+        let app = app.to_string();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = match http_body_util::Limited::new(body, limit).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(e) => {
+                    return text_response(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "app `{app}` runs on another host and this request cannot be carried \
+                             there: {e} (at most {limit} bytes cross hosts)"
+                        ),
+                    )
+                }
+            };
+            let head = RequestHead {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                headers: end_to_end(&parts.headers),
+            };
+            let request = async_nats::Request::new()
+                .payload(frame(&head, &body))
+                .timeout(Some(FORWARD_TIMEOUT));
+            let reply = match client.send_request(subject, request).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    use async_nats::RequestErrorKind as Kind;
+                    let (status, message) = match e.kind() {
+                        Kind::NoResponders => (
+                            http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "no host runs app `{app}` right now (it is being placed); try \
+                                 again shortly"
+                            ),
+                        ),
+                        Kind::TimedOut => (
+                            http::StatusCode::GATEWAY_TIMEOUT,
+                            format!("the host running app `{app}` did not answer in time"),
+                        ),
+                        _ => (
+                            http::StatusCode::BAD_GATEWAY,
+                            format!("cannot reach a host running app `{app}`: {e}"),
+                        ),
+                    };
+                    return text_response(status, message);
+                }
+            };
+            match unframe::<ResponseHead>(&reply.payload) {
+                Ok((head, body)) => {
+                    let mut response = http::Response::new(
+                        Full::new(body).map_err(|never| match never {}).boxed_unsync(),
+                    );
+                    *response.status_mut() = http::StatusCode::from_u16(head.status)
+                        .unwrap_or(http::StatusCode::BAD_GATEWAY);
+                    for (name, value) in head.headers {
+                        if let (Ok(name), Ok(value)) = (
+                            http::HeaderName::from_bytes(name.as_bytes()),
+                            http::HeaderValue::from_bytes(&value),
+                        ) {
+                            response.headers_mut().append(name, value);
+                        }
+                    }
+                    response
+                }
+                Err(e) => text_response(
+                    http::StatusCode::BAD_GATEWAY,
+                    format!("malformed reply from the host running app `{app}`: {e}"),
+                ),
+            }
+        })
+    }
+}
