@@ -103,6 +103,7 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             manifest: text,
             origin: manifest_path.display().to_string(),
             images,
+            caps: Default::default(),
         },
         components,
         app_name: app.name,
@@ -197,6 +198,12 @@ impl Client {
     /// `GET /v1/host`.
     pub async fn host_status(&self) -> Result<HostStatus, ClientError> {
         self.json(self.http.get(format!("{}/v1/host", self.url)))
+            .await
+    }
+
+    /// `GET /v1/hosts`: the lattice's hosts as this host hears them.
+    pub async fn hosts(&self) -> Result<Vec<weft_host::api::LatticeHost>, ClientError> {
+        self.json(self.http.get(format!("{}/v1/hosts", self.url)))
             .await
     }
 

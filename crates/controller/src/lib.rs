@@ -182,13 +182,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller for `host`, electing through `kv`.
+    /// A controller for `host`, electing through `kv` and reporting to `leadership`.
     pub fn new(
         kv: Kv,
         host: &str,
         subjects: Subjects,
         client: async_nats::Client,
         directory: Arc<Directory>,
+        leadership: Arc<Mutex<Leadership>>,
     ) -> Self {
         Controller {
             lease: Lease::new(kv.clone(), host, LEASE_TTL),
@@ -197,14 +198,9 @@ impl Controller {
             subjects,
             client,
             directory,
-            leadership: Arc::default(),
+            leadership,
             known: None,
         }
-    }
-
-    /// What this controller knows of the leadership, kept current by `run`.
-    pub fn leadership(&self) -> Arc<Mutex<Leadership>> {
-        self.leadership.clone()
     }
 
     /// Runs rounds until `stop` resolves, then gives up the lease.

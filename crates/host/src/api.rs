@@ -43,6 +43,10 @@ pub struct DeployOutcome {
 pub enum Phase {
     Deployed,
     Failed,
+    /// In a lattice: placed, not yet running on every host it was placed on.
+    Deploying,
+    /// In a lattice: no host meets a placement requirement (the reason names it).
+    Waiting,
 }
 
 impl std::fmt::Display for Phase {
@@ -50,6 +54,8 @@ impl std::fmt::Display for Phase {
         f.write_str(match self {
             Phase::Deployed => "deployed",
             Phase::Failed => "failed",
+            Phase::Deploying => "deploying",
+            Phase::Waiting => "waiting",
         })
     }
 }
@@ -73,6 +79,12 @@ pub struct AppStatus {
     /// Apps whose components this app uses, and the version of each in use.
     #[serde(default)]
     pub uses: BTreeMap<String, String>,
+    /// In a lattice: host → its share of the app's instances.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, u32>,
+    /// In a lattice: what happened to the app lately (placements, moves, host losses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
 }
 
 /// One component of an app.
@@ -102,6 +114,35 @@ pub struct HostStatus {
     pub compilations: u64,
     pub apps: usize,
     pub listeners: Vec<String>,
+    /// The lattice this host belongs to, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice: Option<LatticeInfo>,
+}
+
+/// A host's place in its lattice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatticeInfo {
+    pub name: String,
+    pub host: String,
+    pub nats: String,
+    /// The host holding the leader lease, as far as this host knows.
+    pub leader: Option<String>,
+}
+
+/// `GET /v1/hosts`: one host of the lattice as this host hears it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatticeHost {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat arrived.
+    pub silent_ms: u64,
+    pub leader: bool,
+    pub version: String,
+    pub started_at_ms: u64,
+    pub http: Option<String>,
+    pub control: Option<String>,
+    pub apps: Vec<weft_lattice::InventoryApp>,
 }
 
 /// The body of every error the control API returns.

@@ -13,6 +13,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 
 use crate::api::{ApiError, ControlEndpoint, DeployRequest};
+use crate::lattice::{Member, MemberError};
 use crate::{Host, HostError};
 
 /// The largest component the control API accepts.
@@ -55,6 +56,8 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
 #[derive(Clone)]
 struct ControlState {
     host: Arc<Host>,
+    /// Set when the host is in a lattice: apps are the lattice's, not this host's alone.
+    lattice: Option<Arc<Member>>,
     token: Arc<str>,
 }
 
@@ -62,6 +65,7 @@ struct ControlState {
 /// the serving future.
 pub async fn serve(
     host: Arc<Host>,
+    lattice: Option<Arc<Member>>,
     address: SocketAddr,
 ) -> Result<
     (
@@ -93,10 +97,12 @@ pub async fn serve(
 
     let state = ControlState {
         host,
+        lattice,
         token: token.into(),
     };
     let app = Router::new()
         .route("/v1/host", get(host_status))
+        .route("/v1/hosts", get(lattice_hosts))
         .route("/v1/apps", get(list_apps).post(deploy))
         .route("/v1/apps/{name}", get(app_status).delete(undeploy))
         .route(
@@ -152,11 +158,40 @@ fn host_error(e: HostError) -> Response {
     error(status, e.to_string())
 }
 
+fn member_error(e: MemberError) -> Response {
+    match e {
+        MemberError::Host(e) => host_error(e),
+        MemberError::Lattice(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        e @ (MemberError::Name(..) | MemberError::Refused(_)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+    }
+}
+
 async fn host_status(State(state): State<ControlState>) -> Response {
-    Json(state.host.host_status()).into_response()
+    match &state.lattice {
+        Some(member) => Json(member.host_status()).into_response(),
+        None => Json(state.host.host_status()).into_response(),
+    }
+}
+
+async fn lattice_hosts(State(state): State<ControlState>) -> Response {
+    match &state.lattice {
+        Some(member) => Json(member.lattice_hosts()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this host is not in a lattice; start it with --nats URL to join one",
+        ),
+    }
 }
 
 async fn list_apps(State(state): State<ControlState>) -> Response {
+    if let Some(member) = &state.lattice {
+        return match member.app_statuses().await {
+            Ok(apps) => Json(apps).into_response(),
+            Err(e) => member_error(e),
+        };
+    }
     match state.host.list() {
         Ok(apps) => Json(apps).into_response(),
         Err(e) => host_error(e),
@@ -164,6 +199,12 @@ async fn list_apps(State(state): State<ControlState>) -> Response {
 }
 
 async fn app_status(State(state): State<ControlState>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Some(member) = &state.lattice {
+        return match member.app_status(&name).await {
+            Ok(status) => Json(status).into_response(),
+            Err(e) => member_error(e),
+        };
+    }
     match state.host.status(&name) {
         Ok(status) => Json(status).into_response(),
         Err(e) => host_error(e),
@@ -175,6 +216,15 @@ async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad deploy request: {e}")),
     };
+    if let Some(member) = &state.lattice {
+        return match member.deploy(request).await {
+            Ok(outcome) => Json(outcome).into_response(),
+            Err(e) => {
+                tracing::warn!("deploy refused: {e}");
+                member_error(e)
+            }
+        };
+    }
     match state.host.deploy(request).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => {
@@ -185,6 +235,12 @@ async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
 }
 
 async fn undeploy(State(state): State<ControlState>, UrlPath(name): UrlPath<String>) -> Response {
+    if let Some(member) = &state.lattice {
+        return match member.undeploy(&name).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => member_error(e),
+        };
+    }
     match state.host.undeploy(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => host_error(e),

@@ -32,7 +32,10 @@ pub struct RouteEntry {
 #[derive(Clone)]
 pub enum RouteTarget {
     Local(Arc<Workload>),
-    Remote { app: Arc<str>, via: Arc<dyn Forward> },
+    Remote {
+        app: Arc<str>,
+        via: Arc<dyn Forward>,
+    },
 }
 
 /// A request body as the ingress hands it on: limited to the host's maximum body size.
@@ -234,7 +237,12 @@ impl Ingress {
     }
 
     /// The workload of `app` on this host serving `path` for `host`, if it runs here.
-    pub fn local_workload(&self, app: &str, host: Option<&str>, path: &str) -> Option<Arc<Workload>> {
+    pub fn local_workload(
+        &self,
+        app: &str,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Arc<Workload>> {
         let all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let routes: HashMap<RouteKey, Arc<Workload>> = all
             .get(app)?

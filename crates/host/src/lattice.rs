@@ -12,13 +12,16 @@ use futures::future::BoxFuture;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use weft_lattice::{
-    desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, Directory,
-    Heartbeat, InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs,
+    desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, Directory, Heartbeat,
+    InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs, LatticePhase,
     Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX, HEARTBEAT_INTERVAL,
+    VERSION_PREFIX,
 };
 use weft_runtime::{text_response, WorkloadBody};
 
-use crate::api::{DeployOutcome, DeployRequest, Phase};
+use crate::api::{
+    AppStatus, DeployOutcome, DeployRequest, HostStatus, LatticeHost, LatticeInfo, Phase,
+};
 use crate::{Forward, Host, HostError, IngressRequest, StoredApp};
 
 /// How often a host re-reads the placements even when it heard of no change.
@@ -37,8 +40,6 @@ pub struct LatticeOptions {
     pub lattice: String,
     pub host_id: String,
     pub labels: BTreeMap<String, String>,
-    /// The control API's URL, when the host has one (shown to other hosts).
-    pub control_url: Option<String>,
 }
 
 /// What this host did with one app of the lattice.
@@ -92,6 +93,8 @@ pub struct Member {
     /// across deploys).
     inventory: Mutex<Vec<InventoryApp>>,
     forwarder: Arc<NatsForward>,
+    /// The control API's URL, once it listens (shown to other hosts).
+    control_url: Mutex<Option<String>>,
 }
 
 impl Member {
@@ -128,6 +131,7 @@ impl Member {
             applied: tokio::sync::Mutex::default(),
             inventory: Mutex::default(),
             forwarder,
+            control_url: Mutex::default(),
         });
         tokio::spawn(heartbeats(Arc::downgrade(&member)));
         tokio::spawn(placement_loop(Arc::downgrade(&member)));
@@ -160,9 +164,14 @@ impl Member {
         self.directory.clone()
     }
 
-    /// Where the controller reports leadership, for heartbeats.
-    pub fn set_leadership_source(&self) -> Arc<Mutex<Leadership>> {
+    /// Where the controller reports leadership, for heartbeats and status.
+    pub fn leadership(&self) -> Arc<Mutex<Leadership>> {
         self.leadership.clone()
+    }
+
+    /// Tells other hosts where this host's control API listens.
+    pub fn set_control_url(&self, url: String) {
+        *self.control_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(url);
     }
 
     /// This host's id.
@@ -185,8 +194,8 @@ impl Member {
     /// version for the controller to place.
     pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, MemberError> {
         let (stored, compiled) = self.host.check(request).await?;
-        let app = weft_manifest::parse(&stored.manifest, &stored.origin)
-            .map_err(HostError::from)?;
+        let app =
+            weft_manifest::parse(&stored.manifest, &stored.origin).map_err(HostError::from)?;
         app.scaler()
             .map_err(|e| MemberError::Refused(format!("{}: {e}", stored.origin)))?;
         let key = format!("{APP_PREFIX}{}", stored.name);
@@ -237,7 +246,12 @@ impl Member {
             )));
         }
         tracing::info!(app = %record.name, version = %record.version, "deployed to the lattice");
-        Ok(outcome(&record, previous.map(|p| p.version), compiled, false))
+        Ok(outcome(
+            &record,
+            previous.map(|p| p.version),
+            compiled,
+            false,
+        ))
     }
 
     /// Removes an app from the lattice; every host stops running and routing it.
@@ -258,6 +272,122 @@ impl Member {
         Ok((apps, placements))
     }
 
+    /// What is true of every app of the lattice.
+    pub async fn app_statuses(&self) -> Result<Vec<AppStatus>, MemberError> {
+        let (records, placements) = self.state_of_apps().await?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in &records {
+            out.push(self.status_of(record, &placements).await?);
+        }
+        Ok(out)
+    }
+
+    /// What is true of one app of the lattice: its phase and reason, where it runs, what
+    /// happened to it lately.
+    pub async fn app_status(&self, name: &str) -> Result<AppStatus, MemberError> {
+        let Some(value) = self.kv.get(&format!("{APP_PREFIX}{name}")).await? else {
+            return Err(HostError::NotFound(name.to_string()).into());
+        };
+        let record: AppRecord = serde_json::from_slice(&value)
+            .map_err(|e| MemberError::Refused(format!("unreadable record of `{name}`: {e}")))?;
+        let (_, placements) = placements(&self.kv).await?;
+        self.status_of(&record, &placements).await
+    }
+
+    async fn status_of(
+        &self,
+        record: &AppRecord,
+        placements: &Placements,
+    ) -> Result<AppStatus, MemberError> {
+        let placement = placements.apps.get(&record.name);
+        let (phase, reason) = match placement {
+            Some(p) if p.version == record.version => (
+                match p.phase {
+                    LatticePhase::Deploying => Phase::Deploying,
+                    LatticePhase::Deployed => Phase::Deployed,
+                    LatticePhase::Failed => Phase::Failed,
+                    LatticePhase::Waiting => Phase::Waiting,
+                },
+                p.reason.clone(),
+            ),
+            _ => (
+                Phase::Deploying,
+                Some("waiting for the controller to place this version".into()),
+            ),
+        };
+        let mut versions = Vec::new();
+        let prefix = format!("{VERSION_PREFIX}{}.", record.name);
+        for key in self.kv.keys(&prefix).await? {
+            if let Some(version) = key
+                .strip_prefix(&prefix)
+                .and_then(|v| hex::decode(v).ok())
+                .and_then(|v| String::from_utf8(v).ok())
+            {
+                versions.push(version);
+            }
+        }
+        let running_here = self
+            .host
+            .status(&record.name)
+            .ok()
+            .filter(|s| s.version == record.version);
+        let components = match running_here {
+            Some(s) => s.components,
+            None => crate::planned_components(&self.host, &stored_of(record)),
+        };
+        Ok(AppStatus {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            phase,
+            reason,
+            origin: record.origin.clone(),
+            deployed_at: record.deployed_at,
+            components,
+            versions,
+            dependents: BTreeMap::new(),
+            uses: BTreeMap::new(),
+            hosts: placement.map(|p| p.hosts.clone()).unwrap_or_default(),
+            events: placement.map(|p| p.events.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// This host's status, with its place in the lattice.
+    pub fn host_status(&self) -> HostStatus {
+        let mut status = self.host.host_status();
+        status.lattice = Some(LatticeInfo {
+            name: self.options.lattice.clone(),
+            host: self.options.host_id.clone(),
+            nats: self.options.nats_url.clone(),
+            leader: self
+                .leadership
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .leader
+                .clone(),
+        });
+        status
+    }
+
+    /// Every host heard from, with what it runs.
+    pub fn lattice_hosts(&self) -> Vec<LatticeHost> {
+        self.directory
+            .hosts()
+            .into_iter()
+            .map(|h| LatticeHost {
+                id: h.heartbeat.host,
+                labels: h.heartbeat.labels,
+                alive: h.alive,
+                silent_ms: h.silent_for.as_millis() as u64,
+                leader: h.heartbeat.leader,
+                version: h.heartbeat.version,
+                started_at_ms: h.heartbeat.started_at_ms,
+                http: h.heartbeat.http,
+                control: h.heartbeat.control,
+                apps: h.heartbeat.apps,
+            })
+            .collect()
+    }
+
     /// Brings this host in line with the placements: runs what is placed here, routes the rest
     /// elsewhere, forgets what was undeployed.
     async fn apply(self: &Arc<Self>) -> Result<(), MemberError> {
@@ -275,12 +405,7 @@ impl Member {
                 None => self.run_elsewhere(&mut applied, record).await,
             }
         }
-        let local: BTreeSet<String> = self
-            .host
-            .list()?
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
+        let local: BTreeSet<String> = self.host.list()?.into_iter().map(|a| a.name).collect();
         let stale: Vec<String> = applied
             .keys()
             .chain(local.iter())
@@ -314,7 +439,10 @@ impl Member {
         share: u32,
     ) {
         let caps = caps_for(record, share);
-        if let Some(Applied::Here { version, caps: c, .. }) = applied.get(&record.name) {
+        if let Some(Applied::Here {
+            version, caps: c, ..
+        }) = applied.get(&record.name)
+        {
             if *version == record.version && *c == caps {
                 return;
             }
@@ -358,7 +486,12 @@ impl Member {
         caps: BTreeMap<String, u32>,
     ) -> Result<(), MemberError> {
         for digest in record.images.values() {
-            if self.host.blobs().contains(digest).map_err(HostError::from)? {
+            if self
+                .host
+                .blobs()
+                .contains(digest)
+                .map_err(HostError::from)?
+            {
                 continue;
             }
             let bytes = self.blobs.get(digest).await?.ok_or_else(|| {
@@ -390,15 +523,7 @@ impl Member {
             Some(Applied::Here { .. }) | None => self.stop_here(&record.name).await,
             Some(Applied::Elsewhere { .. }) => {}
         }
-        let stored = StoredApp {
-            name: record.name.clone(),
-            version: record.version.clone(),
-            manifest: record.manifest.clone(),
-            origin: record.origin.clone(),
-            images: record.images.clone(),
-            deployed_at: record.deployed_at,
-            caps: BTreeMap::new(),
-        };
+        let stored = stored_of(record);
         let via: Arc<dyn Forward> = self.forwarder.clone();
         match self.host.route_elsewhere(&stored, via) {
             Ok(()) => {
@@ -435,7 +560,9 @@ impl Member {
         let app: Arc<str> = app.into();
         Some(Serving(tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                let Some(member) = member.upgrade() else { return };
+                let Some(member) = member.upgrade() else {
+                    return;
+                };
                 let app = app.clone();
                 tokio::spawn(async move { member.answer(&app, message).await });
             }
@@ -598,10 +725,46 @@ impl Member {
             started_at_ms: self.started_at_ms,
             sent_at_ms: now_ms(),
             http: self.host.config.http_address.map(|a| format!("http://{a}")),
-            control: self.options.control_url.clone(),
+            control: self
+                .control_url
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             leader: leading,
             apps,
         }
+    }
+}
+
+/// The host id kept in the state dir, so a restarted host rejoins as itself: `given` when set
+/// (and remembered), else the one remembered, else a new one.
+pub fn host_id(state_dir: &std::path::Path, given: Option<&str>) -> Result<String, MemberError> {
+    let path = state_dir.join("host-id");
+    let id = match given {
+        Some(id) => id.to_string(),
+        None => match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+            _ => format!("host-{}", hex::encode(rand::random::<[u8; 4]>())),
+        },
+    };
+    if !weft_lattice::is_valid_token(&id) {
+        return Err(MemberError::Name(id, "host id"));
+    }
+    std::fs::write(&path, &id)
+        .map_err(|e| MemberError::Refused(format!("cannot write {}: {e}", path.display())))?;
+    Ok(id)
+}
+
+/// A lattice app record as this host's store keeps an app.
+fn stored_of(record: &AppRecord) -> StoredApp {
+    StoredApp {
+        name: record.name.clone(),
+        version: record.version.clone(),
+        manifest: record.manifest.clone(),
+        origin: record.origin.clone(),
+        images: record.images.clone(),
+        deployed_at: record.deployed_at,
+        caps: BTreeMap::new(),
     }
 }
 
@@ -633,7 +796,8 @@ fn caps_for(record: &AppRecord, share: u32) -> BTreeMap<String, u32> {
         .iter()
         .filter(|c| c.shared.is_none())
         .map(|c| {
-            let cap = (u64::from(c.limits.max_instances) * u64::from(share)).div_ceil(u64::from(total));
+            let cap =
+                (u64::from(c.limits.max_instances) * u64::from(share)).div_ceil(u64::from(total));
             (c.name.clone(), cap.clamp(1, u64::from(u32::MAX)) as u32)
         })
         .collect()
@@ -644,7 +808,9 @@ async fn heartbeats(member: Weak<Member>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         tick.tick().await;
-        let Some(member) = member.upgrade() else { return };
+        let Some(member) = member.upgrade() else {
+            return;
+        };
         let heartbeat = member.heartbeat();
         let body = serde_json::to_vec(&heartbeat).unwrap_or_default();
         if let Err(e) = member
@@ -782,7 +948,9 @@ impl Forward for NatsForward {
             match unframe::<ResponseHead>(&reply.payload) {
                 Ok((head, body)) => {
                     let mut response = http::Response::new(
-                        Full::new(body).map_err(|never| match never {}).boxed_unsync(),
+                        Full::new(body)
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
                     );
                     *response.status_mut() = http::StatusCode::from_u16(head.status)
                         .unwrap_or(http::StatusCode::BAD_GATEWAY);

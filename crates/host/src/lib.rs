@@ -20,8 +20,8 @@ use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
 
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
-use ingress::{Ingress, RouteEntry};
 pub use ingress::{Forward, IngressRequest, LimitedBody, RouteTarget};
+use ingress::{Ingress, RouteEntry};
 pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 pub use store::{StateStore, StoreError, StoredApp};
 
@@ -771,7 +771,12 @@ impl Host {
     }
 
     /// The workload of `app` serving `path` for `host` here, when the app runs on this host.
-    pub fn local_workload(&self, app: &str, host: Option<&str>, path: &str) -> Option<Arc<Workload>> {
+    pub fn local_workload(
+        &self,
+        app: &str,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<Arc<Workload>> {
         self.ingress.local_workload(app, host, path)
     }
 
@@ -821,53 +826,7 @@ impl Host {
         let components = entry
             .app
             .iter()
-            .flat_map(|app| {
-                app.components.iter().map(|c| {
-                    let routes = app
-                        .routes
-                        .iter()
-                        .filter(|r| r.component == c.name)
-                        .map(|r| match &r.host {
-                            Some(host) => format!("http://{}{} (host {host})", r.address, r.path),
-                            None => format!("http://{}{}", r.address, r.path),
-                        })
-                        .collect();
-                    ComponentStatus {
-                        name: c.name.clone(),
-                        image: match &c.shared {
-                            Some(s) => format!("{}/{} (shared)", s.app, s.component),
-                            None => c.image.clone(),
-                        },
-                        digest: entry
-                            .stored
-                            .images
-                            .get(&c.image)
-                            .cloned()
-                            .or_else(|| {
-                                entry.workloads.get(&c.name).map(|w| w.digest().to_string())
-                            })
-                            .unwrap_or_default(),
-                        routes,
-                        max_memory: c.limits.max_memory,
-                        timeout_ms: c.limits.timeout.as_millis() as u64,
-                        max_instances: c.limits.max_instances,
-                        active_instances: entry
-                            .workloads
-                            .get(&c.name)
-                            .map_or(0, |w| w.active_instances()),
-                        warm_instances: entry
-                            .workloads
-                            .get(&c.name)
-                            .map_or(0, |w| w.warm_instances()),
-                        reuse: c.reuse.map(|r| {
-                            format!(
-                                "up to {} requests per instance, idle {:?}",
-                                r.max_requests, r.idle
-                            )
-                        }),
-                    }
-                })
-            })
+            .flat_map(|app| component_statuses(app, &entry.stored, &entry.workloads))
             .collect();
         Ok(AppStatus {
             name: entry.stored.name.clone(),
@@ -883,6 +842,8 @@ impl Host {
                 .filter_map(|e| Some((e.stored.name.clone(), e.uses.get(name)?.clone())))
                 .collect(),
             uses: entry.uses.clone(),
+            hosts: BTreeMap::new(),
+            events: Vec::new(),
         })
     }
 
@@ -919,6 +880,63 @@ impl Host {
                 .iter()
                 .map(|a| format!("http://{a}"))
                 .collect(),
+            lattice: None,
         }
     }
+}
+
+/// What status shows of each component of `app`: routes, limits, and the instances of its
+/// workload on this host (none when it does not run here).
+fn component_statuses(
+    app: &App,
+    stored: &StoredApp,
+    workloads: &BTreeMap<String, Arc<Workload>>,
+) -> Vec<ComponentStatus> {
+    app.components
+        .iter()
+        .map(|c| {
+            let routes = app
+                .routes
+                .iter()
+                .filter(|r| r.component == c.name)
+                .map(|r| match &r.host {
+                    Some(host) => format!("http://{}{} (host {host})", r.address, r.path),
+                    None => format!("http://{}{}", r.address, r.path),
+                })
+                .collect();
+            let workload = workloads.get(&c.name);
+            ComponentStatus {
+                name: c.name.clone(),
+                image: match &c.shared {
+                    Some(s) => format!("{}/{} (shared)", s.app, s.component),
+                    None => c.image.clone(),
+                },
+                digest: stored
+                    .images
+                    .get(&c.image)
+                    .cloned()
+                    .or_else(|| workload.map(|w| w.digest().to_string()))
+                    .unwrap_or_default(),
+                routes,
+                max_memory: c.limits.max_memory,
+                timeout_ms: c.limits.timeout.as_millis() as u64,
+                max_instances: c.limits.max_instances,
+                active_instances: workload.map_or(0, |w| w.active_instances()),
+                warm_instances: workload.map_or(0, |w| w.warm_instances()),
+                reuse: c.reuse.map(|r| {
+                    format!(
+                        "up to {} requests per instance, idle {:?}",
+                        r.max_requests, r.idle
+                    )
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The component statuses of an app as this host would run it, with nothing running.
+pub fn planned_components(host: &Host, stored: &StoredApp) -> Vec<ComponentStatus> {
+    host.app_of(stored)
+        .map(|app| component_statuses(&app, stored, &BTreeMap::new()))
+        .unwrap_or_default()
 }

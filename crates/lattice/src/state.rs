@@ -31,7 +31,6 @@ pub async fn placements(kv: &Kv) -> Result<(u64, Placements), LatticeError> {
     })
 }
 
-
 /// What this host's controller knows of the leadership, for heartbeats and status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leadership {
@@ -39,4 +38,3 @@ pub struct Leadership {
     pub term: u64,
     pub leader: Option<String>,
 }
-

@@ -47,6 +47,11 @@ pub struct Global {
 pub enum Command {
     /// Start a host serving the stored apps and the given manifests (Ctrl-C stops it)
     Up(UpArgs),
+    /// Join a lattice as a host without a control API (manage it through any host that has one)
+    Host(HostArgs),
+    /// Show the lattice: its hosts, or what runs where
+    #[command(subcommand)]
+    Get(GetCommand),
     /// Build the component project in DIR (Rust or Python) into DIR/build/<name>.wasm
     Build(BuildArgs),
     /// Deploy, inspect and remove apps on a running host
@@ -103,9 +108,73 @@ pub struct SecretKeyArgs {
     pub key: String,
 }
 
+/// `weft get …`.
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// The lattice's hosts: labels, liveness, the leader
+    Hosts(OutputArgs),
+    /// What runs on each host (or on HOST): apps, versions, instance caps
+    Inventory(InventoryArgs),
+}
+
+/// `weft get inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Only this host
+    pub host: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a host joins a lattice.
+#[derive(Debug, Args, Clone)]
+pub struct LatticeArgs {
+    /// Join the lattice over the NATS server at URL (JetStream enabled), e.g. nats://127.0.0.1:4222
+    #[arg(long, value_name = "URL", env = "WEFT_NATS")]
+    pub nats: Option<String>,
+    /// The lattice's name: hosts with the same NATS and name form one lattice
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub lattice: String,
+    /// A label for placement rules, e.g. --label zone=a (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// This host's id in the lattice [default: the one kept in the state dir, else a new one]
+    #[arg(long, value_name = "ID")]
+    pub host_id: Option<String>,
+    /// Serve every app's routes on this address instead of the manifests' (for several hosts
+    /// on one machine)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{text}` is not a label; write KEY=VALUE")),
+    }
+}
+
+/// `weft host`.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub lattice: LatticeArgs,
+    /// Use on-demand instance allocation instead of the pooling allocator
+    #[arg(long)]
+    pub no_pooling: bool,
+    /// On Ctrl-C or SIGTERM, how long requests in flight get to finish, e.g. 10s
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+    /// Largest request body accepted, e.g. 64MiB
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_request_body: u64,
+}
+
 /// `weft up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    #[command(flatten)]
+    pub lattice: LatticeArgs,
     /// App manifests to deploy once the host is up
     #[arg(value_name = "APP.yaml")]
     pub apps: Vec<PathBuf>,

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
+use weft_controller::Controller;
+use weft_host::lattice::{LatticeOptions, Member};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
-    AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, Global, SecretCommand,
-    SecretKeyArgs, SecretPutArgs, UpArgs,
+    AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global, LatticeArgs,
+    SecretCommand, SecretKeyArgs, SecretPutArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -17,6 +19,28 @@ pub async fn run(cli: Cli) -> Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Up(args) => up(&global, args).await,
+        Command::Host(args) => {
+            if args.lattice.nats.is_none() {
+                anyhow::bail!(
+                    "`weft host` joins a lattice: give --nats URL (or run `weft up` for a host of \
+                     its own with a control API)"
+                );
+            }
+            serve(
+                &global,
+                Serving {
+                    lattice: args.lattice,
+                    pooling: !args.no_pooling,
+                    max_request_body: args.max_request_body,
+                    shutdown_grace: args.shutdown_grace,
+                    control_addr: None,
+                    apps: Vec::new(),
+                    build: false,
+                },
+            )
+            .await
+        }
+        Command::Get(command) => get(&global, command).await,
         Command::Build(args) => build(args).await,
         Command::Status(output) => {
             let status = client(&global)?.host_status().await?;
@@ -28,6 +52,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("allocator:     {}", status.allocator);
                 println!("compilations:  {}", status.compilations);
                 println!("listeners:     {}", status.listeners.join(", "));
+                if let Some(lattice) = &status.lattice {
+                    println!(
+                        "lattice:       {} as host {} over {} (leader: {})",
+                        lattice.name,
+                        lattice.host,
+                        lattice.nats,
+                        lattice.leader.as_deref().unwrap_or("none yet")
+                    );
+                }
             }
             Ok(())
         }
@@ -80,7 +113,35 @@ fn print_outcome(outcome: &DeployOutcome) {
     }
 }
 
+/// What a serving host is started with (`weft up` and `weft host`).
+struct Serving {
+    lattice: LatticeArgs,
+    pooling: bool,
+    max_request_body: u64,
+    shutdown_grace: std::time::Duration,
+    /// None: no control API (`weft host`).
+    control_addr: Option<std::net::SocketAddr>,
+    apps: Vec<PathBuf>,
+    build: bool,
+}
+
 async fn up(global: &Global, args: UpArgs) -> Result<()> {
+    serve(
+        global,
+        Serving {
+            lattice: args.lattice,
+            pooling: !args.no_pooling,
+            max_request_body: args.max_request_body,
+            shutdown_grace: args.shutdown_grace,
+            control_addr: Some(args.control_addr),
+            apps: args.apps,
+            build: args.build,
+        },
+    )
+    .await
+}
+
+async fn serve(global: &Global, args: Serving) -> Result<()> {
     // Every connection is a file descriptor; the usual soft limit of 1024 would cap a busy host.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
@@ -91,35 +152,64 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
     for path in &args.apps {
         deploys.push(prepare(path.clone(), args.build).await?);
     }
+    let state_dir = state_dir(global);
     let config = HostConfig {
-        state_dir: state_dir(global),
-        pooling: !args.no_pooling,
+        state_dir: state_dir.clone(),
+        pooling: args.pooling,
         max_request_body: args.max_request_body,
+        http_address: args.lattice.http,
     };
     let host: Arc<Host> = Host::start(config).await?;
+    let lattice = match &args.lattice.nats {
+        Some(url) => Some(join(&host, &args.lattice, url).await?),
+        None => None,
+    };
     for deploy in deploys {
         for (digest, bytes) in &deploy.components {
             host.blobs().put(digest, bytes)?;
         }
-        let outcome = host
-            .deploy(deploy.request)
-            .await
-            .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
+        let outcome = match &lattice {
+            Some((member, _, _)) => member
+                .deploy(deploy.request)
+                .await
+                .map_err(anyhow::Error::from),
+            None => host
+                .deploy(deploy.request)
+                .await
+                .map_err(anyhow::Error::from),
+        }
+        .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
         print_outcome(&outcome);
     }
 
     // The control API (and its control.json) appears only once the given apps are serving, so
     // whoever waits for it knows the host is ready.
-    let (control, serve_control) =
-        weft_host::control::serve(host.clone(), args.control_addr).await?;
-    let control_task = tokio::spawn(serve_control);
-    for app in host.list()? {
-        print_app_line(&app);
-    }
-    println!(
-        "weft is up (control API http://{control}, state dir {}); Ctrl-C stops it",
-        host.state_dir().display()
-    );
+    let control_task = match args.control_addr {
+        Some(address) => {
+            let member = lattice.as_ref().map(|(m, _, _)| m.clone());
+            let (control, serve_control) =
+                weft_host::control::serve(host.clone(), member.clone(), address).await?;
+            if let Some(member) = member {
+                member.set_control_url(format!("http://{control}"));
+            }
+            for app in host.list()? {
+                print_app_line(&app);
+            }
+            println!(
+                "weft is up (control API http://{control}, state dir {}); Ctrl-C stops it",
+                host.state_dir().display()
+            );
+            tokio::spawn(serve_control)
+        }
+        None => {
+            println!(
+                "weft host is up in lattice `{}` (state dir {}); Ctrl-C stops it",
+                args.lattice.lattice,
+                host.state_dir().display()
+            );
+            tokio::spawn(std::future::pending())
+        }
+    };
 
     tokio::select! {
         result = control_task => {
@@ -130,12 +220,128 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(weft_host::control::endpoint_path(host.state_dir()));
+    if let Some((member, stop, controller)) = lattice {
+        // Hand the lease over now rather than after its TTL.
+        let _ = stop.send(());
+        let _ = controller.await;
+        drop(member);
+    }
     let unfinished = host.drain(args.shutdown_grace).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
             "requests still running at the end of the grace period were cut off"
         );
+    }
+    Ok(())
+}
+
+/// Joins the lattice and starts this host's controller; returns the member, the controller's
+/// stop switch and its task.
+async fn join(
+    host: &Arc<Host>,
+    args: &LatticeArgs,
+    url: &str,
+) -> Result<(
+    Arc<Member>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let host_id = weft_host::lattice::host_id(host.state_dir(), args.host_id.as_deref())?;
+    let options = LatticeOptions {
+        nats_url: url.to_string(),
+        lattice: args.lattice.clone(),
+        host_id,
+        labels: args.labels.iter().cloned().collect(),
+    };
+    let member = Member::join(host.clone(), options)
+        .await
+        .context("cannot join the lattice")?;
+    let controller = Controller::new(
+        member.state().clone(),
+        member.id(),
+        member.subjects().clone(),
+        member.jetstream().client().clone(),
+        member.directory(),
+        member.leadership(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok((member, stop, task))
+}
+
+async fn get(global: &Global, command: GetCommand) -> Result<()> {
+    let hosts = client(global)?.hosts().await?;
+    match command {
+        GetCommand::Hosts(output) => {
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<8} {:<7} {:<5} {:<24} HTTP",
+                "HOST", "ALIVE", "LEADER", "APPS", "LABELS"
+            );
+            for h in &hosts {
+                let labels: Vec<String> =
+                    h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let alive = if h.alive {
+                    "yes".to_string()
+                } else {
+                    format!("gone {}s", h.silent_ms / 1000)
+                };
+                println!(
+                    "{:<16} {:<8} {:<7} {:<5} {:<24} {}",
+                    h.id,
+                    alive,
+                    if h.leader && h.alive { "*" } else { "" },
+                    h.apps.len(),
+                    labels.join(","),
+                    h.http.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        GetCommand::Inventory(args) => {
+            let hosts: Vec<_> = hosts
+                .into_iter()
+                .filter(|h| args.host.as_ref().is_none_or(|id| *id == h.id))
+                .collect();
+            if let Some(id) = &args.host {
+                if hosts.is_empty() {
+                    anyhow::bail!("no host `{id}` in the lattice (see `weft get hosts`)");
+                }
+            }
+            if args.output.json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+                return Ok(());
+            }
+            for h in &hosts {
+                let state = if h.alive { "" } else { " (gone)" };
+                println!("host {}{state}:", h.id);
+                if h.apps.is_empty() {
+                    println!("  no apps");
+                }
+                for app in &h.apps {
+                    let caps: Vec<String> = app
+                        .components
+                        .iter()
+                        .map(|c| format!("{} {}/{}", c.name, c.active_instances, c.max_instances))
+                        .collect();
+                    println!(
+                        "  {:<20} {:<12} {:<9} {}",
+                        app.app,
+                        app.version,
+                        app.phase,
+                        caps.join(", ")
+                    );
+                    if let Some(reason) = &app.reason {
+                        println!("    reason: {reason}");
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -328,6 +534,17 @@ fn print_status(app: &AppStatus) {
     }
     println!("manifest:  {}", app.origin);
     println!("versions:  {}", app.versions.join(", "));
+    if !app.hosts.is_empty() {
+        let hosts: Vec<String> = app
+            .hosts
+            .iter()
+            .map(|(h, n)| format!("{h} ({n})"))
+            .collect();
+        println!("hosts:     {}", hosts.join(", "));
+    }
+    for event in &app.events {
+        println!("event:     {event}");
+    }
     for (used, version) in &app.uses {
         println!("uses:      {used} {version}");
     }
