@@ -45,7 +45,7 @@ pub type IngressRequest = http::Request<LimitedBody>;
 pub trait Forward: Send + Sync {
     /// Serves `req` for `app` elsewhere; failures come back as responses naming the problem.
     fn forward(
-        &self,
+        self: Arc<Self>,
         app: &str,
         req: IngressRequest,
     ) -> futures::future::BoxFuture<'static, http::Response<WorkloadBody>>;

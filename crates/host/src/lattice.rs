@@ -4,6 +4,7 @@
 //! lattice's state, not to this host alone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ use crate::{Forward, Host, HostError, IngressRequest, StoredApp};
 const RESYNC: Duration = Duration::from_secs(2);
 /// How long a forwarded request may take, end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
-/// The queue group of hosts serving an app's forwarded requests: one of them takes each.
-const SERVING_GROUP: &str = "hosts";
+/// How often a forwarded request in flight checks that its host is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Room left in a NATS message for the frame's head.
 const HEAD_ROOM: usize = 16 * 1024;
 
@@ -117,6 +118,10 @@ impl Member {
             client: js.client().clone(),
             subjects: subjects.clone(),
             max_payload,
+            host_id: options.host_id.clone(),
+            placements: Arc::default(),
+            directory: directory.clone(),
+            next: AtomicUsize::new(0),
         });
         let member = Arc::new(Member {
             host,
@@ -393,6 +398,11 @@ impl Member {
     async fn apply(self: &Arc<Self>) -> Result<(), MemberError> {
         let records = desired_apps(&self.kv).await?;
         let (_, placements) = placements(&self.kv).await?;
+        *self
+            .forwarder
+            .placements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = placements.clone();
         let mut applied = self.applied.lock().await;
         let wanted: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
         for record in &records {
@@ -543,13 +553,8 @@ impl Member {
 
     /// Takes this host's share of the app's forwarded requests.
     async fn serve_forwarded(self: &Arc<Self>, app: &str) -> Option<Serving> {
-        let subject = self.subjects.http(app);
-        let mut subscriber = match self
-            .js
-            .client()
-            .queue_subscribe(subject.clone(), SERVING_GROUP.into())
-            .await
-        {
+        let subject = self.subjects.http(app, &self.options.host_id);
+        let mut subscriber = match self.js.client().subscribe(subject.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%subject, "cannot take forwarded requests: {e}");
@@ -882,21 +887,106 @@ fn end_to_end(headers: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Forwards requests over NATS request/reply to a host running the app.
+/// Forwards requests over NATS request/reply to a host running the app, picked in turn among
+/// the live hosts the app is placed on.
 struct NatsForward {
     client: async_nats::Client,
     subjects: Subjects,
     max_payload: usize,
+    host_id: String,
+    /// The placements as last applied.
+    placements: Arc<Mutex<Placements>>,
+    directory: Arc<Directory>,
+    next: AtomicUsize,
+}
+
+/// Why a forwarded request got no reply from one host.
+enum Missed {
+    /// Nobody took it: it never ran, so another host may take it.
+    NotDelivered,
+    /// It may have run; the response says what is known.
+    Failed(http::Response<WorkloadBody>),
+}
+
+impl NatsForward {
+    /// The live hosts `app` is placed on, starting with the next in turn.
+    fn candidates(&self, app: &str) -> Vec<String> {
+        let alive: BTreeSet<String> = self.directory.alive().into_iter().map(|h| h.host).collect();
+        let mut hosts: Vec<String> = self
+            .placements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apps
+            .get(app)
+            .map(|p| {
+                p.hosts
+                    .keys()
+                    .filter(|h| alive.contains(*h) && **h != self.host_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !hosts.is_empty() {
+            let start = self.next.fetch_add(1, Ordering::Relaxed) % hosts.len();
+            hosts.rotate_left(start);
+        }
+        hosts
+    }
+
+    /// Sends the request to `host` and waits for its reply, giving up as soon as the host
+    /// stops sending heartbeats.
+    async fn send_to(&self, app: &str, host: &str, payload: Bytes) -> Result<Bytes, Missed> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(FORWARD_TIMEOUT));
+        let reply = self
+            .client
+            .send_request(self.subjects.http(app, host), request);
+        tokio::pin!(reply);
+        let mut check = tokio::time::interval(LIVENESS_CHECK);
+        let result = loop {
+            tokio::select! {
+                result = &mut reply => break result,
+                _ = check.tick() => {
+                    if !self.directory.alive().iter().any(|h| h.host == host) {
+                        return Err(Missed::Failed(text_response(
+                            http::StatusCode::BAD_GATEWAY,
+                            format!(
+                                "host {host} running app `{app}` was lost while serving this \
+                                 request; it may or may not have taken effect"
+                            ),
+                        )));
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(reply) => Ok(reply.payload),
+            Err(e) => {
+                use async_nats::RequestErrorKind as Kind;
+                Err(match e.kind() {
+                    Kind::NoResponders => Missed::NotDelivered,
+                    Kind::TimedOut => Missed::Failed(text_response(
+                        http::StatusCode::GATEWAY_TIMEOUT,
+                        format!("host {host} running app `{app}` did not answer in time"),
+                    )),
+                    _ => Missed::Failed(text_response(
+                        http::StatusCode::BAD_GATEWAY,
+                        format!("cannot reach host {host} running app `{app}`: {e}"),
+                    )),
+                })
+            }
+        }
+    }
 }
 
 impl Forward for NatsForward {
     fn forward(
-        &self,
+        self: Arc<Self>,
         app: &str,
         req: IngressRequest,
     ) -> BoxFuture<'static, http::Response<WorkloadBody>> {
-        let client = self.client.clone();
-        let subject = self.subjects.http(app);
+        let this = self.clone();
         let limit = self.max_payload.saturating_sub(HEAD_ROOM);
         let app = app.to_string();
         Box::pin(async move {
@@ -918,34 +1008,26 @@ impl Forward for NatsForward {
                 uri: parts.uri.to_string(),
                 headers: end_to_end(&parts.headers),
             };
-            let request = async_nats::Request::new()
-                .payload(frame(&head, &body))
-                .timeout(Some(FORWARD_TIMEOUT));
-            let reply = match client.send_request(subject, request).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    use async_nats::RequestErrorKind as Kind;
-                    let (status, message) = match e.kind() {
-                        Kind::NoResponders => (
-                            http::StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "no host runs app `{app}` right now (it is being placed); try \
-                                 again shortly"
-                            ),
-                        ),
-                        Kind::TimedOut => (
-                            http::StatusCode::GATEWAY_TIMEOUT,
-                            format!("the host running app `{app}` did not answer in time"),
-                        ),
-                        _ => (
-                            http::StatusCode::BAD_GATEWAY,
-                            format!("cannot reach a host running app `{app}`: {e}"),
-                        ),
-                    };
-                    return text_response(status, message);
+            let payload = frame(&head, &body);
+            let mut reply = None;
+            // A host that took no delivery never ran the request: the next one may.
+            for host in this.candidates(&app) {
+                match this.send_to(&app, &host, payload.clone()).await {
+                    Ok(payload) => {
+                        reply = Some(payload);
+                        break;
+                    }
+                    Err(Missed::NotDelivered) => continue,
+                    Err(Missed::Failed(response)) => return response,
                 }
+            }
+            let Some(reply) = reply else {
+                return text_response(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no host runs app `{app}` right now; `weft app status {app}` says why"),
+                );
             };
-            match unframe::<ResponseHead>(&reply.payload) {
+            match unframe::<ResponseHead>(&reply) {
                 Ok((head, body)) => {
                     let mut response = http::Response::new(
                         Full::new(body)

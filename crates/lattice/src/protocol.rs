@@ -49,9 +49,9 @@ impl Subjects {
         format!("weft.{}.evt.{kind}", self.lattice)
     }
 
-    /// Where hosts running `app` take HTTP requests forwarded by other hosts (a queue group).
-    pub fn http(&self, app: &str) -> String {
-        format!("weft.{}.rpc.http.{app}", self.lattice)
+    /// Where `host` takes HTTP requests for `app` forwarded by other hosts.
+    pub fn http(&self, app: &str, host: &str) -> String {
+        format!("weft.{}.rpc.http.{app}.{host}", self.lattice)
     }
 
     /// The JetStream KV bucket of the lattice's state.

@@ -262,6 +262,14 @@ impl Host {
         }
     }
 
+    /// Kills the process with SIGKILL, as a crash would; the state dir stays for `restart`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Everything the host has logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
