@@ -27,7 +27,7 @@ pub enum LatticeError {
         what: String,
         reason: String,
     },
-    #[error("`{0}` is not a key of the lattice store; use letters, digits and `-_/=.`")]
+    #[error("`{0}` is not a NATS KV key; use letters, digits and `-_/=.`")]
     Key(String),
     #[error("blob {digest}: {reason}")]
     Blob { digest: String, reason: String },
