@@ -29,6 +29,8 @@ pub struct World<'a> {
     pub hosts: &'a [Heartbeat],
     /// Hosts that were alive last round and are not now.
     pub lost: &'a BTreeSet<String>,
+    /// Hosts alive now that were not last round.
+    pub joined: &'a BTreeSet<String>,
     pub time: String,
 }
 
@@ -80,17 +82,23 @@ pub fn reconcile(previous: &Placements, world: &World<'_>) -> BTreeMap<String, A
                 list(&new_hosts)
             ));
         } else if old_hosts != new_hosts {
-            let gone: BTreeSet<&String> = old_hosts.difference(&new_hosts).copied().collect();
-            let lost: Vec<&str> = gone
-                .iter()
+            let lost: Vec<&str> = old_hosts
+                .difference(&new_hosts)
                 .filter(|h| world.lost.contains(h.as_str()))
                 .map(|h| h.as_str())
                 .collect();
-            let why = if lost.is_empty() {
-                String::new()
-            } else {
-                format!("host {} lost; ", lost.join(", "))
-            };
+            let joined: Vec<&str> = new_hosts
+                .difference(&old_hosts)
+                .filter(|h| world.joined.contains(h.as_str()))
+                .map(|h| h.as_str())
+                .collect();
+            let mut why = String::new();
+            if !lost.is_empty() {
+                why.push_str(&format!("host {} lost; ", lost.join(", ")));
+            }
+            if !joined.is_empty() {
+                why.push_str(&format!("host {} joined; ", joined.join(", ")));
+            }
             events.push(format!(
                 "{}: {why}moved from {} to {}",
                 world.time,
@@ -271,9 +279,18 @@ impl Controller {
                 .cloned()
                 .collect(),
         };
+        let joined: BTreeSet<String> = match &self.known {
+            Some(known) => alive.difference(known).cloned().collect(),
+            None => BTreeSet::new(),
+        };
         for host in &lost {
             tracing::warn!(%host, "host lost (no heartbeat)");
             self.publish("host_lost", serde_json::json!({ "host": host }))
+                .await;
+        }
+        for host in &joined {
+            tracing::info!(%host, "host joined");
+            self.publish("host_joined", serde_json::json!({ "host": host }))
                 .await;
         }
         self.known = Some(alive);
@@ -282,6 +299,7 @@ impl Controller {
             apps: &apps,
             hosts: &hosts,
             lost: &lost,
+            joined: &joined,
             time: time_of_day(now_ms()),
         };
         let next = Placements {
@@ -331,4 +349,129 @@ pub fn time_of_day(ms: u64) -> String {
         (secs / 60) % 60,
         secs % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_lattice::InventoryApp;
+
+    fn record() -> AppRecord {
+        AppRecord {
+            name: "web".into(),
+            version: "v1".into(),
+            manifest: r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: { name: web, annotations: { version: v1 } }
+spec:
+  components:
+    - name: web
+      type: component
+      properties: { image: ./web.wasm }
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread: [{ name: east, requirements: { zone: a } }]
+"#
+            .into(),
+            origin: "web.yaml".into(),
+            images: Default::default(),
+            deployed_at: 0,
+        }
+    }
+
+    fn host(id: &str, zone: &str, running: Option<(&str, Option<&str>)>) -> Heartbeat {
+        Heartbeat {
+            host: id.into(),
+            labels: [("zone".to_string(), zone.to_string())].into(),
+            version: "0".into(),
+            started_at_ms: 0,
+            sent_at_ms: 0,
+            http: None,
+            control: None,
+            leader: false,
+            apps: running
+                .map(|(phase, reason)| InventoryApp {
+                    app: "web".into(),
+                    version: "v1".into(),
+                    phase: phase.into(),
+                    reason: reason.map(str::to_string),
+                    components: Vec::new(),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn world<'a>(
+        apps: &'a [AppRecord],
+        hosts: &'a [Heartbeat],
+        lost: &'a BTreeSet<String>,
+        joined: &'a BTreeSet<String>,
+    ) -> World<'a> {
+        World {
+            apps,
+            hosts,
+            lost,
+            joined,
+            time: "00:00:00".into(),
+        }
+    }
+
+    #[test]
+    fn a_lost_host_s_app_moves_and_the_move_says_why() {
+        let apps = [record()];
+        let none = BTreeSet::new();
+        let hosts = [
+            host("h1", "a", Some(("deployed", None))),
+            host("h2", "a", None),
+        ];
+        let first = Placements {
+            apps: reconcile(&Placements::default(), &world(&apps, &hosts, &none, &none)),
+            ..Default::default()
+        };
+        let web = &first.apps["web"];
+        assert_eq!(web.hosts, [("h1".to_string(), 1)].into());
+        assert_eq!(web.phase, LatticePhase::Deployed);
+        assert!(
+            web.events[0].contains("version v1 placed on h1"),
+            "{:?}",
+            web.events
+        );
+
+        let lost: BTreeSet<String> = ["h1".to_string()].into();
+        let hosts = [host("h2", "a", None)];
+        let second = reconcile(&first, &world(&apps, &hosts, &lost, &none));
+        let web = &second["web"];
+        assert_eq!(web.hosts, [("h2".to_string(), 1)].into());
+        assert_eq!(web.phase, LatticePhase::Deploying);
+        assert!(
+            web.events[1].contains("host h1 lost; moved from h1 to h2"),
+            "{:?}",
+            web.events
+        );
+    }
+
+    #[test]
+    fn a_host_failing_the_app_makes_it_failed_with_the_host_s_reason() {
+        let apps = [record()];
+        let none = BTreeSet::new();
+        let hosts = [host(
+            "h1",
+            "a",
+            Some(("failed", Some("imports cannot be satisfied"))),
+        )];
+        let placed = reconcile(&Placements::default(), &world(&apps, &hosts, &none, &none));
+        let web = &placed["web"];
+        assert_eq!(web.phase, LatticePhase::Failed);
+        assert_eq!(
+            web.reason.as_deref(),
+            Some("host h1: imports cannot be satisfied")
+        );
+        let hosts = [host("h1", "b", None)];
+        let placed = reconcile(&Placements::default(), &world(&apps, &hosts, &none, &none));
+        assert_eq!(placed["web"].phase, LatticePhase::Waiting);
+        assert!(placed["web"].reason.as_ref().unwrap().contains("zone=a"));
+    }
 }

@@ -181,6 +181,7 @@ mod tests {
             origin: "o".into(),
             images: BTreeMap::new(),
             deployed_at: at,
+            caps: BTreeMap::new(),
         }
     }
 
