@@ -13,10 +13,10 @@ use futures::future::BoxFuture;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use weft_lattice::{
-    desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, Directory, Heartbeat,
-    InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs, LatticePhase,
-    Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX, HEARTBEAT_INTERVAL,
-    VERSION_PREFIX,
+    desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, CallHead, CallReply,
+    Directory, Heartbeat, InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs,
+    LatticePhase, Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX,
+    HEARTBEAT_INTERVAL, VERSION_PREFIX,
 };
 use weft_runtime::{text_response, WorkloadBody};
 
@@ -122,7 +122,10 @@ impl Member {
             placements: Arc::default(),
             directory: directory.clone(),
             next: AtomicUsize::new(0),
+            this: std::sync::OnceLock::new(),
         });
+        let _ = forwarder.this.set(Arc::downgrade(&forwarder));
+        host.set_remote_links(forwarder.clone());
         let member = Arc::new(Member {
             host,
             options,
@@ -561,15 +564,34 @@ impl Member {
                 return None;
             }
         };
+        let calls_subject = self.subjects.calls_of(app, &self.options.host_id);
+        let mut calls = match self.js.client().subscribe(calls_subject.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(subject = %calls_subject, "cannot take calls: {e}");
+                return None;
+            }
+        };
         let member = Arc::downgrade(self);
         let app: Arc<str> = app.into();
         Some(Serving(tokio::spawn(async move {
-            while let Some(message) = subscriber.next().await {
+            loop {
+                let (message, call) = tokio::select! {
+                    Some(m) = subscriber.next() => (m, false),
+                    Some(m) = calls.next() => (m, true),
+                    else => return,
+                };
                 let Some(member) = member.upgrade() else {
                     return;
                 };
                 let app = app.clone();
-                tokio::spawn(async move { member.answer(&app, message).await });
+                tokio::spawn(async move {
+                    if call {
+                        member.answer_call(&app, message).await
+                    } else {
+                        member.answer(&app, message).await
+                    }
+                });
             }
         })))
     }
@@ -614,6 +636,31 @@ impl Member {
         };
         if let Err(e) = self.js.client().publish(reply, framed).await {
             tracing::warn!(%app, "cannot reply to a forwarded request: {e}");
+        }
+    }
+
+    /// Runs one call to an export of a component of `app` here and replies with its results.
+    async fn answer_call(&self, app: &str, message: async_nats::Message) {
+        let Some(reply) = message.reply.clone() else {
+            return;
+        };
+        // weft.<lattice>.rpc.call.<app>.<component>.<host>
+        let component = message.subject.split('.').nth(5).unwrap_or_default();
+        let result = match unframe::<CallHead>(&message.payload) {
+            Ok((head, params)) => match self.host.export_server(app, component) {
+                Some(server) => server.call(&head.interface, &head.function, &params).await,
+                None => Err(format!(
+                    "component `{component}` of app `{app}` exports nothing callable here"
+                )),
+            },
+            Err(e) => Err(format!("malformed call: {e}")),
+        };
+        let framed = match result {
+            Ok(results) => frame(&CallReply { error: None }, &results),
+            Err(error) => frame(&CallReply { error: Some(error) }, &[]),
+        };
+        if let Err(e) = self.js.client().publish(reply, framed).await {
+            tracing::warn!(%app, "cannot reply to a call: {e}");
         }
     }
 
@@ -898,6 +945,7 @@ struct NatsForward {
     placements: Arc<Mutex<Placements>>,
     directory: Arc<Directory>,
     next: AtomicUsize,
+    this: std::sync::OnceLock<Weak<NatsForward>>,
 }
 
 /// Why a forwarded request got no reply from one host.
@@ -909,8 +957,25 @@ enum Missed {
 }
 
 impl NatsForward {
-    /// The live hosts `app` is placed on, starting with the next in turn.
+    /// This forwarder as an `Arc`, for callers that outlive the call that made them.
+    fn self_ref(&self) -> Arc<NatsForward> {
+        self.this
+            .get()
+            .and_then(Weak::upgrade)
+            .expect("the forwarder lives as long as its member")
+    }
+
+    /// The live hosts `app` is placed on, this host included, starting with the next in turn.
+    fn candidates_with_self(&self, app: &str) -> Vec<String> {
+        self.pick(app, true)
+    }
+
+    /// The live hosts other than this one `app` is placed on, starting with the next in turn.
     fn candidates(&self, app: &str) -> Vec<String> {
+        self.pick(app, false)
+    }
+
+    fn pick(&self, app: &str, with_self: bool) -> Vec<String> {
         let alive: BTreeSet<String> = self.directory.alive().into_iter().map(|h| h.host).collect();
         let mut hosts: Vec<String> = self
             .placements
@@ -921,7 +986,7 @@ impl NatsForward {
             .map(|p| {
                 p.hosts
                     .keys()
-                    .filter(|h| alive.contains(*h) && **h != self.host_id)
+                    .filter(|h| alive.contains(*h) && (with_self || **h != self.host_id))
                     .cloned()
                     .collect()
             })
@@ -935,13 +1000,17 @@ impl NatsForward {
 
     /// Sends the request to `host` and waits for its reply, giving up as soon as the host
     /// stops sending heartbeats.
-    async fn send_to(&self, app: &str, host: &str, payload: Bytes) -> Result<Bytes, Missed> {
+    async fn send_to(
+        &self,
+        app: &str,
+        host: &str,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<Bytes, Missed> {
         let request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(FORWARD_TIMEOUT));
-        let reply = self
-            .client
-            .send_request(self.subjects.http(app, host), request);
+        let reply = self.client.send_request(subject, request);
         tokio::pin!(reply);
         let mut check = tokio::time::interval(LIVENESS_CHECK);
         let result = loop {
@@ -1012,7 +1081,8 @@ impl Forward for NatsForward {
             let mut reply = None;
             // A host that took no delivery never ran the request: the next one may.
             for host in this.candidates(&app) {
-                match this.send_to(&app, &host, payload.clone()).await {
+                let subject = this.subjects.http(&app, &host);
+                match this.send_to(&app, &host, subject, payload.clone()).await {
                     Ok(payload) => {
                         reply = Some(payload);
                         break;
@@ -1051,6 +1121,72 @@ impl Forward for NatsForward {
                     format!("malformed reply from the host running app `{app}`: {e}"),
                 ),
             }
+        })
+    }
+}
+
+/// Calls a component's exports on whichever live host runs its app.
+struct NatsCall {
+    forward: Arc<NatsForward>,
+    app: String,
+    component: String,
+}
+
+impl weft_runtime::RemoteCall for NatsCall {
+    fn call(
+        &self,
+        interface: &str,
+        function: &str,
+        params: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let forward = self.forward.clone();
+        let (app, component) = (self.app.clone(), self.component.clone());
+        let head = CallHead {
+            interface: interface.to_string(),
+            function: function.to_string(),
+        };
+        Box::pin(async move {
+            let payload = frame(&head, &params);
+            let limit = forward.max_payload.saturating_sub(HEAD_ROOM);
+            if payload.len() > limit {
+                return Err(format!(
+                    "the arguments take {} bytes; at most {limit} cross hosts",
+                    payload.len()
+                ));
+            }
+            // Every candidate of the app itself, this host included: the call goes to the app.
+            for host in forward.candidates_with_self(&app) {
+                let subject = forward.subjects.call(&app, &component, &host);
+                match forward.send_to(&app, &host, subject, payload.clone()).await {
+                    Ok(reply) => {
+                        let (head, body) = unframe::<CallReply>(&reply)?;
+                        return match head.error {
+                            None => Ok(body.to_vec()),
+                            Some(error) => Err(format!("host {host}: {error}")),
+                        };
+                    }
+                    Err(Missed::NotDelivered) => continue,
+                    Err(Missed::Failed(response)) => {
+                        return Err(format!(
+                            "host {host}: the call failed ({})",
+                            response.status()
+                        ))
+                    }
+                }
+            }
+            Err(format!(
+                "no host runs app `{app}` right now; `weft app status {app}` says why"
+            ))
+        })
+    }
+}
+
+impl crate::RemoteLinks for NatsForward {
+    fn caller(&self, app: &str, component: &str) -> Arc<dyn weft_runtime::RemoteCall> {
+        Arc::new(NatsCall {
+            forward: self.self_ref(),
+            app: app.to_string(),
+            component: component.to_string(),
         })
     }
 }

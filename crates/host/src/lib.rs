@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use weft_capabilities::{Backends, CapabilityError, SecretStore};
 use weft_manifest::{App, ManifestError};
-use weft_runtime::{LoadedComponent, Runtime, RuntimeError, Workload};
+use weft_runtime::{
+    ExportServer, LoadedComponent, RemoteCall, RemoteTarget, Runtime, RuntimeError, Workload,
+};
 
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
@@ -114,6 +116,7 @@ struct AppEntry {
     reason: Option<String>,
     app: Option<App>,
     workloads: BTreeMap<String, Arc<Workload>>,
+    exports: BTreeMap<String, Arc<ExportServer>>,
     /// Message deliveries of the running version; dropping it stops them.
     _subscriptions: subscriptions::Running,
     /// Apps whose components this one uses, and the version of each it runs with.
@@ -131,6 +134,14 @@ pub struct Host {
     apps: Mutex<BTreeMap<String, AppEntry>>,
     /// Deploys and undeploys run one at a time so each sees the state the previous one left.
     deploy_lock: tokio::sync::Mutex<()>,
+    /// Set in a lattice: reaches other apps' components wherever they run.
+    remote: std::sync::OnceLock<Arc<dyn RemoteLinks>>,
+}
+
+/// Reaches a component of another app wherever in the lattice it runs.
+pub trait RemoteLinks: Send + Sync {
+    /// A caller of `component` of `app`.
+    fn caller(&self, app: &str, component: &str) -> Arc<dyn RemoteCall>;
 }
 
 /// Drops warm instances that sat idle past their reuse policy, once a second, for as long as the
@@ -155,6 +166,8 @@ async fn reclaim_idle_instances(host: std::sync::Weak<Host>) {
 struct Prepared {
     app: App,
     workloads: BTreeMap<String, Arc<Workload>>,
+    /// Components serving their exports to other hosts (in a lattice).
+    exports: BTreeMap<String, Arc<ExportServer>>,
     routes: Vec<RouteEntry>,
     subscriptions: subscriptions::Pending,
     uses: BTreeMap<String, String>,
@@ -194,6 +207,17 @@ fn restore_order(apps: Vec<StoredApp>) -> Vec<StoredApp> {
     let mut by_name: BTreeMap<String, StoredApp> =
         apps.into_iter().map(|s| (s.name.clone(), s)).collect();
     order.iter().filter_map(|n| by_name.remove(n)).collect()
+}
+
+/// Whether component `name` of `app` is reached only through component links (no route, no
+/// HTTP link, no subscription).
+fn called_only(app: &App, name: &str) -> bool {
+    !app.routes.iter().any(|r| r.component == name)
+        && !app.subscriptions.iter().any(|s| s.component == name)
+        && !app
+            .components
+            .iter()
+            .any(|c| c.http_links.iter().any(|l| l.target == name))
 }
 
 /// Components ordered so that every target of a component link comes before its sources (the
@@ -264,6 +288,7 @@ impl Host {
             blobs,
             apps: Mutex::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
+            remote: std::sync::OnceLock::new(),
         });
         for stored in restore_order(host.store.current_apps()?) {
             let _guard = host.deploy_lock.lock().await;
@@ -287,6 +312,7 @@ impl Host {
                             reason: Some(e.to_string()),
                             app: None,
                             workloads: BTreeMap::new(),
+                            exports: BTreeMap::new(),
                             _subscriptions: Default::default(),
                             uses: BTreeMap::new(),
                         },
@@ -468,12 +494,19 @@ impl Host {
     async fn prepare_checked(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
         let mut compiled = 0;
         let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
+        let mut exports: BTreeMap<String, Arc<ExportServer>> = BTreeMap::new();
+        let remote = self.remote.get();
         let mut subscriptions = subscriptions::Pending::new();
         let mut uses = BTreeMap::new();
         let mut loaded_by_name: BTreeMap<String, LoadedComponent> = BTreeMap::new();
         // Linked components first, so each source finds its targets' workloads ready.
         for node in linked_first(&app.components) {
             let what = format!("component `{}` of app `{}`", node.name, app.name);
+            // In a lattice another app's component that is only called through links runs with
+            // its own app, wherever that is placed; calls reach it over NATS.
+            if remote.is_some() && node.shared.is_some() && called_only(&app, &node.name) {
+                continue;
+            }
             let (component, digest, owner) = match &node.shared {
                 None => {
                     let digest =
@@ -499,7 +532,21 @@ impl Host {
                 None
             } else {
                 let mut targets = Vec::new();
+                let mut remotes = Vec::new();
                 for link in &component.component_links {
+                    let shared_target = app
+                        .components
+                        .iter()
+                        .find(|c| c.name == link.target)
+                        .and_then(|c| c.shared.as_ref());
+                    if let (Some(remote), Some(shared)) = (remote, shared_target) {
+                        remotes.push(RemoteTarget {
+                            name: &link.target,
+                            interfaces: &link.interfaces,
+                            via: remote.caller(&shared.app, &shared.component),
+                        });
+                        continue;
+                    }
                     let target = app
                         .components
                         .iter()
@@ -521,7 +568,10 @@ impl Host {
                         interfaces: &link.interfaces,
                     });
                 }
-                Some(self.runtime.link_components(&what, &loaded, &targets)?)
+                Some(
+                    self.runtime
+                        .link_components(&what, &loaded, &targets, &remotes)?,
+                )
             };
             let access = weft_runtime::Access {
                 linked,
@@ -555,6 +605,12 @@ impl Host {
                 workloads.insert(component.name.clone(), workload);
             } else {
                 self.runtime.check_imports(&what, &loaded, &access)?;
+            }
+            if remote.is_some() && node.shared.is_none() && !loaded.code.own_exports().is_empty() {
+                let server =
+                    self.runtime
+                        .export_server(&what, &loaded, component.limits, access.clone())?;
+                exports.insert(component.name.clone(), server);
             }
             loaded_by_name.insert(component.name.clone(), loaded.clone());
             for subscription in app
@@ -603,6 +659,7 @@ impl Host {
         Ok(Prepared {
             app,
             workloads,
+            exports,
             routes,
             subscriptions,
             uses,
@@ -730,6 +787,7 @@ impl Host {
                     reason: None,
                     app: Some(prepared.app),
                     workloads: prepared.workloads,
+                    exports: prepared.exports,
                     _subscriptions: prepared.subscriptions.start(),
                     uses: prepared.uses,
                 },
@@ -763,6 +821,17 @@ impl Host {
             .collect();
         self.ingress.set_app_routes(&app.name, entries);
         Ok(())
+    }
+
+    /// Lets this host call other apps' components wherever they run (set once, on joining a
+    /// lattice, before any app is deployed through it).
+    pub fn set_remote_links(&self, remote: Arc<dyn RemoteLinks>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The server of `component`'s exports in `app`, when it runs here.
+    pub fn export_server(&self, app: &str, component: &str) -> Option<Arc<ExportServer>> {
+        self.apps_lock().get(app)?.exports.get(component).cloned()
     }
 
     /// Drops every route of `app` (local or elsewhere).

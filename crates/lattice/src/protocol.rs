@@ -54,6 +54,16 @@ impl Subjects {
         format!("weft.{}.rpc.http.{app}.{host}", self.lattice)
     }
 
+    /// Where `host` takes calls to the exports of `component` of `app` from other hosts.
+    pub fn call(&self, app: &str, component: &str, host: &str) -> String {
+        format!("weft.{}.rpc.call.{app}.{component}.{host}", self.lattice)
+    }
+
+    /// Every call subject of `app` on `host`.
+    pub fn calls_of(&self, app: &str, host: &str) -> String {
+        format!("weft.{}.rpc.call.{app}.*.{host}", self.lattice)
+    }
+
     /// The JetStream KV bucket of the lattice's state.
     pub fn state_bucket(&self) -> String {
         format!("weft-{}", self.lattice)
@@ -173,6 +183,20 @@ pub struct RequestHead {
 pub struct ResponseHead {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The head of a call to a component's export on another host; the body is the arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallHead {
+    /// The interface's full name, `@version` included.
+    pub interface: String,
+    pub function: String,
+}
+
+/// The head of a call's reply; the body is the results when `error` is None.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallReply {
+    pub error: Option<String>,
 }
 
 /// A head and a body in one NATS message: the head's length (u32, big-endian), the head as

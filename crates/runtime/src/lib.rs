@@ -3,10 +3,12 @@
 
 mod cache;
 mod engine;
+mod exports;
 mod guest_log;
 mod handler;
 mod links;
 mod state;
+pub mod wire;
 mod workload;
 
 use std::collections::HashMap;
@@ -21,8 +23,9 @@ use weft_capabilities::handler_bindings::MessageHandlerPre;
 
 pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
+pub use exports::ExportServer;
 pub use handler::MessageHandler;
-pub use links::{LinkTarget, Linked};
+pub use links::{LinkTarget, Linked, RemoteCall, RemoteTarget};
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
@@ -72,6 +75,17 @@ pub struct Code {
 }
 
 impl Code {
+    /// The interfaces the component exports other than WASI's: what other components may call.
+    pub fn own_exports(&self) -> Vec<String> {
+        let engine = self.component.engine();
+        self.component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !name.starts_with("wasi:"))
+            .collect()
+    }
+
     /// The sha256 of the component's bytes.
     pub fn digest(&self) -> &str {
         &self.digest

@@ -32,18 +32,40 @@ pub struct LinkTarget<'a> {
     pub interfaces: &'a [String],
 }
 
+/// Calls a function exported by a component running elsewhere (another host of the lattice):
+/// `params` and the result are the function's values in the wire encoding (see `wire`).
+pub trait RemoteCall: Send + Sync {
+    /// Calls `function` of `interface` (its full name, `@version` included).
+    fn call(
+        &self,
+        interface: &str,
+        function: &str,
+        params: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
+/// A link's target running elsewhere, reached through `via`.
+pub struct RemoteTarget<'a> {
+    pub name: &'a str,
+    /// `namespace:package/interface`, without version.
+    pub interfaces: &'a [String],
+    pub via: Arc<dyn RemoteCall>,
+}
+
 /// Strips `@version` from an import or export name.
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(base, _)| base)
 }
 
 impl Runtime {
-    /// Links `source`'s imports of each target's interfaces to that target's exports.
+    /// Links `source`'s imports of each target's interfaces to that target's exports: local
+    /// targets are instantiated beside the source, remote ones called through their `via`.
     pub fn link_components(
         &self,
         what: &str,
         source: &LoadedComponent,
         targets: &[LinkTarget<'_>],
+        remotes: &[RemoteTarget<'_>],
     ) -> Result<Arc<Linked>, RuntimeError> {
         let fail = |reason: String| RuntimeError::Link {
             what: what.into(),
@@ -122,6 +144,49 @@ impl Runtime {
                 interfaces: served,
             });
         }
+        for remote in remotes {
+            for interface in remote.interfaces {
+                let import = source_type
+                    .imports(engine)
+                    .find(|(name, _)| unversioned(name) == interface.as_str());
+                let Some((import_name, ComponentItem::ComponentInstance(import_type))) =
+                    import.map(|(name, ext)| (name, ext.ty))
+                else {
+                    return Err(fail(format!(
+                        "the link names `{interface}`, which it does not import"
+                    )));
+                };
+                let mut instance = linker
+                    .instance(import_name)
+                    .map_err(|e| fail(format!("{e:#}")))?;
+                for (func_name, item) in import_type.exports(engine) {
+                    match item.ty {
+                        ComponentItem::ComponentFunc(_) => {}
+                        ComponentItem::Type(_) => continue,
+                        _ => {
+                            return Err(fail(format!(
+                                "`{import_name}` exports `{func_name}`, a resource or nested item; \
+                                 calls to `{}` on another host carry functions of plain values",
+                                remote.name
+                            )))
+                        }
+                    }
+                    let interface = import_name.to_string();
+                    let function = func_name.to_string();
+                    let via = remote.via.clone();
+                    instance
+                        .func_new_async(func_name, move |_store, ty, params, results| {
+                            let (interface, function, via) =
+                                (interface.clone(), function.clone(), via.clone());
+                            Box::new(async move {
+                                call_remote(&*via, &interface, &function, &ty, params, results)
+                                    .await
+                            })
+                        })
+                        .map_err(|e| fail(format!("{e:#}")))?;
+                }
+            }
+        }
         let pre = linker
             .instantiate_pre(&source.code.component)
             .map_err(|e| fail(format!("{e:#}")))?;
@@ -146,4 +211,27 @@ async fn forward(
         .get_func(&mut *store, function)
         .ok_or_else(|| wasmtime::format_err!("a function of `{interface}` is missing"))?;
     func.call_async(&mut *store, params, results).await
+}
+
+/// Calls `function` on another host: arguments encoded, results decoded into `results`.
+async fn call_remote(
+    via: &dyn RemoteCall,
+    interface: &str,
+    function: &str,
+    ty: &wasmtime::component::types::ComponentFunc,
+    params: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let encoded = crate::wire::encode_all(params, ty.params().map(|(_, t)| t))
+        .map_err(|e| wasmtime::format_err!("cannot send the arguments of `{function}`: {e}"))?;
+    let reply = via
+        .call(interface, function, encoded)
+        .await
+        .map_err(|e| wasmtime::format_err!("`{interface}#{function}` on another host: {e}"))?;
+    let values = crate::wire::decode_all(ty.results(), &reply)
+        .map_err(|e| wasmtime::format_err!("unreadable results of `{function}`: {e}"))?;
+    for (slot, value) in results.iter_mut().zip(values) {
+        *slot = value;
+    }
+    Ok(())
 }

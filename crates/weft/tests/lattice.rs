@@ -402,3 +402,56 @@ fn no_acknowledged_counter_write_is_lost_across_a_host_kill() {
     let status = lattice.wait_phase("counter", "deployed", Duration::from_secs(10));
     assert_eq!(status["hosts"], serde_json::json!({ "h2": 2 }));
 }
+
+#[test]
+fn a_link_to_another_app_s_component_on_another_host_is_called_over_nats() {
+    let mut lattice = Lattice::start(&[("h1", "a"), ("h2", "c"), ("h3", "b")]);
+    let greeter = lattice.manifest(
+        "greeter",
+        &guests().greeter_py,
+        "",
+        "        - type: spreadscaler
+          properties: { instances: 2, spread: [{ name: a, requirements: { zone: a } }] }",
+        "",
+    );
+    let greeter_text = std::fs::read_to_string(&greeter).unwrap();
+    // The greeter has no route: other apps call it.
+    let cut = greeter_text.find("    - name: http").unwrap();
+    std::fs::write(&greeter, &greeter_text[..cut]).unwrap();
+    lattice
+        .host("h1")
+        .cli_ok(&["app", "deploy", greeter.to_str().unwrap()]);
+    let greet = lattice.manifest(
+        "greet",
+        &guests().greet,
+        "",
+        "        - type: spreadscaler
+          properties: { instances: 2, spread: [{ name: b, requirements: { zone: b } }] }
+        - type: link
+          properties: { target: { name: greeter }, namespace: weft, package: greet, interfaces: [greeter] }
+    - name: greeter
+      type: component
+      properties: { application: { name: greeter, component: greeter } }",
+        "",
+    );
+    lattice
+        .host("h2")
+        .cli_ok(&["app", "deploy", greet.to_str().unwrap()]);
+    lattice.wait_phase("greeter", "deployed", Duration::from_secs(60));
+    let status = lattice.wait_phase("greet", "deployed", Duration::from_secs(30));
+    assert_eq!(status["hosts"], serde_json::json!({ "h3": 2 }));
+
+    // h2 runs neither app: its request goes to h3 (greet), whose call goes to h1 (greeter).
+    let (code, body) = get(&lattice.url("h2", "/greet?name=Ada&tags=x,y"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Hello, Ada! (from Python)"), "{body}");
+    assert!(body.contains("tags: X,Y"), "{body}");
+
+    // Without the greeter anywhere the call fails with a reason, and greet keeps serving.
+    lattice.host("h1").cli_ok(&["app", "undeploy", "greeter"]);
+    let body = wait_until(Duration::from_secs(15), "the greeter to go", || {
+        let (code, body) = get(&lattice.url("h3", "/greet?name=Ada"));
+        (code == 500).then_some(body)
+    });
+    assert!(body.contains("greeter"), "{body}");
+}

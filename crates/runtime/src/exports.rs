@@ -1,0 +1,104 @@
+//! A component's exported functions served to callers on other hosts: each call runs in a fresh
+//! instance under the component's limits, arguments and results in the wire encoding.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{InstancePre, Val};
+use wasmtime::Store;
+
+use crate::engine::ticks_for;
+use crate::state::{Access, InstanceState};
+use crate::workload::{classify, Failure};
+use crate::Runtime;
+
+/// A component ready to serve calls to its exports.
+pub struct ExportServer {
+    runtime: Arc<Runtime>,
+    name: Arc<str>,
+    pre: InstancePre<InstanceState>,
+    component: wasmtime::component::Component,
+    limits: weft_manifest::Limits,
+    access: Access,
+    permits: Arc<Semaphore>,
+}
+
+impl ExportServer {
+    /// Calls `function` of `interface` with `params` (encoded) in a fresh instance; returns
+    /// the encoded results, or why the call failed (a trap, a timeout, a bad argument).
+    pub async fn call(
+        &self,
+        interface: &str,
+        function: &str,
+        params: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let timeout = self.limits.timeout;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| "the component is shutting down".to_string())?;
+        let interface_index = self
+            .component
+            .get_export_index(None, interface)
+            .ok_or_else(|| format!("{} does not export `{interface}`", self.name))?;
+        let function_index = self
+            .component
+            .get_export_index(Some(&interface_index), function)
+            .ok_or_else(|| {
+                format!(
+                    "{} has no function `{function}` in `{interface}`",
+                    self.name
+                )
+            })?;
+        let mut store = Store::new(
+            self.runtime.engine(),
+            InstanceState::new(&self.name, self.limits.max_memory, &self.access),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks_for(timeout));
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_func(&mut store, function_index)
+                .ok_or_else(|| wasmtime::format_err!("`{function}` is not a function"))?;
+            let ty = func.ty(&store);
+            let params = crate::wire::decode_all(ty.params().map(|(_, t)| t), params)
+                .map_err(|e| wasmtime::format_err!("bad arguments for `{function}`: {e}"))?;
+            let mut results = vec![Val::Bool(false); ty.results().len()];
+            func.call_async(&mut store, &params, &mut results).await?;
+            crate::wire::encode_all(&results, ty.results())
+                .map_err(|e| wasmtime::format_err!("cannot send the results of `{function}`: {e}"))
+        };
+        let failure = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(encoded)) => return Ok(encoded),
+            Ok(Err(e)) => classify(e, timeout),
+            Err(_) => Failure::Timeout(timeout),
+        };
+        Err(format!("{}: {failure}", self.name))
+    }
+}
+
+impl Runtime {
+    /// Serves `loaded`'s exports to other hosts, with its grants, under its limits.
+    pub fn export_server(
+        self: &Arc<Self>,
+        what: &str,
+        loaded: &crate::LoadedComponent,
+        limits: weft_manifest::Limits,
+        access: Access,
+    ) -> Result<Arc<ExportServer>, crate::RuntimeError> {
+        self.check_imports(what, loaded, &access)?;
+        let pre = self.instance_pre(what, loaded)?;
+        Ok(Arc::new(ExportServer {
+            runtime: self.clone(),
+            name: what.into(),
+            component: loaded.code.component.clone(),
+            permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
+            pre,
+            limits,
+            access,
+        }))
+    }
+}
