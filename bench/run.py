@@ -6,6 +6,7 @@
     python3 bench/run.py density     # N apps on one host: deploy time, RSS per idle app
     python3 bench/run.py inflight    # memory per in-flight request at N concurrent requests
     python3 bench/run.py fleet       # N apps behind one harness: upgrade it under load; harness hop cost
+    python3 bench/run.py lattice     # 3 hosts over NATS: cross-host call vs in-process; 3 hosts vs 1
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -107,11 +108,11 @@ spec:
 class Weft:
     """A `weft up` process on a fresh state dir, driven through its control API."""
 
-    def __init__(self, manifests=()):
+    def __init__(self, manifests=(), args=()):
         self.state = tempfile.mkdtemp(prefix="weft-bench-")
         self.log = open(os.path.join(self.state, "weft.log"), "w")
         self.proc = subprocess.Popen(
-            [WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *manifests],
+            [WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
             stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn"},
         )
         deadline = time.time() + 600
@@ -190,7 +191,7 @@ def get(port, path, host="127.0.0.1", headers=""):
 def wrk(port, path, duration, connections, headers=()):
     extra = [arg for h in headers for arg in ("-H", h)]
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}", "--latency", *extra,
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}", "--latency", *extra,
          f"http://127.0.0.1:{port}{path}"],
         check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -519,18 +520,158 @@ def bench_fleet(images, smoke):
         weft.stop()
 
 
+def lattice_app(name, image, zone, instances, port, path=None, links="", extra=""):
+    """An app pinned to hosts labelled `zone` (every host when None), routed at `path` if given."""
+    spread = f", spread: [{{ name: z, requirements: {{ zone: {zone} }} }}]" if zone else ""
+    route = f"""
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: {name} }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]""" if path else ""
+    return f"""apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {name}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: {name}
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: spreadscaler
+          properties: {{ instances: {instances}{spread} }}{links}{extra}{route}
+"""
+
+
+GREETER_LINK = """
+        - type: link
+          properties: { target: { name: greeter }, namespace: weft, package: greet, interfaces: [greeter] }"""
+
+
+def wait_deployed(weft, names, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        phases = {n: weft.api("GET", f"/v1/apps/{n}")["phase"] for n in names}
+        if all(p == "deployed" for p in phases.values()):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"apps not deployed after {timeout}s: {phases}")
+
+
+def bench_lattice(images, smoke):
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    for project in ("greet", "greeter-rs"):
+        sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL)
+    greet = os.path.join(REPO, "examples", "greet", "build", "greet.wasm")
+    greeter = os.path.join(REPO, "examples", "greeter-rs", "build", "greeter-rs.wasm")
+    hello = images["hello"]
+    nats_port = free_port()
+    nats_dir = tempfile.mkdtemp(prefix="weft-bench-nats-")
+    nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", nats_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hosts, ports = [], []
+    try:
+        wait_port(nats_port, nats)
+        for i, zone in enumerate(("a", "b", "c"), start=1):
+            port = free_port()
+            ports.append(port)
+            hosts.append(Weft(args=["--nats", f"nats://127.0.0.1:{nats_port}", "--lattice", "bench",
+                                    "--label", f"zone={zone}", "--host-id", f"h{i}",
+                                    "--http", f"127.0.0.1:{port}"]))
+        h1 = hosts[0]
+        deadline = time.time() + 30
+        while sum(h["alive"] for h in h1.api("GET", "/v1/hosts")) < 3:
+            if time.time() > deadline:
+                raise SystemExit("the hosts did not find each other")
+            time.sleep(0.2)
+        digests = {img: h1.upload(img) for img in (greet, greeter, hello)}
+        local_greeter = f"""
+    - name: greeter
+      type: component
+      properties: {{ image: {greeter} }}"""
+        shared_greeter = """
+    - name: greeter
+      type: component
+      properties: { application: { name: greeter, component: greeter } }"""
+        apps = [
+            (lattice_app("greeter", greeter, "b", 100, 0), {greeter: digests[greeter]}),
+            (lattice_app("greetlocal", greet, "a", 100, 0, "/local", GREETER_LINK, local_greeter),
+             {greet: digests[greet], greeter: digests[greeter]}),
+            (lattice_app("greetremote", greet, "a", 100, 0, "/remote", GREETER_LINK, shared_greeter),
+             {greet: digests[greet]}),
+            (lattice_app("one", hello, "a", 100, 0, "/one"), {hello: digests[hello]}),
+            (lattice_app("three", hello, None, 300, 0, "/three"), {hello: digests[hello]}),
+        ]
+        for text, images_of in apps:
+            h1.deploy(text, images_of)
+        wait_deployed(h1, ["greeter", "greetlocal", "greetremote", "one", "three"])
+        for path in ("/local?name=a", "/remote?name=a"):
+            status, body, _ = get(ports[0], path)
+            assert status == 200 and "Hello, a! (from Rust)" in body, (path, status, body)
+        for port in ports:
+            status, body, _ = get(port, "/one")
+            assert status == 200 and body.startswith("Hello from Rust"), (port, status, body)
+
+        # One connection, one request at a time: latency as a caller sees it, same run.
+        local = wrk(ports[0], "/local?name=a", duration, 1)
+        remote = wrk(ports[0], "/remote?name=a", duration, 1)
+        assert local["non2xx"] == 0 and remote["non2xx"] == 0, (local, remote)
+        print_table(f"Component call: in-process vs another host over NATS ({duration} per run, wrk -t1 -c1)",
+                    ("greet (Rust) → greeter (Rust)", "req/s", "p50 ms", "p99 ms"), [
+            ("in-process (same store)", f"{local['rps']:.0f}", f"{local['p50']:.2f}", f"{local['p99']:.2f}"),
+            ("greeter on another host", f"{remote['rps']:.0f}", f"{remote['p50']:.2f}", f"{remote['p99']:.2f}"),
+            ("added by the cross-host call", "", f"{remote['p50'] - local['p50']:+.2f}",
+             f"{remote['p99'] - local['p99']:+.2f}"),
+        ])
+
+        one = wrk(ports[0], "/one", duration, 16)
+        results = [None] * 3
+        def run(i):
+            results[i] = wrk(ports[i], "/three", duration, 6)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        forwarded = wrk(ports[1], "/one", duration, 16)
+        assert one["non2xx"] == 0 and forwarded["non2xx"] == 0 and all(r["non2xx"] == 0 for r in results)
+        three = sum(r["rps"] for r in results)
+        print_table(f"One app on 1 host vs spread over 3 hosts, all on this one machine ({duration} per run, "
+                    "16 connections in all)", ("setup", "req/s", "p50 ms", "p99 ms", "ratio"), [
+            ("1 host serves it (wrk → that host)", f"{one['rps']:.0f}", f"{one['p50']:.2f}", f"{one['p99']:.2f}", "1.00x"),
+            ("3 hosts serve it (a wrk per host)", f"{three:.0f}",
+             f"{statistics.median(r['p50'] for r in results):.2f}", f"{max(r['p99'] for r in results):.2f}",
+             f"{three / one['rps']:.2f}x"),
+            ("1 host serves it, requests enter another (each forwarded)", f"{forwarded['rps']:.0f}",
+             f"{forwarded['p50']:.2f}", f"{forwarded['p99']:.2f}", f"{forwarded['rps'] / one['rps']:.2f}x"),
+        ])
+    finally:
+        for h in hosts:
+            h.stop()
+        nats.kill()
+        nats.wait()
+        shutil.rmtree(nats_dir, ignore_errors=True)
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "all"])
+    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice", "all"])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
     if not args.smoke:
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = ["http", "coldstart", "density", "inflight", "fleet"] if args.bench == "all" else [args.bench]
+    chosen = ["http", "coldstart", "density", "inflight", "fleet", "lattice"] if args.bench == "all" else [args.bench]
     for name in chosen:
         globals()[f"bench_{name}"](images, args.smoke)
     print(f"\n(python3 bench/run.py {args.bench}{' --smoke' if args.smoke else ''})")
