@@ -322,20 +322,24 @@ async fn accept_loop(
     }
 }
 
-async fn dispatch(
-    table: &ArcSwap<RouteTable>,
-    req: http::Request<Incoming>,
-    max_request_body: u64,
-) -> http::Response<WorkloadBody> {
-    let host = req
-        .headers()
+/// The host a request names (its Host header without the port, lowercased), for routing.
+pub(crate) fn request_host(headers: &http::HeaderMap) -> Option<String> {
+    headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| {
             h.rsplit_once(':')
                 .map_or(h, |(name, _)| name)
                 .to_ascii_lowercase()
-        });
+        })
+}
+
+async fn dispatch(
+    table: &ArcSwap<RouteTable>,
+    req: http::Request<Incoming>,
+    max_request_body: u64,
+) -> http::Response<WorkloadBody> {
+    let host = request_host(req.headers());
     let target = {
         let table = table.load();
         table

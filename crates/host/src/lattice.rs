@@ -16,7 +16,7 @@ use weft_lattice::{
     desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, CallHead, CallReply,
     Directory, Heartbeat, InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs,
     LatticePhase, Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX,
-    HEARTBEAT_INTERVAL, VERSION_PREFIX,
+    HEARTBEAT_INTERVAL, LEASE_KEY, VERSION_PREFIX,
 };
 use weft_runtime::{text_response, WorkloadBody};
 
@@ -686,15 +686,7 @@ impl Member {
                 )
             }
         };
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| {
-                h.rsplit_once(':')
-                    .map_or(h, |(name, _)| name)
-                    .to_ascii_lowercase()
-            });
+        let host = crate::ingress::request_host(req.headers());
         match self
             .host
             .local_workload(app, host.as_deref(), req.uri().path())
@@ -899,8 +891,13 @@ async fn placement_loop(member: Weak<Member>) {
         }
         let changed = async {
             match &mut watch {
+                // The lease is renewed twice a second and changes nothing to apply.
                 Some(w) => {
-                    w.next().await;
+                    while let Some(m) = w.next().await {
+                        if !m.subject.as_str().ends_with(&format!(".{LEASE_KEY}")) {
+                            break;
+                        }
+                    }
                 }
                 None => futures::future::pending::<()>().await,
             }

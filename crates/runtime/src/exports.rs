@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::{InstancePre, Val};
-use wasmtime::Store;
 
-use crate::engine::ticks_for;
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::Runtime;
@@ -51,13 +49,9 @@ impl ExportServer {
                     self.name
                 )
             })?;
-        let mut store = Store::new(
-            self.runtime.engine(),
-            InstanceState::new(&self.name, self.limits.max_memory, &self.access),
-        );
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks_for(timeout));
+        let mut store = self
+            .runtime
+            .limited_store(&self.name, &self.limits, &self.access);
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let func = instance

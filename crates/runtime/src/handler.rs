@@ -4,12 +4,10 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use wasmtime::Store;
 use weft_capabilities::handler_bindings::wasmcloud::messaging::types::BrokerMessage;
 use weft_capabilities::handler_bindings::MessageHandlerPre;
 use weft_capabilities::messaging::Message;
 
-use crate::engine::ticks_for;
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::Runtime;
@@ -56,13 +54,9 @@ impl MessageHandler {
             .acquire()
             .await
             .map_err(|_| "the handler is shutting down".to_string())?;
-        let mut store = Store::new(
-            self.runtime.engine(),
-            InstanceState::new(&self.name, self.limits.max_memory, &self.access),
-        );
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks_for(timeout));
+        let mut store = self
+            .runtime
+            .limited_store(&self.name, &self.limits, &self.access);
         let message = BrokerMessage {
             subject: message.subject,
             body: message.body.to_vec(),

@@ -348,6 +348,24 @@ impl Runtime {
         )))
     }
 
+    /// A store for one call of `name`: its memory limit, and a deadline of its timeout that
+    /// traps the guest when it passes.
+    pub(crate) fn limited_store(
+        &self,
+        name: &Arc<str>,
+        limits: &weft_manifest::Limits,
+        access: &Access,
+    ) -> wasmtime::Store<InstanceState> {
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            InstanceState::new(name, limits.max_memory, access),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::ticks_for(limits.timeout));
+        store
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }

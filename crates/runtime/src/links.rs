@@ -83,16 +83,9 @@ impl Runtime {
                 .collect();
             let mut served = Vec::new();
             for interface in target.interfaces {
-                let import = source_type
-                    .imports(engine)
-                    .find(|(name, _)| unversioned(name) == interface.as_str());
-                let Some((import_name, ComponentItem::ComponentInstance(import_type))) =
-                    import.map(|(name, ext)| (name, ext.ty))
-                else {
-                    return Err(fail(format!(
-                        "the link names `{interface}`, which it does not import"
-                    )));
-                };
+                let (import_name, functions) =
+                    imported_functions(engine, &source_type, interface).map_err(fail)?;
+                let import_name = import_name.as_str();
                 let target_component = &target.loaded.code.component;
                 let interface_index = target_component.get_export_index(None, import_name);
                 let Some(interface_index) = interface_index else {
@@ -105,18 +98,8 @@ impl Runtime {
                 let mut instance = linker
                     .instance(import_name)
                     .map_err(|e| fail(format!("{e:#}")))?;
-                for (func_name, item) in import_type.exports(engine) {
-                    match item.ty {
-                        ComponentItem::ComponentFunc(_) => {}
-                        // Records, variants and the like are types of values: they cross.
-                        ComponentItem::Type(_) => continue,
-                        _ => {
-                            return Err(fail(format!(
-                                "`{import_name}` exports `{func_name}`, a resource or nested item; \
-                                 component links carry functions of plain values so far"
-                            )))
-                        }
-                    }
+                for func_name in &functions {
+                    let func_name = func_name.as_str();
                     // Resolved once here, so a call costs a map lookup, not a name search.
                     let function = target_component
                         .get_export_index(Some(&interface_index), func_name)
@@ -146,31 +129,13 @@ impl Runtime {
         }
         for remote in remotes {
             for interface in remote.interfaces {
-                let import = source_type
-                    .imports(engine)
-                    .find(|(name, _)| unversioned(name) == interface.as_str());
-                let Some((import_name, ComponentItem::ComponentInstance(import_type))) =
-                    import.map(|(name, ext)| (name, ext.ty))
-                else {
-                    return Err(fail(format!(
-                        "the link names `{interface}`, which it does not import"
-                    )));
-                };
+                let (import_name, functions) =
+                    imported_functions(engine, &source_type, interface).map_err(fail)?;
                 let mut instance = linker
-                    .instance(import_name)
+                    .instance(&import_name)
                     .map_err(|e| fail(format!("{e:#}")))?;
-                for (func_name, item) in import_type.exports(engine) {
-                    match item.ty {
-                        ComponentItem::ComponentFunc(_) => {}
-                        ComponentItem::Type(_) => continue,
-                        _ => {
-                            return Err(fail(format!(
-                                "`{import_name}` exports `{func_name}`, a resource or nested item; \
-                                 calls to `{}` on another host carry functions of plain values",
-                                remote.name
-                            )))
-                        }
-                    }
+                for func_name in &functions {
+                    let func_name = func_name.as_str();
                     let interface = import_name.to_string();
                     let function = func_name.to_string();
                     let via = remote.via.clone();
@@ -192,6 +157,40 @@ impl Runtime {
             .map_err(|e| fail(format!("{e:#}")))?;
         Ok(Arc::new(Linked { pre, peers }))
     }
+}
+
+/// The full name of `source`'s import of `interface` (unversioned) and the functions in it.
+/// Records, variants and the like are types of values and cross; anything else (a resource, a
+/// nested instance) is refused, naming it.
+fn imported_functions(
+    engine: &wasmtime::Engine,
+    source: &wasmtime::component::types::Component,
+    interface: &str,
+) -> Result<(String, Vec<String>), String> {
+    let import = source
+        .imports(engine)
+        .find(|(name, _)| unversioned(name) == interface);
+    let Some((import_name, ComponentItem::ComponentInstance(import_type))) =
+        import.map(|(name, ext)| (name, ext.ty))
+    else {
+        return Err(format!(
+            "the link names `{interface}`, which it does not import"
+        ));
+    };
+    let mut functions = Vec::new();
+    for (func_name, item) in import_type.exports(engine) {
+        match item.ty {
+            ComponentItem::ComponentFunc(_) => functions.push(func_name.to_string()),
+            ComponentItem::Type(_) => {}
+            _ => {
+                return Err(format!(
+                    "`{import_name}` exports `{func_name}`, a resource or nested item; component \
+                     links carry functions of plain values so far"
+                ))
+            }
+        }
+    }
+    Ok((import_name.to_string(), functions))
 }
 
 /// Calls `function` of the peer instance serving `interface` in this store.

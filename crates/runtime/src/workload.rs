@@ -156,15 +156,11 @@ impl Workload {
 
         let (mut store, warm) = match self.take_warm() {
             Some(instance) => (instance.store, Some((instance.proxy, instance.served))),
-            None => {
-                let mut store = Store::new(
-                    self.runtime.engine(),
-                    InstanceState::new(&self.name, self.limits.max_memory, &self.access),
-                );
-                store.limiter(|state| &mut state.limiter);
-                store.epoch_deadline_trap();
-                (store, None)
-            }
+            None => (
+                self.runtime
+                    .limited_store(&self.name, &self.limits, &self.access),
+                None,
+            ),
         };
         // Relative to the current epoch, so a reused instance gets a full budget again.
         store.set_epoch_deadline(ticks_for(timeout));

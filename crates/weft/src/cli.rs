@@ -159,6 +159,13 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 pub struct HostArgs {
     #[command(flatten)]
     pub lattice: LatticeArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// How a host serves, whichever way it was started.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// Use on-demand instance allocation instead of the pooling allocator
     #[arg(long)]
     pub no_pooling: bool,
@@ -184,15 +191,8 @@ pub struct UpArgs {
     /// Address of the control API
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub control_addr: SocketAddr,
-    /// Use on-demand instance allocation instead of the pooling allocator
-    #[arg(long)]
-    pub no_pooling: bool,
-    /// On Ctrl-C or SIGTERM, how long requests in flight get to finish, e.g. 10s
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
-    pub shutdown_grace: std::time::Duration,
-    /// Largest request body accepted, e.g. 64MiB
-    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
-    pub max_request_body: u64,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

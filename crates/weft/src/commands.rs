@@ -11,7 +11,7 @@ use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
     AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global, LatticeArgs,
-    SecretCommand, SecretKeyArgs, SecretPutArgs, UpArgs,
+    SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -30,9 +30,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 &global,
                 Serving {
                     lattice: args.lattice,
-                    pooling: !args.no_pooling,
-                    max_request_body: args.max_request_body,
-                    shutdown_grace: args.shutdown_grace,
+                    serve: args.serve,
                     control_addr: None,
                     apps: Vec::new(),
                     build: false,
@@ -116,9 +114,7 @@ fn print_outcome(outcome: &DeployOutcome) {
 /// What a serving host is started with (`weft up` and `weft host`).
 struct Serving {
     lattice: LatticeArgs,
-    pooling: bool,
-    max_request_body: u64,
-    shutdown_grace: std::time::Duration,
+    serve: ServeArgs,
     /// None: no control API (`weft host`).
     control_addr: Option<std::net::SocketAddr>,
     apps: Vec<PathBuf>,
@@ -130,9 +126,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
         global,
         Serving {
             lattice: args.lattice,
-            pooling: !args.no_pooling,
-            max_request_body: args.max_request_body,
-            shutdown_grace: args.shutdown_grace,
+            serve: args.serve,
             control_addr: Some(args.control_addr),
             apps: args.apps,
             build: args.build,
@@ -155,8 +149,8 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     let state_dir = state_dir(global);
     let config = HostConfig {
         state_dir: state_dir.clone(),
-        pooling: args.pooling,
-        max_request_body: args.max_request_body,
+        pooling: !args.serve.no_pooling,
+        max_request_body: args.serve.max_request_body,
         http_address: args.lattice.http,
     };
     let host: Arc<Host> = Host::start(config).await?;
@@ -216,7 +210,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
             result?.context("the control API stopped")?;
         }
         () = shutdown_signal() => {
-            tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing requests in flight");
+            tracing::info!(grace = ?args.serve.shutdown_grace, "shutting down: finishing requests in flight");
         }
     }
     let _ = std::fs::remove_file(weft_host::control::endpoint_path(host.state_dir()));
@@ -226,7 +220,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         let _ = controller.await;
         drop(member);
     }
-    let unfinished = host.drain(args.shutdown_grace).await;
+    let unfinished = host.drain(args.serve.shutdown_grace).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
