@@ -207,6 +207,12 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/hosts/{id}`: one host, asked for what it runs now.
+    pub async fn lattice_host(&self, id: &str) -> Result<weft_host::api::LatticeHost, ClientError> {
+        self.json(self.http.get(format!("{}/v1/hosts/{id}", self.url)))
+            .await
+    }
+
     /// Uploads the components the host lacks, then deploys.
     pub async fn deploy(&self, prepared: &PreparedDeploy) -> Result<DeployOutcome, ClientError> {
         for (digest, bytes) in &prepared.components {

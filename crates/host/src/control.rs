@@ -103,6 +103,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/host", get(host_status))
         .route("/v1/hosts", get(lattice_hosts))
+        .route("/v1/hosts/{id}", get(lattice_host))
         .route("/v1/apps", get(list_apps).post(deploy))
         .route("/v1/apps/{name}", get(app_status).delete(undeploy))
         .route(
@@ -178,6 +179,20 @@ async fn host_status(State(state): State<ControlState>) -> Response {
 async fn lattice_hosts(State(state): State<ControlState>) -> Response {
     match &state.lattice {
         Some(member) => Json(member.lattice_hosts()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this host is not in a lattice; start it with --nats URL to join one",
+        ),
+    }
+}
+
+async fn lattice_host(State(state): State<ControlState>, UrlPath(id): UrlPath<String>) -> Response {
+    match &state.lattice {
+        Some(member) => match member.lattice_host(&id).await {
+            Ok(host) => Json(host).into_response(),
+            Err(MemberError::Refused(message)) => error(StatusCode::NOT_FOUND, message),
+            Err(e) => member_error(e),
+        },
         None => error(
             StatusCode::NOT_FOUND,
             "this host is not in a lattice; start it with --nats URL to join one",

@@ -141,6 +141,13 @@ impl Member {
             forwarder,
             control_url: Mutex::default(),
         });
+        let controls = member
+            .js
+            .client()
+            .subscribe(member.subjects.controls_of(&member.options.host_id))
+            .await
+            .map_err(|e| MemberError::Refused(format!("cannot take control requests: {e}")))?;
+        tokio::spawn(answer_controls(Arc::downgrade(&member), controls));
         tokio::spawn(heartbeats(Arc::downgrade(&member)));
         tokio::spawn(placement_loop(Arc::downgrade(&member)));
         tracing::info!(
@@ -381,19 +388,34 @@ impl Member {
         self.directory
             .hosts()
             .into_iter()
-            .map(|h| LatticeHost {
-                id: h.heartbeat.host,
-                labels: h.heartbeat.labels,
-                alive: h.alive,
-                silent_ms: h.silent_for.as_millis() as u64,
-                leader: h.heartbeat.leader,
-                version: h.heartbeat.version,
-                started_at_ms: h.heartbeat.started_at_ms,
-                http: h.heartbeat.http,
-                control: h.heartbeat.control,
-                apps: h.heartbeat.apps,
-            })
+            .map(|h| lattice_host(h.heartbeat, h.alive, h.silent_for))
             .collect()
+    }
+
+    /// One host, asked over NATS for what it runs right now; the last heartbeat heard from it
+    /// when it does not answer.
+    pub async fn lattice_host(&self, id: &str) -> Result<LatticeHost, MemberError> {
+        let asked = self
+            .js
+            .client()
+            .request(self.subjects.control(id, "inventory"), Bytes::new())
+            .await;
+        if let Ok(reply) = asked {
+            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&reply.payload) {
+                return Ok(lattice_host(heartbeat, true, Duration::ZERO));
+            }
+        }
+        self.directory
+            .hosts()
+            .into_iter()
+            .find(|h| h.heartbeat.host == id)
+            .map(|h| lattice_host(h.heartbeat, false, h.silent_for))
+            .ok_or_else(|| {
+                MemberError::Refused(format!(
+                    "no host `{id}` in lattice `{}` (see `weft get hosts`)",
+                    self.options.lattice
+                ))
+            })
     }
 
     /// Brings this host in line with the placements: runs what is placed here, routes the rest
@@ -845,6 +867,44 @@ fn caps_for(record: &AppRecord, share: u32) -> BTreeMap<String, u32> {
             (c.name.clone(), cap.clamp(1, u64::from(u32::MAX)) as u32)
         })
         .collect()
+}
+
+fn lattice_host(heartbeat: Heartbeat, alive: bool, silent_for: Duration) -> LatticeHost {
+    LatticeHost {
+        id: heartbeat.host,
+        labels: heartbeat.labels,
+        alive,
+        silent_ms: silent_for.as_millis() as u64,
+        leader: heartbeat.leader,
+        version: heartbeat.version,
+        started_at_ms: heartbeat.started_at_ms,
+        http: heartbeat.http,
+        control: heartbeat.control,
+        apps: heartbeat.apps,
+    }
+}
+
+/// Answers control requests to this host (`inventory`) for as long as the member lives.
+async fn answer_controls(member: Weak<Member>, mut requests: async_nats::Subscriber) {
+    while let Some(request) = requests.next().await {
+        let Some(member) = member.upgrade() else {
+            return;
+        };
+        let Some(reply) = request.reply.clone() else {
+            continue;
+        };
+        let op = request.subject.rsplit('.').next().unwrap_or_default();
+        let body = match op {
+            "inventory" => serde_json::to_vec(&member.heartbeat()).unwrap_or_default(),
+            other => serde_json::to_vec(&serde_json::json!({
+                "error": format!("unknown control request `{other}`")
+            }))
+            .unwrap_or_default(),
+        };
+        if let Err(e) = member.js.client().publish(reply, body.into()).await {
+            tracing::debug!("cannot answer a control request: {e}");
+        }
+    }
 }
 
 /// Says this host is alive once a heartbeat interval, for as long as the member lives.

@@ -322,8 +322,19 @@ impl Kv {
             .map_err(|(_, e)| self.js.failed("delete", e))
     }
 
-    /// Keys under `prefix` (all when empty) whose latest entry is a value, sorted.
+    /// Keys under `prefix` (all when empty; end it with `.`) whose latest entry is a value,
+    /// sorted.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, LatticeError> {
+        Ok(self
+            .values(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The keys under `prefix` whose latest entry is a value, with their values, sorted by key.
+    pub async fn values(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, LatticeError> {
         let filter = if prefix.is_empty() {
             format!("$KV.{}.>", self.bucket)
         } else {
@@ -342,7 +353,7 @@ impl Kv {
             return Err(self.js.failed("list keys", description));
         }
         let strip = format!("$KV.{}.", self.bucket);
-        let subjects: Vec<String> = info
+        let mut subjects: Vec<String> = info
             .pointer("/state/subjects")
             .and_then(|s| s.as_object())
             .map(|s| {
@@ -352,14 +363,14 @@ impl Kv {
                     .collect()
             })
             .unwrap_or_default();
-        let mut keys = Vec::with_capacity(subjects.len());
+        subjects.sort();
+        let mut values = Vec::with_capacity(subjects.len());
         for key in subjects {
-            if self.entry(&key).await?.is_some_and(|e| e.value.is_some()) {
-                keys.push(key);
+            if let Some(value) = self.entry(&key).await?.and_then(|e| e.value) {
+                values.push((key, value));
             }
         }
-        keys.sort();
-        Ok(keys)
+        Ok(values)
     }
 
     /// Every write to the bucket from now on, as a core NATS subscription (the key is the

@@ -44,6 +44,16 @@ impl Subjects {
         format!("weft.{}.evt.heartbeat", self.lattice)
     }
 
+    /// Where `host` answers control request `op` (`inventory`: its heartbeat, fresh).
+    pub fn control(&self, host: &str, op: &str) -> String {
+        format!("weft.{}.ctl.{host}.{op}", self.lattice)
+    }
+
+    /// Every control request to `host`.
+    pub fn controls_of(&self, host: &str) -> String {
+        format!("weft.{}.ctl.{host}.>", self.lattice)
+    }
+
     /// Where the controller publishes what it did (`kind`: placed, host_lost, leader, …).
     pub fn event(&self, kind: &str) -> String {
         format!("weft.{}.evt.{kind}", self.lattice)

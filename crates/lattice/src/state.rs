@@ -6,12 +6,10 @@ use crate::protocol::{AppRecord, Placements, APP_PREFIX, PLACEMENTS_KEY};
 /// The desired apps in the state bucket.
 pub async fn desired_apps(kv: &Kv) -> Result<Vec<AppRecord>, LatticeError> {
     let mut apps = Vec::new();
-    for key in kv.keys(APP_PREFIX).await? {
-        if let Some(value) = kv.get(&key).await? {
-            match serde_json::from_slice::<AppRecord>(&value) {
-                Ok(record) => apps.push(record),
-                Err(e) => tracing::warn!(%key, "ignoring an unreadable app record: {e}"),
-            }
+    for (key, value) in kv.values(APP_PREFIX).await? {
+        match serde_json::from_slice::<AppRecord>(&value) {
+            Ok(record) => apps.push(record),
+            Err(e) => tracing::warn!(%key, "ignoring an unreadable app record: {e}"),
         }
     }
     Ok(apps)

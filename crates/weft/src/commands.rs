@@ -267,9 +267,10 @@ async fn join(
 }
 
 async fn get(global: &Global, command: GetCommand) -> Result<()> {
-    let hosts = client(global)?.hosts().await?;
+    let client = client(global)?;
     match command {
         GetCommand::Hosts(output) => {
+            let hosts = client.hosts().await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
                 return Ok(());
@@ -298,15 +299,10 @@ async fn get(global: &Global, command: GetCommand) -> Result<()> {
             }
         }
         GetCommand::Inventory(args) => {
-            let hosts: Vec<_> = hosts
-                .into_iter()
-                .filter(|h| args.host.as_ref().is_none_or(|id| *id == h.id))
-                .collect();
-            if let Some(id) = &args.host {
-                if hosts.is_empty() {
-                    anyhow::bail!("no host `{id}` in the lattice (see `weft get hosts`)");
-                }
-            }
+            let hosts = match &args.host {
+                Some(id) => vec![client.lattice_host(id).await?],
+                None => client.hosts().await?,
+            };
             if args.output.json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
                 return Ok(());
