@@ -121,7 +121,13 @@ impl JetStream {
             .client
             .request(subject, body.to_string().into())
             .await
-            .map_err(|e| self.failed(what, e))?;
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => self.failed(
+                    what,
+                    "JetStream is not enabled on this server; start nats-server with -js",
+                ),
+                _ => self.failed(what, e),
+            })?;
         serde_json::from_slice(&reply.payload).map_err(|e| self.failed(what, e))
     }
 

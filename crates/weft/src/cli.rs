@@ -133,13 +133,18 @@ pub struct LatticeArgs {
     #[arg(long, value_name = "URL", env = "WEFT_NATS")]
     pub nats: Option<String>,
     /// The lattice's name: hosts with the same NATS and name form one lattice
-    #[arg(long, default_value = "default", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "default",
+        value_name = "NAME",
+        requires = "nats"
+    )]
     pub lattice: String,
     /// A label for placement rules, e.g. --label zone=a (repeatable)
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, requires = "nats")]
     pub labels: Vec<(String, String)>,
     /// This host's id in the lattice [default: the one kept in the state dir, else a new one]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", requires = "nats")]
     pub host_id: Option<String>,
     /// Serve every app's routes on this address instead of the manifests' (for several hosts
     /// on one machine)

@@ -299,6 +299,11 @@ fn a_killed_host_s_app_runs_elsewhere_within_ten_seconds_and_a_killed_leader_is_
     lattice.wait_for_hosts(3);
     let hosts = lattice.hosts_json();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted host to serve",
+        || (get(&lattice.url(&victim, "/pinned")).0 == 200).then_some(()),
+    );
 
     // Kill the leader: another host takes the lease within its TTL and keeps reconciling.
     let leader = wait_until(Duration::from_secs(10), "a leader", || lattice.leader());
