@@ -89,20 +89,25 @@ spec:
         {properties}
       traits:
         - type: spreadscaler
-          properties: {{ instances: {instances} }}
+          properties: {{ instances: {instances} }}{http_route(name, port, path)}
+"""
+
+
+def http_route(target, port, path):
+    """The http-server node routing `path` on `port` to component `target`."""
+    return f"""
     - name: http
       type: capability
       properties: {{ image: weft:http-server }}
       traits:
         - type: link
           properties:
-            target: {{ name: {name} }}
+            target: {{ name: {target} }}
             namespace: wasi
             package: http
             interfaces: [incoming-handler]
             source:
-              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]
-"""
+              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]"""
 
 
 class Weft:
@@ -523,19 +528,7 @@ def bench_fleet(images, smoke):
 def lattice_app(name, image, zone, instances, port, path=None, links="", extra=""):
     """An app pinned to hosts labelled `zone` (every host when None), routed at `path` if given."""
     spread = f", spread: [{{ name: z, requirements: {{ zone: {zone} }} }}]" if zone else ""
-    route = f"""
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: {name} }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source:
-              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]""" if path else ""
+    route = http_route(name, port, path) if path else ""
     return f"""apiVersion: core.oam.dev/v1beta1
 kind: Application
 metadata: {{ name: {name}, annotations: {{ version: v1 }} }}
