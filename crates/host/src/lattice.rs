@@ -27,6 +27,8 @@ use crate::{Forward, Host, HostError, IngressRequest, StoredApp};
 
 /// How often a host re-reads the placements even when it heard of no change.
 const RESYNC: Duration = Duration::from_secs(2);
+/// How long a host waits before trying again to run an app it failed to run.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
 /// How long a forwarded request may take, end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a forwarded request in flight checks that its host is still alive.
@@ -45,11 +47,11 @@ pub struct LatticeOptions {
 
 /// What this host did with one app of the lattice.
 enum Applied {
-    /// Runs here with these caps; `failed` when the deploy was refused.
+    /// Runs here with these caps; `failed` (why, and since when) when the deploy was refused.
     Here {
         version: String,
         caps: BTreeMap<String, u32>,
-        failed: Option<String>,
+        failed: Option<(String, std::time::Instant)>,
         serving: Option<Serving>,
     },
     /// Routed to other hosts.
@@ -475,10 +477,19 @@ impl Member {
     ) {
         let caps = caps_for(record, share);
         if let Some(Applied::Here {
-            version, caps: c, ..
+            version,
+            caps: c,
+            failed,
+            ..
         }) = applied.get(&record.name)
         {
-            if *version == record.version && *c == caps {
+            // A failed deploy is tried again now and then: what failed may have been passing
+            // (NATS unreachable while fetching the component), and a lasting failure costs one
+            // attempt per interval.
+            let retry = failed
+                .as_ref()
+                .is_some_and(|(_, since)| since.elapsed() >= RETRY_FAILED);
+            if *version == record.version && *c == caps && !retry {
                 return;
             }
         }
@@ -501,7 +512,7 @@ impl Member {
             }
             Err(e) => {
                 tracing::error!(app = %record.name, version = %record.version, "cannot run here: {e}");
-                (Some(e.to_string()), serving)
+                (Some((e.to_string(), std::time::Instant::now())), serving)
             }
         };
         applied.insert(
@@ -736,7 +747,7 @@ impl Member {
             let status = self.host.status(name).ok();
             let running = status.as_ref().filter(|s| s.version == *version);
             let (phase, reason) = match (failed, running) {
-                (Some(reason), _) => ("failed", Some(reason.clone())),
+                (Some((reason, _)), _) => ("failed", Some(reason.clone())),
                 (None, Some(s)) if s.phase == Phase::Deployed => ("deployed", None),
                 (None, Some(s)) => ("failed", s.reason.clone()),
                 (None, None) => ("deploying", None),
