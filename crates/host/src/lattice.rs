@@ -1258,3 +1258,63 @@ impl crate::RemoteLinks for NatsForward {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(instances: u32, other_cap: u32) -> AppRecord {
+        AppRecord {
+            name: "web".into(),
+            version: "v1".into(),
+            manifest: format!(
+                r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: web }}
+spec:
+  components:
+    - name: front
+      type: component
+      properties: {{ image: ./front.wasm }}
+      traits:
+        - type: spreadscaler
+          properties: {{ instances: {instances} }}
+    - name: back
+      type: component
+      properties: {{ image: ./back.wasm }}
+      traits:
+        - type: spreadscaler
+          properties: {{ instances: {other_cap} }}
+"#
+            ),
+            origin: "web.yaml".into(),
+            images: BTreeMap::new(),
+            deployed_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_host_s_share_caps_each_component_in_proportion_at_least_one() {
+        // The app's instances are the largest its components ask for: 6 here.
+        let caps = caps_for(&record(6, 3), 2);
+        assert_eq!(caps["front"], 2);
+        assert_eq!(caps["back"], 1);
+        let caps = caps_for(&record(6, 3), 6);
+        assert_eq!((caps["front"], caps["back"]), (6, 3));
+        let caps = caps_for(&record(100, 1), 1);
+        assert_eq!((caps["front"], caps["back"]), (1, 1));
+    }
+
+    #[test]
+    fn only_end_to_end_headers_cross_hosts() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "text/plain".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("connection", "keep-alive".parse().unwrap());
+        headers.append("x-tag", "a".parse().unwrap());
+        headers.append("x-tag", "b".parse().unwrap());
+        let crossed = end_to_end(&headers);
+        let names: Vec<&str> = crossed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-tag", "x-tag"]);
+    }
+}
