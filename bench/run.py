@@ -7,6 +7,7 @@
     python3 bench/run.py inflight    # memory per in-flight request at N concurrent requests
     python3 bench/run.py fleet       # N apps behind one harness: upgrade it under load; harness hop cost
     python3 bench/run.py lattice     # 3 hosts over NATS: cross-host call vs in-process; 3 hosts vs 1
+    python3 bench/run.py failover    # 3 hosts: SIGKILL the app's host, then the leader; time to recover
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -565,25 +566,10 @@ def bench_lattice(images, smoke):
     greet = os.path.join(REPO, "examples", "greet", "build", "greet.wasm")
     greeter = os.path.join(REPO, "examples", "greeter-rs", "build", "greeter-rs.wasm")
     hello = images["hello"]
-    nats_port = free_port()
-    nats_dir = tempfile.mkdtemp(prefix="weft-bench-nats-")
-    nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", nats_dir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    hosts, ports = [], []
+    lattice = Lattice()
+    hosts, ports = lattice.hosts, lattice.ports
     try:
-        wait_port(nats_port, nats)
-        for i, zone in enumerate(("a", "b", "c"), start=1):
-            port = free_port()
-            ports.append(port)
-            hosts.append(Weft(args=["--nats", f"nats://127.0.0.1:{nats_port}", "--lattice", "bench",
-                                    "--label", f"zone={zone}", "--host-id", f"h{i}",
-                                    "--http", f"127.0.0.1:{port}"]))
         h1 = hosts[0]
-        deadline = time.time() + 30
-        while sum(h["alive"] for h in h1.api("GET", "/v1/hosts")) < 3:
-            if time.time() > deadline:
-                raise SystemExit("the hosts did not find each other")
-            time.sleep(0.2)
         digests = {img: h1.upload(img) for img in (greet, greeter, hello)}
         local_greeter = f"""
     - name: greeter
@@ -646,11 +632,107 @@ def bench_lattice(images, smoke):
              f"{forwarded['p50']:.2f}", f"{forwarded['p99']:.2f}", f"{forwarded['rps'] / one['rps']:.2f}x"),
         ])
     finally:
-        for h in hosts:
+        lattice.stop()
+
+
+class Lattice:
+    """A `nats-server -js` and three `weft up --nats` hosts labelled zone=a, b, c (h1, h2 also
+    pool=ab)."""
+
+    def __init__(self):
+        self.nats_port = free_port()
+        self.nats_dir = tempfile.mkdtemp(prefix="weft-bench-nats-")
+        self.nats = subprocess.Popen(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-js", "-sd", self.nats_dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ports = [free_port() for _ in range(3)]
+        wait_port(self.nats_port, self.nats)
+        started = {}
+        # h3 starts first, so it takes the lease and the leader is not a host of pool ab.
+        for i, zone in reversed(list(enumerate(("a", "b", "c")))):
+            pool = ["--label", "pool=ab"] if zone in ("a", "b") else []
+            started[i] = Weft(args=["--nats", f"nats://127.0.0.1:{self.nats_port}", "--lattice", "bench",
+                                    "--label", f"zone={zone}", *pool, "--host-id", f"h{i + 1}",
+                                    "--http", f"127.0.0.1:{self.ports[i]}"])
+            if i == 2:
+                time.sleep(1)
+        self.hosts = [started[i] for i in range(3)]
+        self.wait_alive(self.hosts[0], 3)
+
+    @staticmethod
+    def wait_alive(host, n, timeout=30):
+        deadline = time.time() + timeout
+        while sum(h["alive"] for h in host.api("GET", "/v1/hosts")) < n:
+            if time.time() > deadline:
+                raise SystemExit("the hosts did not find each other")
+            time.sleep(0.2)
+
+    def stop(self):
+        for h in self.hosts:
             h.stop()
-        nats.kill()
-        nats.wait()
-        shutil.rmtree(nats_dir, ignore_errors=True)
+        self.nats.kill()
+        self.nats.wait()
+        shutil.rmtree(self.nats_dir, ignore_errors=True)
+
+
+def leader_of(via):
+    """The host holding the lease, as `via` hears it."""
+    return next((h["id"] for h in via.api("GET", "/v1/hosts") if h["leader"] and h["alive"]), None)
+
+
+def bench_failover(images, smoke):
+    """Wall-clock recovery after SIGKILL, measured from outside as a client sees it."""
+    hello = images["hello"]
+    lattice = Lattice()
+    hosts, ports = lattice.hosts, lattice.ports
+    try:
+        # One instance on a host of pool ab (h1 or h2); h3 never runs it, so requests through h3
+        # are forwarded to whichever host does.
+        pinned = lattice_app("pinned", hello, None, 1, 0, "/pinned").replace(
+            "instances: 1 }", "instances: 1, spread: [{ name: ab, requirements: { pool: ab } }] }")
+        digest = hosts[2].upload(hello)
+        hosts[2].deploy(pinned, {hello: digest})
+        wait_deployed(hosts[2], ["pinned"])
+        placed = list(hosts[2].api("GET", "/v1/apps/pinned")["hosts"])
+        assert len(placed) == 1, placed
+        victim = int(placed[0][1:]) - 1
+        status, body, _ = get(ports[2], "/pinned")
+        assert status == 200 and body.startswith("Hello from Rust"), (status, body)
+
+        def until(done, what, timeout=60):
+            deadline = time.time() + timeout
+            while not done():
+                if time.time() > deadline:
+                    raise SystemExit(f"no recovery after {timeout}s: {what}")
+                time.sleep(0.02)
+
+        was_leader = leader_of(hosts[2]) == f"h{victim + 1}"
+        hosts[victim].proc.kill()
+        killed = time.perf_counter()
+        until(lambda: get(ports[2], "/pinned")[0] == 200, "requests to /pinned through h3")
+        host_recovery = time.perf_counter() - killed
+        status = hosts[2].api("GET", "/v1/apps/pinned")
+        moved = status["events"][-1]
+
+        leader = leader_of
+        survivors = [i for i in range(3) if i != victim]
+        until(lambda: leader(hosts[2]) not in (None, f"h{victim + 1}"), "a leader among the survivors")
+        current = int(leader(hosts[2])[1:]) - 1
+        asker = hosts[next(i for i in survivors if i != current)]
+        hosts[current].proc.kill()
+        killed = time.perf_counter()
+        until(lambda: leader(asker) not in (None, f"h{current + 1}"), "a new leader")
+        leader_recovery = time.perf_counter() - killed
+        print_table("Failover: SIGKILL, 3 hosts on this machine (heartbeat 1 s, gone after 3 s, lease TTL 5 s)",
+                    ("what was killed", "recovered after", "how it was seen"), [
+            (f"the host running the app (h{victim + 1}{', also the leader' if was_leader else ''})",
+             f"{host_recovery:.2f} s",
+             f"requests through h3 answer 200 again; status: {moved}"),
+            (f"the leader (h{current + 1})", f"{leader_recovery:.2f} s",
+             "another host reports holding the lease (its next heartbeat)"),
+        ])
+    finally:
+        lattice.stop()
 
 
 def main():
@@ -658,13 +740,15 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice", "all"])
+    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
+                                          "failover", "all"])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
     if not args.smoke:
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = ["http", "coldstart", "density", "inflight", "fleet", "lattice"] if args.bench == "all" else [args.bench]
+    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover"]
+              if args.bench == "all" else [args.bench])
     for name in chosen:
         globals()[f"bench_{name}"](images, args.smoke)
     print(f"\n(python3 bench/run.py {args.bench}{' --smoke' if args.smoke else ''})")
