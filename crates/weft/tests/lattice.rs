@@ -460,3 +460,75 @@ fn a_link_to_another_app_s_component_on_another_host_is_called_over_nats() {
     });
     assert!(body.contains("greeter"), "{body}");
 }
+
+#[test]
+fn a_leader_paused_past_its_lease_steps_down_and_cannot_overwrite_the_placements() {
+    let mut lattice = Lattice::start(&[("h1", "a"), ("h2", "a"), ("h3", "b")]);
+    let stale = wait_until(Duration::from_secs(15), "a leader", || lattice.leader());
+    let other = lattice
+        .hosts
+        .keys()
+        .find(|id| **id != stale)
+        .unwrap()
+        .clone();
+
+    // Paused, the leader neither renews its lease nor sends heartbeats: another host takes over.
+    lattice.host(&stale).signal("STOP");
+    let next = wait_until(Duration::from_secs(15), "another leader", || {
+        let hosts: Vec<serde_json::Value> =
+            serde_json::from_str(&lattice.host(&other).cli_ok(&["get", "hosts", "--json"]))
+                .unwrap();
+        hosts
+            .iter()
+            .find(|h| h["leader"] == true && h["alive"] == true && h["id"] != stale.as_str())
+            .map(|h| h["id"].as_str().unwrap().to_string())
+    });
+    // The new leader places an app the paused one never saw.
+    let app = lattice.manifest("late", &guests().hello, "", "", "");
+    lattice
+        .host(&other)
+        .cli_ok(&["app", "deploy", app.to_str().unwrap()]);
+    let placed = wait_until(Duration::from_secs(20), "the new app placed", || {
+        let status: serde_json::Value = serde_json::from_str(
+            &lattice
+                .host(&other)
+                .cli_ok(&["app", "status", "late", "--json"]),
+        )
+        .unwrap();
+        (status["phase"] == "deployed").then_some(status["hosts"].clone())
+    });
+
+    // Woken, the stale leader finds the lease gone and steps down; whatever it had in flight
+    // cannot replace the placements, so the new app stays placed.
+    lattice.host(&stale).signal("CONT");
+    wait_until(
+        Duration::from_secs(10),
+        "the stale leader to step down",
+        || {
+            let log = lattice.host(&stale).log();
+            (log.contains("lost the leader lease") || log.contains("compare-and-set failed"))
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let hosts = lattice.hosts_json();
+    let leaders: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h["leader"] == true && h["alive"] == true)
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(leaders, [next.as_str()], "{hosts:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&lattice.host(&stale).cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["lattice"]["leader"], next.as_str(), "{status}");
+    let late: serde_json::Value = serde_json::from_str(
+        &lattice
+            .host(&stale)
+            .cli_ok(&["app", "status", "late", "--json"]),
+    )
+    .unwrap();
+    assert_eq!(late["phase"], "deployed", "{late}");
+    assert!(!placed.as_object().unwrap().is_empty(), "{placed}");
+    assert!(!late["hosts"].as_object().unwrap().is_empty(), "{late}");
+    assert_eq!(get(&lattice.url(&stale, "/late")).0, 200);
+}

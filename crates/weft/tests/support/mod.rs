@@ -262,6 +262,16 @@ impl Host {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the host is not running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the process with SIGKILL, as a crash would; the state dir stays for `restart`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
