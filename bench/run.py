@@ -420,19 +420,7 @@ spec:
           properties: {{ name: inner, target: {{ name: app }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
     - name: app
       type: component
-      properties: {{ image: {image} }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: harness }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source:
-              config: [{{ name: route, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}]
+      properties: {{ image: {image} }}{http_route("harness", port, path)}
 """
 
 

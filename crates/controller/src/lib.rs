@@ -15,6 +15,7 @@ use weft_lattice::{
 };
 
 use scaler::{place, HostView};
+use weft_manifest::Scaler;
 
 /// How often the controller runs a round (lease, then reconcile when leading).
 pub const ROUND: Duration = Duration::from_millis(500);
@@ -23,9 +24,26 @@ pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// Events kept per app.
 const EVENTS_KEPT: usize = 10;
 
+/// A desired app and the placement its manifest asks for (or why it cannot be placed).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub record: AppRecord,
+    pub scaler: Result<Scaler, String>,
+}
+
+impl Desired {
+    /// Reads the scaler from the record's manifest.
+    pub fn new(record: AppRecord) -> Self {
+        let scaler = weft_manifest::parse(&record.manifest, &record.origin)
+            .map_err(|e| e.to_string())
+            .and_then(|app| app.scaler());
+        Desired { record, scaler }
+    }
+}
+
 /// The inputs of one reconcile.
 pub struct World<'a> {
-    pub apps: &'a [AppRecord],
+    pub apps: &'a [Desired],
     pub hosts: &'a [Heartbeat],
     /// Hosts that were alive last round and are not now.
     pub lost: &'a BTreeSet<String>,
@@ -46,15 +64,12 @@ pub fn reconcile(previous: &Placements, world: &World<'_>) -> BTreeMap<String, A
         })
         .collect();
     let mut out = BTreeMap::new();
-    for record in world.apps {
+    for Desired { record, scaler } in world.apps {
         let before = previous.apps.get(&record.name);
         let mut events = before.map(|b| b.events.clone()).unwrap_or_default();
-        let scaler = weft_manifest::parse(&record.manifest, &record.origin)
-            .map_err(|e| e.to_string())
-            .and_then(|app| app.scaler());
         let (hosts, waiting) = match scaler {
             Ok(scaler) => {
-                let placed = place(&scaler, &views);
+                let placed = place(scaler, &views);
                 (placed.hosts, placed.waiting)
             }
             Err(reason) => {
@@ -64,7 +79,7 @@ pub fn reconcile(previous: &Placements, world: &World<'_>) -> BTreeMap<String, A
                         version: record.version.clone(),
                         hosts: BTreeMap::new(),
                         phase: LatticePhase::Failed,
-                        reason: Some(reason),
+                        reason: Some(reason.clone()),
                         events,
                     },
                 );
@@ -187,6 +202,8 @@ pub struct Controller {
     leadership: Arc<Mutex<Leadership>>,
     /// Hosts alive at the last round this host led.
     known: Option<BTreeSet<String>>,
+    /// Each desired app as last read, so a version's manifest is parsed once, not every round.
+    desired: Vec<Desired>,
 }
 
 impl Controller {
@@ -208,6 +225,7 @@ impl Controller {
             directory,
             leadership,
             known: None,
+            desired: Vec::new(),
         }
     }
 
@@ -294,9 +312,22 @@ impl Controller {
                 .await;
         }
         self.known = Some(alive);
-        let apps = desired_apps(&self.kv).await?;
+        let records = desired_apps(&self.kv).await?;
+        let mut known: BTreeMap<String, Desired> = std::mem::take(&mut self.desired)
+            .into_iter()
+            .map(|d| (d.record.name.clone(), d))
+            .collect();
+        self.desired = records
+            .into_iter()
+            .map(|record| {
+                known
+                    .remove(&record.name)
+                    .filter(|d| d.record == record)
+                    .unwrap_or_else(|| Desired::new(record))
+            })
+            .collect();
         let world = World {
-            apps: &apps,
+            apps: &self.desired,
             hosts: &hosts,
             lost: &lost,
             joined: &joined,
@@ -405,7 +436,7 @@ spec:
     }
 
     fn world<'a>(
-        apps: &'a [AppRecord],
+        apps: &'a [Desired],
         hosts: &'a [Heartbeat],
         lost: &'a BTreeSet<String>,
         joined: &'a BTreeSet<String>,
@@ -421,7 +452,7 @@ spec:
 
     #[test]
     fn a_lost_host_s_app_moves_and_the_move_says_why() {
-        let apps = [record()];
+        let apps = [Desired::new(record())];
         let none = BTreeSet::new();
         let hosts = [
             host("h1", "a", Some(("deployed", None))),
@@ -455,7 +486,7 @@ spec:
 
     #[test]
     fn a_host_failing_the_app_makes_it_failed_with_the_host_s_reason() {
-        let apps = [record()];
+        let apps = [Desired::new(record())];
         let none = BTreeSet::new();
         let hosts = [host(
             "h1",

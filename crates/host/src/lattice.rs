@@ -14,7 +14,7 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use weft_lattice::{
     desired_apps, frame, now_ms, placements, unframe, version_key, AppRecord, CallHead, CallReply,
-    Directory, Heartbeat, InventoryApp, InventoryComponent, JetStream, KnownHost, Kv, LatticeBlobs,
+    Directory, Heartbeat, InventoryApp, InventoryComponent, JetStream, Kv, LatticeBlobs,
     LatticePhase, Leadership, Placements, RequestHead, ResponseHead, Subjects, APP_PREFIX,
     HEARTBEAT_INTERVAL, LEASE_KEY, VERSION_PREFIX,
 };
@@ -47,10 +47,11 @@ pub struct LatticeOptions {
 
 /// What this host did with one app of the lattice.
 enum Applied {
-    /// Runs here with these caps; `failed` (why, and since when) when the deploy was refused.
+    /// Runs here with this share of the app's instances; `failed` (why, and since when) when
+    /// the deploy was refused.
     Here {
         version: String,
-        caps: BTreeMap<String, u32>,
+        share: u32,
         failed: Option<(String, std::time::Instant)>,
         serving: Option<Serving>,
     },
@@ -124,10 +125,8 @@ impl Member {
             placements: Arc::default(),
             directory: directory.clone(),
             next: AtomicUsize::new(0),
-            this: std::sync::OnceLock::new(),
         });
-        let _ = forwarder.this.set(Arc::downgrade(&forwarder));
-        host.set_remote_links(forwarder.clone());
+        host.set_remote_links(Arc::new(RemoteCalls(forwarder.clone())));
         let member = Arc::new(Member {
             host,
             options,
@@ -196,16 +195,6 @@ impl Member {
         &self.options.host_id
     }
 
-    /// The lattice's name.
-    pub fn lattice(&self) -> &str {
-        &self.options.lattice
-    }
-
-    /// Every host heard from, by id.
-    pub fn hosts(&self) -> Vec<KnownHost> {
-        self.directory.hosts()
-    }
-
     /// Deploys to the lattice: checked on this host exactly as a local deploy would be, its
     /// components copied to the lattice's blob store, then recorded as the app's desired
     /// version for the controller to place.
@@ -221,14 +210,7 @@ impl Member {
             .as_ref()
             .and_then(|e| e.value.as_ref())
             .and_then(|v| serde_json::from_slice(v).ok());
-        let record = AppRecord {
-            name: stored.name.clone(),
-            version: stored.version.clone(),
-            manifest: stored.manifest.clone(),
-            origin: stored.origin.clone(),
-            images: stored.images.clone(),
-            deployed_at: stored.deployed_at,
-        };
+        let record = AppRecord::from(&stored);
         let same = |old: &AppRecord| old.manifest == record.manifest && old.images == record.images;
         if let Some(old) = &previous {
             if old.version == record.version && same(old) {
@@ -350,7 +332,7 @@ impl Member {
             .filter(|s| s.version == record.version);
         let components = match running_here {
             Some(s) => s.components,
-            None => crate::planned_components(&self.host, &stored_of(record)),
+            None => crate::planned_components(&self.host, &StoredApp::from(record)),
         };
         Ok(AppStatus {
             name: record.name.clone(),
@@ -442,7 +424,7 @@ impl Member {
                 None => self.run_elsewhere(&mut applied, record).await,
             }
         }
-        let local: BTreeSet<String> = self.host.list()?.into_iter().map(|a| a.name).collect();
+        let local = self.host.app_names();
         let stale: Vec<String> = applied
             .keys()
             .chain(local.iter())
@@ -475,10 +457,9 @@ impl Member {
         record: &AppRecord,
         share: u32,
     ) {
-        let caps = caps_for(record, share);
         if let Some(Applied::Here {
             version,
-            caps: c,
+            share: s,
             failed,
             ..
         }) = applied.get(&record.name)
@@ -489,11 +470,11 @@ impl Member {
             let retry = failed
                 .as_ref()
                 .is_some_and(|(_, since)| since.elapsed() >= RETRY_FAILED);
-            if *version == record.version && *c == caps && !retry {
+            if *version == record.version && *s == share && !retry {
                 return;
             }
         }
-        let result = self.deploy_here(record, caps.clone()).await;
+        let result = self.deploy_here(record, caps_for(record, share)).await;
         let serving = match applied.remove(&record.name) {
             Some(Applied::Here {
                 serving: Some(task),
@@ -505,7 +486,7 @@ impl Member {
             Ok(()) => {
                 let serving = match serving {
                     Some(task) => Some(task),
-                    None => self.serve_forwarded(&record.name).await,
+                    None => self.serve_other_hosts(&record.name).await,
                 };
                 tracing::info!(app = %record.name, version = %record.version, share, "running here");
                 (None, serving)
@@ -519,7 +500,7 @@ impl Member {
             record.name.clone(),
             Applied::Here {
                 version: record.version.clone(),
-                caps,
+                share,
                 failed,
                 serving,
             },
@@ -569,7 +550,7 @@ impl Member {
             Some(Applied::Here { .. }) | None => self.stop_here(&record.name).await,
             Some(Applied::Elsewhere { .. }) => {}
         }
-        let stored = stored_of(record);
+        let stored = StoredApp::from(record);
         let via: Arc<dyn Forward> = self.forwarder.clone();
         match self.host.route_elsewhere(&stored, via) {
             Ok(()) => {
@@ -588,7 +569,7 @@ impl Member {
     }
 
     /// Takes this host's share of the app's forwarded requests.
-    async fn serve_forwarded(self: &Arc<Self>, app: &str) -> Option<Serving> {
+    async fn serve_other_hosts(self: &Arc<Self>, app: &str) -> Option<Serving> {
         let subject = self.subjects.http(app, &self.options.host_id);
         let mut subscriber = match self.js.client().subscribe(subject.clone()).await {
             Ok(s) => s,
@@ -787,12 +768,9 @@ impl Member {
             .clone();
         // Active instance counts move between placement rounds; report them as they are now.
         for app in &mut apps {
-            if let Ok(status) = self.host.status(&app.app) {
-                for component in &mut app.components {
-                    if let Some(c) = status.components.iter().find(|c| c.name == component.name) {
-                        component.active_instances = c.active_instances;
-                    }
-                }
+            let active = self.host.active_instances(&app.app);
+            for component in &mut app.components {
+                component.active_instances = active.get(&component.name).copied().unwrap_or(0);
             }
         }
         Heartbeat {
@@ -832,16 +810,32 @@ pub fn host_id(state_dir: &std::path::Path, given: Option<&str>) -> Result<Strin
     Ok(id)
 }
 
-/// A lattice app record as this host's store keeps an app.
-fn stored_of(record: &AppRecord) -> StoredApp {
-    StoredApp {
-        name: record.name.clone(),
-        version: record.version.clone(),
-        manifest: record.manifest.clone(),
-        origin: record.origin.clone(),
-        images: record.images.clone(),
-        deployed_at: record.deployed_at,
-        caps: BTreeMap::new(),
+/// A lattice app record as this host's store keeps an app (no caps: the whole app).
+impl From<&AppRecord> for StoredApp {
+    fn from(record: &AppRecord) -> Self {
+        StoredApp {
+            name: record.name.clone(),
+            version: record.version.clone(),
+            manifest: record.manifest.clone(),
+            origin: record.origin.clone(),
+            images: record.images.clone(),
+            deployed_at: record.deployed_at,
+            caps: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the lattice stores of a version checked on this host.
+impl From<&StoredApp> for AppRecord {
+    fn from(stored: &StoredApp) -> Self {
+        AppRecord {
+            name: stored.name.clone(),
+            version: stored.version.clone(),
+            manifest: stored.manifest.clone(),
+            origin: stored.origin.clone(),
+            images: stored.images.clone(),
+            deployed_at: stored.deployed_at,
+        }
     }
 }
 
@@ -1013,7 +1007,6 @@ struct NatsForward {
     placements: Arc<Mutex<Placements>>,
     directory: Arc<Directory>,
     next: AtomicUsize,
-    this: std::sync::OnceLock<Weak<NatsForward>>,
 }
 
 /// Why a forwarded request got no reply from one host.
@@ -1025,14 +1018,6 @@ enum Missed {
 }
 
 impl NatsForward {
-    /// This forwarder as an `Arc`, for callers that outlive the call that made them.
-    fn self_ref(&self) -> Arc<NatsForward> {
-        self.this
-            .get()
-            .and_then(Weak::upgrade)
-            .expect("the forwarder lives as long as its member")
-    }
-
     /// The live hosts `app` is placed on, this host included, starting with the next in turn.
     fn candidates_with_self(&self, app: &str) -> Vec<String> {
         self.pick(app, true)
@@ -1249,10 +1234,13 @@ impl weft_runtime::RemoteCall for NatsCall {
     }
 }
 
-impl crate::RemoteLinks for NatsForward {
+/// This host's way to other apps' components: calls through the forwarder's choice of host.
+struct RemoteCalls(Arc<NatsForward>);
+
+impl crate::RemoteLinks for RemoteCalls {
     fn caller(&self, app: &str, component: &str) -> Arc<dyn weft_runtime::RemoteCall> {
         Arc::new(NatsCall {
-            forward: self.self_ref(),
+            forward: self.0.clone(),
             app: app.to_string(),
             component: component.to_string(),
         })

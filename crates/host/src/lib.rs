@@ -874,6 +874,24 @@ impl Host {
         Ok(())
     }
 
+    /// The instances running now of each component of `app` that serves requests here.
+    pub fn active_instances(&self, app: &str) -> BTreeMap<String, usize> {
+        self.apps_lock()
+            .get(app)
+            .map(|e| {
+                e.workloads
+                    .iter()
+                    .map(|(name, w)| (name.clone(), w.active_instances()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The names of the apps this host runs.
+    pub fn app_names(&self) -> BTreeSet<String> {
+        self.apps_lock().keys().cloned().collect()
+    }
+
     /// The status of every app, by name.
     pub fn list(&self) -> Result<Vec<AppStatus>, HostError> {
         let names: Vec<String> = self.apps_lock().keys().cloned().collect();

@@ -248,11 +248,6 @@ pub type Cas = Result<u64, CasFailed>;
 pub struct CasFailed;
 
 impl Kv {
-    /// The bucket's name.
-    pub fn name(&self) -> &str {
-        &self.bucket
-    }
-
     /// The latest entry of `key`, None when it was never written.
     pub async fn entry(&self, key: &str) -> Result<Option<Entry>, LatticeError> {
         check_key(key)?;

@@ -48,22 +48,6 @@ impl Lease {
         }
     }
 
-    /// The lease's time to live.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The current lease, if any.
-    pub async fn current(&self) -> Result<Option<(u64, LeaseRecord)>, LatticeError> {
-        let Some(entry) = self.kv.entry(LEASE_KEY).await? else {
-            return Ok(None);
-        };
-        let record = entry
-            .value
-            .and_then(|v| serde_json::from_slice::<LeaseRecord>(&v).ok());
-        Ok(record.map(|r| (entry.revision, r)))
-    }
-
     /// Renews the lease this host holds, or takes it when it is free, expired or held by this
     /// host's identity before a restart. Every write is a compare-and-set on the revision read.
     pub async fn round(&mut self, now_ms: u64) -> Result<LeaseState, LatticeError> {

@@ -34,11 +34,6 @@ impl Subjects {
         }
     }
 
-    /// The lattice's name.
-    pub fn lattice(&self) -> &str {
-        &self.lattice
-    }
-
     /// Where hosts publish their heartbeats.
     pub fn heartbeat(&self) -> String {
         format!("weft.{}.evt.heartbeat", self.lattice)
