@@ -8,19 +8,25 @@
 
 pub mod blobstore;
 mod bus;
+pub mod catalog;
 mod config;
+pub mod http_client;
+pub mod http_server;
 pub mod keyvalue;
 mod logging;
 pub mod messaging;
 pub mod secrets;
+pub mod settings;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
-use weft_manifest::{CapabilityKind, Component, Grant, DEFAULT_LINK_NAME};
+use weft_manifest::{Component, Grant, DEFAULT_LINK_NAME};
 
+pub use catalog::{
+    catalog, Backend, BackendError, Backends, Capability, Erased, Kind, Placement, CAPABILITIES,
+};
 pub use secrets::SecretStore;
 
 /// Host bindings generated from `wit/`.
@@ -64,7 +70,7 @@ pub enum CapabilityError {
     NotGranted {
         what: String,
         import: String,
-        kind: CapabilityKind,
+        kind: &'static str,
         namespace: &'static str,
         package: &'static str,
     },
@@ -72,13 +78,15 @@ pub enum CapabilityError {
         "{what} imports `{import}` but is granted no secrets; list them under properties.secrets"
     )]
     NoSecrets { what: String, import: String },
-    #[error("{what}: {capability} ({backend}): {reason}")]
+    #[error("{what}: {capability} ({backend}): {source}")]
     Backend {
         what: String,
         capability: String,
         backend: String,
-        reason: String,
+        source: BackendError,
     },
+    #[error("{what}: `{kind}` is not a capability this host provides")]
+    UnknownKind { what: String, kind: String },
 }
 
 /// What one component was granted, shared by all its instances.
@@ -87,9 +95,8 @@ pub struct Grants {
     pub workload: Arc<str>,
     /// The component's config: its named configs merged in order.
     pub config: BTreeMap<String, String>,
-    pub keyvalue: BTreeMap<String, Arc<dyn keyvalue::KeyValueStore>>,
-    pub blobstore: BTreeMap<String, Arc<dyn blobstore::BlobStore>>,
-    pub messaging: BTreeMap<String, Arc<dyn messaging::Broker>>,
+    /// Capability name → link name → the backend, an `Arc` of the capability's backend trait.
+    pub granted: HashMap<&'static str, BTreeMap<String, Erased>>,
     pub secrets: BTreeMap<String, secrets::SecretSource>,
 }
 
@@ -99,9 +106,7 @@ impl Grants {
         Grants {
             workload: workload.into(),
             config: BTreeMap::new(),
-            keyvalue: BTreeMap::new(),
-            blobstore: BTreeMap::new(),
-            messaging: BTreeMap::new(),
+            granted: HashMap::new(),
             secrets: BTreeMap::new(),
         }
     }
@@ -114,35 +119,24 @@ impl Grants {
         imports: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), CapabilityError> {
         for import in imports {
-            let needs = [
-                (
-                    "wasi:keyvalue/",
-                    CapabilityKind::KeyValue,
-                    self.keyvalue.is_empty(),
-                ),
-                (
-                    "wasi:blobstore/",
-                    CapabilityKind::Blobstore,
-                    self.blobstore.is_empty(),
-                ),
-                (
-                    "wasmcloud:messaging/",
-                    CapabilityKind::Messaging,
-                    self.messaging.is_empty(),
-                ),
-            ];
-            if let Some((_, kind, _)) = needs
-                .iter()
-                .find(|(prefix, _, missing)| *missing && import.starts_with(prefix))
-            {
-                let (namespace, package, _) = kind.package();
-                return Err(CapabilityError::NotGranted {
-                    what: what.into(),
-                    import: import.into(),
-                    kind: *kind,
-                    namespace,
-                    package,
-                });
+            for capability in CAPABILITIES {
+                let Some((namespace, package)) = capability.gated_package() else {
+                    continue;
+                };
+                let gated = import
+                    .strip_prefix(namespace)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .and_then(|rest| rest.strip_prefix(package))
+                    .is_some_and(|rest| rest.starts_with('/'));
+                if gated && !self.granted.contains_key(capability.name()) {
+                    return Err(CapabilityError::NotGranted {
+                        what: what.into(),
+                        import: import.into(),
+                        kind: capability.name(),
+                        namespace,
+                        package,
+                    });
+                }
             }
             if import.starts_with("wasmcloud:secrets/") && self.secrets.is_empty() {
                 return Err(CapabilityError::NoSecrets {
@@ -155,74 +149,34 @@ impl Grants {
     }
 }
 
-/// The backends of this host, shared by every app that names the same one: one redb file, one
-/// Redis connection, one NATS connection each, however many components link to them.
-pub struct Backends {
-    state_dir: PathBuf,
-    secrets: Arc<SecretStore>,
-    keyvalue: std::sync::Mutex<HashMap<String, Arc<dyn keyvalue::KeyValueStore>>>,
-    blobstore: std::sync::Mutex<HashMap<String, Arc<dyn blobstore::BlobStore>>>,
-    messaging: std::sync::Mutex<HashMap<String, Arc<dyn messaging::Broker>>>,
-}
-
 impl Backends {
-    /// Backends keeping their files under `state_dir`.
-    pub fn new(state_dir: PathBuf, secrets: Arc<SecretStore>) -> Self {
-        Backends {
-            state_dir,
-            secrets,
-            keyvalue: Default::default(),
-            blobstore: Default::default(),
-            messaging: Default::default(),
-        }
-    }
-
-    /// The secret store.
-    pub fn secrets(&self) -> &Arc<SecretStore> {
-        &self.secrets
-    }
-
     /// Resolves what `component` of `app` was granted into live backends. Connections to servers
     /// are made on first use, so a deploy does not wait on (or fail for) a server that is down.
     pub fn grants_for(&self, app: &str, component: &Component) -> Result<Grants, CapabilityError> {
         let workload = format!("{app}/{}", component.name);
         let mut grants = Grants::none(&workload);
-        for config in &component.config {
-            grants.config.extend(
-                config
-                    .properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-        }
+        grants.config = weft_manifest::merge(component.config.iter());
+        let at = self.placement(app);
         for grant in &component.grants {
-            let err = |reason: String| CapabilityError::Backend {
-                what: workload.clone(),
-                capability: grant.capability.clone(),
-                backend: grant.backend.clone(),
-                reason,
-            };
-            let at = Placement {
-                app,
-                state_dir: &self.state_dir,
-            };
-            match grant.kind {
-                CapabilityKind::KeyValue => {
-                    let store = shared(&self.keyvalue, &at, grant, keyvalue::open).map_err(err)?;
-                    grants.keyvalue.insert(grant.link_name.clone(), store);
-                }
-                CapabilityKind::Blobstore => {
-                    let store =
-                        shared(&self.blobstore, &at, grant, blobstore::open).map_err(err)?;
-                    grants.blobstore.insert(grant.link_name.clone(), store);
-                }
-                CapabilityKind::Messaging => {
-                    let broker =
-                        shared(&self.messaging, &at, grant, messaging::open).map_err(err)?;
-                    grants.messaging.insert(grant.link_name.clone(), broker);
-                }
-                CapabilityKind::HttpServer | CapabilityKind::HttpClient => {}
-            }
+            let capability =
+                catalog::capability(&grant.kind).ok_or_else(|| CapabilityError::UnknownKind {
+                    what: workload.clone(),
+                    kind: grant.kind.clone(),
+                })?;
+            let backend =
+                capability
+                    .open(self, &at, grant)
+                    .map_err(|source| CapabilityError::Backend {
+                        what: workload.clone(),
+                        capability: grant.capability.clone(),
+                        backend: grant.backend.clone(),
+                        source,
+                    })?;
+            grants
+                .granted
+                .entry(capability.name())
+                .or_default()
+                .insert(grant.link_name.clone(), backend);
         }
         for secret in &component.secrets {
             grants.secrets.insert(
@@ -238,56 +192,16 @@ impl Backends {
         &self,
         app: &str,
         subscription: &weft_manifest::Subscription,
-    ) -> Result<Arc<dyn messaging::Broker>, String> {
+    ) -> Result<Arc<dyn messaging::Broker>, BackendError> {
         let grant = Grant {
-            kind: CapabilityKind::Messaging,
+            kind: subscription.kind.clone(),
             capability: subscription.capability.clone(),
             link_name: DEFAULT_LINK_NAME.into(),
             backend: subscription.backend.clone(),
             settings: subscription.settings.clone(),
         };
-        let at = Placement {
-            app,
-            state_dir: &self.state_dir,
-        };
-        shared(&self.messaging, &at, &grant, messaging::open)
+        messaging::MESSAGING.open_typed(self, &self.placement(app), &grant)
     }
-}
-
-/// A grant resolved to the identity of its backend and how to create it when it is new.
-pub(crate) type Opener<B> = (String, Box<dyn FnOnce() -> Result<Arc<B>, String>>);
-
-/// A grant's config value for `key`, or `default`.
-pub(crate) fn setting(grant: &Grant, key: &str, default: &str) -> String {
-    grant
-        .settings
-        .get(key)
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
-/// Where a backend lives: the app that declared it and the host's state directory.
-pub struct Placement<'a> {
-    pub app: &'a str,
-    pub state_dir: &'a std::path::Path,
-}
-
-/// One backend per identity: `open` says what identifies the backend a grant names (a file path,
-/// a server URL, an app's in-memory store), and the first grant to name it creates it.
-fn shared<B: ?Sized>(
-    map: &std::sync::Mutex<HashMap<String, Arc<B>>>,
-    at: &Placement<'_>,
-    grant: &Grant,
-    open: impl Fn(&Placement<'_>, &Grant) -> Result<Opener<B>, String>,
-) -> Result<Arc<B>, String> {
-    let (identity, create) = open(at, grant)?;
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(existing) = map.get(&identity) {
-        return Ok(existing.clone());
-    }
-    let backend = create()?;
-    map.insert(identity, backend.clone());
-    Ok(backend)
 }
 
 /// Per-instance capability state: the grants and the link names the guest picked.
@@ -313,25 +227,28 @@ impl CapabilityCtx {
             .map_or(DEFAULT_LINK_NAME, String::as_str)
     }
 
-    /// The grant for `namespace:package` under the link name in force, or an error naming the
-    /// links there are.
-    fn linked<'a, B: ?Sized>(
-        &self,
-        package: &str,
-        links: &'a BTreeMap<String, Arc<B>>,
-    ) -> Result<&'a Arc<B>, String> {
-        let name = self.link_name(package);
-        links.get(name).ok_or_else(|| {
-            let names: Vec<&str> = links.keys().map(String::as_str).collect();
-            if names.is_empty() {
-                format!("{package} is not granted to this component: it has no link to it")
-            } else {
-                format!(
+    /// The backend of `kind` under the link name in force, or a message naming the links there
+    /// are, for the guest.
+    fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
+        let package = format!("{}:{}", kind.namespace, kind.package);
+        let name = self.link_name(&package);
+        let links = self.grants.granted.get(kind.name);
+        let found = links
+            .and_then(|links| links.get(name))
+            .and_then(|backend| backend.downcast_ref::<Arc<S>>());
+        match (found, links) {
+            (Some(backend), _) => Ok(backend.clone()),
+            (None, Some(links)) if !links.is_empty() => {
+                let names: Vec<&str> = links.keys().map(String::as_str).collect();
+                Err(format!(
                     "no {package} link named `{name}`; this component's links: {}",
                     names.join(", ")
-                )
+                ))
             }
-        })
+            (None, _) => Err(format!(
+                "{package} is not granted to this component: it has no link to it"
+            )),
+        }
     }
 }
 

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use weft_host::api::{ApiError, ControlEndpoint};
-use weft_host::{AppStatus, DeployOutcome, DeployRequest, HostStatus};
+use weft_api::{
+    ApiError, AppStatus, ControlEndpoint, DeployOutcome, DeployRequest, HostStatus, LatticeHost,
+};
 use weft_manifest::ImageSource;
 
 /// Why a client operation failed.
@@ -94,7 +95,7 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             project: project.clone().unwrap_or_else(|| base.to_path_buf()),
             source,
         })?;
-        let digest = weft_runtime::digest_of(&bytes);
+        let digest = weft_api::digest_of(&bytes);
         images.insert(component.image.clone(), digest.clone());
         components.insert(digest, bytes);
     }
@@ -140,12 +141,12 @@ impl Client {
 
     /// A client for the host running on `state_dir`.
     pub fn for_state_dir(state_dir: &Path) -> Result<Self, ClientError> {
-        let endpoint_path = weft_host::control::endpoint_path(state_dir);
+        let endpoint_path = weft_api::endpoint_path(state_dir);
         let endpoint = std::fs::read(&endpoint_path)
             .map_err(|_| ClientError::NoHost(state_dir.to_path_buf()))?;
         let endpoint: ControlEndpoint = serde_json::from_slice(&endpoint)
             .map_err(|_| ClientError::NoHost(state_dir.to_path_buf()))?;
-        let token_path = weft_host::control::token_path(state_dir);
+        let token_path = weft_api::token_path(state_dir);
         let token = std::fs::read_to_string(&token_path).map_err(|source| ClientError::Local {
             path: token_path,
             source,
@@ -202,13 +203,13 @@ impl Client {
     }
 
     /// `GET /v1/hosts`: the lattice's hosts as this host hears them.
-    pub async fn hosts(&self) -> Result<Vec<weft_host::api::LatticeHost>, ClientError> {
+    pub async fn hosts(&self) -> Result<Vec<LatticeHost>, ClientError> {
         self.json(self.http.get(format!("{}/v1/hosts", self.url)))
             .await
     }
 
     /// `GET /v1/hosts/{id}`: one host, asked for what it runs now.
-    pub async fn lattice_host(&self, id: &str) -> Result<weft_host::api::LatticeHost, ClientError> {
+    pub async fn lattice_host(&self, id: &str) -> Result<LatticeHost, ClientError> {
         self.json(self.http.get(format!("{}/v1/hosts/{id}", self.url)))
             .await
     }

@@ -28,15 +28,27 @@ const EVENTS_KEPT: usize = 10;
 #[derive(Debug, Clone)]
 pub struct Desired {
     pub record: AppRecord,
-    pub scaler: Result<Scaler, String>,
+    pub scaler: Result<Scaler, Unplaceable>,
+}
+
+/// Why a desired app cannot be placed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unplaceable {
+    #[error("{0}")]
+    Manifest(Arc<weft_manifest::ManifestError>),
+    #[error("{0}")]
+    Conflict(#[from] weft_manifest::ScalerConflict),
 }
 
 impl Desired {
-    /// Reads the scaler from the record's manifest.
+    /// Reads the scaler from the record's locked app (or its manifest, for an older record).
     pub fn new(record: AppRecord) -> Self {
-        let scaler = weft_manifest::parse(&record.manifest, &record.origin)
-            .map_err(|e| e.to_string())
-            .and_then(|app| app.scaler());
+        let scaler = match &record.app {
+            Some(app) => app.scaler().map_err(Unplaceable::from),
+            None => weft_manifest::parse(&record.manifest, &record.origin)
+                .map_err(|e| Unplaceable::Manifest(Arc::new(e)))
+                .and_then(|manifest| Ok(manifest.scaler()?)),
+        };
         Desired { record, scaler }
     }
 }
@@ -79,7 +91,7 @@ pub fn reconcile(previous: &Placements, world: &World<'_>) -> BTreeMap<String, A
                         version: record.version.clone(),
                         hosts: BTreeMap::new(),
                         phase: LatticePhase::Failed,
-                        reason: Some(reason.clone()),
+                        reason: Some(reason.to_string()),
                         events,
                     },
                 );
@@ -409,6 +421,7 @@ spec:
             origin: "web.yaml".into(),
             images: Default::default(),
             deployed_at: 0,
+            app: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The control API: JSON over HTTP on loopback, guarded by a bearer token kept in the state dir.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,21 +13,14 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 
 use crate::api::{ApiError, ControlEndpoint, DeployRequest};
-use crate::lattice::{Member, MemberError};
+use crate::apps::{apps_of, Apps, AppsError, Fault};
+use crate::member::{Member, MemberError};
 use crate::{Host, HostError};
 
 /// The largest component the control API accepts.
 const MAX_COMPONENT_BYTES: usize = 512 * 1024 * 1024;
 
-/// The file holding the control API's token.
-pub fn token_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("control-token")
-}
-
-/// The file telling clients where the control API listens.
-pub fn endpoint_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("control.json")
-}
+pub use weft_api::{endpoint_path, token_path};
 
 /// Reads the state dir's token, creating one (readable by its owner only) on first use.
 pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
@@ -56,7 +49,9 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
 #[derive(Clone)]
 struct ControlState {
     host: Arc<Host>,
-    /// Set when the host is in a lattice: apps are the lattice's, not this host's alone.
+    /// The apps this API manages: the lattice's when the host is a member, its own otherwise.
+    apps: Arc<dyn Apps>,
+    /// Set when the host is in a lattice, for what only a lattice has (its hosts).
     lattice: Option<Arc<Member>>,
     token: Arc<str>,
 }
@@ -96,6 +91,7 @@ pub async fn serve(
         .map_err(|e| HostError::Setup(format!("cannot write control.json: {e}")))?;
 
     let state = ControlState {
+        apps: apps_of(&host, lattice.as_ref()),
         host,
         lattice,
         token: token.into(),
@@ -149,40 +145,30 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn host_error(e: HostError) -> Response {
-    let status = match &e {
-        HostError::NotFound(_) | HostError::SecretNotFound(_) => StatusCode::NOT_FOUND,
-        HostError::VersionConflict { .. } | HostError::InUse { .. } => StatusCode::CONFLICT,
-        e if e.is_user_error() => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The one mapping from a failure to the status a client sees.
+fn failed(e: impl Into<AppsError>) -> Response {
+    let e = e.into();
+    let status = match e.fault() {
+        Fault::NotFound => StatusCode::NOT_FOUND,
+        Fault::Conflict => StatusCode::CONFLICT,
+        Fault::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        Fault::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
 }
 
-fn member_error(e: MemberError) -> Response {
-    match e {
-        MemberError::Host(e) => host_error(e),
-        MemberError::Lattice(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        e @ (MemberError::Name(..) | MemberError::Refused(_)) => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
-    }
-}
+const NOT_IN_A_LATTICE: &str =
+    "this host is not in a lattice; start it with --nats URL to join one";
 
 async fn host_status(State(state): State<ControlState>) -> Response {
-    match &state.lattice {
-        Some(member) => Json(member.host_status()).into_response(),
-        None => Json(state.host.host_status()).into_response(),
-    }
+    Json(state.apps.host_status()).into_response()
 }
 
 async fn lattice_hosts(State(state): State<ControlState>) -> Response {
     match &state.lattice {
         Some(member) => Json(member.lattice_hosts()).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "this host is not in a lattice; start it with --nats URL to join one",
-        ),
+        None => error(StatusCode::NOT_FOUND, NOT_IN_A_LATTICE),
     }
 }
 
@@ -191,38 +177,23 @@ async fn lattice_host(State(state): State<ControlState>, UrlPath(id): UrlPath<St
         Some(member) => match member.lattice_host(&id).await {
             Ok(host) => Json(host).into_response(),
             Err(MemberError::Refused(message)) => error(StatusCode::NOT_FOUND, message),
-            Err(e) => member_error(e),
+            Err(e) => failed(e),
         },
-        None => error(
-            StatusCode::NOT_FOUND,
-            "this host is not in a lattice; start it with --nats URL to join one",
-        ),
+        None => error(StatusCode::NOT_FOUND, NOT_IN_A_LATTICE),
     }
 }
 
 async fn list_apps(State(state): State<ControlState>) -> Response {
-    if let Some(member) = &state.lattice {
-        return match member.app_statuses().await {
-            Ok(apps) => Json(apps).into_response(),
-            Err(e) => member_error(e),
-        };
-    }
-    match state.host.list() {
+    match state.apps.list().await {
         Ok(apps) => Json(apps).into_response(),
-        Err(e) => host_error(e),
+        Err(e) => failed(e),
     }
 }
 
 async fn app_status(State(state): State<ControlState>, UrlPath(name): UrlPath<String>) -> Response {
-    if let Some(member) = &state.lattice {
-        return match member.app_status(&name).await {
-            Ok(status) => Json(status).into_response(),
-            Err(e) => member_error(e),
-        };
-    }
-    match state.host.status(&name) {
+    match state.apps.status(&name).await {
         Ok(status) => Json(status).into_response(),
-        Err(e) => host_error(e),
+        Err(e) => failed(e),
     }
 }
 
@@ -231,34 +202,19 @@ async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad deploy request: {e}")),
     };
-    if let Some(member) = &state.lattice {
-        return match member.deploy(request).await {
-            Ok(outcome) => Json(outcome).into_response(),
-            Err(e) => {
-                tracing::warn!("deploy refused: {e}");
-                member_error(e)
-            }
-        };
-    }
-    match state.host.deploy(request).await {
+    match state.apps.deploy(request).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => {
             tracing::warn!("deploy refused: {e}");
-            host_error(e)
+            failed(e)
         }
     }
 }
 
 async fn undeploy(State(state): State<ControlState>, UrlPath(name): UrlPath<String>) -> Response {
-    if let Some(member) = &state.lattice {
-        return match member.undeploy(&name).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => member_error(e),
-        };
-    }
-    match state.host.undeploy(&name).await {
+    match state.apps.undeploy(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => host_error(e),
+        Err(e) => failed(e),
     }
 }
 
@@ -294,7 +250,7 @@ async fn secret_keys(State(state): State<ControlState>) -> Response {
     let host = state.host.clone();
     match tokio::task::spawn_blocking(move || host.secret_keys()).await {
         Ok(Ok(keys)) => Json(keys).into_response(),
-        Ok(Err(e)) => host_error(e),
+        Ok(Err(e)) => failed(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -308,7 +264,7 @@ async fn put_secret(
     let host = state.host.clone();
     match tokio::task::spawn_blocking(move || host.put_secret(&key, body.to_vec())).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => host_error(e),
+        Ok(Err(e)) => failed(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -320,7 +276,7 @@ async fn delete_secret(
     let host = state.host.clone();
     match tokio::task::spawn_blocking(move || host.delete_secret(&key)).await {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => host_error(e),
+        Ok(Err(e)) => failed(e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -1,11 +1,14 @@
 //! A weft host: the apps it serves, their workloads, the HTTP ingress, the embedded state store
 //! and the control API.
 
-pub mod api;
+pub use weft_api as api;
+pub mod apps;
 mod blobs;
 pub mod control;
 mod ingress;
-pub mod lattice;
+pub mod member;
+mod prepare;
+mod status;
 mod store;
 mod subscriptions;
 
@@ -16,15 +19,14 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use weft_capabilities::{Backends, CapabilityError, SecretStore};
 use weft_manifest::{App, ManifestError};
-use weft_runtime::{
-    ExportServer, LoadedComponent, RemoteCall, RemoteTarget, Runtime, RuntimeError, Workload,
-};
+use weft_runtime::{ExportServer, RemoteCall, Runtime, RuntimeError, Workload};
 
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
 pub use ingress::{Forward, IngressRequest, LimitedBody, RouteTarget};
 use ingress::{Ingress, RouteEntry};
 pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
+use prepare::Prepared;
 pub use store::{StateStore, StoreError, StoredApp};
 
 /// How to start a host.
@@ -162,26 +164,12 @@ async fn reclaim_idle_instances(host: std::sync::Weak<Host>) {
     }
 }
 
-/// A deploy prepared and checked, not yet visible.
-struct Prepared {
-    app: App,
-    workloads: BTreeMap<String, Arc<Workload>>,
-    /// Components serving their exports to other hosts (in a lattice).
-    exports: BTreeMap<String, Arc<ExportServer>>,
-    routes: Vec<RouteEntry>,
-    subscriptions: subscriptions::Pending,
-    uses: BTreeMap<String, String>,
-    compiled: u32,
-}
-
 /// Stored apps ordered so that an app whose components others use comes before them.
 fn restore_order(apps: Vec<StoredApp>) -> Vec<StoredApp> {
     let uses: BTreeMap<String, BTreeSet<String>> = apps
         .iter()
         .map(|s| {
-            let uses = weft_manifest::parse(&s.manifest, &s.origin)
-                .map(|app| app.uses())
-                .unwrap_or_default();
+            let uses = s.locked().map(|app| app.uses()).unwrap_or_default();
             (s.name.clone(), uses)
         })
         .collect();
@@ -207,42 +195,6 @@ fn restore_order(apps: Vec<StoredApp>) -> Vec<StoredApp> {
     let mut by_name: BTreeMap<String, StoredApp> =
         apps.into_iter().map(|s| (s.name.clone(), s)).collect();
     order.iter().filter_map(|n| by_name.remove(n)).collect()
-}
-
-/// Whether component `name` of `app` is reached only through component links (no route, no
-/// HTTP link, no subscription).
-fn called_only(app: &App, name: &str) -> bool {
-    !app.routes.iter().any(|r| r.component == name)
-        && !app.subscriptions.iter().any(|s| s.component == name)
-        && !app
-            .components
-            .iter()
-            .any(|c| c.http_links.iter().any(|l| l.target == name))
-}
-
-/// Components ordered so that every target of a component link comes before its sources (the
-/// manifest has refused loops already).
-fn linked_first(components: &[weft_manifest::Component]) -> Vec<&weft_manifest::Component> {
-    fn visit<'a>(
-        component: &'a weft_manifest::Component,
-        all: &'a [weft_manifest::Component],
-        ordered: &mut Vec<&'a weft_manifest::Component>,
-    ) {
-        if ordered.iter().any(|c| c.name == component.name) {
-            return;
-        }
-        for name in component.link_targets() {
-            if let Some(target) = all.iter().find(|c| c.name == name) {
-                visit(target, all, ordered);
-            }
-        }
-        ordered.push(component);
-    }
-    let mut ordered = Vec::with_capacity(components.len());
-    for component in components {
-        visit(component, components, &mut ordered);
-    }
-    ordered
 }
 
 fn now() -> u64 {
@@ -436,7 +388,7 @@ impl Host {
     /// The app a stored version describes, as this host runs it: its routes on the host's
     /// address when it has one, its instance caps applied.
     pub fn app_of(&self, stored: &StoredApp) -> Result<App, ManifestError> {
-        let mut app = weft_manifest::parse(&stored.manifest, &stored.origin)?;
+        let mut app = stored.locked()?;
         if let Some(address) = self.config.http_address {
             for route in &mut app.routes {
                 route.address = address;
@@ -452,7 +404,11 @@ impl Host {
 
     /// What a deploy request would store, and its app.
     fn stored_of(&self, request: DeployRequest) -> Result<(StoredApp, App), HostError> {
-        let app = weft_manifest::parse(&request.manifest, &request.origin)?;
+        let app = weft_manifest::parse_app(
+            &request.manifest,
+            &request.origin,
+            weft_capabilities::catalog(),
+        )?;
         let version = app
             .version
             .clone()
@@ -478,248 +434,10 @@ impl Host {
             images,
             deployed_at: now(),
             caps: request.caps,
+            app: Some(app),
         };
         let app = self.app_of(&stored)?;
         Ok((stored, app))
-    }
-
-    /// Compiles and links every component of a stored app and binds its listeners; nothing is
-    /// visible to requests yet.
-    async fn prepare(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
-        self.ingress.check_conflicts(&app.name, &app.routes)?;
-        self.prepare_checked(stored, app).await
-    }
-
-    /// `prepare` for an app whose routes are known not to clash (it serves them already).
-    async fn prepare_checked(&self, stored: &StoredApp, app: App) -> Result<Prepared, HostError> {
-        let mut compiled = 0;
-        let mut workloads: BTreeMap<String, Arc<Workload>> = BTreeMap::new();
-        let mut exports: BTreeMap<String, Arc<ExportServer>> = BTreeMap::new();
-        let remote = self.remote.get();
-        let mut subscriptions = subscriptions::Pending::new();
-        let mut uses = BTreeMap::new();
-        let mut loaded_by_name: BTreeMap<String, LoadedComponent> = BTreeMap::new();
-        // Linked components first, so each source finds its targets' workloads ready.
-        for node in linked_first(&app.components) {
-            let what = format!("component `{}` of app `{}`", node.name, app.name);
-            // In a lattice another app's component that is only called through links runs with
-            // its own app, wherever that is placed; calls reach it over NATS.
-            if remote.is_some() && node.shared.is_some() && called_only(&app, &node.name) {
-                continue;
-            }
-            let (component, digest, owner) = match &node.shared {
-                None => {
-                    let digest =
-                        stored
-                            .images
-                            .get(&node.image)
-                            .ok_or_else(|| HostError::MissingImage {
-                                component: node.name.clone(),
-                                image: node.image.clone(),
-                            })?;
-                    (node.clone(), digest.clone(), app.name.clone())
-                }
-                Some(shared) => {
-                    let (component, digest, version) = self.resolve_shared(&what, node, shared)?;
-                    uses.insert(shared.app.clone(), version);
-                    (component, digest, shared.app.clone())
-                }
-            };
-            let component = &component;
-            let loaded = self.load(&what, &digest).await?;
-            compiled += u32::from(loaded.compiled);
-            let linked = if component.component_links.is_empty() {
-                None
-            } else {
-                let mut targets = Vec::new();
-                let mut remotes = Vec::new();
-                for link in &component.component_links {
-                    let shared_target = app
-                        .components
-                        .iter()
-                        .find(|c| c.name == link.target)
-                        .and_then(|c| c.shared.as_ref());
-                    if let (Some(remote), Some(shared)) = (remote, shared_target) {
-                        remotes.push(RemoteTarget {
-                            name: &link.target,
-                            interfaces: &link.interfaces,
-                            via: remote.caller(&shared.app, &shared.component),
-                        });
-                        continue;
-                    }
-                    let target = app
-                        .components
-                        .iter()
-                        .find(|c| c.name == link.target)
-                        .filter(|c| {
-                            c.grants.is_empty()
-                                && c.secrets.is_empty()
-                                && c.http_links.is_empty()
-                                && c.component_links.is_empty()
-                                && c.shared.is_none()
-                        })
-                        .ok_or_else(|| HostError::LinkTarget {
-                            what: what.clone(),
-                            target: link.target.clone(),
-                        })?;
-                    targets.push(weft_runtime::LinkTarget {
-                        name: &target.name,
-                        loaded: &loaded_by_name[&target.name],
-                        interfaces: &link.interfaces,
-                    });
-                }
-                Some(
-                    self.runtime
-                        .link_components(&what, &loaded, &targets, &remotes)?,
-                )
-            };
-            let access = weft_runtime::Access {
-                linked,
-                outgoing: component
-                    .outgoing_http
-                    .clone()
-                    .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts))),
-                // A shared component's own capabilities belong to the app that owns it.
-                grants: Arc::new(self.backends.grants_for(&owner, component)?),
-                local: Arc::new(
-                    component
-                        .http_links
-                        .iter()
-                        .map(|l| (l.authority.clone(), workloads[&l.target].clone()))
-                        .collect(),
-                ),
-            };
-            let routed = app.routes.iter().any(|r| r.component == component.name)
-                || app
-                    .components
-                    .iter()
-                    .any(|c| c.http_links.iter().any(|l| l.target == component.name));
-            if routed {
-                let workload = self.runtime.http_workload(
-                    &what,
-                    &loaded,
-                    component.limits,
-                    component.reuse,
-                    access.clone(),
-                )?;
-                workloads.insert(component.name.clone(), workload);
-            } else {
-                self.runtime.check_imports(&what, &loaded, &access)?;
-            }
-            if remote.is_some() && node.shared.is_none() && !loaded.code.own_exports().is_empty() {
-                let server =
-                    self.runtime
-                        .export_server(&what, &loaded, component.limits, access.clone())?;
-                exports.insert(component.name.clone(), server);
-            }
-            loaded_by_name.insert(component.name.clone(), loaded.clone());
-            for subscription in app
-                .subscriptions
-                .iter()
-                .filter(|s| s.component == component.name)
-            {
-                let handler = self.runtime.message_handler(
-                    &what,
-                    &loaded,
-                    component.limits,
-                    access.clone(),
-                )?;
-                let broker =
-                    self.backends
-                        .broker_for(&app.name, subscription)
-                        .map_err(|reason| HostError::Subscribe {
-                            what: what.clone(),
-                            subject: subscription.subjects.join(","),
-                            reason,
-                        })?;
-                for subject in &subscription.subjects {
-                    let feed =
-                        broker
-                            .subscribe(subject)
-                            .await
-                            .map_err(|reason| HostError::Subscribe {
-                                what: what.clone(),
-                                subject: subject.clone(),
-                                reason,
-                            })?;
-                    subscriptions.add(subject.clone(), feed, handler.clone());
-                }
-            }
-        }
-        self.ingress
-            .ensure_listeners(app.routes.iter().map(|r| r.address))?;
-        let routes = app
-            .routes
-            .iter()
-            .map(|route| RouteEntry {
-                route: route.clone(),
-                target: RouteTarget::Local(workloads[&route.component].clone()),
-            })
-            .collect();
-        Ok(Prepared {
-            app,
-            workloads,
-            exports,
-            routes,
-            subscriptions,
-            uses,
-            compiled,
-        })
-    }
-
-    /// The component `node` names in another app, as that app's running version defines it, with
-    /// `node`'s links; its digest; and that app's version.
-    fn resolve_shared(
-        &self,
-        what: &str,
-        node: &weft_manifest::Component,
-        shared: &weft_manifest::SharedRef,
-    ) -> Result<(weft_manifest::Component, String, String), HostError> {
-        let unavailable = |reason: String| HostError::SharedUnavailable {
-            what: what.to_string(),
-            app: shared.app.clone(),
-            component: shared.component.clone(),
-            reason,
-        };
-        let apps = self.apps_lock();
-        let entry = apps.get(&shared.app).ok_or_else(|| {
-            unavailable(format!(
-                "no app `{}` is deployed; deploy it first",
-                shared.app
-            ))
-        })?;
-        let owner = entry
-            .app
-            .as_ref()
-            .filter(|_| entry.phase == Phase::Deployed)
-            .ok_or_else(|| unavailable(format!("app `{}` is not serving", shared.app)))?;
-        let original = owner
-            .components
-            .iter()
-            .find(|c| c.name == shared.component)
-            .ok_or_else(|| {
-                let names: Vec<&str> = owner.components.iter().map(|c| c.name.as_str()).collect();
-                unavailable(format!(
-                    "it has no such component (its components: {})",
-                    names.join(", ")
-                ))
-            })?;
-        if original.shared.is_some() {
-            return Err(unavailable(
-                "that component is itself shared from another app".into(),
-            ));
-        }
-        let digest = entry
-            .stored
-            .images
-            .get(&original.image)
-            .cloned()
-            .ok_or_else(|| unavailable("its image is missing from the store".into()))?;
-        let mut component = original.clone();
-        component.name = node.name.clone();
-        component.http_links = node.http_links.clone();
-        component.links = node.links.clone();
-        Ok((component, digest, entry.stored.version.clone()))
     }
 
     /// Re-links every app that uses a component of `platform` to its running version, one app
@@ -751,21 +469,6 @@ impl Host {
         let relinked = ready.len() as u32;
         self.activate_many(ready);
         (relinked, failures)
-    }
-
-    async fn load(&self, what: &str, digest: &str) -> Result<LoadedComponent, HostError> {
-        // Code already in memory needs no read, hash or compile: re-linking thousands of apps to
-        // a new harness costs a lookup per app.
-        if let Some(loaded) = self.runtime.loaded(digest) {
-            return Ok(loaded);
-        }
-        let bytes = self.blobs.get(digest)?;
-        let runtime = self.runtime.clone();
-        let what = what.to_string();
-        tokio::task::spawn_blocking(move || runtime.load(&what, &bytes))
-            .await
-            .map_err(|e| HostError::Setup(format!("compiler task failed: {e}")))?
-            .map_err(HostError::from)
     }
 
     fn activate(&self, stored: StoredApp, prepared: Prepared) {
@@ -874,66 +577,6 @@ impl Host {
         Ok(())
     }
 
-    /// The instances running now of each component of `app` that serves requests here.
-    pub fn active_instances(&self, app: &str) -> BTreeMap<String, usize> {
-        self.apps_lock()
-            .get(app)
-            .map(|e| {
-                e.workloads
-                    .iter()
-                    .map(|(name, w)| (name.clone(), w.active_instances()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The names of the apps this host runs.
-    pub fn app_names(&self) -> BTreeSet<String> {
-        self.apps_lock().keys().cloned().collect()
-    }
-
-    /// The status of every app, by name.
-    pub fn list(&self) -> Result<Vec<AppStatus>, HostError> {
-        let names: Vec<String> = self.apps_lock().keys().cloned().collect();
-        names.iter().map(|n| self.status(n)).collect()
-    }
-
-    /// The status of one app.
-    pub fn status(&self, name: &str) -> Result<AppStatus, HostError> {
-        let versions = self
-            .store
-            .versions(name)?
-            .into_iter()
-            .map(|v| v.version)
-            .collect();
-        let apps = self.apps_lock();
-        let entry = apps
-            .get(name)
-            .ok_or_else(|| HostError::NotFound(name.to_string()))?;
-        let components = entry
-            .app
-            .iter()
-            .flat_map(|app| component_statuses(app, &entry.stored, &entry.workloads))
-            .collect();
-        Ok(AppStatus {
-            name: entry.stored.name.clone(),
-            version: entry.stored.version.clone(),
-            phase: entry.phase,
-            reason: entry.reason.clone(),
-            origin: entry.stored.origin.clone(),
-            deployed_at: entry.stored.deployed_at,
-            components,
-            versions,
-            dependents: apps
-                .values()
-                .filter_map(|e| Some((e.stored.name.clone(), e.uses.get(name)?.clone())))
-                .collect(),
-            uses: entry.uses.clone(),
-            hosts: BTreeMap::new(),
-            events: Vec::new(),
-        })
-    }
-
     /// Stops taking new connections and waits, up to `grace`, for the requests in flight to
     /// finish; returns how many were still running when it gave up.
     pub async fn drain(&self, grace: std::time::Duration) -> usize {
@@ -952,78 +595,4 @@ impl Host {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-
-    /// A summary of the host.
-    pub fn host_status(&self) -> HostStatus {
-        HostStatus {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            state_dir: self.config.state_dir.display().to_string(),
-            allocator: self.runtime.allocator().to_string(),
-            compilations: self.runtime.compilations(),
-            apps: self.apps_lock().len(),
-            listeners: self
-                .ingress
-                .addresses()
-                .iter()
-                .map(|a| format!("http://{a}"))
-                .collect(),
-            lattice: None,
-        }
-    }
-}
-
-/// What status shows of each component of `app`: routes, limits, and the instances of its
-/// workload on this host (none when it does not run here).
-fn component_statuses(
-    app: &App,
-    stored: &StoredApp,
-    workloads: &BTreeMap<String, Arc<Workload>>,
-) -> Vec<ComponentStatus> {
-    app.components
-        .iter()
-        .map(|c| {
-            let routes = app
-                .routes
-                .iter()
-                .filter(|r| r.component == c.name)
-                .map(|r| match &r.host {
-                    Some(host) => format!("http://{}{} (host {host})", r.address, r.path),
-                    None => format!("http://{}{}", r.address, r.path),
-                })
-                .collect();
-            let workload = workloads.get(&c.name);
-            ComponentStatus {
-                name: c.name.clone(),
-                image: match &c.shared {
-                    Some(s) => format!("{}/{} (shared)", s.app, s.component),
-                    None => c.image.clone(),
-                },
-                digest: stored
-                    .images
-                    .get(&c.image)
-                    .cloned()
-                    .or_else(|| workload.map(|w| w.digest().to_string()))
-                    .unwrap_or_default(),
-                routes,
-                max_memory: c.limits.max_memory,
-                timeout_ms: c.limits.timeout.as_millis() as u64,
-                max_instances: c.limits.max_instances,
-                active_instances: workload.map_or(0, |w| w.active_instances()),
-                warm_instances: workload.map_or(0, |w| w.warm_instances()),
-                reuse: c.reuse.map(|r| {
-                    format!(
-                        "up to {} requests per instance, idle {:?}",
-                        r.max_requests, r.idle
-                    )
-                }),
-            }
-        })
-        .collect()
-}
-
-/// The component statuses of an app as this host would run it, with nothing running.
-pub fn planned_components(host: &Host, stored: &StoredApp) -> Vec<ComponentStatus> {
-    host.app_of(stored)
-        .map(|app| component_statuses(&app, stored, &BTreeMap::new()))
-        .unwrap_or_default()
 }

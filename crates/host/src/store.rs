@@ -29,6 +29,22 @@ pub struct StoredApp {
     /// a share of the manifest's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caps: BTreeMap<String, u32>,
+    /// The app as validated and locked at deploy; absent in state written before weft stored
+    /// it, which [`StoredApp::locked`] parses from `manifest` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<weft_manifest::App>,
+}
+
+impl StoredApp {
+    /// The locked app: as stored, or parsed and locked again from state of an older weft.
+    pub fn locked(&self) -> Result<weft_manifest::App, weft_manifest::ManifestError> {
+        match &self.app {
+            Some(app) => Ok(app.clone()),
+            None => {
+                weft_manifest::parse_app(&self.manifest, &self.origin, weft_capabilities::catalog())
+            }
+        }
+    }
 }
 
 /// Why the state store failed.
@@ -182,6 +198,7 @@ mod tests {
             images: BTreeMap::new(),
             deployed_at: at,
             caps: BTreeMap::new(),
+            app: None,
         }
     }
 

@@ -10,15 +10,12 @@ use weft_capabilities::messaging::Message;
 use weft_runtime::MessageHandler;
 
 /// Subscriptions made while preparing a deploy; they deliver nothing until started.
+#[derive(Default)]
 pub(crate) struct Pending {
     feeds: Vec<(String, mpsc::Receiver<Message>, Arc<MessageHandler>)>,
 }
 
 impl Pending {
-    pub(crate) fn new() -> Self {
-        Pending { feeds: Vec::new() }
-    }
-
     pub(crate) fn add(
         &mut self,
         subject: String,

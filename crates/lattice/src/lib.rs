@@ -15,6 +15,7 @@ pub use jetstream::{Cas, CasFailed, Entry, JetStream, Kv, LatticeError};
 pub use lease::{Lease, LeaseRecord, LeaseState};
 pub use protocol::*;
 pub use state::{desired_apps, placements, Leadership};
+pub use weft_api::{InventoryApp, InventoryComponent};
 
 /// Whether `name` can be a lattice name or host id: one NATS subject token of letters, digits,
 /// `-` and `_`.

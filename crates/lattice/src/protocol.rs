@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use weft_api::InventoryApp;
 
 /// How often a host says it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -97,25 +98,6 @@ pub struct Heartbeat {
     pub apps: Vec<InventoryApp>,
 }
 
-/// One app as a host runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryApp {
-    pub app: String,
-    pub version: String,
-    /// `deployed` or `failed`.
-    pub phase: String,
-    pub reason: Option<String>,
-    pub components: Vec<InventoryComponent>,
-}
-
-/// One component of an app as a host runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryComponent {
-    pub name: String,
-    pub max_instances: u32,
-    pub active_instances: usize,
-}
-
 /// A desired app, as deployed to the lattice (`app.<name>` and `version.<name>.<v>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRecord {
@@ -126,6 +108,10 @@ pub struct AppRecord {
     /// Image reference → sha256 of the component in the lattice's blob store.
     pub images: BTreeMap<String, String>,
     pub deployed_at: u64,
+    /// The app as the deploying host validated and locked it; absent in records written before
+    /// weft stored it, which readers parse from `manifest` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<weft_manifest::App>,
 }
 
 /// Where an app stands in the lattice.

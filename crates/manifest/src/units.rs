@@ -2,9 +2,25 @@
 
 use std::time::Duration;
 
+/// A size or duration that could not be read; the message says how to write it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(pub String);
+
 /// Parses a byte size: a plain number of bytes, or one with a unit (`KiB`, `MiB`, `GiB`,
 /// also written `Ki`, `Mi`, `Gi`; or decimal `KB`, `MB`, `GB`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    size(text).map_err(UnitError)
+}
+
+/// Parses a duration with a unit: `ms`, `s`, `m` (minutes) or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    duration(text).map_err(UnitError)
+}
+
+/// Parses a byte size: a plain number of bytes, or one with a unit (`KiB`, `MiB`, `GiB`,
+/// also written `Ki`, `Mi`, `Gi`; or decimal `KB`, `MB`, `GB`).
+fn size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, unit) = split_number(text)
         .ok_or_else(|| format!("`{text}` is not a size; write it like 64MiB or 1GiB"))?;
@@ -28,7 +44,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses a duration with a unit: `ms`, `s`, `m` (minutes) or `h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = split_number(text)
         .ok_or_else(|| format!("`{text}` is not a duration; write it like 500ms or 10s"))?;

@@ -53,8 +53,3 @@ impl Hasher for Sha256Hasher {
         self.0.update(bytes);
     }
 }
-
-/// The hex sha256 of some bytes: the identity of a component.
-pub fn digest_of(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}

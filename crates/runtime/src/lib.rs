@@ -21,7 +21,6 @@ use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use weft_capabilities::handler_bindings::MessageHandlerPre;
 
-pub use cache::digest_of;
 pub use engine::{Allocator, EPOCH_TICK};
 pub use exports::ExportServer;
 pub use handler::MessageHandler;
@@ -29,6 +28,7 @@ pub use links::{LinkTarget, Linked, RemoteCall, RemoteTarget};
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;
+pub use weft_api::digest_of;
 pub use weft_capabilities::Grants;
 pub use workload::{text_response, Workload, WorkloadBody};
 

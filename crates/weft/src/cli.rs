@@ -175,10 +175,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_pooling: bool,
     /// On Ctrl-C or SIGTERM, how long requests in flight get to finish, e.g. 10s
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = weft_manifest::parse_duration)]
     pub shutdown_grace: std::time::Duration,
     /// Largest request body accepted, e.g. 64MiB
-    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = weft_manifest::parse_size)]
     pub max_request_body: u64,
 }
 
@@ -198,14 +198,6 @@ pub struct UpArgs {
     pub control_addr: SocketAddr,
     #[command(flatten)]
     pub serve: ServeArgs,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    weft_manifest::parse_size(text)
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    weft_manifest::parse_duration(text)
 }
 
 /// `weft build`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
 use weft_controller::Controller;
-use weft_host::lattice::{LatticeOptions, Member};
+use weft_host::member::{LatticeOptions, Member};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
@@ -158,21 +158,15 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         Some(url) => Some(join(&host, &args.lattice, url).await?),
         None => None,
     };
+    let apps = weft_host::apps::apps_of(&host, lattice.as_ref().map(|(m, _, _)| m));
     for deploy in deploys {
         for (digest, bytes) in &deploy.components {
             host.blobs().put(digest, bytes)?;
         }
-        let outcome = match &lattice {
-            Some((member, _, _)) => member
-                .deploy(deploy.request)
-                .await
-                .map_err(anyhow::Error::from),
-            None => host
-                .deploy(deploy.request)
-                .await
-                .map_err(anyhow::Error::from),
-        }
-        .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
+        let outcome = apps
+            .deploy(deploy.request)
+            .await
+            .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
         print_outcome(&outcome);
     }
 
@@ -241,7 +235,7 @@ async fn join(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 )> {
-    let host_id = weft_host::lattice::host_id(host.state_dir(), args.host_id.as_deref())?;
+    let host_id = weft_host::member::host_id(host.state_dir(), args.host_id.as_deref())?;
     let options = LatticeOptions {
         nats_url: url.to_string(),
         lattice: args.lattice.clone(),

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use weft_manifest::Grant;
 
 use super::{slice, BlobError, BlobStore, Stat};
-use crate::Opener;
+use serde::Deserialize;
+
+use crate::catalog::{check_config, Backend, BackendError, Opener};
+use crate::settings::typed;
 use crate::Placement;
 
 struct Filesystem {
@@ -17,23 +20,38 @@ struct Filesystem {
 }
 
 /// The directory a grant names: `root` from config, else `<state>/blobstore/<app>/<capability>`.
-pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn BlobStore> {
-    let root = match grant.settings.get("root") {
-        Some(root) => PathBuf::from(root),
+pub(super) const BACKEND: Backend<dyn BlobStore> = Backend {
+    name: "filesystem",
+    images: &["blobstore-fs", "blobstore-filesystem"],
+    check: check_config::<Config>,
+    open,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The directory; `<state>/blobstore/<app>/<capability>` when not given.
+    root: Option<PathBuf>,
+}
+
+fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn BlobStore>, BackendError> {
+    let config: Config = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let root = match config.root {
+        Some(root) => root,
         None => at
             .state_dir
             .join("blobstore")
             .join(at.app)
             .join(&grant.capability),
     };
-    (
+    Ok((
         format!("filesystem:{}", root.display()),
         Box::new(move || {
             std::fs::create_dir_all(&root)
-                .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+                .map_err(|e| BackendError(format!("cannot create {}: {e}", root.display())))?;
             Ok(Arc::new(Filesystem { root }) as Arc<dyn BlobStore>)
         }),
-    )
+    ))
 }
 
 /// A name as a single safe path component: bytes outside `[A-Za-z0-9_-]` become `%XX`.

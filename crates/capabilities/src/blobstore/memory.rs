@@ -7,7 +7,7 @@ use bytes::Bytes;
 use weft_manifest::Grant;
 
 use super::{now, slice, BlobError, BlobStore, Stat};
-use crate::Opener;
+use crate::catalog::{check_config, Backend, NoConfig, Opener};
 use crate::Placement;
 
 struct Object {
@@ -25,7 +25,15 @@ struct Memory {
     containers: Mutex<HashMap<String, Bucket>>,
 }
 
-pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn BlobStore> {
+/// Blobs in the host's memory, the default.
+pub(super) const BACKEND: Backend<dyn BlobStore> = Backend {
+    name: "memory",
+    images: &[],
+    check: check_config::<NoConfig>,
+    open: |at, grant| Ok(open(at, grant)),
+};
+
+fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn BlobStore> {
     (
         format!("memory:{}/{}", at.app, grant.capability),
         Box::new(|| Ok(Arc::new(Memory::default()) as Arc<dyn BlobStore>)),

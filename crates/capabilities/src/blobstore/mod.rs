@@ -11,10 +11,10 @@ use bytes::Bytes;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
-use weft_manifest::Grant;
 
 use crate::bindings::blobstore::{blobstore, container, types};
-use crate::{CapabilityCtxView, Placement};
+use crate::catalog::{Backend, Kind};
+use crate::CapabilityCtxView;
 
 /// The largest object one write may carry.
 pub const MAX_OBJECT_SIZE: usize = 64 * 1024 * 1024;
@@ -64,19 +64,19 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
-/// Picks the backend a blobstore grant names.
-pub(crate) fn open(
-    at: &Placement<'_>,
-    grant: &Grant,
-) -> Result<crate::Opener<dyn BlobStore>, String> {
-    match grant.backend.as_str() {
-        "memory" => Ok(memory::open(at, grant)),
-        "filesystem" => Ok(filesystem::open(at, grant)),
-        other => Err(format!("`{other}` is not a blobstore backend")),
-    }
-}
+/// The blobstore backends, the default first. A new backend is a file and a line here.
+const BACKENDS: &[Backend<dyn BlobStore>] = &[memory::BACKEND, filesystem::BACKEND];
 
-const PACKAGE: &str = "wasi:blobstore";
+/// The blobstore capability: `wasi:blobstore/{blobstore,container,types}`.
+pub static BLOBSTORE: Kind<dyn BlobStore> = Kind {
+    name: "blobstore",
+    namespace: "wasi",
+    package: "blobstore",
+    interfaces: &["blobstore", "container", "types"],
+    own_keys: &[],
+    backends: BACKENDS,
+    delivery: None,
+};
 
 /// The `container` resource.
 pub struct Container {
@@ -101,9 +101,7 @@ pub struct IncomingValue {
 
 impl CapabilityCtxView<'_> {
     fn blobstore(&self) -> Result<Arc<dyn BlobStore>, BlobError> {
-        self.ctx
-            .linked(PACKAGE, &self.ctx.grants.blobstore)
-            .cloned()
+        self.ctx.linked(&BLOBSTORE)
     }
 
     fn container(

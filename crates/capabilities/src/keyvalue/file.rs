@@ -7,7 +7,10 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use weft_manifest::Grant;
 
-use crate::Opener;
+use serde::Deserialize;
+
+use crate::catalog::{check_config, Backend, BackendError, Opener};
+use crate::settings::typed;
 
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
@@ -17,10 +20,26 @@ struct File {
     path: PathBuf,
 }
 
+/// Key-value in a redb file.
+pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
+    name: "file",
+    images: &["keyvalue-file", "keyvalue-redb"],
+    check: check_config::<Config>,
+    open,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The redb file; `<state>/keyvalue/<app>/<capability>.redb` when not given.
+    path: Option<PathBuf>,
+}
+
 /// The file a grant names: `path` from config, else `<state>/keyvalue/<app>/<capability>.redb`.
-pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    let path = match grant.settings.get("path") {
-        Some(path) => PathBuf::from(path),
+fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
+    let config: Config = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let path = match config.path {
+        Some(path) => path,
         None => at
             .state_dir
             .join("keyvalue")
@@ -33,10 +52,10 @@ pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyVa
         Box::new(move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    .map_err(|e| BackendError(format!("cannot create {}: {e}", dir.display())))?;
             }
             let db = redb::Database::create(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                .map_err(|e| BackendError(format!("cannot open {}: {e}", path.display())))?;
             Ok(Arc::new(File {
                 db: Arc::new(db),
                 path,

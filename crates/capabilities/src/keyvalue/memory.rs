@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use weft_manifest::Grant;
 
-use crate::Opener;
+use crate::catalog::{check_config, Backend, NoConfig, Opener};
 
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
@@ -16,7 +16,15 @@ struct Memory {
     buckets: Mutex<HashMap<String, BTreeMap<String, Vec<u8>>>>,
 }
 
-pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn KeyValueStore> {
+/// Key-value in the host's memory, the default.
+pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
+    name: "memory",
+    images: &[],
+    check: check_config::<NoConfig>,
+    open: |at, grant| Ok(open(at, grant)),
+};
+
+fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn KeyValueStore> {
     (
         format!("memory:{}/{}", at.app, grant.capability),
         Box::new(|| Ok(Arc::new(Memory::default()) as Arc<dyn KeyValueStore>)),

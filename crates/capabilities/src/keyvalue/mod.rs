@@ -10,10 +10,10 @@ mod redis;
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
-use weft_manifest::Grant;
 
 use crate::bindings::keyvalue::{atomics, batch, store};
-use crate::{CapabilityCtxView, Opener, Placement};
+use crate::catalog::{Backend, Kind};
+use crate::CapabilityCtxView;
 
 /// A failure of a backend, shown to the guest as `error::other`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -111,24 +111,30 @@ pub(crate) fn page(keys: Vec<String>, cursor: Option<u64>) -> (Vec<String>, Opti
     (page, next)
 }
 
-/// Picks the backend a key-value grant names.
-pub(crate) fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    match grant.backend.as_str() {
-        "memory" => Ok(memory::open(at, grant)),
-        "file" => file::open(at, grant),
-        "redis" => redis::open(grant),
-        "nats" => nats::open(grant),
-        other => Err(format!("`{other}` is not a key-value backend")),
-    }
-}
+/// The key-value backends, the default first. A new backend is a file and a line here.
+const BACKENDS: &[Backend<dyn KeyValueStore>] = &[
+    memory::BACKEND,
+    file::BACKEND,
+    redis::BACKEND,
+    nats::BACKEND,
+];
+
+/// The key-value capability: `wasi:keyvalue/{store,atomics,batch}`.
+pub static KEYVALUE: Kind<dyn KeyValueStore> = Kind {
+    name: "keyvalue",
+    namespace: "wasi",
+    package: "keyvalue",
+    interfaces: &["store", "atomics", "batch"],
+    own_keys: &[],
+    backends: BACKENDS,
+    delivery: None,
+};
 
 /// The `bucket` resource: a backend and the bucket's name in it.
 pub struct Bucket {
     store: Arc<dyn KeyValueStore>,
     name: String,
 }
-
-const PACKAGE: &str = "wasi:keyvalue";
 
 fn other(e: KvError) -> store::Error {
     store::Error::Other(e.0)
@@ -139,8 +145,8 @@ impl store::Host for CapabilityCtxView<'_> {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
-        let backend = match self.ctx.linked(PACKAGE, &self.ctx.grants.keyvalue) {
-            Ok(backend) => backend.clone(),
+        let backend = match self.ctx.linked(&KEYVALUE) {
+            Ok(backend) => backend,
             Err(message) => {
                 tracing::debug!(%message, "keyvalue open refused");
                 return Ok(Err(store::Error::NoSuchStore));

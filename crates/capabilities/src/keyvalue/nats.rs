@@ -11,7 +11,10 @@ use tokio::sync::{Mutex, OnceCell};
 use weft_lattice::{JetStream, Kv, LatticeError};
 use weft_manifest::Grant;
 
-use crate::{setting, Opener};
+use serde::Deserialize;
+
+use crate::catalog::{check_config, Backend, BackendError, Opener};
+use crate::settings::typed;
 
 use super::{add, counter_value, page, KeyValueStore, KvError};
 
@@ -30,13 +33,41 @@ struct Nats {
     buckets: Mutex<HashMap<String, Kv>>,
 }
 
-pub(super) fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    let url = setting(grant, "url", DEFAULT_URL);
-    let default_bucket = setting(grant, "bucket", DEFAULT_BUCKET);
+/// Key-value on NATS JetStream KV.
+pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
+    name: "nats",
+    images: &["keyvalue-nats"],
+    check: check_config::<Config>,
+    open: |_, grant| open(grant),
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_url")]
+    url: String,
+    /// The bucket of `open("")`.
+    #[serde(default = "default_bucket")]
+    bucket: String,
+}
+
+fn default_url() -> String {
+    DEFAULT_URL.to_string()
+}
+
+fn default_bucket() -> String {
+    DEFAULT_BUCKET.to_string()
+}
+
+fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
+    let Config {
+        url,
+        bucket: default_bucket,
+    } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
     if !weft_lattice::is_valid_token(&default_bucket) {
-        return Err(format!(
+        return Err(BackendError(format!(
             "`{default_bucket}` is not a NATS KV bucket name; use letters, digits, `-` and `_`"
-        ));
+        )));
     }
     Ok((
         format!("nats:{url}#{default_bucket}"),

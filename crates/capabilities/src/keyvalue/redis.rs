@@ -9,7 +9,10 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 use weft_manifest::Grant;
 
-use crate::{setting, Opener};
+use serde::Deserialize;
+
+use crate::catalog::{check_config, Backend, BackendError, Opener};
+use crate::settings::typed;
 
 use super::{KeyValueStore, KvError, LIST_PAGE};
 
@@ -24,10 +27,32 @@ struct Redis {
     connection: OnceCell<ConnectionManager>,
 }
 
-pub(super) fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, String> {
-    let url = setting(grant, "url", DEFAULT_URL);
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| format!("`{url}` is not a Redis URL ({e}); use redis://HOST:PORT"))?;
+/// Key-value on a Redis server.
+pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
+    name: "redis",
+    images: &["keyvalue-redis"],
+    check: check_config::<Config>,
+    open: |_, grant| open(grant),
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_url")]
+    url: String,
+}
+
+fn default_url() -> String {
+    DEFAULT_URL.to_string()
+}
+
+fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
+    let Config { url } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| {
+        BackendError(format!(
+            "`{url}` is not a Redis URL ({e}); use redis://HOST:PORT"
+        ))
+    })?;
     Ok((
         format!("redis:{url}"),
         Box::new(move || {

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use weft_manifest::Grant;
 
-use super::{subject_matches, Broker, Message, SUBSCRIPTION_BUFFER};
-use crate::Opener;
+use super::{subject_matches, Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
+use crate::catalog::{check_config, Backend, NoConfig, Opener};
 use crate::Placement;
 
 #[derive(Default)]
@@ -17,7 +17,15 @@ struct InProcess {
     subscribers: Mutex<Vec<(String, mpsc::Sender<Message>)>>,
 }
 
-pub(super) fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn Broker> {
+/// The app's own bus inside the host, the default.
+pub(super) const BACKEND: Backend<dyn Broker> = Backend {
+    name: "in-process",
+    images: &[],
+    check: check_config::<NoConfig>,
+    open: |at, grant| Ok(open(at, grant)),
+};
+
+fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn Broker> {
     (
         format!("in-process:{}/{}", at.app, grant.capability),
         Box::new(|| Ok(Arc::new(InProcess::default()) as Arc<dyn Broker>)),
@@ -38,7 +46,7 @@ impl InProcess {
 
 #[async_trait::async_trait]
 impl Broker for InProcess {
-    async fn publish(&self, message: Message) -> Result<(), String> {
+    async fn publish(&self, message: Message) -> Result<(), MessagingError> {
         for sender in self.matching(&message.subject) {
             // A subscriber that went away between lookup and send just misses the message.
             let _ = sender.send(message.clone()).await;
@@ -51,12 +59,12 @@ impl Broker for InProcess {
         subject: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Message, String> {
+    ) -> Result<Message, MessagingError> {
         let inbox = format!("_INBOX.{:016x}", rand::random::<u64>());
         let mut replies = self.subscribe(&inbox).await?;
         let matched = self.matching(subject);
         if matched.is_empty() {
-            return Err(format!("no responders on `{subject}`"));
+            return Err(MessagingError(format!("no responders on `{subject}`")));
         }
         self.publish(Message {
             subject: subject.to_string(),
@@ -66,12 +74,14 @@ impl Broker for InProcess {
         .await?;
         match tokio::time::timeout(timeout, replies.recv()).await {
             Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err("the bus closed".to_string()),
-            Err(_) => Err(format!("no reply on `{subject}` within {timeout:?}")),
+            Ok(None) => Err(MessagingError("the bus closed".to_string())),
+            Err(_) => Err(MessagingError(format!(
+                "no reply on `{subject}` within {timeout:?}"
+            ))),
         }
     }
 
-    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, String> {
+    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError> {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
         self.subscribers
             .lock()

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use weft_manifest::Grant;
+use weft_manifest::{CapabilityLink, Delivered, Settings, SpecError, Subscription};
 
 use crate::bindings::messaging::{consumer, types};
-use crate::{CapabilityCtxView, Placement};
+use crate::catalog::{Backend, Delivery, Kind};
+use crate::CapabilityCtxView;
 
 /// A message on a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,37 +32,88 @@ pub const SUBSCRIPTION_BUFFER: usize = 1024;
 /// The longest `request` may wait, whatever the guest asks.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A broker's failure, shown to the guest as the messaging interface's string error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct MessagingError(pub String);
+
 /// One message broker.
 #[async_trait::async_trait]
 pub trait Broker: Send + Sync + 'static {
-    async fn publish(&self, message: Message) -> Result<(), String>;
+    async fn publish(&self, message: Message) -> Result<(), MessagingError>;
     /// Publishes with a fresh reply subject and waits for the first reply.
     async fn request(
         &self,
         subject: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Message, String>;
+    ) -> Result<Message, MessagingError>;
     /// Messages on `subject` (NATS wildcards allowed) until the receiver is dropped.
-    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, String>;
+    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError>;
 }
 
-/// Picks the broker a messaging grant names.
-pub(crate) fn open(at: &Placement<'_>, grant: &Grant) -> Result<crate::Opener<dyn Broker>, String> {
-    match grant.backend.as_str() {
-        "in-process" => Ok(in_process::open(at, grant)),
-        "nats" => nats::open(grant),
-        other => Err(format!("`{other}` is not a messaging backend")),
+/// The brokers, the default first. A new broker is a file and a line here.
+const BACKENDS: &[Backend<dyn Broker>] = &[in_process::BACKEND, nats::BACKEND];
+
+/// The messaging capability: `wasmcloud:messaging/consumer` granted by a link to it, the
+/// `handler` export called for the subjects a link from it names.
+pub static MESSAGING: Kind<dyn Broker> = Kind {
+    name: "messaging",
+    namespace: "wasmcloud",
+    package: "messaging",
+    interfaces: &["consumer", "types"],
+    own_keys: &["subscriptions"],
+    backends: BACKENDS,
+    delivery: Some(Delivery {
+        export: "handler",
+        not_a_component: "messages are delivered to components",
+        make: subscription,
+    }),
+};
+
+/// A link from a messaging node to a component: the subjects in its `subscriptions` key.
+fn subscription(
+    link: &CapabilityLink<'_>,
+    backend: &str,
+    mut settings: Settings,
+) -> Result<Delivered, SpecError> {
+    let subjects: Vec<String> = settings
+        .remove("subscriptions")
+        .map(|s| {
+            s.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if subjects.is_empty() {
+        return Err(SpecError::new(
+            "name the subjects to deliver in the link's source config: \
+             subscriptions: \"orders.*,audit.>\"",
+        ));
     }
+    if let Some(bad) = subjects.iter().find(|s| !weft_manifest::valid_subject(s)) {
+        return Err(SpecError::at(
+            "config subscriptions",
+            format!(
+                "`{bad}` is not a subject: use dot-separated tokens, `*` for one token, `>` \
+                 last for the rest"
+            ),
+        ));
+    }
+    Ok(Delivered::Subscription(Subscription {
+        component: link.component.to_string(),
+        capability: link.node.name.clone(),
+        kind: MESSAGING.name.to_string(),
+        backend: backend.to_string(),
+        settings,
+        subjects,
+    }))
 }
-
-const PACKAGE: &str = "wasmcloud:messaging";
 
 impl CapabilityCtxView<'_> {
     fn broker(&self) -> Result<Arc<dyn Broker>, String> {
-        self.ctx
-            .linked(PACKAGE, &self.ctx.grants.messaging)
-            .cloned()
+        self.ctx.linked(&MESSAGING)
     }
 }
 
@@ -89,7 +141,8 @@ impl consumer::Host for CapabilityCtxView<'_> {
                 subject: reply.subject,
                 body: reply.body.to_vec(),
                 reply_to: reply.reply_to,
-            }))
+            })
+            .map_err(|e| e.0))
     }
 
     async fn publish(&mut self, msg: types::BrokerMessage) -> wasmtime::Result<Result<(), String>> {
@@ -109,7 +162,8 @@ impl consumer::Host for CapabilityCtxView<'_> {
                 body: msg.body.into(),
                 reply_to: msg.reply_to,
             })
-            .await)
+            .await
+            .map_err(|e| e.0))
     }
 }
 

@@ -9,8 +9,11 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
-use super::{Broker, Message, SUBSCRIPTION_BUFFER};
-use crate::{setting, Opener};
+use super::{Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
+use serde::Deserialize;
+
+use crate::catalog::{check_config, Backend, BackendError, Opener};
+use crate::settings::typed;
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,8 +23,27 @@ struct Nats {
     client: OnceCell<async_nats::Client>,
 }
 
-pub(super) fn open(grant: &Grant) -> Result<Opener<dyn Broker>, String> {
-    let url = setting(grant, "url", DEFAULT_URL);
+/// Messaging on NATS core.
+pub(super) const BACKEND: Backend<dyn Broker> = Backend {
+    name: "nats",
+    images: &["messaging-nats"],
+    check: check_config::<Config>,
+    open: |_, grant| open(grant),
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_url")]
+    url: String,
+}
+
+fn default_url() -> String {
+    DEFAULT_URL.to_string()
+}
+
+fn open(grant: &Grant) -> Result<Opener<dyn Broker>, BackendError> {
+    let Config { url } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
     Ok((
         format!("nats:{url}"),
         Box::new(move || {
@@ -34,26 +56,28 @@ pub(super) fn open(grant: &Grant) -> Result<Opener<dyn Broker>, String> {
 }
 
 impl Nats {
-    async fn client(&self) -> Result<&async_nats::Client, String> {
+    async fn client(&self) -> Result<&async_nats::Client, MessagingError> {
         self.client
             .get_or_try_init(|| async {
                 async_nats::ConnectOptions::new()
                     .connection_timeout(CONNECT_TIMEOUT)
                     .connect(self.url.as_str())
                     .await
-                    .map_err(|e| format!("NATS at {} is unreachable: {e}", self.url))
+                    .map_err(|e| {
+                        MessagingError(format!("NATS at {} is unreachable: {e}", self.url))
+                    })
             })
             .await
     }
 
-    fn failed(&self, what: &str, e: impl std::fmt::Display) -> String {
-        format!("NATS at {}: {what}: {e}", self.url)
+    fn failed(&self, what: &str, e: impl std::fmt::Display) -> MessagingError {
+        MessagingError(format!("NATS at {}: {what}: {e}", self.url))
     }
 }
 
 #[async_trait::async_trait]
 impl Broker for Nats {
-    async fn publish(&self, message: Message) -> Result<(), String> {
+    async fn publish(&self, message: Message) -> Result<(), MessagingError> {
         let client = self.client().await?;
         let published = match message.reply_to {
             Some(reply) => {
@@ -73,7 +97,7 @@ impl Broker for Nats {
         subject: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Message, String> {
+    ) -> Result<Message, MessagingError> {
         let client = self.client().await?;
         let request = async_nats::Request::new()
             .payload(body)
@@ -89,7 +113,7 @@ impl Broker for Nats {
         })
     }
 
-    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, String> {
+    async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError> {
         let client = self.client().await?;
         let mut subscriber = client
             .subscribe(subject.to_string())

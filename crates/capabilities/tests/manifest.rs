@@ -1,4 +1,15 @@
-use super::*;
+//! The manifest format end to end: parsed, validated and locked against the capabilities this
+//! host provides, as a deploy does it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weft_capabilities::catalog;
+use weft_manifest::*;
+
+fn parse(text: &str, origin: &str) -> Result<App, ManifestError> {
+    parse_app(text, origin, catalog())
+}
 
 const HELLO: &str = r#"
 apiVersion: core.oam.dev/v1beta1
@@ -48,7 +59,8 @@ fn parses_the_documented_format() {
             path: "/hello".into(),
         }]
     );
-    assert_eq!(app.capabilities[0].kind, CapabilityKind::HttpServer);
+    assert_eq!(app.capabilities[0].kind, "http-server");
+    assert_eq!(app.capabilities[0].backend, "hyper");
 }
 
 #[test]
@@ -113,24 +125,83 @@ fn missing_image_is_explained() {
 
 #[test]
 fn capability_images_are_recognised() {
+    let resolve =
+        |image: &str| resolve_image(catalog(), image).map(|(spec, backend)| (spec.name(), backend));
     for image in [
         "weft:http-server",
         "ghcr.io/wasmcloud/http-server:0.23.0",
         "ghcr.io/wasmcloud/http-server",
     ] {
-        assert_eq!(
-            CapabilityKind::from_image(image),
-            Some((CapabilityKind::HttpServer, "hyper"))
-        );
+        assert_eq!(resolve(image), Some(("http-server", "hyper")));
     }
     assert_eq!(
-        CapabilityKind::from_image("ghcr.io/wasmcloud/keyvalue-nats:1"),
-        Some((CapabilityKind::KeyValue, "nats"))
+        resolve("ghcr.io/wasmcloud/keyvalue-nats:1"),
+        Some(("keyvalue", "nats"))
+    );
+    assert_eq!(resolve("weft:keyvalue"), Some(("keyvalue", "memory")));
+    assert_eq!(
+        resolve("ghcr.io/wasmcloud/blobstore-fs:0.10"),
+        Some(("blobstore", "filesystem"))
+    );
+    assert_eq!(resolve("ghcr.io/wasmcloud/sqldb-postgres:1"), None);
+}
+
+#[test]
+fn backend_config_is_typed_per_backend() {
+    let kv = |config: &str| {
+        format!(
+            r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: kv }}
+spec:
+  components:
+    - name: app
+      type: component
+      properties: {{ image: ./app.wasm }}
+      traits:
+        - type: link
+          properties: {{ target: store, namespace: wasi, package: keyvalue, interfaces: [store] }}
+    - name: store
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {{ {config} }} }}]
+"#
+        )
+    };
+    let app = parse(
+        &kv("backend: nats, url: \"nats://10.0.0.1:4222\""),
+        "kv.yaml",
+    )
+    .unwrap();
+    let grant = &app.components[0].grants[0];
+    assert_eq!(
+        (grant.kind.as_str(), grant.backend.as_str()),
+        ("keyvalue", "nats")
     );
     assert_eq!(
-        CapabilityKind::from_image("ghcr.io/wasmcloud/sqldb-postgres:1"),
-        None
+        grant.settings.get("url").map(String::as_str),
+        Some("nats://10.0.0.1:4222")
     );
+    assert!(!grant.settings.contains_key("backend"));
+    let msg = error_of(&kv("backend: redis, bucket: b"));
+    assert!(
+        msg.contains("unknown key `bucket`; known keys: url"),
+        "{msg}"
+    );
+    let msg = error_of(&kv("backend: dynamo"));
+    assert!(
+        msg.contains("`dynamo` is not a keyvalue backend; available: memory, file, redis, nats"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_locked_app_round_trips_through_json() {
+    let app = parse(HELLO, "app.yaml").unwrap();
+    let json = serde_json::to_string(&app).unwrap();
+    assert_eq!(serde_json::from_str::<App>(&json).unwrap(), app);
 }
 
 #[test]

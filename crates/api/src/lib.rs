@@ -1,8 +1,12 @@
-//! The control API's JSON types, shared by the host that serves them and the CLI that reads them.
+//! weft's control API as its clients see it: the JSON types a host serves and the CLI reads,
+//! where a host says its control API listens, and how components are addressed. Small on
+//! purpose: a client depends on it without the runtime (wasmtime) or NATS.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// `POST /v1/apps`: deploy a manifest whose component images were uploaded beforehand.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,7 +146,7 @@ pub struct LatticeHost {
     pub started_at_ms: u64,
     pub http: Option<String>,
     pub control: Option<String>,
-    pub apps: Vec<weft_lattice::InventoryApp>,
+    pub apps: Vec<InventoryApp>,
 }
 
 /// The body of every error the control API returns.
@@ -156,4 +160,38 @@ pub struct ApiError {
 pub struct ControlEndpoint {
     pub url: String,
     pub pid: u32,
+}
+
+/// One app as a host runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryApp {
+    pub app: String,
+    pub version: String,
+    /// `deployed` or `failed`.
+    pub phase: String,
+    pub reason: Option<String>,
+    pub components: Vec<InventoryComponent>,
+}
+
+/// One component of an app as a host runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryComponent {
+    pub name: String,
+    pub max_instances: u32,
+    pub active_instances: usize,
+}
+
+/// The file telling clients where a host's control API listens.
+pub fn endpoint_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.json")
+}
+
+/// The file holding a host's control API token.
+pub fn token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("control-token")
+}
+
+/// How a component is addressed when uploaded and in a deploy: the sha256 of its bytes, in hex.
+pub fn digest_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }

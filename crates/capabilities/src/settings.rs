@@ -1,0 +1,109 @@
+//! Typed capability config: a manifest's string settings read into a backend's own serde struct,
+//! so an unknown key is refused by name and every default lives beside the field it fills.
+
+use std::fmt;
+
+use serde::de::value::MapDeserializer;
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use weft_manifest::Settings;
+
+/// Why settings did not fit a backend's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl de::Error for ConfigError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ConfigError(msg.to_string())
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        ConfigError(if expected.is_empty() {
+            format!("unknown key `{field}`; this takes no config keys")
+        } else {
+            format!("unknown key `{field}`; known keys: {}", expected.join(", "))
+        })
+    }
+}
+
+/// Reads `settings` into `C`. Fields are strings or `Option`s of them; `C` should carry
+/// `#[serde(deny_unknown_fields)]` so a typo is an error, not a silent default.
+pub fn typed<C: DeserializeOwned>(settings: &Settings) -> Result<C, ConfigError> {
+    C::deserialize(MapDeserializer::new(
+        settings.iter().map(|(k, v)| (k.as_str(), Text(v.as_str()))),
+    ))
+}
+
+/// One config value: a string, which may fill an `Option` field.
+struct Text<'a>(&'a str);
+
+impl<'de> IntoDeserializer<'de, ConfigError> for Text<'_> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Text<'_> {
+    type Error = ConfigError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConfigError> {
+        visitor.visit_str(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ConfigError> {
+        visitor.visit_some(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        url: Option<String>,
+        #[serde(default = "default_bucket")]
+        bucket: String,
+    }
+
+    fn default_bucket() -> String {
+        "weft".into()
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn fills_options_and_defaults() {
+        let c: Example = typed(&settings(&[("url", "nats://x")])).unwrap();
+        assert_eq!(c.url.as_deref(), Some("nats://x"));
+        assert_eq!(c.bucket, "weft");
+        let c: Example = typed(&Settings::new()).unwrap();
+        assert_eq!(c.url, None);
+    }
+
+    #[test]
+    fn names_an_unknown_key_and_the_known_ones() {
+        let e = typed::<Example>(&settings(&[("ulr", "x")])).unwrap_err();
+        assert_eq!(e.0, "unknown key `ulr`; known keys: url, bucket");
+    }
+}

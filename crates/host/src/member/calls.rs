@@ -1,0 +1,106 @@
+//! Component-link calls between hosts: a link to another app's component that runs elsewhere
+//! is called over NATS.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use weft_lattice::{frame, unframe, CallHead, CallReply};
+
+use super::forward::Missed;
+use super::*;
+
+impl Member {
+    /// Runs one call to an export of a component of `app` here and replies with its results.
+    pub(super) async fn answer_call(&self, app: &str, message: async_nats::Message) {
+        let Some(reply) = message.reply.clone() else {
+            return;
+        };
+        // weft.<lattice>.rpc.call.<app>.<component>.<host>
+        let component = message.subject.split('.').nth(5).unwrap_or_default();
+        let result = match unframe::<CallHead>(&message.payload) {
+            Ok((head, params)) => match self.host.export_server(app, component) {
+                Some(server) => server.call(&head.interface, &head.function, &params).await,
+                None => Err(format!(
+                    "component `{component}` of app `{app}` exports nothing callable here"
+                )),
+            },
+            Err(e) => Err(format!("malformed call: {e}")),
+        };
+        let framed = match result {
+            Ok(results) => frame(&CallReply { error: None }, &results),
+            Err(error) => frame(&CallReply { error: Some(error) }, &[]),
+        };
+        if let Err(e) = self.js.client().publish(reply, framed).await {
+            tracing::warn!(%app, "cannot reply to a call: {e}");
+        }
+    }
+}
+
+/// Calls a component's exports on whichever live host runs its app.
+pub(super) struct NatsCall {
+    forward: Arc<NatsForward>,
+    app: String,
+    component: String,
+}
+
+impl weft_runtime::RemoteCall for NatsCall {
+    fn call(
+        &self,
+        interface: &str,
+        function: &str,
+        params: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let forward = self.forward.clone();
+        let (app, component) = (self.app.clone(), self.component.clone());
+        let head = CallHead {
+            interface: interface.to_string(),
+            function: function.to_string(),
+        };
+        Box::pin(async move {
+            let payload = frame(&head, &params);
+            let limit = forward.max_payload.saturating_sub(HEAD_ROOM);
+            if payload.len() > limit {
+                return Err(format!(
+                    "the arguments take {} bytes; at most {limit} cross hosts",
+                    payload.len()
+                ));
+            }
+            // Every candidate of the app itself, this host included: the call goes to the app.
+            for host in forward.candidates_with_self(&app) {
+                let subject = forward.subjects.call(&app, &component, &host);
+                match forward.send_to(&app, &host, subject, payload.clone()).await {
+                    Ok(reply) => {
+                        let (head, body) = unframe::<CallReply>(&reply)?;
+                        return match head.error {
+                            None => Ok(body.to_vec()),
+                            Some(error) => Err(format!("host {host}: {error}")),
+                        };
+                    }
+                    Err(Missed::NotDelivered) => continue,
+                    Err(Missed::Failed(response)) => {
+                        return Err(format!(
+                            "host {host}: the call failed ({})",
+                            response.status()
+                        ))
+                    }
+                }
+            }
+            Err(format!(
+                "no host runs app `{app}` right now; `weft app status {app}` says why"
+            ))
+        })
+    }
+}
+
+/// This host's way to other apps' components: calls through the forwarder's choice of host.
+pub(super) struct RemoteCalls(pub(super) Arc<NatsForward>);
+
+impl crate::RemoteLinks for RemoteCalls {
+    fn caller(&self, app: &str, component: &str) -> Arc<dyn weft_runtime::RemoteCall> {
+        Arc::new(NatsCall {
+            forward: self.0.clone(),
+            app: app.to_string(),
+            component: component.to_string(),
+        })
+    }
+}

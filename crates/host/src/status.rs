@@ -1,0 +1,146 @@
+//! What a host says about its apps: their phases, components and instances, and itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use weft_manifest::App;
+use weft_runtime::Workload;
+
+use crate::api::{AppStatus, ComponentStatus, HostStatus};
+use crate::{Host, HostError, StoredApp};
+
+impl Host {
+    /// The instances running now of each component of `app` that serves requests here.
+    pub fn active_instances(&self, app: &str) -> BTreeMap<String, usize> {
+        self.apps_lock()
+            .get(app)
+            .map(|e| {
+                e.workloads
+                    .iter()
+                    .map(|(name, w)| (name.clone(), w.active_instances()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The names of the apps this host runs.
+    pub fn app_names(&self) -> BTreeSet<String> {
+        self.apps_lock().keys().cloned().collect()
+    }
+
+    /// The status of every app, by name.
+    pub fn list(&self) -> Result<Vec<AppStatus>, HostError> {
+        let names: Vec<String> = self.apps_lock().keys().cloned().collect();
+        names.iter().map(|n| self.status(n)).collect()
+    }
+
+    /// The status of one app.
+    pub fn status(&self, name: &str) -> Result<AppStatus, HostError> {
+        let versions = self
+            .store
+            .versions(name)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        let apps = self.apps_lock();
+        let entry = apps
+            .get(name)
+            .ok_or_else(|| HostError::NotFound(name.to_string()))?;
+        let components = entry
+            .app
+            .iter()
+            .flat_map(|app| component_statuses(app, &entry.stored, &entry.workloads))
+            .collect();
+        Ok(AppStatus {
+            name: entry.stored.name.clone(),
+            version: entry.stored.version.clone(),
+            phase: entry.phase,
+            reason: entry.reason.clone(),
+            origin: entry.stored.origin.clone(),
+            deployed_at: entry.stored.deployed_at,
+            components,
+            versions,
+            dependents: apps
+                .values()
+                .filter_map(|e| Some((e.stored.name.clone(), e.uses.get(name)?.clone())))
+                .collect(),
+            uses: entry.uses.clone(),
+            hosts: BTreeMap::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// A summary of the host.
+    pub fn host_status(&self) -> HostStatus {
+        HostStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state_dir: self.config.state_dir.display().to_string(),
+            allocator: self.runtime.allocator().to_string(),
+            compilations: self.runtime.compilations(),
+            apps: self.apps_lock().len(),
+            listeners: self
+                .ingress
+                .addresses()
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect(),
+            lattice: None,
+        }
+    }
+}
+
+/// What status shows of each component of `app`: routes, limits, and the instances of its
+/// workload on this host (none when it does not run here).
+fn component_statuses(
+    app: &App,
+    stored: &StoredApp,
+    workloads: &BTreeMap<String, Arc<Workload>>,
+) -> Vec<ComponentStatus> {
+    app.components
+        .iter()
+        .map(|c| {
+            let routes = app
+                .routes
+                .iter()
+                .filter(|r| r.component == c.name)
+                .map(|r| match &r.host {
+                    Some(host) => format!("http://{}{} (host {host})", r.address, r.path),
+                    None => format!("http://{}{}", r.address, r.path),
+                })
+                .collect();
+            let workload = workloads.get(&c.name);
+            ComponentStatus {
+                name: c.name.clone(),
+                image: match &c.shared {
+                    Some(s) => format!("{}/{} (shared)", s.app, s.component),
+                    None => c.image.clone(),
+                },
+                digest: stored
+                    .images
+                    .get(&c.image)
+                    .cloned()
+                    .or_else(|| workload.map(|w| w.digest().to_string()))
+                    .unwrap_or_default(),
+                routes,
+                max_memory: c.limits.max_memory,
+                timeout_ms: c.limits.timeout.as_millis() as u64,
+                max_instances: c.limits.max_instances,
+                active_instances: workload.map_or(0, |w| w.active_instances()),
+                warm_instances: workload.map_or(0, |w| w.warm_instances()),
+                reuse: c.reuse.map(|r| {
+                    format!(
+                        "up to {} requests per instance, idle {:?}",
+                        r.max_requests, r.idle
+                    )
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The component statuses of an app as this host would run it, with nothing running.
+pub fn planned_components(host: &Host, stored: &StoredApp) -> Vec<ComponentStatus> {
+    host.app_of(stored)
+        .map(|app| component_statuses(&app, stored, &BTreeMap::new()))
+        .unwrap_or_default()
+}

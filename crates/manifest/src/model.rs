@@ -1,0 +1,288 @@
+//! The validated app: what a manifest means once parsed, checked and locked against the
+//! capabilities a host provides. It serialises, so a locked app travels (state store, NATS)
+//! instead of being parsed again.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::raw::NamedConfig;
+
+/// The default maximum linear memory of one instance.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
+/// The default execution timeout of one request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default number of concurrent instances of one component.
+pub const DEFAULT_MAX_INSTANCES: u32 = 100;
+/// Requests one reused instance serves by default before it is replaced.
+pub const DEFAULT_REUSE_REQUESTS: u32 = 10_000;
+/// How long an idle reused instance is kept by default.
+pub const DEFAULT_REUSE_IDLE: Duration = Duration::from_secs(30);
+/// The link name of a link that names none, as in wasmCloud.
+pub const DEFAULT_LINK_NAME: &str = "default";
+
+/// Merged config of a capability grant or delivery: the node's config, then the link's over it.
+pub type Settings = BTreeMap<String, String>;
+
+/// A manifest that parsed and passed every check that needs no knowledge of capabilities.
+/// [`crate::lock`] turns it into an [`App`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Where the text came from (a path), for errors.
+    pub origin: String,
+    pub name: String,
+    /// `metadata.annotations.version`, when the author gave one.
+    pub version: Option<String>,
+    /// Component nodes; their `grants` and `outgoing_http` are empty until locked.
+    pub components: Vec<Component>,
+    /// Capability nodes as written.
+    pub capabilities: Vec<CapabilityNode>,
+}
+
+/// A capability node as written: its image and config, and the links from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapabilityNode {
+    pub name: String,
+    pub image: String,
+    pub config: Vec<NamedConfig>,
+    /// Links from this node to components, with the trait index each came from.
+    pub links: Vec<(usize, Link)>,
+}
+
+/// A validated application, locked against a host's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    /// `metadata.annotations.version`, when the author gave one.
+    pub version: Option<String>,
+    pub components: Vec<Component>,
+    pub capabilities: Vec<Capability>,
+    pub routes: Vec<HttpRoute>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// A component node: a Wasm component to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    /// The image reference exactly as written in the manifest.
+    pub image: String,
+    pub limits: Limits,
+    /// Warm reuse of instances, when the component opts in; fresh per request otherwise.
+    pub reuse: Option<Reuse>,
+    /// Hosts this component may call through `wasi:http/outgoing-handler`, granted by a link to
+    /// an http-client capability; None when it has no such link.
+    pub outgoing_http: Option<Vec<String>>,
+    pub config: Vec<NamedConfig>,
+    /// Links whose source is this component (its imports served by the target).
+    pub links: Vec<Link>,
+    /// Capabilities granted by this component's links, one per link.
+    pub grants: Vec<Grant>,
+    /// Secrets granted to this component.
+    pub secrets: Vec<SecretGrant>,
+    /// Components this one calls in-process over HTTP.
+    pub http_links: Vec<HttpLink>,
+    /// Components serving this one's imports of other interfaces, in-process.
+    pub component_links: Vec<ComponentLink>,
+    /// Set when the component is another app's, shared: its image, limits, secrets and config
+    /// come from that app; this app adds only links. `image` is empty then.
+    pub shared: Option<SharedRef>,
+    /// How the component asks to be placed across a lattice's hosts, when it says.
+    pub scaler: Option<Scaler>,
+}
+
+impl Component {
+    /// The components this one links to (over HTTP or an interface of the app's own).
+    pub fn link_targets(&self) -> impl Iterator<Item = &str> {
+        self.http_links
+            .iter()
+            .map(|l| l.target.as_str())
+            .chain(self.component_links.iter().map(|l| l.target.as_str()))
+    }
+}
+
+/// A `spreadscaler` or `daemonscaler` trait: where in a lattice a component runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub kind: ScalerKind,
+    /// Spread: concurrent instances across the lattice; daemon: on every matching host.
+    pub instances: u32,
+    pub spread: Vec<SpreadRule>,
+}
+
+/// Which scaler placed a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScalerKind {
+    /// `instances` split over the spread rules by weight, then over each rule's hosts.
+    Spread,
+    /// Every host matching any spread rule (every host when there is none).
+    Daemon,
+}
+
+/// One weighted placement rule: hosts whose labels include every requirement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpreadRule {
+    pub name: String,
+    pub requirements: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+impl SpreadRule {
+    /// Whether a host with `labels` satisfies the rule.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// The requirements as `k=v, …`, for messages.
+    pub fn describe(&self) -> String {
+        if self.requirements.is_empty() {
+            return "no requirements".into();
+        }
+        self.requirements
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A component→component link for interfaces of the app's own: the source's imports of
+/// `interfaces` (`namespace:package/interface`) are the target's exports, called in-process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentLink {
+    pub target: String,
+    pub interfaces: Vec<String>,
+}
+
+/// A component of another app, used by reference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SharedRef {
+    pub app: String,
+    pub component: String,
+}
+
+/// A component→component link for `wasi:http/incoming-handler`: the source's outgoing requests
+/// to `http://{authority}/…` are served in-process by `target`, without touching the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpLink {
+    /// The link's name, or the target's when the link names none.
+    pub authority: String,
+    pub target: String,
+}
+
+/// A capability granted to a component by one link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The capability's name in its catalog, e.g. `keyvalue`.
+    pub kind: String,
+    /// The capability node the link targets.
+    pub capability: String,
+    /// The link's name; `default` unless the manifest names it.
+    pub link_name: String,
+    /// Which implementation serves it, e.g. `redis` for key-value.
+    pub backend: String,
+    /// The capability node's config, then the link's config over it (checked by the backend).
+    pub settings: Settings,
+}
+
+/// A secret a component may read: it asks for `name`, weft reads `key` from its secret store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretGrant {
+    pub name: String,
+    pub key: String,
+}
+
+/// A messaging subscription: messages on `subjects` go to `component`'s handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub component: String,
+    pub capability: String,
+    /// The capability's name in its catalog, e.g. `messaging`.
+    pub kind: String,
+    pub backend: String,
+    pub settings: Settings,
+    pub subjects: Vec<String>,
+}
+
+/// Per-workload limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_memory: u64,
+    pub timeout: Duration,
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_memory: DEFAULT_MAX_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+/// How a component's instances are reused across requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reuse {
+    pub max_requests: u32,
+    pub idle: Duration,
+}
+
+/// An edge of the app graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub target: String,
+    pub namespace: String,
+    pub package: String,
+    pub interfaces: Vec<String>,
+    pub name: Option<String>,
+    pub source_config: Vec<NamedConfig>,
+    pub target_config: Vec<NamedConfig>,
+}
+
+impl Link {
+    /// `namespace:package/a,b`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{}/{}",
+            self.namespace,
+            self.package,
+            self.interfaces.join(",")
+        )
+    }
+
+    /// Whether the link names `namespace:package` and only interfaces among `interfaces`.
+    pub fn is_within(&self, namespace: &str, package: &str, interfaces: &[&str]) -> bool {
+        self.namespace == namespace
+            && self.package == package
+            && self
+                .interfaces
+                .iter()
+                .all(|i| interfaces.contains(&i.as_str()))
+    }
+}
+
+/// A capability node, resolved to the capability that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    pub name: String,
+    /// The capability's name in its catalog, e.g. `keyvalue`.
+    pub kind: String,
+    /// The implementation chosen by the image or the `backend` config key.
+    pub backend: String,
+    pub config: Vec<NamedConfig>,
+}
+
+/// An HTTP route: requests to `address` (and `host`, when set) under `path` go to `component`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HttpRoute {
+    pub component: String,
+    pub address: SocketAddr,
+    pub host: Option<String>,
+    pub path: String,
+}
