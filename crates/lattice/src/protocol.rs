@@ -201,16 +201,27 @@ pub fn frame<H: Serialize>(head: &H, body: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Why a message is not a frame made by [`frame`].
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("a message shorter than its frame header")]
+    NoHeader,
+    #[error("a frame whose head is cut short")]
+    CutShort,
+    #[error("an unreadable frame head: {0}")]
+    Head(#[from] serde_json::Error),
+}
+
 /// Splits a message made by [`frame`].
-pub fn unframe<H: for<'de> Deserialize<'de>>(message: &Bytes) -> Result<(H, Bytes), String> {
+pub fn unframe<H: for<'de> Deserialize<'de>>(message: &Bytes) -> Result<(H, Bytes), FrameError> {
     if message.len() < 4 {
-        return Err("a message shorter than its frame header".into());
+        return Err(FrameError::NoHeader);
     }
     let len = u32::from_be_bytes([message[0], message[1], message[2], message[3]]) as usize;
     if message.len() < 4 + len {
-        return Err("a frame whose head is cut short".into());
+        return Err(FrameError::CutShort);
     }
-    let head = serde_json::from_slice(&message[4..4 + len]).map_err(|e| e.to_string())?;
+    let head = serde_json::from_slice(&message[4..4 + len])?;
     Ok((head, message.slice(4 + len..)))
 }
 

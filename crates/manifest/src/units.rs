@@ -10,20 +10,12 @@ pub struct UnitError(pub String);
 /// Parses a byte size: a plain number of bytes, or one with a unit (`KiB`, `MiB`, `GiB`,
 /// also written `Ki`, `Mi`, `Gi`; or decimal `KB`, `MB`, `GB`).
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
-    size(text).map_err(UnitError)
-}
-
-/// Parses a duration with a unit: `ms`, `s`, `m` (minutes) or `h`.
-pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
-    duration(text).map_err(UnitError)
-}
-
-/// Parses a byte size: a plain number of bytes, or one with a unit (`KiB`, `MiB`, `GiB`,
-/// also written `Ki`, `Mi`, `Gi`; or decimal `KB`, `MB`, `GB`).
-fn size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let (number, unit) = split_number(text)
-        .ok_or_else(|| format!("`{text}` is not a size; write it like 64MiB or 1GiB"))?;
+    let (number, unit) = split_number(text).ok_or_else(|| {
+        UnitError(format!(
+            "`{text}` is not a size; write it like 64MiB or 1GiB"
+        ))
+    })?;
     let scale: u64 = match unit {
         "" | "B" => 1,
         "Ki" | "KiB" => 1 << 10,
@@ -33,35 +25,40 @@ fn size(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
+            return Err(UnitError(format!(
                 "`{other}` is not a size unit; use KiB, MiB or GiB (or KB, MB, GB)"
-            ))
+            )))
         }
     };
     number
         .checked_mul(scale)
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(|| UnitError(format!("`{text}` is too large")))
 }
 
 /// Parses a duration with a unit: `ms`, `s`, `m` (minutes) or `h`.
-fn duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let text = text.trim();
-    let (number, unit) = split_number(text)
-        .ok_or_else(|| format!("`{text}` is not a duration; write it like 500ms or 10s"))?;
+    let (number, unit) = split_number(text).ok_or_else(|| {
+        UnitError(format!(
+            "`{text}` is not a duration; write it like 500ms or 10s"
+        ))
+    })?;
     let duration = match unit {
         "ms" => Duration::from_millis(number),
         "s" => Duration::from_secs(number),
         "m" => Duration::from_secs(number.saturating_mul(60)),
         "h" => Duration::from_secs(number.saturating_mul(3600)),
-        "" => return Err(format!("`{text}` needs a unit: ms, s, m or h")),
+        "" => return Err(UnitError(format!("`{text}` needs a unit: ms, s, m or h"))),
         other => {
-            return Err(format!(
+            return Err(UnitError(format!(
                 "`{other}` is not a duration unit; use ms, s, m or h"
-            ))
+            )))
         }
     };
     if duration.is_zero() {
-        return Err("a timeout of zero would refuse every request".to_string());
+        return Err(UnitError(
+            "a timeout of zero would refuse every request".to_string(),
+        ));
     }
     Ok(duration)
 }

@@ -8,7 +8,7 @@ use wasmtime::component::{InstancePre, Val};
 
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
-use crate::Runtime;
+use crate::{CallFailed, Runtime};
 
 /// A component ready to serve calls to its exports.
 pub struct ExportServer {
@@ -29,13 +29,13 @@ impl ExportServer {
         interface: &str,
         function: &str,
         params: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, CallFailed> {
         let timeout = self.limits.timeout;
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| "the component is shutting down".to_string())?;
+            .map_err(|_| CallFailed("the component is shutting down".into()))?;
         let interface_index = self
             .component
             .get_export_index(None, interface)
@@ -70,7 +70,7 @@ impl ExportServer {
             Ok(Err(e)) => classify(e, timeout),
             Err(_) => Failure::Timeout(timeout),
         };
-        Err(format!("{}: {failure}", self.name))
+        Err(CallFailed(format!("{}: {failure}", self.name)))
     }
 }
 

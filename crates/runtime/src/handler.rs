@@ -10,7 +10,7 @@ use weft_capabilities::messaging::Message;
 
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
-use crate::Runtime;
+use crate::{CallFailed, Runtime};
 
 /// A component ready to handle messages.
 pub struct MessageHandler {
@@ -47,13 +47,13 @@ impl MessageHandler {
 
     /// Runs the handler on one message in a fresh instance. A trap, timeout or memory overrun
     /// fails this delivery only; so does an error the handler returns.
-    pub async fn deliver(&self, message: Message) -> Result<(), String> {
+    pub async fn deliver(&self, message: Message) -> Result<(), CallFailed> {
         let timeout = self.limits.timeout;
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| "the handler is shutting down".to_string())?;
+            .map_err(|_| CallFailed("the handler is shutting down".into()))?;
         let mut store = self
             .runtime
             .limited_store(&self.name, &self.limits, &self.access);
@@ -72,11 +72,13 @@ impl MessageHandler {
         let failure = match tokio::time::timeout(timeout, run).await {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(refused))) => {
-                return Err(format!("the handler returned an error: {refused}"))
+                return Err(CallFailed(format!(
+                    "the handler returned an error: {refused}"
+                )))
             }
             Ok(Err(e)) => classify(e, timeout),
             Err(_) => Failure::Timeout(timeout),
         };
-        Err(failure.to_string())
+        Err(CallFailed(failure.to_string()))
     }
 }

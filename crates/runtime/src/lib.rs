@@ -24,7 +24,7 @@ use weft_capabilities::handler_bindings::MessageHandlerPre;
 pub use engine::{Allocator, EPOCH_TICK};
 pub use exports::ExportServer;
 pub use handler::MessageHandler;
-pub use links::{LinkTarget, Linked, RemoteCall, RemoteTarget};
+pub use links::{CallFailed, LinkTarget, Linked, RemoteCall, RemoteTarget};
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;

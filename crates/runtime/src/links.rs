@@ -32,6 +32,18 @@ pub struct LinkTarget<'a> {
     pub interfaces: &'a [String],
 }
 
+/// Why a call into a component failed: a trap, a timeout, a bad argument, a host that is gone.
+/// The message is what the caller (a guest, another host) is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CallFailed(pub String);
+
+impl From<String> for CallFailed {
+    fn from(message: String) -> Self {
+        CallFailed(message)
+    }
+}
+
 /// Calls a function exported by a component running elsewhere (another host of the lattice):
 /// `params` and the result are the function's values in the wire encoding (see `wire`).
 pub trait RemoteCall: Send + Sync {
@@ -41,7 +53,7 @@ pub trait RemoteCall: Send + Sync {
         interface: &str,
         function: &str,
         params: Vec<u8>,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>;
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, CallFailed>>;
 }
 
 /// A link's target running elsewhere, reached through `via`.

@@ -90,7 +90,7 @@ fn decode(file: &str) -> Option<String> {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> BlobError {
-    format!("{what} {}: {e}", path.display())
+    BlobError(format!("{what} {}: {e}", path.display()))
 }
 
 fn seconds(time: std::io::Result<std::time::SystemTime>) -> u64 {
@@ -109,7 +109,7 @@ impl Filesystem {
         if dir.is_dir() {
             Ok(dir)
         } else {
-            Err(format!("container `{container}` does not exist"))
+            Err(format!("container `{container}` does not exist").into())
         }
     }
 
@@ -131,7 +131,7 @@ impl BlobStore for Filesystem {
         self.blocking(move || match std::fs::create_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(format!("container `{name}` already exists"))
+                Err(format!("container `{name}` already exists").into())
             }
             Err(e) => Err(io("cannot create", &dir, e)),
         })
@@ -170,9 +170,9 @@ impl BlobStore for Filesystem {
         let (object, container) = (object.to_string(), container.to_string());
         self.blocking(move || match std::fs::read(&path) {
             Ok(data) => Ok(slice(&Bytes::from(data), start, end)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                "object `{object}` is not in container `{container}`"
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("object `{object}` is not in container `{container}`").into())
+            }
             Err(e) => Err(io("cannot read", &path, e)),
         })
         .await

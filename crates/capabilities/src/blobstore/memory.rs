@@ -41,7 +41,7 @@ fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn BlobStore> {
 }
 
 fn missing(container: &str) -> BlobError {
-    format!("container `{container}` does not exist")
+    BlobError(format!("container `{container}` does not exist"))
 }
 
 impl Memory {
@@ -62,7 +62,7 @@ impl BlobStore for Memory {
     async fn create_container(&self, container: &str) -> Result<(), BlobError> {
         let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         if containers.contains_key(container) {
-            return Err(format!("container `{container}` already exists"));
+            return Err(format!("container `{container}` already exists").into());
         }
         containers.insert(
             container.to_string(),

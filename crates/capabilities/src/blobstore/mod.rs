@@ -22,8 +22,22 @@ pub const MAX_OBJECT_SIZE: usize = 64 * 1024 * 1024;
 /// Object names one `read-stream-object-names` call returns at most, whatever the guest asks.
 const MAX_NAMES_PER_READ: u64 = 10_000;
 
-/// A failure shown to the guest as the blobstore's string error.
-pub type BlobError = String;
+/// A backend's failure, shown to the guest as the blobstore's string error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BlobError(pub String);
+
+impl From<String> for BlobError {
+    fn from(message: String) -> Self {
+        BlobError(message)
+    }
+}
+
+impl From<BlobError> for String {
+    fn from(e: BlobError) -> Self {
+        e.0
+    }
+}
 
 /// When a container or object was created, and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +114,7 @@ pub struct IncomingValue {
 }
 
 impl CapabilityCtxView<'_> {
-    fn blobstore(&self) -> Result<Arc<dyn BlobStore>, BlobError> {
+    fn blobstore(&self) -> Result<Arc<dyn BlobStore>, String> {
         self.ctx.linked(&BLOBSTORE)
     }
 
@@ -117,13 +131,13 @@ impl blobstore::Host for CapabilityCtxView<'_> {
     async fn create_container(
         &mut self,
         name: String,
-    ) -> wasmtime::Result<Result<Resource<Container>, BlobError>> {
+    ) -> wasmtime::Result<Result<Resource<Container>, String>> {
         let store = match self.blobstore() {
             Ok(store) => store,
             Err(e) => return Ok(Err(e)),
         };
         if let Err(e) = store.create_container(&name).await {
-            return Ok(Err(e));
+            return Ok(Err(e.into()));
         }
         Ok(Ok(self.table.push(Container { store, name })?))
     }
@@ -131,7 +145,7 @@ impl blobstore::Host for CapabilityCtxView<'_> {
     async fn get_container(
         &mut self,
         name: String,
-    ) -> wasmtime::Result<Result<Resource<Container>, BlobError>> {
+    ) -> wasmtime::Result<Result<Resource<Container>, String>> {
         let store = match self.blobstore() {
             Ok(store) => store,
             Err(e) => return Ok(Err(e)),
@@ -139,23 +153,20 @@ impl blobstore::Host for CapabilityCtxView<'_> {
         match store.container_exists(&name).await {
             Ok(true) => Ok(Ok(self.table.push(Container { store, name })?)),
             Ok(false) => Ok(Err(format!("container `{name}` does not exist"))),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    async fn delete_container(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
+        match self.blobstore() {
+            Ok(store) => Ok(store.delete_container(&name).await.map_err(String::from)),
             Err(e) => Ok(Err(e)),
         }
     }
 
-    async fn delete_container(&mut self, name: String) -> wasmtime::Result<Result<(), BlobError>> {
+    async fn container_exists(&mut self, name: String) -> wasmtime::Result<Result<bool, String>> {
         match self.blobstore() {
-            Ok(store) => Ok(store.delete_container(&name).await),
-            Err(e) => Ok(Err(e)),
-        }
-    }
-
-    async fn container_exists(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<bool, BlobError>> {
-        match self.blobstore() {
-            Ok(store) => Ok(store.container_exists(&name).await),
+            Ok(store) => Ok(store.container_exists(&name).await.map_err(String::from)),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -164,30 +175,33 @@ impl blobstore::Host for CapabilityCtxView<'_> {
         &mut self,
         src: types::ObjectId,
         dest: types::ObjectId,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         let store = match self.blobstore() {
             Ok(store) => store,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(copy(&*store, &src, &dest).await)
+        Ok(copy(&*store, &src, &dest).await.map_err(String::from))
     }
 
     async fn move_object(
         &mut self,
         src: types::ObjectId,
         dest: types::ObjectId,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         let store = match self.blobstore() {
             Ok(store) => store,
             Err(e) => return Ok(Err(e)),
         };
         if let Err(e) = copy(&*store, &src, &dest).await {
-            return Ok(Err(e));
+            return Ok(Err(e.into()));
         }
         if src.container == dest.container && src.object == dest.object {
             return Ok(Ok(()));
         }
-        Ok(store.delete(&src.container, &src.object).await)
+        Ok(store
+            .delete(&src.container, &src.object)
+            .await
+            .map_err(String::from))
     }
 }
 
@@ -197,13 +211,14 @@ async fn copy(
     dest: &types::ObjectId,
 ) -> Result<(), BlobError> {
     if !store.container_exists(&dest.container).await? {
-        return Err(format!("container `{}` does not exist", dest.container));
+        return Err(format!("container `{}` does not exist", dest.container).into());
     }
     if store.stat(&src.container, &src.object).await?.is_none() {
         return Err(format!(
             "object `{}` is not in container `{}`",
             src.object, src.container
-        ));
+        )
+        .into());
     }
     let data = store.read(&src.container, &src.object, 0, u64::MAX).await?;
     store.write(&dest.container, &dest.object, data).await
@@ -215,14 +230,14 @@ impl container::HostContainer for CapabilityCtxView<'_> {
     async fn name(
         &mut self,
         this: Resource<Container>,
-    ) -> wasmtime::Result<Result<String, BlobError>> {
+    ) -> wasmtime::Result<Result<String, String>> {
         Ok(Ok(self.table.get(&this)?.name.clone()))
     }
 
     async fn info(
         &mut self,
         this: Resource<Container>,
-    ) -> wasmtime::Result<Result<types::ContainerMetadata, BlobError>> {
+    ) -> wasmtime::Result<Result<types::ContainerMetadata, String>> {
         let (store, name) = self.container(&this)?;
         Ok(store
             .container_info(&name)
@@ -230,7 +245,8 @@ impl container::HostContainer for CapabilityCtxView<'_> {
             .map(|stat| types::ContainerMetadata {
                 name,
                 created_at: stat.created_at,
-            }))
+            })
+            .map_err(String::from))
     }
 
     async fn get_data(
@@ -239,7 +255,7 @@ impl container::HostContainer for CapabilityCtxView<'_> {
         name: String,
         start: u64,
         end: u64,
-    ) -> wasmtime::Result<Result<Resource<IncomingValue>, BlobError>> {
+    ) -> wasmtime::Result<Result<Resource<IncomingValue>, String>> {
         let (store, container) = self.container(&this)?;
         if start > end {
             return Ok(Err(format!("start {start} is after end {end}")));
@@ -251,7 +267,7 @@ impl container::HostContainer for CapabilityCtxView<'_> {
         }
         match store.read(&container, &name, start, end).await {
             Ok(data) => Ok(Ok(self.table.push(IncomingValue { data })?)),
-            Err(e) => Ok(Err(e)),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
@@ -260,22 +276,25 @@ impl container::HostContainer for CapabilityCtxView<'_> {
         this: Resource<Container>,
         name: String,
         data: Resource<OutgoingValue>,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         let (store, container) = self.container(&this)?;
         let bytes = self.table.get(&data)?.pipe.contents();
-        Ok(store.write(&container, &name, bytes).await)
+        Ok(store
+            .write(&container, &name, bytes)
+            .await
+            .map_err(String::from))
     }
 
     async fn list_objects(
         &mut self,
         this: Resource<Container>,
-    ) -> wasmtime::Result<Result<Resource<ObjectNames>, BlobError>> {
+    ) -> wasmtime::Result<Result<Resource<ObjectNames>, String>> {
         let (store, container) = self.container(&this)?;
         match store.list(&container).await {
             Ok(names) => Ok(Ok(self.table.push(ObjectNames {
                 names: names.into_iter(),
             })?)),
-            Err(e) => Ok(Err(e)),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
@@ -283,20 +302,20 @@ impl container::HostContainer for CapabilityCtxView<'_> {
         &mut self,
         this: Resource<Container>,
         name: String,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         let (store, container) = self.container(&this)?;
-        Ok(store.delete(&container, &name).await)
+        Ok(store.delete(&container, &name).await.map_err(String::from))
     }
 
     async fn delete_objects(
         &mut self,
         this: Resource<Container>,
         names: Vec<String>,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         let (store, container) = self.container(&this)?;
         for name in names {
             if let Err(e) = store.delete(&container, &name).await {
-                return Ok(Err(e));
+                return Ok(Err(e.into()));
             }
         }
         Ok(Ok(()))
@@ -306,16 +325,20 @@ impl container::HostContainer for CapabilityCtxView<'_> {
         &mut self,
         this: Resource<Container>,
         name: String,
-    ) -> wasmtime::Result<Result<bool, BlobError>> {
+    ) -> wasmtime::Result<Result<bool, String>> {
         let (store, container) = self.container(&this)?;
-        Ok(store.stat(&container, &name).await.map(|s| s.is_some()))
+        Ok(store
+            .stat(&container, &name)
+            .await
+            .map(|s| s.is_some())
+            .map_err(String::from))
     }
 
     async fn object_info(
         &mut self,
         this: Resource<Container>,
         name: String,
-    ) -> wasmtime::Result<Result<types::ObjectMetadata, BlobError>> {
+    ) -> wasmtime::Result<Result<types::ObjectMetadata, String>> {
         let (store, container) = self.container(&this)?;
         Ok(match store.stat(&container, &name).await {
             Ok(Some(stat)) => Ok(types::ObjectMetadata {
@@ -325,16 +348,13 @@ impl container::HostContainer for CapabilityCtxView<'_> {
                 size: stat.size,
             }),
             Ok(None) => Err(format!("object `{name}` is not in container `{container}`")),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         })
     }
 
-    async fn clear(
-        &mut self,
-        this: Resource<Container>,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    async fn clear(&mut self, this: Resource<Container>) -> wasmtime::Result<Result<(), String>> {
         let (store, container) = self.container(&this)?;
-        Ok(store.clear(&container).await)
+        Ok(store.clear(&container).await.map_err(String::from))
     }
 
     async fn drop(&mut self, this: Resource<Container>) -> wasmtime::Result<()> {
@@ -348,7 +368,7 @@ impl container::HostStreamObjectNames for CapabilityCtxView<'_> {
         &mut self,
         this: Resource<ObjectNames>,
         len: u64,
-    ) -> wasmtime::Result<Result<(Vec<String>, bool), BlobError>> {
+    ) -> wasmtime::Result<Result<(Vec<String>, bool), String>> {
         let names = &mut self.table.get_mut(&this)?.names;
         let batch: Vec<String> = names
             .by_ref()
@@ -361,7 +381,7 @@ impl container::HostStreamObjectNames for CapabilityCtxView<'_> {
         &mut self,
         this: Resource<ObjectNames>,
         num: u64,
-    ) -> wasmtime::Result<Result<(u64, bool), BlobError>> {
+    ) -> wasmtime::Result<Result<(u64, bool), String>> {
         let names = &mut self.table.get_mut(&this)?.names;
         let skipped = names.by_ref().take(num as usize).count() as u64;
         Ok(Ok((skipped, names.len() == 0)))
@@ -394,7 +414,7 @@ impl types::HostOutgoingValue for CapabilityCtxView<'_> {
     async fn finish(
         &mut self,
         this: Resource<OutgoingValue>,
-    ) -> wasmtime::Result<Result<(), BlobError>> {
+    ) -> wasmtime::Result<Result<(), String>> {
         self.table.delete(this)?;
         Ok(Ok(()))
     }
@@ -409,14 +429,14 @@ impl types::HostIncomingValue for CapabilityCtxView<'_> {
     async fn incoming_value_consume_sync(
         &mut self,
         this: Resource<IncomingValue>,
-    ) -> wasmtime::Result<Result<Vec<u8>, BlobError>> {
+    ) -> wasmtime::Result<Result<Vec<u8>, String>> {
         Ok(Ok(self.table.delete(this)?.data.to_vec()))
     }
 
     async fn incoming_value_consume_async(
         &mut self,
         this: Resource<IncomingValue>,
-    ) -> wasmtime::Result<Result<Resource<DynInputStream>, BlobError>> {
+    ) -> wasmtime::Result<Result<Resource<DynInputStream>, String>> {
         let data = self.table.delete(this)?.data;
         let stream: DynInputStream = Box::new(MemoryInputPipe::new(data));
         Ok(Ok(self.table.push(stream)?))

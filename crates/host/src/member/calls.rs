@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use weft_lattice::{frame, unframe, CallHead, CallReply};
+use weft_runtime::CallFailed;
 
 use super::forward::Missed;
 use super::*;
@@ -20,15 +21,15 @@ impl Member {
         let result = match unframe::<CallHead>(&message.payload) {
             Ok((head, params)) => match self.host.export_server(app, component) {
                 Some(server) => server.call(&head.interface, &head.function, &params).await,
-                None => Err(format!(
+                None => Err(CallFailed(format!(
                     "component `{component}` of app `{app}` exports nothing callable here"
-                )),
+                ))),
             },
-            Err(e) => Err(format!("malformed call: {e}")),
+            Err(e) => Err(CallFailed(format!("malformed call: {e}"))),
         };
         let framed = match result {
             Ok(results) => frame(&CallReply { error: None }, &results),
-            Err(error) => frame(&CallReply { error: Some(error) }, &[]),
+            Err(CallFailed(error)) => frame(&CallReply { error: Some(error) }, &[]),
         };
         if let Err(e) = self.js.client().publish(reply, framed).await {
             tracing::warn!(%app, "cannot reply to a call: {e}");
@@ -49,7 +50,7 @@ impl weft_runtime::RemoteCall for NatsCall {
         interface: &str,
         function: &str,
         params: Vec<u8>,
-    ) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallFailed>> {
         let forward = self.forward.clone();
         let (app, component) = (self.app.clone(), self.component.clone());
         let head = CallHead {
@@ -60,34 +61,35 @@ impl weft_runtime::RemoteCall for NatsCall {
             let payload = frame(&head, &params);
             let limit = forward.max_payload.saturating_sub(HEAD_ROOM);
             if payload.len() > limit {
-                return Err(format!(
+                return Err(CallFailed(format!(
                     "the arguments take {} bytes; at most {limit} cross hosts",
                     payload.len()
-                ));
+                )));
             }
             // Every candidate of the app itself, this host included: the call goes to the app.
             for host in forward.candidates_with_self(&app) {
                 let subject = forward.subjects.call(&app, &component, &host);
                 match forward.send_to(&app, &host, subject, payload.clone()).await {
                     Ok(reply) => {
-                        let (head, body) = unframe::<CallReply>(&reply)?;
+                        let (head, body) = unframe::<CallReply>(&reply)
+                            .map_err(|e| format!("host {host}: {e}"))?;
                         return match head.error {
                             None => Ok(body.to_vec()),
-                            Some(error) => Err(format!("host {host}: {error}")),
+                            Some(error) => Err(CallFailed(format!("host {host}: {error}"))),
                         };
                     }
                     Err(Missed::NotDelivered) => continue,
                     Err(Missed::Failed(response)) => {
-                        return Err(format!(
+                        return Err(CallFailed(format!(
                             "host {host}: the call failed ({})",
                             response.status()
-                        ))
+                        )))
                     }
                 }
             }
-            Err(format!(
+            Err(CallFailed(format!(
                 "no host runs app `{app}` right now; `weft app status {app}` says why"
-            ))
+            )))
         })
     }
 }
