@@ -130,6 +130,19 @@ pub struct Backend<S: ?Sized + 'static> {
     pub open: fn(&Placement<'_>, &Grant) -> Result<Opener<S>, BackendError>,
 }
 
+/// Declares a kind's backends, the default first: one module per backend (its file beside the
+/// kind's `mod.rs`, exporting `BACKEND`) and the kind's `BACKENDS` list. Adding a backend is its
+/// file and its name here.
+macro_rules! backends {
+    ($store:ty: $($backend:ident),+ $(,)?) => {
+        $(mod $backend;)+
+
+        /// This kind's backends, the default first.
+        const BACKENDS: &[$crate::catalog::Backend<$store>] = &[$($backend::BACKEND),+];
+    };
+}
+pub(crate) use backends;
+
 /// Checks settings against config type `C`; a backend's `check`.
 pub fn check_config<C: serde::de::DeserializeOwned>(
     settings: &Settings,

@@ -2,9 +2,6 @@
 //! Values cross to the guest through `wasi:io` streams held in memory, bounded by
 //! [`MAX_OBJECT_SIZE`].
 
-mod filesystem;
-mod memory;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +10,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use crate::bindings::blobstore::{blobstore, container, types};
-use crate::catalog::{Backend, Kind};
+use crate::catalog::Kind;
 use crate::CapabilityCtxView;
 
 /// The largest object one write may carry.
@@ -78,8 +75,7 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
-/// The blobstore backends, the default first. A new backend is a file and a line here.
-const BACKENDS: &[Backend<dyn BlobStore>] = &[memory::BACKEND, filesystem::BACKEND];
+crate::catalog::backends!(dyn BlobStore: memory, filesystem);
 
 /// The blobstore capability: `wasi:blobstore/{blobstore,container,types}`.
 pub static BLOBSTORE: Kind<dyn BlobStore> = Kind {

@@ -2,17 +2,12 @@
 //! redb file, Redis, NATS JetStream KV. Counters are stored as decimal text, as Redis `INCRBY`
 //! does, so a value written by `increment` reads the same from every backend.
 
-mod file;
-mod memory;
-mod nats;
-mod redis;
-
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
 use crate::bindings::keyvalue::{atomics, batch, store};
-use crate::catalog::{Backend, Kind};
+use crate::catalog::Kind;
 use crate::CapabilityCtxView;
 
 /// A failure of a backend, shown to the guest as `error::other`.
@@ -111,13 +106,7 @@ pub(crate) fn page(keys: Vec<String>, cursor: Option<u64>) -> (Vec<String>, Opti
     (page, next)
 }
 
-/// The key-value backends, the default first. A new backend is a file and a line here.
-const BACKENDS: &[Backend<dyn KeyValueStore>] = &[
-    memory::BACKEND,
-    file::BACKEND,
-    redis::BACKEND,
-    nats::BACKEND,
-];
+crate::catalog::backends!(dyn KeyValueStore: memory, file, redis, nats);
 
 /// The key-value capability: `wasi:keyvalue/{store,atomics,batch}`.
 pub static KEYVALUE: Kind<dyn KeyValueStore> = Kind {

@@ -3,9 +3,6 @@
 //! capability; subscriptions named in a link from the capability to a component are delivered to
 //! the component's `handler` export by the host.
 
-mod in_process;
-mod nats;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +11,7 @@ use tokio::sync::mpsc;
 use weft_manifest::{CapabilityLink, Delivered, Settings, SpecError, Subscription};
 
 use crate::bindings::messaging::{consumer, types};
-use crate::catalog::{Backend, Delivery, Kind};
+use crate::catalog::{Delivery, Kind};
 use crate::CapabilityCtxView;
 
 /// A message on a broker.
@@ -52,8 +49,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError>;
 }
 
-/// The brokers, the default first. A new broker is a file and a line here.
-const BACKENDS: &[Backend<dyn Broker>] = &[in_process::BACKEND, nats::BACKEND];
+crate::catalog::backends!(dyn Broker: in_process, nats);
 
 /// The messaging capability: `wasmcloud:messaging/consumer` granted by a link to it, the
 /// `handler` export called for the subjects a link from it names.
