@@ -92,6 +92,7 @@ fn eight_clients_count_to_exactly_4000_on_every_keyvalue_backend() {
     let backends = [
         ("memory", None),
         ("file", None),
+        ("sqlite", None),
         ("redis", Some(redis.url())),
         ("nats", Some(nats.url())),
     ];
@@ -121,7 +122,7 @@ fn eight_clients_count_to_exactly_4000_on_every_keyvalue_backend() {
 }
 
 #[test]
-fn the_count_survives_a_restart_with_the_file_backend_and_with_redis() {
+fn the_count_survives_a_restart_with_the_file_and_sqlite_backends_and_with_redis() {
     let mut redis = Server::redis();
     // Redis keeps its data across its own restarts only when asked to; this one is not restarted.
     let mut host = Host::start(&[]);
@@ -136,13 +137,21 @@ fn the_count_survives_a_restart_with_the_file_backend_and_with_redis() {
     ));
     host.deploy(&counter_app(
         s.dir.path(),
+        "durable-sqlite",
+        s.port,
+        "/sqlite",
+        "sqlite",
+        None,
+    ));
+    host.deploy(&counter_app(
+        s.dir.path(),
         "durable-redis",
         s.port,
         "/redis",
         "redis",
         Some(&redis.url()),
     ));
-    for path in ["file", "redis"] {
+    for path in ["file", "sqlite", "redis"] {
         for _ in 0..5 {
             let (status, _) = post(&format!("http://127.0.0.1:{}/{path}/visits", s.port), "");
             assert_eq!(status, 200);
@@ -150,7 +159,7 @@ fn the_count_survives_a_restart_with_the_file_backend_and_with_redis() {
     }
     host.stop();
     host.restart(&[]);
-    for path in ["file", "redis"] {
+    for path in ["file", "sqlite", "redis"] {
         let (status, body) = post(&format!("http://127.0.0.1:{}/{path}/visits", s.port), "");
         assert_eq!((status, body.trim()), (200, "6"), "{path}: {}", host.log());
     }

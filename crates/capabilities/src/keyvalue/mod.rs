@@ -106,7 +106,7 @@ pub(crate) fn page(keys: Vec<String>, cursor: Option<u64>) -> (Vec<String>, Opti
     (page, next)
 }
 
-crate::catalog::backends!(dyn KeyValueStore: memory, file, redis, nats);
+crate::catalog::backends!(dyn KeyValueStore: memory, file, redis, nats, sqlite);
 
 /// The key-value capability: `wasi:keyvalue/{store,atomics,batch}`.
 pub static KEYVALUE: Kind<dyn KeyValueStore> = Kind {
