@@ -11,7 +11,7 @@ use weft_lattice::{desired_apps, placements, AppRecord, LEASE_KEY};
 use crate::api::DeployRequest;
 use crate::{Forward, HostError, StoredApp};
 
-use super::*;
+use super::{Applied, Member, MemberError, RESYNC, RETRY_FAILED};
 
 impl Member {
     /// Brings this host in line with the placements: runs what is placed here, routes the rest

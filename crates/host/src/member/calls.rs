@@ -8,7 +8,7 @@ use weft_lattice::{frame, unframe, CallHead, CallReply};
 use weft_runtime::CallFailed;
 
 use super::forward::Missed;
-use super::*;
+use super::{Member, NatsForward, HEAD_ROOM};
 
 impl Member {
     /// Runs one call to an export of a component of `app` here and replies with its results.

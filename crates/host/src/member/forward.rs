@@ -14,7 +14,7 @@ use weft_runtime::{text_response, WorkloadBody};
 
 use crate::{Forward, IngressRequest};
 
-use super::*;
+use super::{Member, Serving, FORWARD_TIMEOUT, HEAD_ROOM, LIVENESS_CHECK};
 
 impl Member {
     /// Takes this host's share of the app's forwarded requests.

@@ -14,7 +14,7 @@ use weft_lattice::{
 use crate::api::{AppStatus, HostStatus, LatticeHost, LatticeInfo, Phase};
 use crate::{HostError, StoredApp};
 
-use super::*;
+use super::{Applied, Member, MemberError};
 
 impl Member {
     /// The desired apps and the controller's placements.
