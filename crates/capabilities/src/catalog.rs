@@ -23,6 +23,12 @@ pub type Erased = Arc<dyn Any + Send + Sync>;
 #[error("{0}")]
 pub struct BackendError(pub String);
 
+impl From<settings::ConfigError> for BackendError {
+    fn from(e: settings::ConfigError) -> Self {
+        BackendError(e.0)
+    }
+}
+
 /// A grant resolved to the identity of its backend and how to create it when it is new.
 pub type Opener<S> = (
     String,

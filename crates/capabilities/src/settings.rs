@@ -33,6 +33,44 @@ impl de::Error for ConfigError {
     }
 }
 
+/// The config of a backend that is a server reached by URL (Redis, NATS).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    url: Option<String>,
+}
+
+impl ServerConfig {
+    /// The configured URL, or where the server is when the manifest does not say.
+    pub fn url_or(self, default: &str) -> String {
+        self.url.unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// The config of a backend keeping one file per capability (redb, SQLite).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    path: Option<std::path::PathBuf>,
+}
+
+impl FileConfig {
+    /// The configured file, else `<state>/<kind>/<app>/<capability>.<extension>`.
+    pub fn path_or_state(
+        self,
+        at: &crate::Placement<'_>,
+        grant: &weft_manifest::Grant,
+        extension: &str,
+    ) -> std::path::PathBuf {
+        self.path.unwrap_or_else(|| {
+            at.state_dir
+                .join(&grant.kind)
+                .join(at.app)
+                .join(format!("{}.{extension}", grant.capability))
+        })
+    }
+}
+
 /// Reads `settings` into `C`. Fields are strings or `Option`s of them; `C` should carry
 /// `#[serde(deny_unknown_fields)]` so a typo is an error, not a silent default.
 pub fn typed<C: DeserializeOwned>(settings: &Settings) -> Result<C, ConfigError> {

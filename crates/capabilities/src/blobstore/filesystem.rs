@@ -35,7 +35,7 @@ struct Config {
 }
 
 fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn BlobStore>, BackendError> {
-    let config: Config = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let config: Config = typed(&grant.settings)?;
     let root = match config.root {
         Some(root) => root,
         None => at

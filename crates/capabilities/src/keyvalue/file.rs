@@ -7,10 +7,8 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use weft_manifest::Grant;
 
-use serde::Deserialize;
-
 use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::typed;
+use crate::settings::{typed, FileConfig};
 
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
@@ -24,28 +22,13 @@ struct File {
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
     name: "file",
     images: &["keyvalue-file", "keyvalue-redb"],
-    check: check_config::<Config>,
+    check: check_config::<FileConfig>,
     open,
 };
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    /// The redb file; `<state>/keyvalue/<app>/<capability>.redb` when not given.
-    path: Option<PathBuf>,
-}
-
 /// The file a grant names: `path` from config, else `<state>/keyvalue/<app>/<capability>.redb`.
 fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let config: Config = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
-    let path = match config.path {
-        Some(path) => path,
-        None => at
-            .state_dir
-            .join("keyvalue")
-            .join(at.app)
-            .join(format!("{}.redb", grant.capability)),
-    };
+    let path = typed::<FileConfig>(&grant.settings)?.path_or_state(at, grant, "redb");
     let identity = format!("file:{}", path.display());
     Ok((
         identity,

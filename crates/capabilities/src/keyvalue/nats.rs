@@ -44,26 +44,17 @@ pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    #[serde(default = "default_url")]
-    url: String,
+    url: Option<String>,
     /// The bucket of `open("")`.
-    #[serde(default = "default_bucket")]
-    bucket: String,
-}
-
-fn default_url() -> String {
-    DEFAULT_URL.to_string()
-}
-
-fn default_bucket() -> String {
-    DEFAULT_BUCKET.to_string()
+    bucket: Option<String>,
 }
 
 fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let Config {
-        url,
-        bucket: default_bucket,
-    } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let config: Config = typed(&grant.settings)?;
+    let url = config.url.unwrap_or_else(|| DEFAULT_URL.to_string());
+    let default_bucket = config
+        .bucket
+        .unwrap_or_else(|| DEFAULT_BUCKET.to_string());
     if !weft_lattice::is_valid_token(&default_bucket) {
         return Err(BackendError(format!(
             "`{default_bucket}` is not a NATS KV bucket name; use letters, digits, `-` and `_`"

@@ -9,10 +9,8 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 use weft_manifest::Grant;
 
-use serde::Deserialize;
-
 use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::typed;
+use crate::settings::{typed, ServerConfig};
 
 use super::{KeyValueStore, KvError, LIST_PAGE};
 
@@ -31,23 +29,12 @@ struct Redis {
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
     name: "redis",
     images: &["keyvalue-redis"],
-    check: check_config::<Config>,
+    check: check_config::<ServerConfig>,
     open: |_, grant| open(grant),
 };
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default = "default_url")]
-    url: String,
-}
-
-fn default_url() -> String {
-    DEFAULT_URL.to_string()
-}
-
 fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let Config { url } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
     let client = redis::Client::open(url.as_str()).map_err(|e| {
         BackendError(format!(
             "`{url}` is not a Redis URL ({e}); use redis://HOST:PORT"

@@ -6,41 +6,28 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Deserialize;
 use weft_manifest::Grant;
 
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::catalog::{check_config, Backend, BackendError, Opener, Placement};
-use crate::settings::typed;
+use crate::settings::{typed, FileConfig};
 
 /// Key-value in a SQLite file.
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
     name: "sqlite",
     images: &["keyvalue-sqlite"],
-    check: check_config::<Config>,
+    check: check_config::<FileConfig>,
     open,
 };
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    /// The database file; `<state>/keyvalue/<app>/<capability>.sqlite` when not given.
-    path: Option<PathBuf>,
-}
 
 struct Sqlite {
     connection: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
+/// The file a grant names: `path` from config, else `<state>/keyvalue/<app>/<capability>.sqlite`.
 fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let config: Config = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
-    let path = config.path.unwrap_or_else(|| {
-        at.state_dir
-            .join("keyvalue")
-            .join(at.app)
-            .join(format!("{}.sqlite", grant.capability))
-    });
+    let path = typed::<FileConfig>(&grant.settings)?.path_or_state(at, grant, "sqlite");
     Ok((
         format!("sqlite:{}", path.display()),
         Box::new(move || {

@@ -10,10 +10,8 @@ use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
 use super::{Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
-use serde::Deserialize;
-
 use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::typed;
+use crate::settings::{typed, ServerConfig};
 
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,23 +25,12 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn Broker> = Backend {
     name: "nats",
     images: &["messaging-nats"],
-    check: check_config::<Config>,
+    check: check_config::<ServerConfig>,
     open: |_, grant| open(grant),
 };
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default = "default_url")]
-    url: String,
-}
-
-fn default_url() -> String {
-    DEFAULT_URL.to_string()
-}
-
 fn open(grant: &Grant) -> Result<Opener<dyn Broker>, BackendError> {
-    let Config { url } = typed(&grant.settings).map_err(|e| BackendError(e.0))?;
+    let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
     Ok((
         format!("nats:{url}"),
         Box::new(move || {
