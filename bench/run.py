@@ -8,6 +8,7 @@
     python3 bench/run.py fleet       # N apps behind one harness: upgrade it under load; harness hop cost
     python3 bench/run.py lattice     # 3 hosts over NATS: cross-host call vs in-process; 3 hosts vs 1
     python3 bench/run.py failover    # 3 hosts: SIGKILL the app's host, then the leader; time to recover
+    python3 bench/run.py baseline --rev REV  # this tree vs weft built at REV: requests, deploys
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -114,11 +115,11 @@ def http_route(target, port, path):
 class Weft:
     """A `weft up` process on a fresh state dir, driven through its control API."""
 
-    def __init__(self, manifests=(), args=()):
+    def __init__(self, manifests=(), args=(), binary=None):
         self.state = tempfile.mkdtemp(prefix="weft-bench-")
         self.log = open(os.path.join(self.state, "weft.log"), "w")
         self.proc = subprocess.Popen(
-            [WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
+            [binary or WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
             stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn"},
         )
         deadline = time.time() + 600
@@ -723,23 +724,98 @@ def bench_failover(images, smoke):
         lattice.stop()
 
 
+def build_baseline(rev):
+    """weft built at `rev` in a worktree sharing this tree's target dir (dependencies are not
+    rebuilt), copied aside; this tree's binary is put back where it was."""
+    ours = os.path.join(REPO, "target", "weft-this-tree")
+    shutil.copy(WEFT, ours)
+    src = os.path.join(REPO, "target", "baseline-src")
+    if os.path.exists(src):
+        sh("git", "worktree", "remove", "--force", src, cwd=REPO)
+    sh("git", "worktree", "add", "--force", "--detach", src, rev, cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        sh("cargo", "build", "--release", "--locked", "--quiet", "-p", "weft",
+           "--target-dir", os.path.join(REPO, "target"), cwd=src)
+        binary = os.path.join(REPO, "target", f"weft-{rev}")
+        shutil.copy(os.path.join(REPO, "target", "release", "weft"), binary)
+    finally:
+        sh("git", "worktree", "remove", "--force", src, cwd=REPO)
+        shutil.copy(ours, WEFT)
+    return binary
+
+
+def bench_baseline(images, smoke, rev):
+    """The same requests and deploys against this tree's weft and weft at `rev`, alternating
+    rounds so that both see the same machine; prints each measure's ratio (this / baseline)."""
+    baseline = build_baseline(rev)
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    connections = int(os.environ.get("CONNECTIONS", "16"))
+    count = 20 if smoke else int(os.environ.get("APPS", "1000"))
+    rounds = 1 if smoke else int(os.environ.get("ROUNDS", "3"))
+    results = {"this tree": [], rev: []}
+    for _ in range(rounds):
+        for label, binary in (("this tree", WEFT), (rev, baseline)):
+            port = free_port()
+            tmp = tempfile.mkdtemp()
+            files = []
+            for name, path, props in [("fresh", "/hello", ""),
+                                      ("warm", "/warm", "reuse: { requests: 100000, idle: 60s }")]:
+                f = os.path.join(tmp, f"{name}.yaml")
+                open(f, "w").write(manifest(name, images["hello"], port, path, props))
+                files.append(f)
+            weft = Weft(files, binary=binary)
+            try:
+                for path in ("/hello", "/warm"):
+                    status, body, _ = get(port, path)
+                    assert status == 200 and body.startswith("Hello from Rust"), (label, path, status)
+                fresh = wrk(port, "/hello", duration, connections)
+                warm = wrk(port, "/warm", duration, connections)
+                before = weft.rss_kib()
+                elapsed = deploy_many(weft, images["hello"], count, free_port(), "/d")
+                time.sleep(1)
+                per_app = (weft.rss_kib() - before) / count
+                assert fresh["non2xx"] == 0 and warm["non2xx"] == 0, label
+                results[label].append((fresh["rps"], fresh["p99"], warm["rps"], elapsed / count * 1000,
+                                       per_app))
+            finally:
+                weft.stop()
+                shutil.rmtree(tmp, ignore_errors=True)
+    names = ("fresh req/s", "fresh p99 ms", "warm req/s", f"deploy ms/app ({count} apps)",
+             "RSS KiB per idle app")
+    rows = []
+    for i, name in enumerate(names):
+        this = statistics.median(r[i] for r in results["this tree"])
+        base = statistics.median(r[i] for r in results[rev])
+        rows.append((name, f"{this:.2f}", f"{base:.2f}", f"{this / base:.2f}x" if base else "n/a"))
+    print_table(f"This tree vs {rev} (median of {rounds} alternating rounds; wrk -t2 -c{connections} "
+                f"{duration} per run)", ("measure", "this tree", rev, "ratio"), rows)
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "all"])
+                                          "failover", "baseline", "all"])
+    parser.add_argument("--rev", help="baseline: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
-    if not args.smoke:
+    if args.bench == "baseline" and (not args.rev or args.smoke):
+        parser.error("baseline compares release builds: give --rev REV, without --smoke")
+    # The baseline compares weft with itself: it needs wrk, not the peers setup.sh installs.
+    if not args.smoke and (args.bench != "baseline" or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
-        globals()[f"bench_{name}"](images, args.smoke)
-    print(f"\n(python3 bench/run.py {args.bench}{' --smoke' if args.smoke else ''})")
+        if name == "baseline":
+            bench_baseline(images, args.smoke, args.rev)
+        else:
+            globals()[f"bench_{name}"](images, args.smoke)
+    rev = f" --rev {args.rev}" if args.rev else ""
+    print(f"\n(python3 bench/run.py {args.bench}{rev}{' --smoke' if args.smoke else ''})")
 
 
 if __name__ == "__main__":

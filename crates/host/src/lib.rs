@@ -113,6 +113,7 @@ impl HostError {
 
 /// What the host knows of one app.
 struct AppEntry {
+    /// As stored, without its locked app (`app` is the one that runs here).
     stored: StoredApp,
     phase: Phase,
     reason: Option<String>,
@@ -259,7 +260,7 @@ impl Host {
                     host.apps_lock().insert(
                         name,
                         AppEntry {
-                            stored,
+                            stored: stored.without_app(),
                             phase: Phase::Failed,
                             reason: Some(e.to_string()),
                             app: None,
@@ -485,7 +486,7 @@ impl Host {
             entries.push((
                 name,
                 AppEntry {
-                    stored,
+                    stored: stored.without_app(),
                     phase: Phase::Deployed,
                     reason: None,
                     app: Some(prepared.app),

@@ -36,6 +36,13 @@ pub struct StoredApp {
 }
 
 impl StoredApp {
+    /// This record without its locked app: what a host keeps in memory beside the app it runs,
+    /// so a thousand apps do not each hold their app twice.
+    pub(crate) fn without_app(mut self) -> Self {
+        self.app = None;
+        self
+    }
+
     /// The locked app: as stored, or parsed and locked again from state of an older weft.
     pub fn locked(&self) -> Result<weft_manifest::App, weft_manifest::ManifestError> {
         match &self.app {
