@@ -9,6 +9,7 @@
     python3 bench/run.py lattice     # 3 hosts over NATS: cross-host call vs in-process; 3 hosts vs 1
     python3 bench/run.py failover    # 3 hosts: SIGKILL the app's host, then the leader; time to recover
     python3 bench/run.py baseline --rev REV  # this tree vs weft built at REV: requests, deploys
+    python3 bench/run.py isolation [--rev REV]  # hello's latency while other guests loop or hog
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -791,27 +792,85 @@ def bench_baseline(images, smoke, rev):
                 f"{duration} per run)", ("measure", "this tree", rev, "ratio"), rows)
 
 
+def bench_isolation(images, smoke, rev=None):
+    """hello's latency alone, then while misbehave's endless loops (and, separately, memory
+    hogs) keep four requests each busy; with --rev, the same against weft built at REV."""
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    binaries = [("this tree", WEFT)] + ([(rev, build_baseline(rev))] if rev else [])
+    rows = []
+    for label, binary in binaries:
+        port = free_port()
+        tmp = tempfile.mkdtemp()
+        files = []
+        for name, project, path, props in [
+                ("hello", "hello", "/hello", ""),
+                ("misbehave", "misbehave", "/misbehave", "limits: { timeout: 5s }")]:
+            f = os.path.join(tmp, f"{name}.yaml")
+            open(f, "w").write(manifest(name, images[project], port, path, props))
+            files.append(f)
+        weft = Weft(files, binary=binary)
+        try:
+            alone = wrk(port, "/hello", duration, 4)
+            measured = [("alone", alone, None)]
+            for bad in ("loop", "hog"):
+                stop = threading.Event()
+
+                def misbehave(bad=bad):
+                    while not stop.is_set():
+                        try:
+                            get(port, f"/misbehave/{bad}")
+                        except OSError:
+                            pass
+                workers = [threading.Thread(target=misbehave, daemon=True) for _ in range(4)]
+                for w in workers:
+                    w.start()
+                time.sleep(0.5)
+                loaded = wrk(port, "/hello", duration, 4)
+                started = time.perf_counter()
+                weft.api("GET", "/v1/apps")
+                control = (time.perf_counter() - started) * 1000
+                stop.set()
+                measured.append((f"4 requests {'looping' if bad == 'loop' else 'hogging memory'}",
+                                 loaded, control))
+                for w in workers:
+                    w.join(timeout=30)
+            for what, r, control in measured:
+                rows.append((label, what, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                             f"{r['p99'] / alone['p99']:.1f}x", r["non2xx"],
+                             "" if control is None else f"{control:.0f}"))
+        finally:
+            weft.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    print_table(f"Isolation: hello while misbehave's guests loop or hog memory (wrk -t2 -c4 {duration})",
+                ("weft", "hello while", "req/s", "p50 ms", "p99 ms", "p99 vs alone", "non-2xx",
+                 "GET /v1/apps ms"), rows)
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "all"])
-    parser.add_argument("--rev", help="baseline: the git revision to compare this tree against")
+                                          "failover", "baseline", "isolation", "all"])
+    parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
-    if args.bench == "baseline" and (not args.rev or args.smoke):
-        parser.error("baseline compares release builds: give --rev REV, without --smoke")
-    # The baseline compares weft with itself: it needs wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench != "baseline" or not shutil.which("wrk")):
+    if args.bench == "baseline" and not args.rev:
+        parser.error("baseline compares this tree with another build: give --rev REV")
+    if args.rev and args.smoke:
+        parser.error("--rev compares release builds; leave out --smoke")
+    # These compare weft with itself: they need wrk, not the peers setup.sh installs.
+    if not args.smoke and (args.bench not in ("baseline", "isolation") or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover"]
+    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
             bench_baseline(images, args.smoke, args.rev)
+        elif name == "isolation":
+            bench_isolation(images, args.smoke, args.rev)
         else:
             globals()[f"bench_{name}"](images, args.smoke)
     rev = f" --rev {args.rev}" if args.rev else ""

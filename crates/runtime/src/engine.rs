@@ -1,4 +1,5 @@
-//! The host's one wasmtime `Engine` and the epoch ticker that enforces execution timeouts.
+//! The host's one wasmtime `Engine` and the epoch ticker at which guests yield and timeouts are
+//! enforced.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -6,8 +7,9 @@ use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// How often the epoch advances; a timeout is enforced to within one tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: a running guest yields this often, and a timeout is enforced
+/// to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Bytes of each pooled linear memory reset in place rather than returned to the kernel.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
@@ -110,9 +112,4 @@ impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Epoch ticks that cover `timeout`, at least one.
-pub fn ticks_for(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }

@@ -348,8 +348,10 @@ impl Runtime {
         )))
     }
 
-    /// A store for one call of `name`: its memory limit, and a deadline of its timeout that
-    /// traps the guest when it passes.
+    /// A store for one call of `name`: its memory limit, and its timeout. At every epoch tick
+    /// a running guest yields to the async runtime, so a busy guest shares its worker thread
+    /// with every other request instead of holding it; once the timeout has passed, the guest
+    /// traps at the next tick.
     pub(crate) fn limited_store(
         &self,
         name: &Arc<str>,
@@ -361,14 +363,29 @@ impl Runtime {
             InstanceState::new(name, limits.max_memory, access),
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::ticks_for(limits.timeout));
+        store.epoch_deadline_callback(|store| {
+            Ok(if std::time::Instant::now() >= store.data().deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
+        restart_deadline(&mut store, limits.timeout);
         store
     }
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// Gives the next call in `store` its whole `timeout`, from now (a reused instance too).
+pub(crate) fn restart_deadline(
+    store: &mut wasmtime::Store<InstanceState>,
+    timeout: std::time::Duration,
+) {
+    store.data_mut().deadline = std::time::Instant::now() + timeout;
+    store.set_epoch_deadline(1);
 }
 
 #[cfg(test)]

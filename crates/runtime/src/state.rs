@@ -26,6 +26,8 @@ pub struct InstanceState {
     pub(crate) limiter: MemoryLimiter,
     /// Instances of linked components in this store, by the import name each serves.
     pub(crate) peers: std::collections::HashMap<String, wasmtime::component::Instance>,
+    /// When the call running in this store is cut off (see [`crate::Runtime::limited_store`]).
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl InstanceState {
@@ -47,6 +49,7 @@ impl InstanceState {
             capabilities: CapabilityCtx::new(access.grants.clone()),
             peers: Default::default(),
             limiter: MemoryLimiter::new(max_memory),
+            deadline: std::time::Instant::now(),
         }
     }
 }

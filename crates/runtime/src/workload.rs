@@ -13,7 +13,6 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
-use crate::engine::ticks_for;
 use crate::state::{Access, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
 
@@ -162,8 +161,7 @@ impl Workload {
                 None,
             ),
         };
-        // Relative to the current epoch, so a reused instance gets a full budget again.
-        store.set_epoch_deadline(ticks_for(timeout));
+        crate::restart_deadline(&mut store, timeout);
 
         let (sender, receiver) = oneshot::channel();
         let resources = (|| -> wasmtime::Result<_> {

@@ -149,6 +149,52 @@ fn misbehaving_guests_fail_alone() {
 }
 
 #[test]
+fn guests_looping_on_every_worker_thread_do_not_stall_other_apps_or_the_control_api() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    host.deploy(&s.manifest(
+        "misbehave",
+        "v1",
+        &[Route {
+            properties: "limits: { timeout: 20s }",
+            ..route("misbehave", &g.misbehave, port, "/misbehave")
+        }],
+    ));
+    // More endless loops than the host has worker threads, each allowed 20 s.
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("http://127.0.0.1:{port}/misbehave/loop");
+            std::thread::spawn(move || get(&url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A request that waits for the loops to be cut off (20 s) fails here: a looping guest must
+    // share its thread, not hold it.
+    let patient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let response = patient
+            .get(format!("http://127.0.0.1:{port}/hello"))
+            .send()
+            .unwrap_or_else(|e| panic!("hello request {i} while guests loop: {e}"));
+        assert_eq!(response.status(), 200);
+    }
+    let listed = host.cli_ok(&["app", "list"]);
+    assert!(listed.contains("misbehave"), "{listed}");
+    assert!(loops.iter().all(|l| !l.is_finished()), "a loop ended early");
+    for handle in loops {
+        let (status, body) = handle.join().unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("execution timeout of 20s"), "{body}");
+    }
+}
+
+#[test]
 fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     let g = guests();
     let host = Host::start(&[]);
