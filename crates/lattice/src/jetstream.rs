@@ -75,7 +75,8 @@ pub fn check_key(key: &str) -> Result<(), LatticeError> {
 }
 
 impl JetStream {
-    /// Connects to NATS at `url`; reconnects on its own when the server comes back.
+    /// Connects to NATS at `url`; reconnects on its own when the server comes back. Messages
+    /// name the server with its credentials hidden.
     pub async fn connect(url: &str) -> Result<Self, LatticeError> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(CALL_TIMEOUT)
@@ -83,12 +84,12 @@ impl JetStream {
             .connect(url)
             .await
             .map_err(|e| LatticeError::Connect {
-                url: url.to_string(),
+                url: redact_credentials(url),
                 reason: e.to_string(),
             })?;
         Ok(JetStream {
             client,
-            url: url.to_string(),
+            url: redact_credentials(url),
         })
     }
 
@@ -97,7 +98,7 @@ impl JetStream {
         &self.client
     }
 
-    /// The server's URL as given.
+    /// The server's URL, credentials hidden.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -382,5 +383,54 @@ impl Kv {
             .subscribe(format!("$KV.{}.>", self.bucket))
             .await
             .map_err(|e| self.js.failed("watch", e))
+    }
+}
+
+/// `url` with its credentials hidden, for messages and logs that anyone may read:
+/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, `nats://token@host` →
+/// `nats://***@host`. A URL without credentials comes back unchanged.
+pub fn redact_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let hidden = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{hidden}@{host}{tail}")
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_credentials;
+
+    #[test]
+    fn passwords_and_tokens_are_hidden_and_the_rest_kept() {
+        assert_eq!(
+            redact_credentials("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_credentials("redis://app:s3cret@db:6379"),
+            "redis://app:***@db:6379"
+        );
+        assert_eq!(
+            redact_credentials("nats://tok3n@h:4222"),
+            "nats://***@h:4222"
+        );
+        assert_eq!(
+            redact_credentials("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+        assert_eq!(
+            redact_credentials("redis://h:1/?password=x@y"),
+            "redis://h:1/?password=x@y"
+        );
+        assert_eq!(redact_credentials("not a url"), "not a url");
     }
 }

@@ -11,7 +11,7 @@ pub mod state;
 
 pub use blobs::LatticeBlobs;
 pub use directory::{Directory, KnownHost};
-pub use jetstream::{Cas, CasFailed, Entry, JetStream, Kv, LatticeError};
+pub use jetstream::{redact_credentials, Cas, CasFailed, Entry, JetStream, Kv, LatticeError};
 pub use lease::{Lease, LeaseRecord, LeaseState};
 pub use protocol::*;
 pub use state::{desired_apps, placements, Leadership};

@@ -167,6 +167,31 @@ fn the_count_survives_a_restart_with_the_file_and_sqlite_backends_and_with_redis
 }
 
 #[test]
+fn a_backend_password_reaches_neither_the_client_nor_the_log() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    // Nothing listens on port 1: every store call fails, and says where it tried.
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "guarded",
+        s.port,
+        "/counter",
+        "redis",
+        Some("redis://app:s3cret-pw@127.0.0.1:1/0"),
+    ));
+    let (status, body) = post(&format!("http://127.0.0.1:{}/counter/n", s.port), "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("redis://app:***@127.0.0.1:1/0"), "{body}");
+    let status = host.cli_ok(&["app", "status", "guarded"]);
+    for (what, text) in [("response", body), ("status", status), ("log", host.log())] {
+        assert!(
+            !text.contains("s3cret-pw"),
+            "the password is in the {what}:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn a_lost_redis_fails_only_store_calls_and_the_store_recovers_without_a_restart() {
     let g = guests();
     let mut redis = Server::redis();

@@ -153,7 +153,7 @@ impl KeyValueStore for Nats {
         }
         Err(KvError(format!(
             "NATS at {}: increment: too much contention on `{key}`; try again",
-            self.url
+            weft_lattice::redact_credentials(&self.url)
         )))
     }
 }

@@ -21,6 +21,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Redis {
     client: redis::Client,
+    /// The server, credentials hidden: errors reach guests, their clients and the log.
     url: String,
     connection: OnceCell<ConnectionManager>,
 }
@@ -35,9 +36,10 @@ pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
 
 fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
     let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
+    let shown = weft_lattice::redact_credentials(&url);
     let client = redis::Client::open(url.as_str()).map_err(|e| {
         BackendError(format!(
-            "`{url}` is not a Redis URL ({e}); use redis://HOST:PORT"
+            "`{shown}` is not a Redis URL ({e}); use redis://HOST:PORT"
         ))
     })?;
     Ok((
@@ -45,7 +47,7 @@ fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
         Box::new(move || {
             Ok(Arc::new(Redis {
                 client,
-                url,
+                url: shown,
                 connection: OnceCell::new(),
             }) as Arc<dyn KeyValueStore>)
         }),

@@ -51,14 +51,20 @@ impl Nats {
                     .connect(self.url.as_str())
                     .await
                     .map_err(|e| {
-                        MessagingError(format!("NATS at {} is unreachable: {e}", self.url))
+                        MessagingError(format!(
+                            "NATS at {} is unreachable: {e}",
+                            weft_lattice::redact_credentials(&self.url)
+                        ))
                     })
             })
             .await
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> MessagingError {
-        MessagingError(format!("NATS at {}: {what}: {e}", self.url))
+        MessagingError(format!(
+            "NATS at {}: {what}: {e}",
+            weft_lattice::redact_credentials(&self.url)
+        ))
     }
 }
 
