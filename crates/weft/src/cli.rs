@@ -196,6 +196,10 @@ pub struct UpArgs {
     /// Address of the control API
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub control_addr: SocketAddr,
+    /// Let the control API listen on an address other machines can reach; it speaks plain
+    /// HTTP, so its token then crosses the network in clear
+    #[arg(long)]
+    pub control_public: bool,
     #[command(flatten)]
     pub serve: ServeArgs,
 }

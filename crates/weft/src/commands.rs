@@ -122,6 +122,14 @@ struct Serving {
 }
 
 async fn up(global: &Global, args: UpArgs) -> Result<()> {
+    if !args.control_addr.ip().is_loopback() && !args.control_public {
+        anyhow::bail!(
+            "the control API would listen on {}, reachable from other machines over plain HTTP \
+             with its token in clear; give a loopback address (127.0.0.1:7878), or pass \
+             --control-public to accept that",
+            args.control_addr
+        );
+    }
     serve(
         global,
         Serving {

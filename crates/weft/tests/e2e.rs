@@ -195,6 +195,24 @@ fn guests_looping_on_every_worker_thread_do_not_stall_other_apps_or_the_control_
 }
 
 #[test]
+fn a_control_api_reachable_from_other_machines_needs_saying_so() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["up", "--control-addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--control-public"), "{stderr}");
+    assert!(
+        !state.path().join("control.json").exists(),
+        "a control API was started"
+    );
+}
+
+#[test]
 fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     let g = guests();
     let host = Host::start(&[]);
