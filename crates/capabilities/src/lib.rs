@@ -220,18 +220,24 @@ impl CapabilityCtx {
         }
     }
 
-    /// The link name in force for `namespace:package`.
-    fn link_name(&self, package: &str) -> &str {
+    /// The link name in force for `namespace:package`; found without building the key, since
+    /// every capability call asks and the map is almost always empty.
+    fn link_name(&self, namespace: &str, package: &str) -> &str {
         self.link_names
-            .get(package)
-            .map_or(DEFAULT_LINK_NAME, String::as_str)
+            .iter()
+            .find(|(key, _)| {
+                key.strip_prefix(namespace)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(package)
+            })
+            .map_or(DEFAULT_LINK_NAME, |(_, name)| name.as_str())
     }
 
     /// The backend of `kind` under the link name in force, or a message naming the links there
     /// are, for the guest.
     fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
-        let package = format!("{}:{}", kind.namespace, kind.package);
-        let name = self.link_name(&package);
+        let name = self.link_name(kind.namespace, kind.package);
+        let package = || format!("{}:{}", kind.namespace, kind.package);
         let links = self.grants.granted.get(kind.name);
         let found = links
             .and_then(|links| links.get(name))
@@ -241,12 +247,14 @@ impl CapabilityCtx {
             (None, Some(links)) if !links.is_empty() => {
                 let names: Vec<&str> = links.keys().map(String::as_str).collect();
                 Err(format!(
-                    "no {package} link named `{name}`; this component's links: {}",
+                    "no {} link named `{name}`; this component's links: {}",
+                    package(),
                     names.join(", ")
                 ))
             }
             (None, _) => Err(format!(
-                "{package} is not granted to this component: it has no link to it"
+                "{} is not granted to this component: it has no link to it",
+                package()
             )),
         }
     }
