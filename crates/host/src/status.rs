@@ -31,7 +31,13 @@ impl Host {
     /// The status of every app, by name.
     pub fn list(&self) -> Result<Vec<AppStatus>, HostError> {
         let names: Vec<String> = self.apps_lock().keys().cloned().collect();
-        names.iter().map(|n| self.status(n)).collect()
+        // An app undeployed between the two reads (a lattice moving it away) is simply gone,
+        // not a failure of the listing.
+        names
+            .iter()
+            .map(|n| self.status(n))
+            .filter(|s| !matches!(s, Err(HostError::NotFound(_))))
+            .collect()
     }
 
     /// The status of one app.
