@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use wasmtime::component::{InstancePre, Val};
 
+use crate::long_running::{CallRecord, Demotable, Pace};
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::{CallFailed, Runtime};
@@ -19,6 +20,8 @@ pub struct ExportServer {
     limits: weft_manifest::Limits,
     access: Access,
     permits: Arc<Semaphore>,
+    /// How long its calls usually run, to tell one that runs long.
+    pace: Arc<Pace>,
 }
 
 impl ExportServer {
@@ -52,20 +55,33 @@ impl ExportServer {
         let mut store = self
             .runtime
             .limited_store(&self.name, &self.limits, &self.access);
-        let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            let func = instance
-                .get_func(&mut store, function_index)
-                .ok_or_else(|| wasmtime::format_err!("`{function}` is not a function"))?;
-            let ty = func.ty(&store);
-            let params = crate::wire::decode_all(ty.params().map(|(_, t)| t), params)
-                .map_err(|e| wasmtime::format_err!("bad arguments for `{function}`: {e}"))?;
-            let mut results = vec![Val::Bool(false); ty.results().len()];
-            func.call_async(&mut store, &params, &mut results).await?;
-            crate::wire::encode_all(&results, ty.results())
-                .map_err(|e| wasmtime::format_err!("cannot send the results of `{function}`: {e}"))
-        };
-        let failure = match tokio::time::timeout(timeout, run).await {
+        let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
+        let mut record = CallRecord::new(&self.pace, &long_running);
+        let pre = self.pre.clone();
+        let params = params.to_vec();
+        let function = function.to_string();
+        let run = Demotable::new(
+            async move {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let func = instance
+                    .get_func(&mut store, function_index)
+                    .ok_or_else(|| wasmtime::format_err!("`{function}` is not a function"))?;
+                let ty = func.ty(&store);
+                let params = crate::wire::decode_all(ty.params().map(|(_, t)| t), &params)
+                    .map_err(|e| wasmtime::format_err!("bad arguments for `{function}`: {e}"))?;
+                let mut results = vec![Val::Bool(false); ty.results().len()];
+                func.call_async(&mut store, &params, &mut results).await?;
+                crate::wire::encode_all(&results, ty.results()).map_err(|e| {
+                    wasmtime::format_err!("cannot send the results of `{function}`: {e}")
+                })
+            },
+            long_running,
+        );
+        let finished = tokio::time::timeout(timeout, run).await;
+        if matches!(finished, Ok(Ok(_))) {
+            record.clean();
+        }
+        let failure = match finished {
             Ok(Ok(encoded)) => return Ok(encoded),
             Ok(Err(e)) => classify(e, timeout),
             Err(_) => Failure::Timeout(timeout),
@@ -90,6 +106,7 @@ impl Runtime {
             name: what.into(),
             component: loaded.code.component.clone(),
             permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
+            pace: Arc::default(),
             pre,
             limits,
             access,

@@ -8,6 +8,7 @@ use weft_capabilities::handler_bindings::wasmcloud::messaging::types::BrokerMess
 use weft_capabilities::handler_bindings::MessageHandlerPre;
 use weft_capabilities::messaging::Message;
 
+use crate::long_running::{CallRecord, Demotable, Pace};
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::{CallFailed, Runtime};
@@ -20,6 +21,8 @@ pub struct MessageHandler {
     limits: weft_manifest::Limits,
     access: Access,
     permits: Arc<Semaphore>,
+    /// How long its calls usually run, to tell one that runs long.
+    pace: Arc<Pace>,
 }
 
 impl MessageHandler {
@@ -34,6 +37,7 @@ impl MessageHandler {
             runtime,
             name: name.into(),
             permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
+            pace: Arc::default(),
             pre,
             limits,
             access,
@@ -62,14 +66,24 @@ impl MessageHandler {
             body: message.body.to_vec(),
             reply_to: message.reply_to,
         };
-        let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            instance
-                .wasmcloud_messaging_handler()
-                .call_handle_message(&mut store, &message)
-                .await
-        };
-        let failure = match tokio::time::timeout(timeout, run).await {
+        let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
+        let mut record = CallRecord::new(&self.pace, &long_running);
+        let pre = self.pre.clone();
+        let run = Demotable::new(
+            async move {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance
+                    .wasmcloud_messaging_handler()
+                    .call_handle_message(&mut store, &message)
+                    .await
+            },
+            long_running,
+        );
+        let finished = tokio::time::timeout(timeout, run).await;
+        if matches!(finished, Ok(Ok(Ok(())))) {
+            record.clean();
+        }
+        let failure = match finished {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(refused))) => {
                 return Err(CallFailed(format!(

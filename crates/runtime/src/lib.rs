@@ -7,6 +7,7 @@ mod exports;
 mod guest_log;
 mod handler;
 mod links;
+mod long_running;
 mod state;
 pub mod wire;
 mod workload;
@@ -350,8 +351,9 @@ impl Runtime {
 
     /// A store for one call of `name`: its memory limit, and its timeout. At every epoch tick
     /// a running guest yields to the async runtime, so a busy guest shares its worker thread
-    /// with every other request instead of holding it; once the timeout has passed, the guest
-    /// traps at the next tick.
+    /// with every other request instead of holding it; a call that keeps running is marked
+    /// long-running (see [`long_running`]); once the timeout has passed, the guest traps at the
+    /// next tick.
     pub(crate) fn limited_store(
         &self,
         name: &Arc<str>,
@@ -363,14 +365,16 @@ impl Runtime {
             InstanceState::new(name, limits.max_memory, access),
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|store| {
-            Ok(if std::time::Instant::now() >= store.data().deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if std::time::Instant::now() >= state.deadline {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            if state.long_running.ran() >= state.long_running_after {
+                state.long_running.mark();
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
         });
-        restart_deadline(&mut store, limits.timeout);
         store
     }
 
@@ -379,13 +383,20 @@ impl Runtime {
     }
 }
 
-/// Gives the next call in `store` its whole `timeout`, from now (a reused instance too).
+/// Gives the next call in `store` its whole `timeout`, from now (a reused instance too), and
+/// returns the clock its epoch callback reads to tell, by `pace`, when the call runs long.
 pub(crate) fn restart_deadline(
     store: &mut wasmtime::Store<InstanceState>,
     timeout: std::time::Duration,
-) {
-    store.data_mut().deadline = std::time::Instant::now() + timeout;
+    pace: &long_running::Pace,
+) -> long_running::LongRunning {
+    let state = store.data_mut();
+    state.deadline = std::time::Instant::now() + timeout;
+    state.long_running_after = pace.budget();
+    state.long_running = long_running::LongRunning::default();
+    let flag = state.long_running.clone();
     store.set_epoch_deadline(1);
+    flag
 }
 
 #[cfg(test)]

@@ -28,6 +28,10 @@ pub struct InstanceState {
     pub(crate) peers: std::collections::HashMap<String, wasmtime::component::Instance>,
     /// When the call running in this store is cut off (see [`crate::Runtime::limited_store`]).
     pub(crate) deadline: std::time::Instant,
+    /// The running time after which the current call is marked long-running.
+    pub(crate) long_running_after: std::time::Duration,
+    /// Raised once the current call has run long enough to leave the shared threads.
+    pub(crate) long_running: crate::long_running::LongRunning,
 }
 
 impl InstanceState {
@@ -50,6 +54,8 @@ impl InstanceState {
             peers: Default::default(),
             limiter: MemoryLimiter::new(max_memory),
             deadline: std::time::Instant::now(),
+            long_running_after: std::time::Duration::ZERO,
+            long_running: Default::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
+use crate::long_running::{CallRecord, Demotable, Pace};
 use crate::state::{Access, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
 
@@ -31,6 +32,8 @@ pub struct Workload {
     permits: Arc<Semaphore>,
     /// Idle instances kept for reuse, most recently used last.
     warm: Mutex<Vec<WarmInstance>>,
+    /// How long its requests usually run, to tell one that runs long.
+    pace: Arc<Pace>,
 }
 
 /// An instance that finished a request cleanly and may serve another.
@@ -69,6 +72,7 @@ impl Workload {
             access,
             permits,
             warm: Mutex::default(),
+            pace: Arc::default(),
         }
     }
 
@@ -161,7 +165,7 @@ impl Workload {
                 None,
             ),
         };
-        crate::restart_deadline(&mut store, timeout);
+        let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
 
         let (sender, receiver) = oneshot::channel();
         let resources = (|| -> wasmtime::Result<_> {
@@ -181,45 +185,50 @@ impl Workload {
         };
 
         let workload = self.clone();
-        let mut instance = Box::pin(async move {
-            // The permit lives as long as the instance, which may outlive the response headers
-            // while it streams the body.
-            let _permit = permit;
-            let run = async {
-                let (proxy, served) = match warm {
-                    Some(warm) => warm,
-                    None => {
-                        // Linked components first: the source's imports call into them.
-                        for peer in workload.access.linked.iter().flat_map(|l| &l.peers) {
-                            let instance = peer.pre.instantiate_async(&mut store).await?;
-                            for interface in &peer.interfaces {
-                                store.data_mut().peers.insert(interface.clone(), instance);
+        let mut record = CallRecord::new(&self.pace, &long_running);
+        let mut instance = Demotable::new(
+            async move {
+                // The permit lives as long as the instance, which may outlive the response headers
+                // while it streams the body.
+                let _permit = permit;
+                let run = async {
+                    let (proxy, served) = match warm {
+                        Some(warm) => warm,
+                        None => {
+                            // Linked components first: the source's imports call into them.
+                            for peer in workload.access.linked.iter().flat_map(|l| &l.peers) {
+                                let instance = peer.pre.instantiate_async(&mut store).await?;
+                                for interface in &peer.interfaces {
+                                    store.data_mut().peers.insert(interface.clone(), instance);
+                                }
                             }
+                            (workload.pre.instantiate_async(&mut store).await?, 0)
                         }
-                        (workload.pre.instantiate_async(&mut store).await?, 0)
-                    }
+                    };
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await?;
+                    wasmtime::Result::<_>::Ok((proxy, served))
                 };
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await?;
-                wasmtime::Result::<_>::Ok((proxy, served))
-            };
-            match tokio::time::timeout(timeout, run).await {
-                Ok(Ok((proxy, served))) => {
-                    // Only an instance that finished cleanly is reused; a trapped one is dropped.
-                    workload.put_warm(WarmInstance {
-                        store,
-                        proxy,
-                        served,
-                        idle_since: Instant::now(),
-                    });
-                    Ok(())
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(Ok((proxy, served))) => {
+                        record.clean();
+                        // Only an instance that finished cleanly is reused; a trapped one is dropped.
+                        workload.put_warm(WarmInstance {
+                            store,
+                            proxy,
+                            served,
+                            idle_since: Instant::now(),
+                        });
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(classify(e, timeout)),
+                    Err(_) => Err(Failure::Timeout(timeout)),
                 }
-                Ok(Err(e)) => Err(classify(e, timeout)),
-                Err(_) => Err(Failure::Timeout(timeout)),
-            }
-        });
+            },
+            long_running,
+        );
 
         // The guest runs on this connection's task until its response headers are ready, so a
         // request does not hop threads; only a guest still streaming its body is handed to a

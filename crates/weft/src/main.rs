@@ -20,6 +20,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // A guest call may hold a worker for a whole epoch tick (1 ms) before it yields; at
+        // tokio's default of 61 tasks between looks at the sockets, a new request could wait
+        // 61 ms behind busy guests. Eight bounds that wait near the budget of a long call.
+        .event_interval(8)
         .enable_all()
         .build()
     {

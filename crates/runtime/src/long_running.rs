@@ -1,0 +1,349 @@
+//! Guest calls that run long move to low-priority threads, so short requests keep their latency.
+//!
+//! Every guest call starts on the thread that received it: the common, short request never hops.
+//! A call that has been running (on a thread, not waiting) several times longer than its
+//! component's calls usually take ([`Pace`]) is handed, with its whole store, to a pool of
+//! threads the kernel runs only when nothing else wants the core (`SCHED_IDLE`). On an idle
+//! machine it keeps running at full speed; under contention the cores go first to the ingress,
+//! the control API and short requests. Its timeout still holds: the deadline is wall time,
+//! checked at every epoch tick wherever the call runs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use thread_priority::{
+    set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
+    ThreadSchedulePolicy,
+};
+use tokio::task::JoinHandle;
+
+/// The least running time a call may take on the thread that received it before it moves:
+/// far above what a request that answers from memory takes (tens of microseconds for Rust),
+/// and short enough that an endless loop costs the shared threads little.
+const MIN_BUDGET: Duration = Duration::from_millis(3);
+
+/// The most: however long a component's calls usually run, one that runs this long leaves.
+const MAX_BUDGET: Duration = Duration::from_millis(100);
+
+/// How many times its usual running time a call may take before it counts as running long.
+const USUAL_FACTOR: u32 = 4;
+
+/// Calls a component finishes before its own pace counts: until then, every call gets
+/// [`LEARNING_BUDGET`]. A component's first calls run slower than its later ones (cold caches,
+/// first page faults) and arrive together; judged by [`MIN_BUDGET`], they would all move at once
+/// and, on a busy host, wait behind everything else.
+const LEARNING_CALLS: u32 = 4;
+
+/// The budget of a call made while its component's pace is still unknown: several times what
+/// a cold first call of a fresh CPython instance runs (about 6 ms).
+const LEARNING_BUDGET: Duration = Duration::from_millis(25);
+
+/// What a component's calls usually take, so that only calls running far longer than usual
+/// leave the shared threads. A fixed bar would punish a component whose every call is a little
+/// heavy (a fresh CPython instance runs about 3 ms): under full load the calls of its slow tail
+/// would move and wait behind all the others; a loop still leaves after [`MAX_BUDGET`] at most.
+#[derive(Default)]
+pub(crate) struct Pace {
+    /// Running time per clean call in microseconds, a moving average.
+    usual_micros: AtomicU64,
+    /// Calls finished, clean or not (saturating at [`LEARNING_CALLS`]).
+    calls: AtomicU32,
+}
+
+impl Pace {
+    /// Running time after which the next call is marked long-running.
+    pub(crate) fn budget(&self) -> Duration {
+        if self.calls.load(Ordering::Relaxed) < LEARNING_CALLS {
+            return LEARNING_BUDGET;
+        }
+        let usual = Duration::from_micros(self.usual_micros.load(Ordering::Relaxed));
+        (usual * USUAL_FACTOR).clamp(MIN_BUDGET, MAX_BUDGET)
+    }
+
+    /// Counts a call that finished after running `ran` in all; only a clean finish (no trap,
+    /// no timeout) tells what the component's calls usually take.
+    pub(crate) fn record(&self, ran: Duration, clean: bool) {
+        if self.calls.load(Ordering::Relaxed) < LEARNING_CALLS {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        if !clean {
+            return;
+        }
+        let sample = ran.min(MAX_BUDGET).as_micros() as u64;
+        // Racing updates may lose a sample; the average only steers a budget.
+        let usual = self.usual_micros.load(Ordering::Relaxed);
+        self.usual_micros
+            .store((usual * 7 + sample) / 8, Ordering::Relaxed);
+    }
+}
+
+/// Counts one call on its component's [`Pace`] when dropped, however the call ends: clean
+/// only once [`CallRecord::clean`] is called, so a call cut off or cancelled (its client gone)
+/// counts as one that never finished.
+pub(crate) struct CallRecord {
+    pace: Arc<Pace>,
+    clock: LongRunning,
+    clean: bool,
+}
+
+impl CallRecord {
+    pub(crate) fn new(pace: &Arc<Pace>, clock: &LongRunning) -> Self {
+        CallRecord {
+            pace: pace.clone(),
+            clock: clock.clone(),
+            clean: false,
+        }
+    }
+
+    /// The call finished with no trap and within its timeout.
+    pub(crate) fn clean(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.pace.record(self.clock.ran(), self.clean);
+    }
+}
+
+/// The runtime whose threads run long guest calls.
+fn pool() -> &'static tokio::runtime::Runtime {
+    static POOL: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("weft-long-guest")
+            .on_thread_start(|| {
+                // SCHED_IDLE, not only the lowest nice value: the kernel then preempts such a
+                // thread the moment a normal one wakes, instead of at the end of its slice.
+                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+                if let Err(e) =
+                    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+                {
+                    tracing::warn!(error = ?e, "cannot lower the priority of a long-running guest thread");
+                }
+            })
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the long-running guest threads: {e}"))
+    })
+}
+
+/// How long one call has been running, shared by its store's epoch callback (which reads it)
+/// and the [`Demotable`] that polls it (which clocks each poll); raised once the call has run
+/// past its budget.
+#[derive(Clone, Default)]
+pub(crate) struct LongRunning(Arc<CallClock>);
+
+#[derive(Default)]
+struct CallClock {
+    marked: AtomicBool,
+    /// Nanoseconds spent in earlier polls.
+    ran_nanos: AtomicU64,
+    /// The polling thread's CPU time when the poll in progress began; 0 between polls.
+    polled_at: AtomicU64,
+}
+
+/// The CPU time the calling thread has used, in nanoseconds (never 0). CPU time, not wall
+/// time: a call whose thread the kernel preempts (for the load generator, another process) has
+/// not run meanwhile, and must not be taken for a long one.
+fn thread_cpu_nanos() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64 + 1
+}
+
+impl LongRunning {
+    pub(crate) fn mark(&self) {
+        self.0.marked.store(true, Ordering::Relaxed);
+    }
+
+    fn is_marked(&self) -> bool {
+        self.0.marked.load(Ordering::Relaxed)
+    }
+
+    /// Time the call has spent being polled, the poll in progress included.
+    pub(crate) fn ran(&self) -> Duration {
+        let polled_at = self.0.polled_at.load(Ordering::Relaxed);
+        let current = if polled_at == 0 {
+            0
+        } else {
+            thread_cpu_nanos().saturating_sub(polled_at)
+        };
+        Duration::from_nanos(self.0.ran_nanos.load(Ordering::Relaxed) + current)
+    }
+
+    /// Polls `call` once, adding the time the poll takes to the call's running time.
+    fn clocked_poll<T>(
+        &self,
+        call: Pin<&mut (dyn Future<Output = T> + Send)>,
+        cx: &mut Context<'_>,
+    ) -> Poll<T> {
+        let began = thread_cpu_nanos();
+        self.0.polled_at.store(began, Ordering::Relaxed);
+        let poll = call.poll(cx);
+        self.0.polled_at.store(0, Ordering::Relaxed);
+        self.0
+            .ran_nanos
+            .fetch_add(thread_cpu_nanos().saturating_sub(began), Ordering::Relaxed);
+        poll
+    }
+}
+
+/// A guest call that runs where it is polled until it is marked long-running, then finishes on
+/// the low-priority pool. Dropping it cancels the call wherever it runs.
+pub(crate) struct Demotable<T: Send + 'static> {
+    stage: Stage<T>,
+    long_running: LongRunning,
+}
+
+enum Stage<T> {
+    Here(Pin<Box<dyn Future<Output = T> + Send>>),
+    Moved(JoinHandle<T>),
+    Moving,
+}
+
+impl<T: Send + 'static> Demotable<T> {
+    /// Wraps `call`, whose store reports through `long_running`.
+    pub(crate) fn new(
+        call: impl Future<Output = T> + Send + 'static,
+        long_running: LongRunning,
+    ) -> Self {
+        Demotable {
+            stage: Stage::Here(Box::pin(call)),
+            long_running,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Demotable<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        if let Stage::Here(call) = &mut this.stage {
+            if !this.long_running.is_marked() {
+                // The epoch callback marks the call and yields, which wakes this task at once.
+                return this.long_running.clocked_poll(call.as_mut(), cx);
+            }
+            if let Stage::Here(call) = std::mem::replace(&mut this.stage, Stage::Moving) {
+                let clock = this.long_running.clone();
+                let mut call = call;
+                this.stage = Stage::Moved(pool().spawn(std::future::poll_fn(move |cx| {
+                    clock.clocked_poll(call.as_mut(), cx)
+                })));
+            }
+        }
+        match &mut this.stage {
+            Stage::Moved(handle) => Pin::new(handle).poll(cx).map(|finished| match finished {
+                Ok(output) => output,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {
+                    unreachable!("a moved call is cancelled only when its Demotable is dropped")
+                }
+            }),
+            Stage::Here(_) | Stage::Moving => unreachable!("a call is moved before it is awaited"),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Demotable<T> {
+    fn drop(&mut self) {
+        if let Stage::Moved(handle) = &self.stage {
+            handle.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_component_gets_a_learning_budget_until_its_pace_is_known() {
+        let pace = Pace::default();
+        for _ in 0..LEARNING_CALLS {
+            assert_eq!(pace.budget(), LEARNING_BUDGET);
+            pace.record(Duration::from_secs(5), false);
+        }
+        assert_eq!(
+            pace.budget(),
+            MIN_BUDGET,
+            "calls that never finish cleanly set no pace"
+        );
+    }
+
+    #[test]
+    fn a_component_whose_calls_are_all_heavy_gets_room_up_to_the_ceiling() {
+        let pace = Pace::default();
+        for _ in 0..64 {
+            pace.record(Duration::from_millis(6), true);
+        }
+        let budget = pace.budget();
+        assert!(
+            budget > Duration::from_millis(23) && budget <= Duration::from_millis(24),
+            "{budget:?}"
+        );
+        for _ in 0..64 {
+            pace.record(Duration::from_secs(1), true);
+        }
+        assert_eq!(pace.budget(), MAX_BUDGET);
+    }
+
+    #[test]
+    fn light_calls_bring_the_budget_back_down() {
+        let pace = Pace::default();
+        for _ in 0..64 {
+            pace.record(Duration::from_millis(50), true);
+        }
+        for _ in 0..64 {
+            pace.record(Duration::ZERO, true);
+        }
+        assert_eq!(pace.budget(), MIN_BUDGET);
+    }
+
+    #[tokio::test]
+    async fn a_call_is_clocked_only_while_it_runs() {
+        let flag = LongRunning::default();
+        let clock = flag.clone();
+        let call = Demotable::new(
+            async move {
+                let spin = thread_cpu_nanos();
+                while thread_cpu_nanos() - spin < 20_000_000 {
+                    std::hint::spin_loop();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                clock.ran()
+            },
+            flag,
+        );
+        let ran = call.await;
+        assert!(
+            ran >= Duration::from_millis(20) && ran < Duration::from_millis(200),
+            "{ran:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_marked_call_finishes_on_the_long_running_threads() {
+        let flag = LongRunning::default();
+        let marker = flag.clone();
+        let call = Demotable::new(
+            async move {
+                let before = std::thread::current().name().map(str::to_owned);
+                marker.mark();
+                tokio::task::yield_now().await;
+                (before, std::thread::current().name().map(str::to_owned))
+            },
+            flag,
+        );
+        let (before, after) = call.await;
+        assert_ne!(before.as_deref(), Some("weft-long-guest"));
+        assert_eq!(after.as_deref(), Some("weft-long-guest"));
+    }
+}
