@@ -793,8 +793,8 @@ def bench_baseline(images, smoke, rev):
 
 
 def bench_isolation(images, smoke, rev=None):
-    """hello's latency alone, then while misbehave's endless loops (and, separately, memory
-    hogs) keep four requests each busy; with --rev, the same against weft built at REV."""
+    """hello's latency alone, then while misbehave's endless loops, memory hogs, and both at
+    once keep four requests each busy; with --rev, the same against weft built at REV."""
     duration = "1s" if smoke else os.environ.get("DURATION", "10s")
     binaries = [("this tree", WEFT)] + ([(rev, build_baseline(rev))] if rev else [])
     rows = []
@@ -812,16 +812,18 @@ def bench_isolation(images, smoke, rev=None):
         try:
             alone = wrk(port, "/hello", duration, 4)
             measured = [("alone", alone, None)]
-            for bad in ("loop", "hog"):
+            for what, bads in (("4 requests looping", ["loop"] * 4),
+                               ("4 requests hogging memory", ["hog"] * 4),
+                               ("4 looping and 4 hogging", ["loop"] * 4 + ["hog"] * 4)):
                 stop = threading.Event()
 
-                def misbehave(bad=bad):
+                def misbehave(bad):
                     while not stop.is_set():
                         try:
                             get(port, f"/misbehave/{bad}")
                         except OSError:
                             pass
-                workers = [threading.Thread(target=misbehave, daemon=True) for _ in range(4)]
+                workers = [threading.Thread(target=misbehave, args=(bad,), daemon=True) for bad in bads]
                 for w in workers:
                     w.start()
                 time.sleep(0.5)
@@ -830,8 +832,7 @@ def bench_isolation(images, smoke, rev=None):
                 weft.api("GET", "/v1/apps")
                 control = (time.perf_counter() - started) * 1000
                 stop.set()
-                measured.append((f"4 requests {'looping' if bad == 'loop' else 'hogging memory'}",
-                                 loaded, control))
+                measured.append((what, loaded, control))
                 for w in workers:
                     w.join(timeout=30)
             for what, r, control in measured:

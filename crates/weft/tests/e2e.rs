@@ -149,7 +149,7 @@ fn misbehaving_guests_fail_alone() {
 }
 
 #[test]
-fn guests_looping_on_every_worker_thread_do_not_stall_other_apps_or_the_control_api() {
+fn guests_looping_and_hogging_memory_do_not_stall_other_apps_or_the_control_api() {
     let g = guests();
     let host = Host::start(&[]);
     let s = Scene::new();
@@ -159,33 +159,60 @@ fn guests_looping_on_every_worker_thread_do_not_stall_other_apps_or_the_control_
         "misbehave",
         "v1",
         &[Route {
-            properties: "limits: { timeout: 20s }",
+            properties: "limits: { timeout: 20s, memory: 64MiB }",
             ..route("misbehave", &g.misbehave, port, "/misbehave")
         }],
     ));
-    // More endless loops than the host has worker threads, each allowed 20 s.
+    // More endless loops than the host has worker threads, each allowed 20 s ...
     let loops: Vec<_> = (0..4)
         .map(|_| {
             let url = format!("http://127.0.0.1:{port}/misbehave/loop");
             std::thread::spawn(move || get(&url))
         })
         .collect();
+    // ... and as many guests filling their memory to the limit, over and over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("http://127.0.0.1:{port}/misbehave/hog");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    answers.push(get(&url));
+                }
+                answers
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     // A request that waits for the loops to be cut off (20 s) fails here: a looping guest must
-    // share its thread, not hold it.
+    // not hold the threads that serve others.
     let patient = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    for i in 0..20 {
+    for i in 0..200 {
         let response = patient
             .get(format!("http://127.0.0.1:{port}/hello"))
             .send()
-            .unwrap_or_else(|e| panic!("hello request {i} while guests loop: {e}"));
+            .unwrap_or_else(|e| panic!("hello request {i} while guests loop and hog: {e}"));
         assert_eq!(response.status(), 200);
     }
     let listed = host.cli_ok(&["app", "list"]);
     assert!(listed.contains("misbehave"), "{listed}");
+    stop.store(true, Ordering::Relaxed);
+    for handle in hogs {
+        let answers = handle.join().unwrap();
+        assert!(!answers.is_empty());
+        for (status, body) in answers {
+            assert_eq!(status, 500, "{body}");
+            assert!(
+                body.contains("memory limit of 67108864 bytes exceeded"),
+                "{body}"
+            );
+        }
+    }
     assert!(loops.iter().all(|l| !l.is_finished()), "a loop ended early");
     for handle in loops {
         let (status, body) = handle.join().unwrap();
