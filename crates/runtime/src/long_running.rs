@@ -3,9 +3,8 @@
 //! Every guest call starts on the thread that received it: the common, short request never hops.
 //! A call that has been running (on a thread, not waiting) several times longer than its
 //! component's calls usually take ([`Pace`]) is handed, with its whole store, to a pool of
-//! threads the kernel runs only when nothing else wants the core (`SCHED_IDLE`). On an idle
-//! machine it keeps running at full speed; under contention the cores go first to the ingress,
-//! the control API and short requests. Its timeout still holds: the deadline is wall time,
+//! threads at the lowest priority (nice 19). On an idle machine it keeps running at full speed;
+//! under contention the cores go first to the ingress, the control API and short requests. Its timeout still holds: the deadline is wall time,
 //! checked at every epoch tick wherever the call runs.
 
 use std::future::Future;
@@ -15,10 +14,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use thread_priority::{
-    set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
-    ThreadSchedulePolicy,
-};
 use tokio::task::JoinHandle;
 
 /// The least running time a call may take on the thread that received it before it moves:
@@ -111,6 +106,11 @@ impl Drop for CallRecord {
     }
 }
 
+/// The nice value of the long-running pool's threads: the lowest priority of a normal thread,
+/// about 1.5% of a core against a busy thread at the default priority; the kernel's EEVDF
+/// scheduler also lets a waking default-priority thread preempt it at once.
+const LONG_RUNNING_NICE: i32 = 19;
+
 /// The runtime whose threads run long guest calls.
 fn pool() -> &'static tokio::runtime::Runtime {
     static POOL: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -120,13 +120,14 @@ fn pool() -> &'static tokio::runtime::Runtime {
             .worker_threads(threads)
             .thread_name("weft-long-guest")
             .on_thread_start(|| {
-                // SCHED_IDLE, not only the lowest nice value: the kernel then preempts such a
-                // thread the moment a normal one wakes, instead of at the end of its slice.
-                let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-                if let Err(e) =
-                    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+                // The lowest nice value, per thread on Linux (a thread's id names that thread
+                // only). Not SCHED_IDLE: on a host busy with other processes an idle-class
+                // thread may not run at all, and a call cut off at its timeout must still get
+                // the moment it takes to end.
+                let thread = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(thread), LONG_RUNNING_NICE)
                 {
-                    tracing::warn!(error = ?e, "cannot lower the priority of a long-running guest thread");
+                    tracing::warn!(error = %e, "cannot lower the priority of a long-running guest thread");
                 }
             })
             .enable_all()
