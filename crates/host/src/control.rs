@@ -20,6 +20,12 @@ use crate::{Host, HostError};
 /// The largest component the control API accepts.
 const MAX_COMPONENT_BYTES: usize = 512 * 1024 * 1024;
 
+/// The largest secret value.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// The largest body of any other request: a deploy's manifest and options.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 pub use weft_api::{endpoint_path, token_path};
 
 /// Reads the state dir's token, creating one (readable by its owner only) on first use.
@@ -108,11 +114,56 @@ pub async fn serve(
         )
         .route("/v1/secrets", get(secret_keys))
         .route("/v1/secrets/{key}", put(put_secret).delete(delete_secret))
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .layer(middleware::from_fn(bound_body))
+        // bound_body holds every route to its own limit instead.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     tracing::info!(url = %endpoint.url, "control API listening");
-    Ok((bound, async move { axum::serve(listener, app).await }))
+    Ok((bound, serve_connections(listener, app)))
+}
+
+/// Serves the control API on `listener` until the host stops.
+async fn serve_connections(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    loop {
+        let stream = crate::connections::accept(&listener).await;
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(crate::connections::serve(stream, service));
+    }
+}
+
+/// The largest body a route accepts.
+fn body_limit(path: &str) -> usize {
+    if path.starts_with("/v1/components/") {
+        MAX_COMPONENT_BYTES
+    } else if path.starts_with("/v1/secrets/") {
+        MAX_SECRET_BYTES
+    } else {
+        MAX_REQUEST_BYTES
+    }
+}
+
+/// Holds a request's body to its route's limit: a declared length over it is refused before
+/// anything is read, and a body sent without one fails once it passes the limit.
+async fn bound_body(request: Request, next: Next) -> Response {
+    let max = body_limit(request.uri().path());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&len| len > max as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a body of {declared} bytes is larger than the {max} bytes {} accepts",
+                request.uri().path()
+            ),
+        );
+    }
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, max)));
+    next.run(request).await
 }
 
 async fn authorize(State(state): State<ControlState>, request: Request, next: Next) -> Response {

@@ -4,19 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use weft_manifest::HttpRoute;
 use weft_runtime::{text_response, Workload, WorkloadBody};
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The largest request body accepted by default.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 64 * 1024 * 1024;
@@ -289,16 +286,7 @@ async fn accept_loop(
     max_request_body: u64,
 ) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Running out of file descriptors is transient: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = crate::connections::accept(&listener).await;
         let table = table.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -307,17 +295,7 @@ async fn accept_loop(
                     Ok::<_, std::convert::Infallible>(dispatch(&table, req, max_request_body).await)
                 }
             });
-            if let Err(e) = http1::Builder::new()
-                .keep_alive(true)
-                // A client that opens a connection and never finishes its headers gets dropped
-                // instead of holding a task and a socket forever.
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("connection ended: {e}");
-            }
+            crate::connections::serve(stream, service).await;
         });
     }
 }
@@ -358,28 +336,85 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_request_body) {
-        return text_response(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than the limit of {max_request_body} bytes"),
-        );
+        return too_large(max_request_body);
     }
+    // A declared length is held to by hyper; only a body sent without one can pass the limit.
+    let exceeded = (declared.is_none() && !req.body().is_end_stream())
+        .then(|| Arc::new(AtomicBool::new(false)));
     let req = req.map(|body| LimitedBody {
         inner: body,
         remaining: max_request_body,
         limit: max_request_body,
+        exceeded: exceeded.clone(),
     });
-    match target {
+    let response = match target {
         RouteTarget::Local(workload) => workload.serve(req).await,
         RouteTarget::Remote { app, via } => via.forward(&app, req).await,
+    };
+    let Some(exceeded) = exceeded else {
+        return response;
+    };
+    // Whatever the guest made of the part it saw, the client must not take the answer for a
+    // whole one: 413 if the guest has not answered yet, else its answer is cut off unfinished.
+    if exceeded.load(Ordering::Relaxed) {
+        return too_large(max_request_body);
+    }
+    response.map(|body| {
+        CutWhenExceeded {
+            inner: body,
+            exceeded,
+            limit: max_request_body,
+        }
+        .boxed_unsync()
+    })
+}
+
+/// A response body that fails (so the connection ends without the body's last chunk) once the
+/// request body it answers has passed the limit.
+struct CutWhenExceeded {
+    inner: WorkloadBody,
+    exceeded: Arc<AtomicBool>,
+    limit: u64,
+}
+
+impl Body for CutWhenExceeded {
+    type Data = Bytes;
+    type Error = weft_runtime::HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.exceeded.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(weft_runtime::HttpError::HttpRequestBodySize(
+                Some(this.limit),
+            ))));
+        }
+        frame
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
+fn too_large(max_request_body: u64) -> http::Response<WorkloadBody> {
+    text_response(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than the limit of {max_request_body} bytes"),
+    )
+}
+
 /// A request body that fails once more than `limit` bytes have arrived, for bodies whose size
-/// was not declared up front; the guest sees a body-size error.
+/// was not declared up front; the guest sees a body-size error, and `exceeded` tells the
+/// ingress to answer 413.
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    exceeded: Option<Arc<AtomicBool>>,
 }
 
 impl Body for LimitedBody {
@@ -396,6 +431,9 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
+                        if let Some(exceeded) = &this.exceeded {
+                            exceeded.store(true, Ordering::Relaxed);
+                        }
                         return Poll::Ready(Some(Err(
                             weft_runtime::HttpError::HttpRequestBodySize(Some(this.limit)),
                         )));

@@ -4,6 +4,7 @@
 pub use weft_api as api;
 pub mod apps;
 mod blobs;
+mod connections;
 pub mod control;
 mod ingress;
 pub mod member;
@@ -219,12 +220,20 @@ fn content_version(manifest: &str, images: &BTreeMap<String, String>) -> String 
 impl Host {
     /// Opens the state dir, starts the runtime and serves every app stored there.
     pub async fn start(config: HostConfig) -> Result<Arc<Self>, HostError> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            HostError::Setup(format!(
-                "cannot create state dir {}: {e}",
-                config.state_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(&config.state_dir)
+            .and_then(|()| {
+                // A dir made before (by hand, or by an older weft) is closed to others too.
+                std::fs::set_permissions(
+                    &config.state_dir,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )
+            })
+            .map_err(|e| {
+                HostError::Setup(format!(
+                    "cannot create state dir {}: {e}",
+                    config.state_dir.display()
+                ))
+            })?;
         let store = StateStore::open(&config.state_dir.join("state.redb"))?;
         let blobs = BlobStore::open(&config.state_dir.join("components"))?;
         let runtime = Runtime::new(&config.state_dir.join("compiled"), config.pooling)?;

@@ -149,6 +149,9 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
+    // The state dir holds secrets, app data and uploaded components: whatever the host creates
+    // there is readable by this user only (directories 0700, files 0600).
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     // Build and read everything first: a broken manifest stops here, before a host starts.
     let mut deploys = Vec::new();
     for path in &args.apps {

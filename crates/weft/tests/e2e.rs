@@ -550,6 +550,182 @@ fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
 }
 
 #[test]
+fn a_chunked_body_over_the_limit_is_never_answered_as_a_whole() {
+    let g = guests();
+    let host = Host::start(&["--max-request-body", "1MiB"]);
+    let s = Scene::new();
+    let port = s.port;
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    // Sent without a length (chunked), so the host learns the size only as the body arrives;
+    // hello answers at once and echoes as it reads, so its 200 is already out by then.
+    let sent = http()
+        .post(format!("http://127.0.0.1:{port}/hello/echo"))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(vec![
+            7u8;
+            2 * 1024 * 1024
+        ])))
+        .send();
+    match sent {
+        Err(_) => {}
+        Ok(response) if response.status() == 413 => {
+            let body = response.text().unwrap();
+            assert!(
+                body.contains("larger than the limit of 1048576 bytes"),
+                "{body}"
+            );
+        }
+        Ok(response) => {
+            let status = response.status();
+            let body = response.bytes();
+            assert!(
+                body.is_err(),
+                "a body over the limit was answered {status} as if whole ({} bytes)",
+                body.map(|b| b.len()).unwrap_or_default()
+            );
+        }
+    }
+    // Under the limit and chunked, the echo is whole.
+    let small = http()
+        .post(format!("http://127.0.0.1:{port}/hello/echo"))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(vec![
+            7u8;
+            512 * 1024
+        ])))
+        .send()
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.bytes().unwrap().len(), 512 * 1024);
+}
+
+#[test]
+fn clients_that_never_finish_their_headers_are_disconnected_on_both_listeners() {
+    use std::io::{Read as _, Write as _};
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, s.port, "/hello")]));
+    let (control, _) = host.control();
+    let ingress = format!("127.0.0.1:{}", s.port);
+    let probes: Vec<_> = [ingress, control]
+        .into_iter()
+        .flat_map(|address| {
+            ["", "GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n"]
+                .map(|partial| (address.clone(), partial))
+        })
+        .map(|(address, partial)| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(&address).unwrap();
+                stream.write_all(partial.as_bytes()).unwrap();
+                // The host's header-read timeout is 10 s; a connection still open at 25 s is held.
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(25)))
+                    .unwrap();
+                let mut answer = Vec::new();
+                let closed = stream.read_to_end(&mut answer);
+                (address, partial, closed.map_err(|e| e.kind()))
+            })
+        })
+        .collect();
+    for probe in probes {
+        let (address, partial, closed) = probe.join().unwrap();
+        assert!(
+            closed.is_ok(),
+            "{address} kept a connection open whose headers never came ({partial:?}): {closed:?}"
+        );
+    }
+}
+
+#[test]
+fn the_state_dir_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let g = guests();
+    let mut host = Host::start(&[]);
+    // A state dir made by hand with the usual modes is closed up when the host starts.
+    host.stop();
+    std::fs::set_permissions(host.state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    host.restart(&[]);
+    let s = Scene::new();
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, s.port, "/hello")]));
+    let (control, token) = host.control();
+    let stored = http()
+        .put(format!("http://{control}/v1/secrets/api-key"))
+        .bearer_auth(&token)
+        .body("s3cret")
+        .send()
+        .unwrap();
+    assert!(stored.status().is_success(), "{}", stored.status());
+    let mut pending = vec![host.state.path().to_path_buf()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".log"))
+        {
+            continue; // the test's own capture of the host's output
+        }
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", path.display());
+        seen += 1;
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    // The state store, the secrets, the uploaded component and its compiled form at least.
+    assert!(seen >= 6, "only {seen} entries in the state dir");
+}
+
+#[test]
+fn control_api_bodies_are_bounded_per_route() {
+    let host = Host::start(&[]);
+    let (control, token) = host.control();
+    // Only the headers are sent: the host answers from the declared size alone (a client still
+    // writing a body the host will not read could meet a reset connection instead).
+    let declare = |method: &str, path: &str, len: usize| {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&control).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {control}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let n = stream.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let secret = declare("PUT", "/v1/secrets/big", 128 * 1024);
+    assert!(secret.starts_with("HTTP/1.1 413"), "{secret}");
+    let manifest = declare("POST", "/v1/apps", 8 * 1024 * 1024);
+    assert!(manifest.starts_with("HTTP/1.1 413"), "{manifest}");
+    assert!(
+        manifest.contains("larger than the 4194304 bytes /v1/apps accepts"),
+        "{manifest}"
+    );
+    // Component uploads are larger (rust_and_python_apps_served_through_the_cli uploads an
+    // 18 MB CPython component): their route keeps its own, far higher bound.
+    let keys = http()
+        .get(format!("http://{control}/v1/secrets"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!keys.contains("big"), "{keys}");
+    // A small secret still goes in.
+    let small = http()
+        .put(format!("http://{control}/v1/secrets/small"))
+        .bearer_auth(&token)
+        .body("s3cret")
+        .send()
+        .unwrap();
+    assert!(small.status().is_success(), "{}", small.status());
+}
+
+#[test]
 fn stopping_the_host_lets_requests_in_flight_finish() {
     let g = guests();
     let mut host = Host::start(&[]);

@@ -238,6 +238,18 @@ impl Host {
         }
     }
 
+    /// The control API's address (`127.0.0.1:PORT`) and its bearer token.
+    pub fn control(&self) -> (String, String) {
+        let endpoint = std::fs::read_to_string(self.state.path().join("control.json")).unwrap();
+        let endpoint: serde_json::Value = serde_json::from_str(&endpoint).unwrap();
+        let url = endpoint["url"].as_str().unwrap();
+        let token = std::fs::read_to_string(self.state.path().join("control-token")).unwrap();
+        (
+            url.trim_start_matches("http://").to_string(),
+            token.trim().to_string(),
+        )
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
