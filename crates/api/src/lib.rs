@@ -191,6 +191,31 @@ pub fn token_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control-token")
 }
 
+/// Why bytes cannot be a WebAssembly component; reads as the end of a sentence naming them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAComponent {
+    #[error("is not a WebAssembly file (it lacks the `\\0asm` header)")]
+    NotWasm,
+    #[error(
+        "is a core WebAssembly module, not a component; build it for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+}
+
+/// Checks the header of `bytes` before they are sent, stored or compiled: a component starts
+/// with `\0asm` and the component layer; anything else is refused here, naming what it is.
+pub fn check_component(bytes: &[u8]) -> Result<(), NotAComponent> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(NotAComponent::NotWasm);
+    }
+    match bytes.get(4..8) {
+        Some([_, _, 1, 0]) => Ok(()),
+        Some([1, 0, 0, 0]) => Err(NotAComponent::CoreModule),
+        _ => Err(NotAComponent::NotWasm),
+    }
+}
+
 /// How a component is addressed when uploaded and in a deploy: the sha256 of its bytes, in hex.
 pub fn digest_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -22,6 +22,12 @@ pub enum ClientError {
         project: PathBuf,
         source: std::io::Error,
     },
+    #[error("component `{component}`: image {} {reason}; nothing was uploaded", path.display())]
+    NotAComponent {
+        component: String,
+        path: PathBuf,
+        reason: weft_api::NotAComponent,
+    },
     #[error("component `{component}`: OCI image `{image}` cannot be used yet; build the component and give its path")]
     Oci { component: String, image: String },
     #[error(
@@ -94,6 +100,12 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             path: path.clone(),
             project: project.clone().unwrap_or_else(|| base.to_path_buf()),
             source,
+        })?;
+        // Checked here so that nothing else (a file named by mistake, a secret) is ever sent.
+        weft_api::check_component(&bytes).map_err(|reason| ClientError::NotAComponent {
+            component: component.name.clone(),
+            path: path.clone(),
+            reason,
         })?;
         let digest = weft_api::digest_of(&bytes);
         images.insert(component.image.clone(), digest.clone());

@@ -17,6 +17,8 @@ pub enum BlobError {
     DigestMismatch { expected: String, actual: String },
     #[error("`{0}` is not a sha256 digest (64 lowercase hex characters)")]
     BadDigest(String),
+    #[error("the upload {0}; nothing was stored")]
+    NotAComponent(#[from] weft_api::NotAComponent),
     #[error("component {0} has not been uploaded to this host")]
     Missing(String),
     #[error("component store {}: {source}", dir.display())]
@@ -74,6 +76,7 @@ impl BlobStore {
         if path.exists() {
             return Ok(());
         }
+        weft_api::check_component(bytes)?;
         let tmp = self.dir.join(format!(
             ".{digest}.{}.{}.tmp",
             std::process::id(),

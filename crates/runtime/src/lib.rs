@@ -39,13 +39,11 @@ use engine::EpochTicker;
 /// Why a component cannot be loaded or served.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{what} is not a WebAssembly file (it lacks the `\\0asm` header)")]
-    NotWasm { what: String },
-    #[error(
-        "{what} is a core WebAssembly module, not a component; build it for wasm32-wasip2 \
-         (or wrap it with `wasm-tools component new`)"
-    )]
-    CoreModule { what: String },
+    #[error("{what} {reason}")]
+    NotAComponent {
+        what: String,
+        reason: weft_api::NotAComponent,
+    },
     #[error("{what} failed to compile: {reason}")]
     Compile { what: String, reason: String },
     #[error("{what} cannot be linked: {reason}")]
@@ -162,12 +160,10 @@ impl Runtime {
     /// Compiles `bytes`, or loads the compiled artifact from the cache when it is there.
     /// Blocking: call it off the async executor. `what` names the component in errors.
     pub fn load(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
-        if !bytes.starts_with(b"\0asm") {
-            return Err(RuntimeError::NotWasm { what: what.into() });
-        }
-        if wasmparser::Parser::is_core_wasm(bytes) {
-            return Err(RuntimeError::CoreModule { what: what.into() });
-        }
+        weft_api::check_component(bytes).map_err(|reason| RuntimeError::NotAComponent {
+            what: what.into(),
+            reason,
+        })?;
         let digest = digest_of(bytes);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|_, code| code.strong_count() > 0);

@@ -676,6 +676,55 @@ fn the_state_dir_is_readable_by_its_owner_only() {
 }
 
 #[test]
+fn a_file_that_is_not_a_component_is_neither_uploaded_nor_stored() {
+    use sha2::Digest as _;
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let components = host.state.path().join("components");
+    let stored = || std::fs::read_dir(&components).unwrap().count();
+    let before = stored();
+    let private = s.dir.path().join("shadow");
+    std::fs::write(&private, "root:$6$secret-hash:19000:0:99999:7:::\n").unwrap();
+    let m = s.manifest("leak", "v1", &[route("leak", &private, s.port, "/leak")]);
+    let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
+    assert!(
+        err.contains("is not a WebAssembly file") && err.contains("nothing was uploaded"),
+        "{err}"
+    );
+    // A client that skips the check meets the host's: the bytes are refused, not kept.
+    let bytes = std::fs::read(&private).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let (control, token) = host.control();
+    let response = http()
+        .put(format!("http://{control}/v1/components/{digest}"))
+        .bearer_auth(&token)
+        .body(bytes)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().unwrap();
+    assert!(
+        body.contains("not a WebAssembly file") && body.contains("nothing was stored"),
+        "{body}"
+    );
+    let core = wat::parse_str("(module)").unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&core));
+    let response = http()
+        .put(format!("http://{control}/v1/components/{digest}"))
+        .bearer_auth(&token)
+        .body(core)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("core WebAssembly module"));
+    assert_eq!(
+        stored(),
+        before,
+        "refused bytes were kept in the components dir"
+    );
+}
+
+#[test]
 fn control_api_bodies_are_bounded_per_route() {
     let host = Host::start(&[]);
     let (control, token) = host.control();
