@@ -377,3 +377,32 @@ fn a_component_link_for_http_is_served_in_process_by_its_name() {
         }]
     );
 }
+
+#[test]
+fn limits_above_what_a_host_can_honour_are_refused_naming_the_ceiling() {
+    let memory = error_of(&HELLO.replace("memory: 32MiB", "memory: 64GiB"));
+    assert!(
+        memory.contains("properties.limits.memory") && memory.contains("at most 1GiB"),
+        "{memory}"
+    );
+    let timeout = error_of(&HELLO.replace("timeout: 2s", "timeout: 100000h"));
+    assert!(
+        timeout.contains("properties.limits.timeout") && timeout.contains("at most 1h"),
+        "{timeout}"
+    );
+    let instances = error_of(&HELLO.replace("instances: 7", "instances: 100000"));
+    assert!(
+        instances.contains("properties.instances") && instances.contains("at most 1000"),
+        "{instances}"
+    );
+    // At the ceilings themselves, the manifest is accepted as written.
+    let at_ceiling = HELLO
+        .replace("memory: 32MiB", "memory: 1GiB")
+        .replace("timeout: 2s", "timeout: 1h")
+        .replace("instances: 7", "instances: 1000");
+    let app = parse(&at_ceiling, "app.yaml").unwrap();
+    let limits = app.components[0].limits;
+    assert_eq!(limits.max_memory, MEMORY_CEILING);
+    assert_eq!(limits.timeout, TIMEOUT_CEILING);
+    assert_eq!(limits.max_instances, INSTANCES_CEILING);
+}

@@ -16,6 +16,14 @@ pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default number of concurrent instances of one component.
 pub const DEFAULT_MAX_INSTANCES: u32 = 100;
+/// The most linear memory one instance may be given: what the host's instance allocator
+/// reserves for one memory, so a larger limit could not be honoured.
+pub const MEMORY_CEILING: u64 = 1 << 30;
+/// The longest execution timeout a request may be given.
+pub const TIMEOUT_CEILING: Duration = Duration::from_secs(60 * 60);
+/// The most concurrent instances of one component on one host: the instance allocator holds
+/// 2000 component instances for all apps together.
+pub const INSTANCES_CEILING: u32 = 1000;
 /// Requests one reused instance serves by default before it is replaced.
 pub const DEFAULT_REUSE_REQUESTS: u32 = 10_000;
 /// How long an idle reused instance is kept by default.

@@ -143,10 +143,22 @@ fn component(
                     "must be at least 64KiB, one Wasm page",
                 ));
             }
+            if limits.max_memory > MEMORY_CEILING {
+                return Err(v.err(
+                    format!("{at}: properties.limits.memory"),
+                    format!("{memory} is more than one instance can have: at most 1GiB"),
+                ));
+            }
         }
         if let Some(timeout) = &raw.timeout {
             limits.timeout = parse_duration(timeout)
                 .map_err(|m| v.err(format!("{at}: properties.limits.timeout"), m.0))?;
+            if limits.timeout > TIMEOUT_CEILING {
+                return Err(v.err(
+                    format!("{at}: properties.limits.timeout"),
+                    format!("{timeout} is longer than a request may run: at most 1h"),
+                ));
+            }
         }
     }
 
@@ -182,6 +194,16 @@ fn component(
                     return Err(v.err(
                         format!("{field}.properties.instances"),
                         "must be at least 1",
+                    ));
+                }
+                if s.instances > INSTANCES_CEILING {
+                    return Err(v.err(
+                        format!("{field}.properties.instances"),
+                        format!(
+                            "{} is more than one host runs of a component: at most \
+                             {INSTANCES_CEILING}",
+                            s.instances
+                        ),
                     ));
                 }
                 limits.max_instances = s.instances;

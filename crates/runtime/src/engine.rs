@@ -70,7 +70,7 @@ fn pooling_config() -> PoolingAllocationConfig {
         .max_memories_per_component(16)
         .max_tables_per_component(16)
         .table_elements(100_000)
-        .max_memory_size(1 << 30)
+        .max_memory_size(weft_manifest::MEMORY_CEILING as usize)
         .max_unused_warm_slots(100)
         // Resetting a slot with madvise makes the kernel flush TLBs on every core running a host
         // thread (a profile of fresh-instance load showed 30% of CPU in those shootdowns).

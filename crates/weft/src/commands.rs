@@ -143,6 +143,18 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
     .await
 }
 
+/// Stores a given app's components and deploys it on this host.
+async fn deploy_given(
+    host: &Host,
+    apps: &dyn weft_host::apps::Apps,
+    deploy: PreparedDeploy,
+) -> Result<DeployOutcome> {
+    for (digest, bytes) in &deploy.components {
+        host.blobs().put(digest, bytes)?;
+    }
+    Ok(apps.deploy(deploy.request).await?)
+}
+
 async fn serve(global: &Global, args: Serving) -> Result<()> {
     // Every connection is a file descriptor; the usual soft limit of 1024 would cap a busy host.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -170,15 +182,17 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         None => None,
     };
     let apps = weft_host::apps::apps_of(&host, lattice.as_ref().map(|(m, _, _)| m));
+    // One app that cannot be served (its port is taken, an import nothing provides) is reported
+    // and left out; the others are served, as when a restarted host restores its apps.
     for deploy in deploys {
-        for (digest, bytes) in &deploy.components {
-            host.blobs().put(digest, bytes)?;
+        let name = deploy.app_name.clone();
+        match deploy_given(&host, apps.as_ref(), deploy).await {
+            Ok(outcome) => print_outcome(&outcome),
+            Err(e) => {
+                tracing::error!(app = %name, "not served: {e:#}");
+                eprintln!("error: app `{name}` is not served: {e:#}");
+            }
         }
-        let outcome = apps
-            .deploy(deploy.request)
-            .await
-            .with_context(|| format!("cannot deploy app `{}`", deploy.app_name))?;
-        print_outcome(&outcome);
     }
 
     // The control API (and its control.json) appears only once the given apps are serving, so

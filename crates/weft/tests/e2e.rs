@@ -725,6 +725,38 @@ fn a_file_that_is_not_a_component_is_neither_uploaded_nor_stored() {
 }
 
 #[test]
+fn an_app_given_to_weft_up_whose_port_is_taken_fails_alone() {
+    let g = guests();
+    let s = Scene::new();
+    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, s.port, "/hello")]);
+    // Another program holds this port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = taken.local_addr().unwrap().port();
+    let blocked = s.manifest(
+        "blocked",
+        "v1",
+        &[route("misbehave", &g.misbehave, busy_port, "/misbehave")],
+    );
+    let host = Host::start(&[blocked.to_str().unwrap(), hello.to_str().unwrap()]);
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{}/hello", s.port)).0,
+        200,
+        "the app beside the blocked one is not served"
+    );
+    let log = host.log();
+    assert!(
+        log.contains("app `blocked` is not served") && log.contains(&busy_port.to_string()),
+        "{log}"
+    );
+    let listed = host.cli_ok(&["app", "list"]);
+    assert!(
+        listed.contains("hello") && !listed.contains("blocked"),
+        "{listed}"
+    );
+    drop(taken);
+}
+
+#[test]
 fn control_api_bodies_are_bounded_per_route() {
     let host = Host::start(&[]);
     let (control, token) = host.control();
