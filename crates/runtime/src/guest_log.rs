@@ -2,6 +2,7 @@
 //! output of thousands of apps stays attributable and never interleaves mid-line.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,6 +11,10 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// Longest line kept whole; a longer one is logged in pieces of this size.
 const MAX_LINE: usize = 8 * 1024;
+
+/// Lines one instance may log, stdout and stderr together: enough for any diagnosis, while a
+/// guest printing in a loop cannot flood the host's log (and its disk) for every other app.
+pub(crate) const MAX_LINES_PER_INSTANCE: u32 = 100;
 
 /// Which of the guest's streams.
 #[derive(Debug, Clone, Copy)]
@@ -23,11 +28,20 @@ pub(crate) enum Stream {
 pub(crate) struct GuestLog {
     workload: Arc<str>,
     stream: Stream,
+    /// Lines this instance has logged, on both streams.
+    lines: Arc<AtomicU32>,
 }
 
 impl GuestLog {
-    pub(crate) fn new(workload: Arc<str>, stream: Stream) -> Self {
-        GuestLog { workload, stream }
+    /// The instance's stdout and stderr, sharing one line budget.
+    pub(crate) fn pair(workload: &Arc<str>) -> (Self, Self) {
+        let lines = Arc::new(AtomicU32::new(0));
+        let log = |stream| GuestLog {
+            workload: workload.clone(),
+            stream,
+            lines: lines.clone(),
+        };
+        (log(Stream::Stdout), log(Stream::Stderr))
     }
 }
 
@@ -55,6 +69,19 @@ struct LineWriter {
 impl LineWriter {
     fn emit(&mut self) {
         if self.line.is_empty() {
+            return;
+        }
+        let logged = self.log.lines.fetch_add(1, Ordering::Relaxed);
+        if logged >= MAX_LINES_PER_INSTANCE {
+            if logged == MAX_LINES_PER_INSTANCE {
+                tracing::warn!(
+                    target: "weft::guest",
+                    workload = %self.log.workload,
+                    "this instance has logged {MAX_LINES_PER_INSTANCE} lines; the rest of its \
+                     output is dropped"
+                );
+            }
+            self.line.clear();
             return;
         }
         let text = String::from_utf8_lossy(&self.line);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::guest_log::{GuestLog, Stream};
+use crate::guest_log::GuestLog;
 use crate::Workload;
 
 use weft_capabilities::{CapabilityCtx, CapabilityCtxView, CapabilityView, Grants};
@@ -38,10 +38,8 @@ impl InstanceState {
     /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr
     /// become host log lines tagged with the workload, so a panicking guest's message is kept.
     pub(crate) fn new(workload: &Arc<str>, max_memory: u64, access: &Access) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(GuestLog::new(workload.clone(), Stream::Stdout))
-            .stderr(GuestLog::new(workload.clone(), Stream::Stderr))
-            .build();
+        let (stdout, stderr) = GuestLog::pair(workload);
+        let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
         InstanceState {
             wasi,
             http: WasiHttpCtx::new(),

@@ -757,6 +757,32 @@ fn an_app_given_to_weft_up_whose_port_is_taken_fails_alone() {
 }
 
 #[test]
+fn a_guest_printing_in_a_loop_cannot_flood_the_host_log() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&s.manifest(
+        "chatty",
+        "v1",
+        &[route("misbehave", &g.misbehave, s.port, "/misbehave")],
+    ));
+    let spam = format!("http://127.0.0.1:{}/misbehave/spam", s.port);
+    for _ in 0..2 {
+        assert_eq!(get(&spam), (200, "ok\n".to_string()));
+    }
+    // Each of the two instances printed 10,000 lines; each keeps its first 100, says so once.
+    let log = host.log();
+    let kept = log.matches("misbehave: spam line").count();
+    assert_eq!(kept, 200, "lines of guest output in the log");
+    assert_eq!(
+        log.matches("the rest of its output is dropped").count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("misbehave: spam line 99") && !log.contains("misbehave: spam line 100"));
+}
+
+#[test]
 fn control_api_bodies_are_bounded_per_route() {
     let host = Host::start(&[]);
     let (control, token) = host.control();

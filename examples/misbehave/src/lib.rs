@@ -1,6 +1,7 @@
 //! A guest that misbehaves on request, so tests can prove the host contains it:
 //! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
-//! `/sleep/MS` waits MS milliseconds (an instance held in flight), anything else answers `ok`.
+//! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/spam` prints 10,000 lines
+//! to stderr before answering, anything else answers `ok`.
 
 use std::io::Write as _;
 
@@ -30,6 +31,12 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 // Touch every page so the memory is really used, not only reserved.
                 hoard.push(vec![0xA5; 1 << 20]);
                 std::hint::black_box(&hoard);
+            }
+        }
+        if path.ends_with("/spam") {
+            let mut stderr = std::io::stderr();
+            for i in 0..10_000 {
+                let _ = writeln!(stderr, "misbehave: spam line {i}");
             }
         }
         if let Some(ms) = path
