@@ -1,6 +1,6 @@
 //! A guest that misbehaves on request, so tests can prove the host contains it:
 //! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
-//! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/spam` prints 10,000 lines
+//! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/spam` prints 1,000 lines
 //! to stderr before answering, anything else answers `ok`.
 
 use std::io::Write as _;
@@ -35,7 +35,7 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
         }
         if path.ends_with("/spam") {
             let mut stderr = std::io::stderr();
-            for i in 0..10_000 {
+            for i in 0..1_000 {
                 let _ = writeln!(stderr, "misbehave: spam line {i}");
             }
         }
