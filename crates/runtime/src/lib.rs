@@ -389,7 +389,8 @@ pub(crate) fn restart_deadline(
     let state = store.data_mut();
     state.deadline = std::time::Instant::now() + timeout;
     state.long_running_after = pace.budget();
-    state.long_running = long_running::LongRunning::default();
+    // In place: the store's last call (a reused instance's) has ended, so no one else reads it.
+    state.long_running.reset();
     let flag = state.long_running.clone();
     store.set_epoch_deadline(1);
     flag

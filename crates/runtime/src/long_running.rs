@@ -160,6 +160,13 @@ fn thread_cpu_nanos() -> u64 {
 }
 
 impl LongRunning {
+    /// Starts the clock over for the store's next call, without a new allocation per request.
+    pub(crate) fn reset(&self) {
+        self.0.marked.store(false, Ordering::Relaxed);
+        self.0.ran_nanos.store(0, Ordering::Relaxed);
+        self.0.polled_at.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn mark(&self) {
         self.0.marked.store(true, Ordering::Relaxed);
     }

@@ -214,6 +214,9 @@ impl Workload {
                 match tokio::time::timeout(timeout, run).await {
                     Ok(Ok((proxy, served))) => {
                         record.clean();
+                        // Counted before the instance can serve (and reset the clock for)
+                        // another request.
+                        drop(record);
                         // Only an instance that finished cleanly is reused; a trapped one is dropped.
                         workload.put_warm(WarmInstance {
                             store,
