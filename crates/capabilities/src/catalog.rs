@@ -214,9 +214,11 @@ impl<S: ?Sized + Send + Sync + 'static> Kind<S> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         merged.retain(|k, _| !self.own_keys.contains(&k.as_str()));
-        (backend.check)(&merged).map_err(|e| {
-            SpecError::new(format!("a {} ({}) config: {e}", self.name, backend.name))
-        })?;
+        settings::check_secret_references(&merged)
+            .and_then(|()| (backend.check)(&merged))
+            .map_err(|e| {
+                SpecError::new(format!("a {} ({}) config: {e}", self.name, backend.name))
+            })?;
         Ok((backend, merged, own))
     }
 
@@ -237,6 +239,11 @@ impl<S: ?Sized + Send + Sync + 'static> Kind<S> {
                     grant.backend, self.name
                 ))
             })?;
+        let revealed = settings::reveal_secret_references(&grant.settings, &backends.secrets)?;
+        let grant = &Grant {
+            settings: revealed,
+            ..grant.clone()
+        };
         let (identity, create) = (backend.open)(at, grant)?;
         let key = format!("{}:{identity}", self.name);
         let mut open = backends.open.lock().unwrap_or_else(|e| e.into_inner());

@@ -71,6 +71,63 @@ impl FileConfig {
     }
 }
 
+/// The prefix of a config value that names a key of the host's secret store instead of holding
+/// the value itself (`url: secret:redis-url`), so a backend's credentials are kept encrypted with
+/// the other secrets, not in clear in the app's stored manifest.
+pub const SECRET_REFERENCE: &str = "secret:";
+
+/// The secret key a config value refers to, when it is a reference.
+pub fn secret_reference(value: &str) -> Option<&str> {
+    value.strip_prefix(SECRET_REFERENCE)
+}
+
+/// Checks that every `secret:` value names a possible key.
+pub fn check_secret_references(settings: &Settings) -> Result<(), ConfigError> {
+    for (name, value) in settings {
+        if let Some(key) = secret_reference(value) {
+            if !weft_manifest::is_valid_name(key) {
+                return Err(ConfigError(format!(
+                    "`{name}: {value}` does not name a secret; write `secret:KEY` with the key \
+                     given to `weft secret put`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `settings` with each `secret:KEY` value replaced by the secret's text from `secrets`.
+pub fn reveal_secret_references(
+    settings: &Settings,
+    secrets: &crate::SecretStore,
+) -> Result<Settings, ConfigError> {
+    let mut revealed = settings.clone();
+    for (name, value) in revealed.iter_mut() {
+        let Some(key) = secret_reference(value) else {
+            continue;
+        };
+        let secret = secrets
+            .get(key)
+            .map_err(|e| ConfigError(format!("config `{name}`: {e}")))?;
+        *value = match secret {
+            Some(crate::secrets::SecretValue::String(text)) => text,
+            Some(crate::secrets::SecretValue::Bytes(_)) => {
+                return Err(ConfigError(format!(
+                    "config `{name}` refers to secret `{key}`, which holds bytes, not text; \
+                     store it again as text with `weft secret put {key}`"
+                )))
+            }
+            None => {
+                return Err(ConfigError(format!(
+                    "config `{name}` refers to secret `{key}`, which this host's secret store \
+                     does not hold; set it with `weft secret put {key}`"
+                )))
+            }
+        };
+    }
+    Ok(revealed)
+}
+
 /// Reads `settings` into `C`. Fields are strings or `Option`s of them; `C` should carry
 /// `#[serde(deny_unknown_fields)]` so a typo is an error, not a silent default.
 pub fn typed<C: DeserializeOwned>(settings: &Settings) -> Result<C, ConfigError> {

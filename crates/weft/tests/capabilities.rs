@@ -192,6 +192,54 @@ fn a_backend_password_reaches_neither_the_client_nor_the_log() {
 }
 
 #[test]
+fn a_backend_url_kept_as_a_secret_is_used_and_never_stored_or_shown_in_clear() {
+    let password = "pw-only-in-the-secret-store";
+    let redis = Server::redis_requiring(password);
+    let mut host = Host::start(&[]);
+    let s = Scene::new();
+    let url = format!("redis://:{password}@127.0.0.1:{}/0", redis.port);
+    let mut output = put_secret(&host, "counter-redis", &url);
+    host.deploy(&counter_app(
+        s.dir.path(),
+        "kept",
+        s.port,
+        "/counter",
+        "redis",
+        Some("secret:counter-redis"),
+    ));
+    for expected in ["1", "2"] {
+        let (status, body) = post(&format!("http://127.0.0.1:{}/counter/n", s.port), "");
+        assert_eq!((status, body.trim()), (200, expected), "{}", host.log());
+    }
+
+    // A reference to a key the store does not hold is refused at deploy, saying how to set it.
+    let missing = counter_app(
+        s.dir.path(),
+        "unset",
+        free_port(),
+        "/counter",
+        "redis",
+        Some("secret:no-such-key"),
+    );
+    let refused = host.cli_err(&["app", "deploy", missing.to_str().unwrap()]);
+    assert!(
+        refused.contains("no-such-key") && refused.contains("weft secret put no-such-key"),
+        "{refused}"
+    );
+
+    output += &host.cli_ok(&["app", "status", "kept", "--json"]);
+    output += &host.cli_ok(&["app", "list"]);
+    assert!(!output.contains(password), "a CLI printed it: {output}");
+    assert!(!host.log().contains(password), "the host logged it");
+    host.stop();
+    assert_eq!(
+        files_containing(host.state.path(), password),
+        Vec::<PathBuf>::new(),
+        "the password is stored in clear"
+    );
+}
+
+#[test]
 fn a_lost_redis_fails_only_store_calls_and_the_store_recovers_without_a_restart() {
     let g = guests();
     let mut redis = Server::redis();

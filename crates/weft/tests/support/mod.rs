@@ -384,6 +384,15 @@ pub struct Server {
 impl Server {
     /// `redis-server` without persistence: a restart starts empty.
     pub fn redis() -> Server {
+        Server::redis_with(&[])
+    }
+
+    /// `redis-server` that lets in only clients giving `password`.
+    pub fn redis_requiring(password: &str) -> Server {
+        Server::redis_with(&["--requirepass", password])
+    }
+
+    fn redis_with(extra: &[&str]) -> Server {
         let port = free_port();
         let args = [
             "--port",
@@ -397,7 +406,7 @@ impl Server {
         ];
         Server::start(
             "redis-server",
-            args.iter().map(|a| a.to_string()).collect(),
+            args.iter().chain(extra).map(|a| a.to_string()).collect(),
             port,
         )
     }
@@ -539,4 +548,23 @@ pub fn put_secret(host: &Host, key: &str, value: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
