@@ -201,4 +201,26 @@ mod tests {
         let e = typed::<Example>(&settings(&[("ulr", "x")])).unwrap_err();
         assert_eq!(e.0, "unknown key `ulr`; known keys: url, bucket");
     }
+
+    #[test]
+    fn secret_references_name_a_key_and_are_revealed_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::SecretStore::open(dir.path()).unwrap();
+        store
+            .put(
+                "db",
+                &crate::secrets::SecretValue::String("redis://:pw@h".into()),
+            )
+            .unwrap();
+        let given = settings(&[("url", "secret:db"), ("bucket", "plain")]);
+        check_secret_references(&given).unwrap();
+        let revealed = reveal_secret_references(&given, &store).unwrap();
+        assert_eq!(revealed["url"], "redis://:pw@h");
+        assert_eq!(revealed["bucket"], "plain");
+
+        let e = check_secret_references(&settings(&[("url", "secret:")])).unwrap_err();
+        assert!(e.0.contains("does not name a secret"), "{e}");
+        let e = reveal_secret_references(&settings(&[("url", "secret:gone")]), &store).unwrap_err();
+        assert!(e.0.contains("weft secret put gone"), "{e}");
+    }
 }
