@@ -116,6 +116,12 @@ pub struct HostStatus {
     pub allocator: String,
     /// Components compiled since this host started (compile-cache misses).
     pub compilations: u64,
+    /// Linear memory all guest instances together may hold, in bytes (`--memory-budget`).
+    #[serde(default)]
+    pub memory_budget: u64,
+    /// Linear memory the live guest instances hold now, in bytes.
+    #[serde(default)]
+    pub memory_in_use: u64,
     pub apps: usize,
     pub listeners: Vec<String>,
     /// The lattice this host belongs to, when it does.

@@ -4,6 +4,7 @@
 pub use weft_api as api;
 pub mod apps;
 mod blobs;
+pub mod ceilings;
 mod connections;
 pub mod control;
 mod ingress;
@@ -24,11 +25,13 @@ use weft_runtime::{ExportServer, RemoteCall, Runtime, RuntimeError, Workload};
 
 pub use api::{AppStatus, ComponentStatus, DeployOutcome, DeployRequest, HostStatus, Phase};
 pub use blobs::{BlobError, BlobStore};
+pub use ceilings::{AboveCeiling, Ceilings};
 pub use ingress::{Forward, IngressRequest, LimitedBody, RouteTarget};
 use ingress::{Ingress, RouteEntry};
 pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 use prepare::Prepared;
 pub use store::{StateStore, StoreError, StoredApp};
+pub use weft_runtime::default_memory_budget;
 
 /// How to start a host.
 #[derive(Debug, Clone)]
@@ -37,6 +40,10 @@ pub struct HostConfig {
     /// Try the pooling allocator first (falls back to on-demand when it cannot reserve memory).
     pub pooling: bool,
     pub max_request_body: u64,
+    /// Linear memory all guest instances together may hold, in bytes.
+    pub memory_budget: u64,
+    /// The most one component may ask for.
+    pub ceilings: Ceilings,
     /// Serve every app's routes on this address instead of the manifest's (several lattice
     /// hosts on one machine each take their own).
     pub http_address: Option<std::net::SocketAddr>,
@@ -47,6 +54,8 @@ pub struct HostConfig {
 pub enum HostError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    AboveCeiling(#[from] AboveCeiling),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -236,7 +245,11 @@ impl Host {
             })?;
         let store = StateStore::open(&config.state_dir.join("state.redb"))?;
         let blobs = BlobStore::open(&config.state_dir.join("components"))?;
-        let runtime = Runtime::new(&config.state_dir.join("compiled"), config.pooling)?;
+        let runtime = Runtime::new(
+            &config.state_dir.join("compiled"),
+            config.pooling,
+            config.memory_budget,
+        )?;
         let backends = Backends::new(
             config.state_dir.clone(),
             SecretStore::open(&config.state_dir)?,

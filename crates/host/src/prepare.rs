@@ -64,8 +64,9 @@ impl Host {
     pub(crate) async fn prepare_checked(
         &self,
         stored: &StoredApp,
-        app: App,
+        mut app: App,
     ) -> Result<Prepared, HostError> {
+        self.config.ceilings.fit(&mut app)?;
         let remote = self.remote.get();
         let mut assembly = Assembly::default();
         // Linked components first, so each source finds its targets' workloads ready.

@@ -83,6 +83,8 @@ impl Host {
             state_dir: self.config.state_dir.display().to_string(),
             allocator: self.runtime.allocator().to_string(),
             compilations: self.runtime.compilations(),
+            memory_budget: self.runtime.memory_budget().limit(),
+            memory_in_use: self.runtime.memory_budget().used(),
             apps: self.apps_lock().len(),
             listeners: self
                 .ingress

@@ -222,6 +222,18 @@ pub struct Limits {
     pub max_memory: u64,
     pub timeout: Duration,
     pub max_instances: u32,
+    /// Which limits the manifest states; the others are defaults, which a host whose ceilings
+    /// are lower lowers to them instead of refusing the app.
+    #[serde(default)]
+    pub stated: StatedLimits,
+}
+
+/// Which of a component's limits its manifest states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatedLimits {
+    pub memory: bool,
+    pub timeout: bool,
+    pub instances: bool,
 }
 
 impl Default for Limits {
@@ -230,6 +242,7 @@ impl Default for Limits {
             max_memory: DEFAULT_MAX_MEMORY,
             timeout: DEFAULT_TIMEOUT,
             max_instances: DEFAULT_MAX_INSTANCES,
+            stated: StatedLimits::default(),
         }
     }
 }

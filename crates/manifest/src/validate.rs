@@ -135,6 +135,7 @@ fn component(
     let mut limits = Limits::default();
     if let Some(raw) = &node.properties.limits {
         if let Some(memory) = &raw.memory {
+            limits.stated.memory = true;
             limits.max_memory = parse_size(memory)
                 .map_err(|m| v.err(format!("{at}: properties.limits.memory"), m.0))?;
             if limits.max_memory < 64 * 1024 {
@@ -151,6 +152,7 @@ fn component(
             }
         }
         if let Some(timeout) = &raw.timeout {
+            limits.stated.timeout = true;
             limits.timeout = parse_duration(timeout)
                 .map_err(|m| v.err(format!("{at}: properties.limits.timeout"), m.0))?;
             if limits.timeout > TIMEOUT_CEILING {
@@ -207,6 +209,7 @@ fn component(
                     ));
                 }
                 limits.max_instances = s.instances;
+                limits.stated.instances = true;
                 let kind = match t {
                     RawTrait::Daemonscaler(_) => ScalerKind::Daemon,
                     _ => ScalerKind::Spread,

@@ -1,6 +1,7 @@
 //! weft's runtime: one wasmtime engine per host, the compile cache, pre-instantiated workloads
 //! and the per-request instance policy with its limits.
 
+mod budget;
 mod cache;
 mod engine;
 mod exports;
@@ -22,6 +23,7 @@ use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use weft_capabilities::handler_bindings::MessageHandlerPre;
 
+pub use budget::{default_memory_budget, BudgetSpent, MemoryBudget};
 pub use engine::{Allocator, EPOCH_TICK};
 pub use exports::ExportServer;
 pub use handler::MessageHandler;
@@ -110,12 +112,19 @@ pub struct Runtime {
     compilations: AtomicU64,
     /// Code in use, by digest: a thousand apps running one component share one copy.
     live: Mutex<HashMap<String, Weak<Code>>>,
+    /// What all guest instances together may hold.
+    budget: Arc<MemoryBudget>,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
-    /// Builds the runtime with its compile cache under `cache_dir`.
-    pub fn new(cache_dir: &Path, pooling: bool) -> Result<Arc<Self>, RuntimeError> {
+    /// Builds the runtime with its compile cache under `cache_dir`, its guests together held
+    /// to `memory_budget` bytes of linear memory.
+    pub fn new(
+        cache_dir: &Path,
+        pooling: bool,
+        memory_budget: u64,
+    ) -> Result<Arc<Self>, RuntimeError> {
         let setup = |e: &dyn std::fmt::Display| RuntimeError::Setup(e.to_string());
         let (engine, allocator) = engine::build_engine(pooling).map_err(|e| setup(&e))?;
         let mut linker = Linker::new(&engine);
@@ -133,8 +142,14 @@ impl Runtime {
             allocator,
             compilations: AtomicU64::new(0),
             live: Mutex::default(),
+            budget: MemoryBudget::new(memory_budget),
             _ticker: ticker,
         }))
+    }
+
+    /// The memory budget of all guest instances, and how much of it they hold.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// The instance allocator in use.
@@ -358,7 +373,7 @@ impl Runtime {
     ) -> wasmtime::Store<InstanceState> {
         let mut store = wasmtime::Store::new(
             &self.engine,
-            InstanceState::new(name, limits.max_memory, access),
+            InstanceState::new(name, limits.max_memory, &self.budget, access),
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {

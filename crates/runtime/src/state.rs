@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::budget::{Charge, MemoryBudget};
 use crate::guest_log::GuestLog;
 use crate::Workload;
 
@@ -37,7 +38,12 @@ pub struct InstanceState {
 impl InstanceState {
     /// A sandboxed WASI context: no environment, no files, no sockets; guest stdout and stderr
     /// become host log lines tagged with the workload, so a panicking guest's message is kept.
-    pub(crate) fn new(workload: &Arc<str>, max_memory: u64, access: &Access) -> Self {
+    pub(crate) fn new(
+        workload: &Arc<str>,
+        max_memory: u64,
+        budget: &Arc<MemoryBudget>,
+        access: &Access,
+    ) -> Self {
         let (stdout, stderr) = GuestLog::pair(workload);
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
         InstanceState {
@@ -50,7 +56,7 @@ impl InstanceState {
             },
             capabilities: CapabilityCtx::new(access.grants.clone()),
             peers: Default::default(),
-            limiter: MemoryLimiter::new(max_memory),
+            limiter: MemoryLimiter::new(max_memory, budget),
             deadline: std::time::Instant::now(),
             long_running_after: std::time::Duration::ZERO,
             long_running: Default::default(),
@@ -209,14 +215,19 @@ pub struct MemoryLimitExceeded {
     pub desired: u64,
 }
 
-/// Caps the linear memory of all instances in one store at the workload's limit.
+/// Caps each linear memory of one store at the workload's limit, and charges what they hold to
+/// the host's memory budget.
 pub(crate) struct MemoryLimiter {
     max_memory: u64,
+    charge: Charge,
 }
 
 impl MemoryLimiter {
-    fn new(max_memory: u64) -> Self {
-        MemoryLimiter { max_memory }
+    fn new(max_memory: u64, budget: &Arc<MemoryBudget>) -> Self {
+        MemoryLimiter {
+            max_memory,
+            charge: Charge::new(budget.clone()),
+        }
     }
 }
 
@@ -227,7 +238,7 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -237,6 +248,7 @@ impl ResourceLimiter for MemoryLimiter {
                 desired: desired as u64,
             }));
         }
+        self.charge.grow(current, desired)?;
         Ok(true)
     }
 

@@ -1,7 +1,7 @@
 use super::*;
 
 fn runtime(dir: &Path) -> Arc<Runtime> {
-    Runtime::new(dir, false).unwrap()
+    Runtime::new(dir, false, 1 << 30).unwrap()
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn compiled_code_is_reused_across_runtimes() {
 #[test]
 fn falls_back_or_pools_but_always_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = Runtime::new(dir.path(), true).unwrap();
+    let rt = Runtime::new(dir.path(), true, 1 << 30).unwrap();
     assert!(matches!(
         rt.allocator(),
         Allocator::Pooling | Allocator::OnDemand

@@ -48,6 +48,8 @@ struct WarmInstance {
 pub(crate) enum Failure {
     Timeout(Duration),
     Memory(String),
+    /// The host's memory budget is spent: not the guest's fault, worth a retry.
+    Busy(String),
     Trap(String),
 }
 
@@ -287,7 +289,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Timeout(timeout) => write!(f, "exceeded its execution timeout of {timeout:?}"),
-            Failure::Memory(reason) | Failure::Trap(reason) => f.write_str(reason),
+            Failure::Memory(reason) | Failure::Busy(reason) | Failure::Trap(reason) => {
+                f.write_str(reason)
+            }
         }
     }
 }
@@ -295,6 +299,9 @@ impl std::fmt::Display for Failure {
 pub(crate) fn classify(error: wasmtime::Error, timeout: Duration) -> Failure {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Failure::Memory(limit.to_string());
+    }
+    if let Some(spent) = error.downcast_ref::<crate::BudgetSpent>() {
+        return Failure::Busy(spent.to_string());
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => Failure::Timeout(timeout),
@@ -318,6 +325,18 @@ fn failure_response(name: &str, failure: Failure) -> http::Response<WorkloadBody
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 format!("{name} failed: {reason}"),
             )
+        }
+        Failure::Busy(reason) => {
+            tracing::warn!(workload = %name, %reason, "request refused: host memory budget");
+            let mut response = text_response(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("{name} cannot run now: {reason}"),
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            response
         }
         Failure::Trap(reason) => {
             tracing::warn!(workload = %name, %reason, "request failed");

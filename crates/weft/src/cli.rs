@@ -180,6 +180,68 @@ pub struct ServeArgs {
     /// Largest request body accepted, e.g. 64MiB
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = weft_manifest::parse_size)]
     pub max_request_body: u64,
+    /// Linear memory all guest instances together may hold, e.g. 8GiB; an instance that would
+    /// go past it is refused with 503 and Retry-After [default: 3/4 of the machine's memory, or
+    /// of the cgroup's limit]
+    #[arg(long, value_name = "SIZE", value_parser = weft_manifest::parse_size)]
+    pub memory_budget: Option<u64>,
+    /// The most `limits.memory` a manifest may give one instance, at most 1GiB
+    /// [default: 1GiB, or the memory budget when that is less]
+    #[arg(long, value_name = "SIZE", value_parser = weft_manifest::parse_size)]
+    pub max_memory: Option<u64>,
+    /// The longest `limits.timeout` a manifest may give one call, at most 1h
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = weft_manifest::parse_duration)]
+    pub max_timeout: std::time::Duration,
+    /// The most instances of one component a manifest may ask for, at most 1000
+    #[arg(long, default_value_t = weft_manifest::INSTANCES_CEILING, value_name = "N")]
+    pub max_instances: u32,
+}
+
+impl ServeArgs {
+    /// The memory budget and the ceilings these flags set, refused when one is beyond what the
+    /// runtime can honour.
+    pub fn limits(&self) -> Result<(u64, weft_host::Ceilings), String> {
+        let budget = self
+            .memory_budget
+            .unwrap_or_else(weft_host::default_memory_budget);
+        let most = weft_host::Ceilings::default();
+        let max_memory = self.max_memory.unwrap_or(most.max_memory.min(budget));
+        let size = weft_host::ceilings::size;
+        if max_memory > most.max_memory {
+            return Err(format!(
+                "--max-memory {} is more than one instance can have: at most {}",
+                size(max_memory),
+                size(most.max_memory)
+            ));
+        }
+        if max_memory > budget {
+            return Err(format!(
+                "--max-memory {} is more than the --memory-budget of {}: no instance could use it",
+                size(max_memory),
+                size(budget)
+            ));
+        }
+        if self.max_timeout > most.max_timeout {
+            return Err(format!(
+                "--max-timeout {:?} is longer than a call may run: at most {:?}",
+                self.max_timeout, most.max_timeout
+            ));
+        }
+        if self.max_instances == 0 || self.max_instances > most.max_instances {
+            return Err(format!(
+                "--max-instances {} is out of range: 1 to {}",
+                self.max_instances, most.max_instances
+            ));
+        }
+        Ok((
+            budget,
+            weft_host::Ceilings {
+                max_memory,
+                max_timeout: self.max_timeout,
+                max_instances: self.max_instances,
+            },
+        ))
+    }
 }
 
 /// `weft up`.

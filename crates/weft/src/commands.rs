@@ -49,6 +49,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("state dir:     {}", status.state_dir);
                 println!("allocator:     {}", status.allocator);
                 println!("compilations:  {}", status.compilations);
+                println!(
+                    "guest memory:  {} MiB of a {} MiB budget",
+                    status.memory_in_use >> 20,
+                    status.memory_budget >> 20
+                );
                 println!("listeners:     {}", status.listeners.join(", "));
                 if let Some(lattice) = &status.lattice {
                     println!(
@@ -169,11 +174,14 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     for path in &args.apps {
         deploys.push(prepare(path.clone(), args.build).await?);
     }
+    let (memory_budget, ceilings) = args.serve.limits().map_err(anyhow::Error::msg)?;
     let state_dir = state_dir(global);
     let config = HostConfig {
         state_dir: state_dir.clone(),
         pooling: !args.serve.no_pooling,
         max_request_body: args.serve.max_request_body,
+        memory_budget,
+        ceilings,
         http_address: args.lattice.http,
     };
     let host: Arc<Host> = Host::start(config).await?;

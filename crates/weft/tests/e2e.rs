@@ -222,6 +222,89 @@ fn guests_looping_and_hogging_memory_do_not_stall_other_apps_or_the_control_api(
 }
 
 #[test]
+fn a_host_memory_budget_holds_all_guests_and_ceilings_bound_each_manifest() {
+    let g = guests();
+    let host = Host::start(&[
+        "--memory-budget",
+        "160MiB",
+        "--max-memory",
+        "128MiB",
+        "--max-timeout",
+        "10s",
+    ]);
+    let s = Scene::new();
+    let port = s.port;
+    // A manifest asking past a ceiling is refused before anything runs, naming the ceiling.
+    for (properties, flag, ceiling) in [
+        ("limits: { memory: 256MiB }", "--max-memory", "128MiB"),
+        ("limits: { timeout: 30s }", "--max-timeout", "10s"),
+    ] {
+        let greedy = s.manifest(
+            "greedy",
+            "v1",
+            &[Route {
+                properties,
+                ..route("greedy", &g.misbehave, port, "/greedy")
+            }],
+        );
+        let refused = host.cli_err(&["app", "deploy", greedy.to_str().unwrap()]);
+        assert!(
+            refused.contains(flag) && refused.contains(ceiling),
+            "{refused}"
+        );
+    }
+    assert!(!host.cli_ok(&["app", "list"]).contains("greedy"));
+
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    host.deploy(&s.manifest(
+        "misbehave",
+        "v1",
+        &[Route {
+            properties: "limits: { memory: 128MiB, timeout: 10s }",
+            ..route("misbehave", &g.misbehave, port, "/misbehave")
+        }],
+    ));
+    let in_use = || host.status()["memory_in_use"].as_u64().unwrap();
+    // One guest holds 100 MiB of the 160 MiB budget for a while ...
+    let holder = std::thread::spawn(move || {
+        get(&format!(
+            "http://127.0.0.1:{port}/misbehave/hold/100/sleep/6000"
+        ))
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_use() < 100 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the holder never took its memory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... so a second guest wanting as much is refused and told to come back, within its own
+    // memory limit, while smaller guests carry on.
+    let refused = http()
+        .get(format!("http://127.0.0.1:{port}/misbehave/hold/100"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = refused.text().unwrap();
+    assert!(body.contains("memory budget of 160 MiB"), "{body}");
+    for _ in 0..20 {
+        let (status, _) = get(&format!("http://127.0.0.1:{port}/hello"));
+        assert_eq!(status, 200);
+    }
+    let status = host.cli_ok(&["status"]);
+    assert!(status.contains("of a 160 MiB budget"), "{status}");
+    assert_eq!(holder.join().unwrap(), (200, "ok\n".to_string()));
+    // The memory is given back with the instance: the same request now runs.
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/misbehave/hold/100")),
+        (200, "ok\n".to_string())
+    );
+    assert!(in_use() < 100 << 20, "{} bytes still charged", in_use());
+}
+
+#[test]
 fn a_control_api_reachable_from_other_machines_needs_saying_so() {
     let state = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))

@@ -1,7 +1,8 @@
 //! A guest that misbehaves on request, so tests can prove the host contains it:
 //! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
-//! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/spam` prints 1,000 lines
-//! to stderr before answering, anything else answers `ok`.
+//! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/hold/MIB` keeps MIB MiB
+//! of touched memory until it answers (`/hold/100/sleep/3000` holds 100 MiB for 3 s), `/spam`
+//! prints 1,000 lines to stderr before answering, anything else answers `ok`.
 
 use std::io::Write as _;
 
@@ -39,6 +40,11 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
                 let _ = writeln!(stderr, "misbehave: spam line {i}");
             }
         }
+        let held: Vec<u8> = path
+            .split_once("/hold/")
+            .and_then(|(_, rest)| rest.split('/').next()?.parse::<usize>().ok())
+            .map(|mib| vec![0xA5; mib << 20])
+            .unwrap_or_default();
         if let Some(ms) = path
             .rsplit_once("/sleep/")
             .and_then(|(_, ms)| ms.parse::<u64>().ok())
@@ -53,5 +59,6 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
         let _ = out.flush();
         drop(out);
         let _ = OutgoingBody::finish(body, None);
+        drop(std::hint::black_box(held));
     }
 }
