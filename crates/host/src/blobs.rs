@@ -86,6 +86,39 @@ impl BlobStore {
         std::fs::rename(&tmp, &path).map_err(|e| self.io(e))
     }
 
+    /// Deletes every component not in `keep` (and every half-written upload) last modified
+    /// more than `grace` ago: an upload younger than that may belong to a deploy still under
+    /// way. Returns how many files were deleted.
+    pub fn retain(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        grace: std::time::Duration,
+    ) -> Result<usize, BlobError> {
+        let mut deleted = 0;
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| self.io(e))? {
+            let entry = entry.map_err(|e| self.io(e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unused = match name.strip_suffix(".wasm") {
+                Some(digest) => !keep.contains(digest),
+                None => name.ends_with(".tmp"),
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > grace);
+            if unused && old {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(self.io(e)),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Reads a blob.
     pub fn get(&self, digest: &str) -> Result<Vec<u8>, BlobError> {
         let path = self.path(digest)?;

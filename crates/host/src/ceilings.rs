@@ -111,12 +111,7 @@ mod tests {
              \x20       image: c.wasm\n        {limits}\n      traits:\n\
              \x20       - type: spreadscaler\n          properties: {{ instances: {instances} }}\n"
         );
-        weft_manifest::parse_app(
-            &yaml,
-            "test.yaml",
-            weft_capabilities::catalog(),
-        )
-        .unwrap()
+        weft_manifest::parse_app(&yaml, "test.yaml", weft_capabilities::catalog()).unwrap()
     }
 
     const LOW: Ceilings = Ceilings {

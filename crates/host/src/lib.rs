@@ -44,6 +44,9 @@ pub struct HostConfig {
     pub memory_budget: u64,
     /// The most one component may ask for.
     pub ceilings: Ceilings,
+    /// Versions kept per app (the current one among them); older ones and the components only
+    /// they used are deleted.
+    pub keep_versions: usize,
     /// Serve every app's routes on this address instead of the manifest's (several lattice
     /// hosts on one machine each take their own).
     pub http_address: Option<std::net::SocketAddr>,
@@ -175,6 +178,21 @@ async fn reclaim_idle_instances(host: std::sync::Weak<Host>) {
     }
 }
 
+/// How long an uploaded component no stored version uses is kept: the time a deploy may take
+/// between uploading it and storing the version that uses it.
+const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Deletes unused uploads every [`UPLOAD_GRACE`], so those of refused deploys do not pile up.
+async fn collect_garbage_now_and_then(host: std::sync::Weak<Host>) {
+    let mut tick = tokio::time::interval(UPLOAD_GRACE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        host.collect_garbage();
+    }
+}
+
 /// Stored apps ordered so that an app whose components others use comes before them.
 fn restore_order(apps: Vec<StoredApp>) -> Vec<StoredApp> {
     let uses: BTreeMap<String, BTreeSet<String>> = apps
@@ -295,7 +313,9 @@ impl Host {
                 }
             }
         }
+        host.collect_garbage();
         tokio::spawn(reclaim_idle_instances(Arc::downgrade(&host)));
+        tokio::spawn(collect_garbage_now_and_then(Arc::downgrade(&host)));
         Ok(host)
     }
 
@@ -381,8 +401,9 @@ impl Host {
         let name = app.name.clone();
         let prepared = self.prepare(&stored, app).await?;
         let compiled = prepared.compiled;
-        self.store.put_current(&stored)?;
+        self.store.put_current(&stored, self.config.keep_versions)?;
         self.activate(stored, prepared);
+        self.collect_garbage();
         tracing::info!(app = %name, %version, compiled, "deployed");
         let (relinked, relink_failures) = self.relink_dependents(&name).await;
         if relinked > 0 || !relink_failures.is_empty() {
@@ -596,8 +617,24 @@ impl Host {
         self.store.remove(name)?;
         self.ingress.set_app_routes(name, Vec::new());
         self.apps_lock().remove(name);
+        self.collect_garbage();
         tracing::info!(app = %name, "undeployed");
         Ok(())
+    }
+
+    /// Deletes the uploaded components no kept version of any app uses (after
+    /// [`UPLOAD_GRACE`]); a failure is logged, never a deploy's error.
+    fn collect_garbage(&self) {
+        let deleted = self
+            .store
+            .referenced_digests()
+            .map_err(HostError::from)
+            .and_then(|keep| Ok(self.blobs.retain(&keep, UPLOAD_GRACE)?));
+        match deleted {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted components no kept version uses"),
+            Err(e) => tracing::warn!("cannot delete unused components: {e}"),
+        }
     }
 
     /// Stops taking new connections and waits, up to `grace`, for the requests in flight to

@@ -1,7 +1,7 @@
 //! The embedded state store: deployed app versions, kept in redb inside the state dir, so a
 //! restarted host serves the same apps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -73,15 +73,20 @@ fn key(app: &str, version: &str) -> String {
 }
 
 impl StateStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, compacting it: pages freed by versions pruned
+    /// since the last start are given back to the file system.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|e| StoreError {
+        let mut db = Database::create(path).map_err(|e| StoreError {
             path: shown.clone(),
             message: format!(
                 "{e}; is another `weft up` using this state dir? (use --state-dir to pick another)"
             ),
         })?;
+        if let Err(e) = db.compact() {
+            // Only the file's size is at stake; the data is whole either way.
+            tracing::warn!(path = %shown, "cannot compact the state store: {e}");
+        }
         let store = StateStore { db, path: shown };
         // Create the tables up front so read transactions never meet a missing table.
         store.write(|txn| {
@@ -108,16 +113,49 @@ impl StateStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    /// Records `app` as a version and makes it current, in one transaction.
-    pub fn put_current(&self, app: &StoredApp) -> Result<(), StoreError> {
+    /// Records `app` as a version and makes it current, in one transaction, keeping the app's
+    /// `keep` most recent versions (the current one always) and dropping older ones.
+    pub fn put_current(&self, app: &StoredApp, keep: usize) -> Result<(), StoreError> {
         let json = serde_json::to_vec(app).map_err(|e| self.err(e))?;
         self.write(|txn| {
-            txn.open_table(VERSIONS)?
-                .insert(key(&app.name, &app.version).as_str(), json.as_slice())?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            versions.insert(key(&app.name, &app.version).as_str(), json.as_slice())?;
             txn.open_table(CURRENT)?
                 .insert(app.name.as_str(), app.version.as_str())?;
+            let mut older: Vec<(u64, String)> = Vec::new();
+            let prefix = format!("{}\0", app.name);
+            for entry in versions.range(prefix.as_str()..)? {
+                let (k, v) = entry?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                let Ok(stored) = serde_json::from_slice::<StoredApp>(v.value()) else {
+                    continue;
+                };
+                if stored.version != app.version {
+                    older.push((stored.deployed_at, k.value().to_string()));
+                }
+            }
+            older.sort();
+            let excess = (older.len() + 1).saturating_sub(keep.max(1));
+            for (_, k) in older.into_iter().take(excess) {
+                versions.remove(k.as_str())?;
+            }
             Ok(())
         })
+    }
+
+    /// The component digests some stored version of some app uses.
+    pub fn referenced_digests(&self) -> Result<BTreeSet<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        let mut digests = BTreeSet::new();
+        for entry in versions.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            let stored: StoredApp = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+            digests.extend(stored.images.into_values());
+        }
+        Ok(digests)
     }
 
     /// Forgets an app: its current pointer and every stored version.
@@ -215,9 +253,9 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = StateStore::open(&path).unwrap();
-            store.put_current(&app("a", "v1", 1)).unwrap();
-            store.put_current(&app("a", "v2", 2)).unwrap();
-            store.put_current(&app("ab", "v1", 3)).unwrap();
+            store.put_current(&app("a", "v1", 1), 10).unwrap();
+            store.put_current(&app("a", "v2", 2), 10).unwrap();
+            store.put_current(&app("ab", "v1", 3), 10).unwrap();
         }
         let store = StateStore::open(&path).unwrap();
         let current = store.current_apps().unwrap();
@@ -233,5 +271,47 @@ mod tests {
         assert!(store.versions("a").unwrap().is_empty());
         assert_eq!(store.versions("ab").unwrap().len(), 1);
         assert!(!store.remove("a").unwrap());
+    }
+
+    #[test]
+    fn only_the_last_versions_are_kept_and_reopening_gives_the_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let big = |version: u64| StoredApp {
+            manifest: format!("{version}").repeat(20_000),
+            images: BTreeMap::from([("x.wasm".into(), format!("digest-{version}"))]),
+            ..app("a", &format!("v{version}"), version)
+        };
+        let grown = {
+            let store = StateStore::open(&path).unwrap();
+            for version in 1..=300 {
+                store.put_current(&big(version), 3).unwrap();
+            }
+            store.put_current(&app("b", "v1", 1), 3).unwrap();
+            let kept: Vec<_> = store
+                .versions("a")
+                .unwrap()
+                .into_iter()
+                .map(|a| a.version)
+                .collect();
+            assert_eq!(kept, ["v298", "v299", "v300"]);
+            assert_eq!(
+                store.referenced_digests().unwrap(),
+                BTreeSet::from([
+                    "digest-298".into(),
+                    "digest-299".into(),
+                    "digest-300".into()
+                ])
+            );
+            std::fs::metadata(&path).unwrap().len()
+        };
+        let store = StateStore::open(&path).unwrap();
+        let compacted = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            compacted < grown,
+            "{compacted} bytes after compaction, {grown} before"
+        );
+        assert_eq!(store.current_apps().unwrap().len(), 2);
+        assert_eq!(store.versions("a").unwrap().len(), 3);
     }
 }

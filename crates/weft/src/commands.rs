@@ -182,6 +182,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         max_request_body: args.serve.max_request_body,
         memory_budget,
         ceilings,
+        keep_versions: args.serve.keep_versions.into(),
         http_address: args.lattice.http,
     };
     let host: Arc<Host> = Host::start(config).await?;

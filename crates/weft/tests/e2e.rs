@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{get, guests, http, route, Host, Route, Scene};
+use support::{get, guests, http, route, write_yaml, Host, Route, Scene};
 
 #[test]
 fn rust_and_python_apps_served_through_the_cli() {
@@ -805,6 +805,95 @@ fn a_file_that_is_not_a_component_is_neither_uploaded_nor_stored() {
         before,
         "refused bytes were kept in the components dir"
     );
+}
+
+/// Sets the modification time of every file in `dir` an hour back, as if uploaded long ago.
+fn age_files(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let file = std::fs::File::options()
+            .append(true)
+            .open(entry.path())
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    }
+}
+
+/// The files of `dir` whose bytes are those of `component`.
+fn copies_of(dir: &std::path::Path, component: &std::path::Path) -> usize {
+    let wanted = std::fs::read(component).unwrap();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|bytes| bytes == wanted))
+        .count()
+}
+
+#[test]
+fn only_the_last_versions_are_kept_with_the_components_they_use() {
+    let g = guests();
+    let mut host = Host::start(&["--keep-versions", "2"]);
+    let s = Scene::new();
+    let port = s.port;
+    let components = host.state.path().join("components");
+    let version = |v: &str, image: &std::path::Path| {
+        s.manifest("kept", v, &[route("web", image, port, "/web")])
+    };
+    host.deploy(&version("v1", &g.misbehave));
+    host.deploy(&version("v2", &g.hello));
+    // A refused deploy's upload is kept only while a deploy might still be using it.
+    let unlinked = write_yaml(
+        s.dir.path(),
+        "unlinked",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {{ name: unlinked }}\n\
+             spec:\n  components:\n    - name: c\n      type: component\n      properties: {{ image: {} }}\n",
+            g.counter.display()
+        ),
+    );
+    host.cli_err(&["app", "deploy", unlinked.to_str().unwrap()]);
+    assert_eq!(copies_of(&components, &g.counter), 1);
+    age_files(&components);
+    host.deploy(&version("v3", &g.fetch));
+
+    let status = host.cli_ok(&["app", "status", "kept", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["versions"],
+        serde_json::json!(["v2", "v3"]),
+        "{status}"
+    );
+    assert_eq!(
+        copies_of(&components, &g.misbehave),
+        0,
+        "v1's component is kept"
+    );
+    assert_eq!(
+        copies_of(&components, &g.counter),
+        0,
+        "the refused upload is kept"
+    );
+    assert_eq!(
+        copies_of(&components, &g.hello),
+        1,
+        "v2's component is gone"
+    );
+    assert_eq!(copies_of(&components, &g.fetch), 1);
+
+    // After a restart (which compacts the store) the app serves v3 with its history intact.
+    host.stop();
+    host.restart(&["--keep-versions", "2"]);
+    let status = host.cli_ok(&["app", "status", "kept", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["versions"],
+        serde_json::json!(["v2", "v3"]),
+        "{status}"
+    );
+    // fetch, asked for no URL, says so: v3 answers.
+    let (code, body) = get(&format!("http://127.0.0.1:{port}/web"));
+    assert_eq!(code, 502, "{body}");
+    assert!(body.starts_with("fetch "), "{body}");
 }
 
 #[test]
