@@ -115,7 +115,9 @@ const LONG_RUNNING_NICE: i32 = 19;
 fn pool() -> &'static tokio::runtime::Runtime {
     static POOL: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // One thread fewer than the cores, so that one core is always free of long calls:
+        // a short request then never waits for the kernel to preempt a long one.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().max(2) - 1);
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("weft-long-guest")
