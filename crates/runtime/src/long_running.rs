@@ -126,9 +126,7 @@ fn pool() -> &'static tokio::runtime::Runtime {
                 // only). Not SCHED_IDLE: on a host busy with other processes an idle-class
                 // thread may not run at all, and a call cut off at its timeout must still get
                 // the moment it takes to end.
-                let thread = rustix::thread::gettid();
-                if let Err(e) = rustix::process::setpriority_process(Some(thread), LONG_RUNNING_NICE)
-                {
+                if let Err(e) = lower_this_thread() {
                     tracing::warn!(error = %e, "cannot lower the priority of a long-running guest thread");
                 }
             })
@@ -136,6 +134,47 @@ fn pool() -> &'static tokio::runtime::Runtime {
             .build()
             .unwrap_or_else(|e| panic!("cannot start the long-running guest threads: {e}"))
     })
+}
+
+/// The slice a long-running thread may keep a core for once a thread of the ingress, the
+/// control API or a short call wakes there: the kernel's default (about 3 ms) would hold a
+/// waking short request for as long.
+const LONG_RUNNING_SLICE_NANOS: u64 = 100_000;
+
+/// Puts the calling thread at [`LONG_RUNNING_NICE`] with a [`LONG_RUNNING_SLICE_NANOS`] slice
+/// (`sched_setattr`, Linux 6.12+: a short slice lets a waking thread preempt it); on an older
+/// kernel, at that nice value with the default slice.
+fn lower_this_thread() -> std::io::Result<()> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        sched_policy: u32,
+        sched_flags: u64,
+        sched_nice: i32,
+        sched_priority: u32,
+        sched_runtime: u64,
+        sched_deadline: u64,
+        sched_period: u64,
+        sched_util_min: u32,
+        sched_util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_nice: LONG_RUNNING_NICE,
+        sched_runtime: LONG_RUNNING_SLICE_NANOS,
+        ..Default::default()
+    };
+    // SAFETY: sched_setattr reads `attr.size` bytes from a live, initialised struct laid out as
+    // the kernel's `struct sched_attr` (SCHED_ATTR_SIZE_VER1); pid 0 is the calling thread.
+    #[allow(unsafe_code)]
+    let done = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if done == 0 {
+        return Ok(());
+    }
+    let thread = rustix::thread::gettid();
+    rustix::process::setpriority_process(Some(thread), LONG_RUNNING_NICE).map_err(Into::into)
 }
 
 /// How long one call has been running, shared by its store's epoch callback (which reads it)
