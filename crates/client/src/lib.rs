@@ -28,8 +28,11 @@ pub enum ClientError {
         path: PathBuf,
         reason: weft_api::NotAComponent,
     },
-    #[error("component `{component}`: OCI image `{image}` cannot be used yet; build the component and give its path")]
-    Oci { component: String, image: String },
+    #[error("component `{component}`: {source}")]
+    Oci {
+        component: String,
+        source: weft_oci::OciError,
+    },
     #[error(
         "no weft host is running for state dir {}: start one with `weft up` (or pass --url and --token)",
         .0.display()
@@ -58,7 +61,61 @@ pub struct PreparedDeploy {
     pub request: DeployRequest,
     /// sha256 → component bytes.
     pub components: BTreeMap<String, Vec<u8>>,
+    /// sha256 → where in a registry to fetch it, for OCI images: fetched only when the host
+    /// does not hold that digest yet.
+    pub pulls: BTreeMap<String, weft_oci::Resolved>,
+    /// Component → OCI reference, still to resolve ([`PreparedDeploy::resolve`]).
+    references: BTreeMap<String, String>,
     pub app_name: String,
+}
+
+impl PreparedDeploy {
+    /// Asks each OCI image's registry which component its reference names now (a moved tag
+    /// is followed), so the deploy records that digest.
+    pub async fn resolve(&mut self, registries: &weft_oci::Registries) -> Result<(), ClientError> {
+        for (component, reference) in std::mem::take(&mut self.references) {
+            let resolved =
+                registries
+                    .resolve(&reference)
+                    .await
+                    .map_err(|source| ClientError::Oci {
+                        component: component.clone(),
+                        source,
+                    })?;
+            tracing::info!(%reference, pinned = %resolved.pinned, "resolved");
+            self.request
+                .images
+                .insert(reference, resolved.digest.clone());
+            self.pulls.insert(resolved.digest.clone(), resolved);
+        }
+        Ok(())
+    }
+
+    /// The bytes of component `digest`: read with the manifest, or fetched from its registry.
+    pub async fn bytes_of(
+        &self,
+        digest: &str,
+        registries: &weft_oci::Registries,
+    ) -> Result<Vec<u8>, ClientError> {
+        if let Some(bytes) = self.components.get(digest) {
+            return Ok(bytes.clone());
+        }
+        let resolved = self.pulls.get(digest).ok_or_else(|| {
+            ClientError::Api(format!("component {digest} is not part of this deploy"))
+        })?;
+        registries
+            .fetch(resolved)
+            .await
+            .map_err(|source| ClientError::Oci {
+                component: resolved.reference.clone(),
+                source,
+            })
+    }
+
+    /// Every component digest the deploy uses.
+    pub fn digests(&self) -> impl Iterator<Item = &String> {
+        self.components.keys().chain(self.pulls.keys())
+    }
 }
 
 /// Reads a manifest and the component files it names; with `build`, first builds each component
@@ -75,6 +132,7 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
         .unwrap_or(Path::new("."));
     let mut images = BTreeMap::new();
     let mut components = BTreeMap::new();
+    let mut references = BTreeMap::new();
     for component in &app.components {
         if component.shared.is_some() {
             continue;
@@ -82,10 +140,8 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
         let path = match weft_manifest::image_source(&component.image, base) {
             ImageSource::File(path) => path,
             ImageSource::Oci(image) => {
-                return Err(ClientError::Oci {
-                    component: component.name.clone(),
-                    image,
-                })
+                references.insert(component.name.clone(), image);
+                continue;
             }
         };
         let project = project_dir(&path);
@@ -119,6 +175,8 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             caps: Default::default(),
         },
         components,
+        pulls: BTreeMap::new(),
+        references,
         app_name: app.name,
     })
 }
@@ -226,12 +284,18 @@ impl Client {
             .await
     }
 
-    /// Uploads the components the host lacks, then deploys.
-    pub async fn deploy(&self, prepared: &PreparedDeploy) -> Result<DeployOutcome, ClientError> {
-        for (digest, bytes) in &prepared.components {
+    /// Uploads the components the host lacks (fetching those of OCI images from their
+    /// registries), then deploys.
+    pub async fn deploy(
+        &self,
+        prepared: &PreparedDeploy,
+        registries: &weft_oci::Registries,
+    ) -> Result<DeployOutcome, ClientError> {
+        for digest in prepared.digests() {
             let url = format!("{}/v1/components/{digest}", self.url);
             if !self.has_component(&url).await? {
-                self.send(self.http.put(&url).body(bytes.clone())).await?;
+                let bytes = prepared.bytes_of(digest, registries).await?;
+                self.send(self.http.put(&url).body(bytes)).await?;
             }
         }
         self.json(

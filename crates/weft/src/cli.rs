@@ -64,6 +64,61 @@ pub enum Command {
     Secret(SecretCommand),
     /// Join components into one, statically: the others' exports serve SOCKET's imports
     Compose(ComposeArgs),
+    /// Push a component to an OCI registry (the wasm artifact layout `wash push` writes)
+    #[command(after_help = "Example:\n  weft push build/hello.wasm localhost:5000/hello:1.0")]
+    Push(PushArgs),
+    /// Pull a component from an OCI registry, checked against its digest
+    #[command(after_help = "Example:\n  weft pull ghcr.io/acme/hello:1.0 -o hello.wasm")]
+    Pull(PullArgs),
+}
+
+/// How to reach OCI registries. Credentials come from WEFT_REGISTRY_USERNAME and
+/// WEFT_REGISTRY_PASSWORD, else from `docker login` (~/.docker/config.json), never from flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryArgs {
+    /// A registry (HOST:PORT) to reach over plain HTTP; loopback registries always are
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        env = "WEFT_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// The registry options these flags and the environment give.
+    pub fn registries(&self) -> weft_oci::Registries {
+        let mut registries = weft_oci::Registries::from_env();
+        registries.insecure.extend(self.insecure.iter().cloned());
+        registries
+    }
+}
+
+/// `weft push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The component file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where to push it: REGISTRY/REPOSITORY:TAG
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `weft pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// What to pull: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Where to write the component [default: the repository's last segment, .wasm]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `weft compose`.
@@ -268,6 +323,8 @@ pub struct UpArgs {
     pub control_public: bool,
     #[command(flatten)]
     pub serve: ServeArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `weft build`.
@@ -306,6 +363,8 @@ pub struct DeployArgs {
     pub build: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Output format.

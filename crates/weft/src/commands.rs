@@ -11,7 +11,7 @@ use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
     AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global, LatticeArgs,
-    SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
+    PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     control_addr: None,
                     apps: Vec::new(),
                     build: false,
+                    registries: Default::default(),
                 },
             )
             .await
@@ -70,6 +71,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::App(command) => app(&global, command).await,
         Command::Secret(command) => secret(&global, command).await,
         Command::Compose(args) => compose(args),
+        Command::Push(args) => push(args).await,
+        Command::Pull(args) => pull(args).await,
     }
 }
 
@@ -84,11 +87,52 @@ fn client(global: &Global) -> Result<Client> {
     }
 }
 
-async fn prepare(path: PathBuf, build: bool) -> Result<PreparedDeploy> {
+async fn prepare(
+    path: PathBuf,
+    build: bool,
+    registries: &weft_oci::Registries,
+) -> Result<PreparedDeploy> {
     let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || prepare_deploy(&path, build))
+    let mut prepared = tokio::task::spawn_blocking(move || prepare_deploy(&path, build))
         .await?
-        .with_context(|| format!("cannot deploy {shown}"))
+        .with_context(|| format!("cannot deploy {shown}"))?;
+    prepared
+        .resolve(registries)
+        .await
+        .with_context(|| format!("cannot deploy {shown}"))?;
+    Ok(prepared)
+}
+
+async fn push(args: PushArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let pushed = args
+        .registry
+        .registries()
+        .push(&args.reference, bytes)
+        .await?;
+    println!("pushed {} as {}", args.file.display(), pushed.pinned);
+    println!("component digest: sha256:{}", pushed.digest);
+    Ok(())
+}
+
+async fn pull(args: PullArgs) -> Result<()> {
+    let (resolved, bytes) = args.registry.registries().pull(&args.reference).await?;
+    let output = args.output.unwrap_or_else(|| {
+        let repository = args.reference.split(['@', ':']).next().unwrap_or_default();
+        let name = repository.rsplit('/').next().unwrap_or("component");
+        PathBuf::from(format!("{name}.wasm"))
+    });
+    std::fs::write(&output, &bytes)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "pulled {} ({} bytes, sha256:{}) to {}",
+        resolved.pinned,
+        bytes.len(),
+        resolved.digest,
+        output.display()
+    );
+    Ok(())
 }
 
 fn print_outcome(outcome: &DeployOutcome) {
@@ -124,6 +168,8 @@ struct Serving {
     control_addr: Option<std::net::SocketAddr>,
     apps: Vec<PathBuf>,
     build: bool,
+    /// How to reach the registries of the given apps' OCI images.
+    registries: weft_oci::Registries,
 }
 
 async fn up(global: &Global, args: UpArgs) -> Result<()> {
@@ -143,6 +189,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
             control_addr: Some(args.control_addr),
             apps: args.apps,
             build: args.build,
+            registries: args.registry.registries(),
         },
     )
     .await
@@ -153,9 +200,13 @@ async fn deploy_given(
     host: &Host,
     apps: &dyn weft_host::apps::Apps,
     deploy: PreparedDeploy,
+    registries: &weft_oci::Registries,
 ) -> Result<DeployOutcome> {
-    for (digest, bytes) in &deploy.components {
-        host.blobs().put(digest, bytes)?;
+    for digest in deploy.digests() {
+        if !host.blobs().contains(digest)? {
+            let bytes = deploy.bytes_of(digest, registries).await?;
+            host.blobs().put(digest, &bytes)?;
+        }
     }
     Ok(apps.deploy(deploy.request).await?)
 }
@@ -172,7 +223,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     // Build and read everything first: a broken manifest stops here, before a host starts.
     let mut deploys = Vec::new();
     for path in &args.apps {
-        deploys.push(prepare(path.clone(), args.build).await?);
+        deploys.push(prepare(path.clone(), args.build, &args.registries).await?);
     }
     let (memory_budget, ceilings) = args.serve.limits().map_err(anyhow::Error::msg)?;
     let state_dir = state_dir(global);
@@ -195,7 +246,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     // and left out; the others are served, as when a restarted host restores its apps.
     for deploy in deploys {
         let name = deploy.app_name.clone();
-        match deploy_given(&host, apps.as_ref(), deploy).await {
+        match deploy_given(&host, apps.as_ref(), deploy, &args.registries).await {
             Ok(outcome) => print_outcome(&outcome),
             Err(e) => {
                 tracing::error!(app = %name, "not served: {e:#}");
@@ -423,10 +474,12 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
             manifest,
             build,
             output,
+            registry,
         }) => {
             let client = client(global)?;
-            let prepared = prepare(manifest, build).await?;
-            let outcome = client.deploy(&prepared).await?;
+            let registries = registry.registries();
+            let prepared = prepare(manifest, build, &registries).await?;
+            let outcome = client.deploy(&prepared, &registries).await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {

@@ -429,6 +429,36 @@ impl Server {
         server
     }
 
+    /// Debian's `docker-registry` (distribution 2.8), its storage and access log in its dir.
+    pub fn registry() -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: info, accesslog: {{ disabled: false }} }}\n\
+                 storage: {{ filesystem: {{ rootdirectory: {} }} }}\n\
+                 http: {{ addr: 127.0.0.1:{port} }}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let args = vec!["serve".to_string(), config.display().to_string()];
+        let mut server = Server::start("docker-registry", args, port);
+        server.dir = dir;
+        server
+    }
+
+    /// What the server wrote to stdout and stderr (for a registry: its access log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("weft-test-{}-{}.log", self.program, self.port))
+    }
+
     fn start(program: &'static str, args: Vec<String>, port: u16) -> Server {
         let mut server = Server {
             program,
@@ -454,11 +484,16 @@ impl Server {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "kill the server first");
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new(self.program)
             .args(&self.args)
             .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {} (run scripts/setup.sh): {e}", self.program)
@@ -483,6 +518,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
 
