@@ -10,6 +10,7 @@
     python3 bench/run.py failover    # 3 hosts: SIGKILL the app's host, then the leader; time to recover
     python3 bench/run.py baseline --rev REV  # this tree vs weft built at REV: requests, deploys
     python3 bench/run.py isolation [--rev REV]  # hello's latency while other guests loop or hog
+    python3 bench/run.py oci         # deploy by OCI reference: cold (pull + compile) and warm
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -847,13 +848,67 @@ def bench_isolation(images, smoke, rev=None):
                  "GET /v1/apps ms"), rows)
 
 
+def bench_oci(images, smoke):
+    """`weft app deploy` of an app whose image is an OCI reference on a local docker-registry:
+    cold (a fresh host: pull and compile) and warm (the same digest again, under a new app name:
+    nothing fetched, nothing compiled), for the Rust and the Python hello; median of rounds."""
+    rounds = 1 if smoke else int(os.environ.get("ROUNDS", "3"))
+    port = free_port()
+    storage = tempfile.mkdtemp(prefix="weft-bench-registry-")
+    config = os.path.join(storage, "config.yml")
+    open(config, "w").write(f"version: 0.1\nlog: {{ level: error }}\n"
+                            f"storage: {{ filesystem: {{ rootdirectory: {storage}/data }} }}\n"
+                            f"http: {{ addr: 127.0.0.1:{port} }}\n")
+    registry = subprocess.Popen(["docker-registry", "serve", config],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, registry, timeout=30)
+        refs = {}
+        for project in ("hello", "hello-py"):
+            refs[project] = f"127.0.0.1:{port}/bench/{project}:1.0"
+            sh(WEFT, "push", images[project], refs[project], stdout=subprocess.DEVNULL)
+        times = {(p, w): [] for p in refs for w in ("cold", "warm")}
+        for _ in range(rounds):
+            for project, ref in refs.items():
+                weft = Weft()
+                tmp = tempfile.mkdtemp()
+                try:
+                    for when, app in (("cold", "first"), ("warm", "second")):
+                        http_port = free_port()
+                        f = os.path.join(tmp, f"{app}.yaml")
+                        open(f, "w").write(manifest(app, ref, http_port, "/"))
+                        started = time.perf_counter()
+                        sh(WEFT, "--state-dir", weft.state, "app", "deploy", f, stdout=subprocess.DEVNULL)
+                        times[(project, when)].append(time.perf_counter() - started)
+                        status, body, _ = get(http_port, "/")
+                        assert status == 200 and body.startswith("Hello from"), (project, when, status, body)
+                finally:
+                    weft.stop()
+                    shutil.rmtree(tmp, ignore_errors=True)
+        rows = []
+        for project in refs:
+            cold = statistics.median(times[(project, "cold")])
+            warm = statistics.median(times[(project, "warm")])
+            size = os.path.getsize(images[project]) / 1e6
+            rows.append((project, f"{size:.1f} MB", f"{cold * 1000:.0f} ms", f"{warm * 1000:.0f} ms",
+                         f"{cold / warm:.1f}x"))
+        print_table(f"Deploy by OCI reference, local docker-registry (median of {rounds}; "
+                    "whole `weft app deploy` command)",
+                    ("component", "size", "cold: pull + compile", "warm: digest held, compiled", "cold/warm"),
+                    rows)
+    finally:
+        registry.terminate()
+        registry.wait()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "all"])
+                                          "failover", "baseline", "isolation", "oci", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -862,10 +917,11 @@ def main():
     if args.rev and args.smoke:
         parser.error("--rev compares release builds; leave out --smoke")
     # These compare weft with itself: they need wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench not in ("baseline", "isolation") or not shutil.which("wrk")):
+    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci") or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation"]
+    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
+               "oci"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
