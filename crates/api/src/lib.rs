@@ -39,6 +39,9 @@ pub struct DeployOutcome {
     /// Apps that could not be switched and stay on the previous version, with why.
     #[serde(default)]
     pub relink_failures: Vec<String>,
+    /// What the manifest says that weft reads but does not act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Whether an app is serving.
@@ -89,6 +92,9 @@ pub struct AppStatus {
     /// In a lattice: what happened to the app lately (placements, moves, host losses).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
+    /// What the manifest says that weft reads but does not act on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One component of an app.

@@ -89,9 +89,85 @@ fn yaml_syntax_errors_name_the_file() {
 }
 
 #[test]
-fn unknown_fields_are_refused() {
+fn a_missing_field_is_refused_and_a_typo_in_weft_s_own_extensions_too() {
+    // `imag` is not read; the image it should have been is then missing.
     let msg = error_of(&HELLO.replace("image: ./build/hello.wasm", "imag: ./build/hello.wasm"));
-    assert!(msg.contains("imag"), "{msg}");
+    assert!(msg.contains("image"), "{msg}");
+    // `limits` is weft's extension, not wadm's: a misspelt key there is an error.
+    let msg = error_of(&HELLO.replace("memory: 32MiB", "memroy: 32MiB"));
+    assert!(msg.contains("memroy"), "{msg}");
+}
+
+/// A manifest as wadm accepts it, with what weft reads but does not act on.
+const WADM: &str = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: kvcounter
+  annotations: { version: v0.0.1, description: "a wadm app" }
+spec:
+  policies:
+    - name: nats-kv
+      type: policy.secret.wasmcloud.dev/v1alpha1
+      properties: { backend: nats-kv }
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: ./build/counter.wasm
+        id: counter
+        config: [{ name: shared-config }]
+      traits:
+        - type: spreadscaler
+          properties: { instances: 2 }
+        - type: link
+          properties:
+            target:
+              name: kv
+              config: [{ name: kv-link, properties: { url: "redis://127.0.0.1:6380" } }]
+              secrets: [{ name: pw, properties: { policy: nats-kv, key: redis-pw } }]
+            source: { name: counter }
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+    - name: kv
+      type: capability
+      properties: { image: ghcr.io/wasmcloud/keyvalue-redis:0.28.1, experimental: true }
+    - name: http
+      type: capability
+      properties: { image: ghcr.io/wasmcloud/http-server:0.23.0 }
+      traits:
+        - type: link
+          properties:
+            target: counter
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source_config: [{ name: default-http, properties: { address: "127.0.0.1:9091" } }]
+"#;
+
+#[test]
+fn what_wadm_accepts_deploys_and_what_weft_does_not_act_on_is_a_warning() {
+    let app = parse(WADM, "wadm.yaml").unwrap();
+    // The older `source_config` form routes like `source.config`.
+    assert_eq!(app.routes[0].address, "127.0.0.1:9091".parse().unwrap());
+    // The target's config reaches the backend.
+    let grant = &app.components[0].grants[0];
+    assert_eq!(
+        grant.settings.get("url").map(String::as_str),
+        Some("redis://127.0.0.1:6380")
+    );
+    let warnings = app.warnings.join("\n");
+    for expected in [
+        "spec.policies `nats-kv` (type policy.secret.wasmcloud.dev/v1alpha1) is not read",
+        "the link to `kv` passes secrets",
+        "config `shared-config` has no properties here",
+        "component `kv`: properties.experimental is not read by weft",
+    ] {
+        assert!(warnings.contains(expected), "{expected}\nin:\n{warnings}");
+    }
+    assert_eq!(app.warnings.len(), 4, "{warnings}");
+    assert!(parse(HELLO, "app.yaml").unwrap().warnings.is_empty());
 }
 
 #[test]

@@ -386,6 +386,7 @@ impl Host {
                     unchanged: true,
                     relinked: 0,
                     relink_failures: Vec::new(),
+                    warnings: app.warnings,
                 });
             }
         }
@@ -399,6 +400,7 @@ impl Host {
         }
 
         let name = app.name.clone();
+        let warnings = app.warnings.clone();
         let prepared = self.prepare(&stored, app).await?;
         let compiled = prepared.compiled;
         self.store.put_current(&stored, self.config.keep_versions)?;
@@ -417,6 +419,7 @@ impl Host {
             unchanged: false,
             relinked,
             relink_failures,
+            warnings,
         })
     }
 

@@ -73,6 +73,11 @@ impl Host {
             uses: entry.uses.clone(),
             hosts: BTreeMap::new(),
             events: Vec::new(),
+            warnings: entry
+                .app
+                .as_ref()
+                .map(|app| app.warnings.clone())
+                .unwrap_or_default(),
         })
     }
 

@@ -278,6 +278,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         capabilities: capabilities.into_iter().map(|(_, c)| c).collect(),
         routes,
         subscriptions,
+        warnings: manifest.warnings,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct Manifest {
     pub components: Vec<Component>,
     /// Capability nodes as written.
     pub capabilities: Vec<CapabilityNode>,
+    /// What the manifest says that weft reads but does not act on.
+    pub warnings: Vec<String>,
 }
 
 /// A capability node as written: its image and config, and the links from it.
@@ -69,6 +71,10 @@ pub struct App {
     pub capabilities: Vec<Capability>,
     pub routes: Vec<HttpRoute>,
     pub subscriptions: Vec<Subscription>,
+    /// What the manifest says that weft reads but does not act on; shown with the deploy and
+    /// in status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A component node: a Wasm component to run.

@@ -1,43 +1,66 @@
 //! The manifest as written: wadm's OAM `Application`, field for field, before validation.
+//!
+//! Every struct reads what wadm's schema allows. A field weft does not know is kept in the
+//! struct's `unknown` map rather than refused, so validation can name it in a warning: a wadm
+//! manifest deploys as it is, and its author learns what weft did not act on.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Fields of one mapping that weft does not read, by name.
+pub type Unknown = BTreeMap<String, serde_json::Value>;
+
 /// A whole manifest file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RawManifest {
     pub api_version: String,
     pub kind: String,
     pub metadata: Metadata,
     pub spec: Spec,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// `metadata`: the app's name and annotations (`version`, `description`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// `spec`: the nodes of the app graph.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Spec {
     pub components: Vec<RawComponent>,
-    /// wadm's policies (secret backends and the like); carried, not interpreted yet.
+    /// wadm's policies (secret backends and the like): read, and warned about, not acted on.
     #[serde(default)]
-    pub policies: Vec<BTreeMap<String, String>>,
+    pub policies: Vec<RawPolicy>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
+}
+
+/// One of wadm's `spec.policies`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawPolicy {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
 }
 
 /// One node: a component or a capability.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawComponent {
     pub name: String,
     #[serde(rename = "type")]
@@ -46,11 +69,13 @@ pub struct RawComponent {
     pub properties: Properties,
     #[serde(default)]
     pub traits: Vec<RawTrait>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// A node's `properties`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Properties {
     pub image: Option<String>,
     /// wadm's optional stable identifier; accepted for compatibility.
@@ -66,34 +91,43 @@ pub struct Properties {
     pub secrets: Vec<RawSecret>,
     /// A component shared from another app (wadm's shared components), instead of an image.
     pub application: Option<RawSharedRef>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// `properties.application`: the app and component a shared component comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSharedRef {
     pub name: String,
     pub component: String,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// One entry of `properties.secrets`, as wadm writes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSecret {
     /// The name the component passes to `wasmcloud:secrets/store.get`.
     pub name: String,
     pub properties: RawSecretProperties,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// Where a secret comes from: `key` in weft's secret store (set with `weft secret put`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSecretProperties {
     pub key: String,
     /// wadm's secret policy name; weft has one secret store, so only its name is accepted.
     pub policy: Option<String>,
     pub field: Option<String>,
     pub version: Option<String>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// `properties.reuse`: serve many requests from one instance, for components whose author
@@ -109,11 +143,13 @@ pub struct RawReuse {
 
 /// A named block of string properties, as wadm's `config`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct NamedConfig {
     pub name: String,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// `properties.limits`: human-readable sizes and durations.
@@ -132,31 +168,34 @@ pub struct RawLimits {
 pub enum RawTrait {
     Spreadscaler(Scaler),
     Daemonscaler(Scaler),
-    Link(RawLink),
+    Link(Box<RawLink>),
 }
 
 /// Properties of `spreadscaler` and `daemonscaler`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Scaler {
     pub instances: u32,
     #[serde(default)]
     pub spread: Vec<Spread>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// One weighted placement rule of a scaler.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Spread {
     pub name: String,
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
     pub weight: Option<u32>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// Properties of a `link` trait.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLink {
     pub target: LinkTarget,
     pub namespace: String,
@@ -165,6 +204,15 @@ pub struct RawLink {
     /// The link name (wasmCloud's `name`), for components that link one interface twice.
     pub name: Option<String>,
     pub source: Option<LinkEnd>,
+    /// wadm's older form of `source.config`.
+    #[serde(default)]
+    pub source_config: Vec<NamedConfig>,
+    /// wadm's older form of `target.config`.
+    #[serde(default)]
+    pub target_config: Vec<NamedConfig>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// A link's target: wadm accepts either a bare component name or an object.
@@ -177,19 +225,32 @@ pub enum LinkTarget {
 
 /// The object form of a link target.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct LinkTargetSpec {
     pub name: String,
     #[serde(default)]
     pub config: Vec<NamedConfig>,
+    /// Secrets handed to the target over the link; weft's capabilities take `secret:KEY`
+    /// config values instead.
+    #[serde(default)]
+    pub secrets: Vec<serde_json::Value>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 /// Link config carried on the source end.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct LinkEnd {
+    /// wadm 0.13+ names the source end; weft knows the source as the component the link is on.
+    pub name: Option<String>,
     #[serde(default)]
     pub config: Vec<NamedConfig>,
+    /// Secrets handed over the link; see [`LinkTargetSpec::secrets`].
+    #[serde(default)]
+    pub secrets: Vec<serde_json::Value>,
+    /// Fields weft does not read (warned about at validation).
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: Unknown,
 }
 
 impl LinkTarget {
@@ -199,5 +260,59 @@ impl LinkTarget {
             LinkTarget::Name(name) => name,
             LinkTarget::Full(spec) => &spec.name,
         }
+    }
+}
+
+impl RawManifest {
+    /// Where the manifest has fields weft does not read, e.g. `component `x`: properties.foo`.
+    pub fn unread_fields(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut note = |at: &str, unknown: &Unknown| {
+            found.extend(unknown.keys().map(|key| format!("{at}{key}")));
+        };
+        note("", &self.unknown);
+        note("metadata.", &self.metadata.unknown);
+        note("spec.", &self.spec.unknown);
+        for node in &self.spec.components {
+            let at = format!("component `{}`: ", node.name);
+            note(&at, &node.unknown);
+            let properties = &node.properties;
+            note(&format!("{at}properties."), &properties.unknown);
+            if let Some(shared) = &properties.application {
+                note(&format!("{at}properties.application."), &shared.unknown);
+            }
+            for config in &properties.config {
+                note(
+                    &format!("{at}properties.config `{}`: ", config.name),
+                    &config.unknown,
+                );
+            }
+            for secret in &properties.secrets {
+                let at = format!("{at}properties.secrets `{}`: ", secret.name);
+                note(&at, &secret.unknown);
+                note(&format!("{at}properties."), &secret.properties.unknown);
+            }
+            for (i, t) in node.traits.iter().enumerate() {
+                let at = format!("{at}traits[{i}].properties.");
+                match t {
+                    RawTrait::Spreadscaler(s) | RawTrait::Daemonscaler(s) => {
+                        note(&at, &s.unknown);
+                        for spread in &s.spread {
+                            note(&format!("{at}spread `{}`: ", spread.name), &spread.unknown);
+                        }
+                    }
+                    RawTrait::Link(link) => {
+                        note(&at, &link.unknown);
+                        if let LinkTarget::Full(target) = &link.target {
+                            note(&format!("{at}target."), &target.unknown);
+                        }
+                        if let Some(source) = &link.source {
+                            note(&format!("{at}source."), &source.unknown);
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 }

@@ -82,13 +82,68 @@ pub(crate) fn validate(raw: RawManifest, origin: &str) -> Result<Manifest, Manif
     }
     check_http_link_cycles(&v, &components)?;
 
+    let warnings = unread(&raw);
     Ok(Manifest {
         origin: origin.to_string(),
         name: raw.metadata.name,
         version,
         components,
         capabilities,
+        warnings,
     })
+}
+
+/// What in `raw` weft reads but does not act on, each said once: fields outside weft's
+/// reading of wadm's schema, wadm policies, secrets passed over links, and configs named
+/// without properties (kept in wasmCloud's config store, which weft does not have).
+fn unread(raw: &RawManifest) -> Vec<String> {
+    let mut warnings: Vec<String> = raw
+        .unread_fields()
+        .into_iter()
+        .map(|at| format!("{at} is not read by weft and has no effect"))
+        .collect();
+    for policy in &raw.spec.policies {
+        warnings.push(format!(
+            "spec.policies `{}` (type {}) is not read: weft keeps secrets in its own store \
+             (`weft secret put`), granted by `properties.secrets` and `secret:KEY` config values",
+            policy.name, policy.kind
+        ));
+    }
+    for node in &raw.spec.components {
+        let at = format!("component `{}`", node.name);
+        let mut configs: Vec<&NamedConfig> = node.properties.config.iter().collect();
+        for t in &node.traits {
+            if let RawTrait::Link(link) = t {
+                let secrets = link.source.iter().flat_map(|s| &s.secrets).count()
+                    + match &link.target {
+                        raw::LinkTarget::Full(spec) => spec.secrets.len(),
+                        raw::LinkTarget::Name(_) => 0,
+                    };
+                if secrets > 0 {
+                    warnings.push(format!(
+                        "{at}: the link to `{}` passes secrets, which weft does not pass over \
+                         links; give the capability a `secret:KEY` config value instead",
+                        link.target.name()
+                    ));
+                }
+                configs.extend(link.source.iter().flat_map(|s| &s.config));
+                configs.extend(&link.source_config);
+                configs.extend(&link.target_config);
+                if let raw::LinkTarget::Full(spec) = &link.target {
+                    configs.extend(&spec.config);
+                }
+            }
+        }
+        for config in configs.into_iter().filter(|c| c.properties.is_empty()) {
+            warnings.push(format!(
+                "{at}: config `{}` has no properties here; wasmCloud would read it from its \
+                 config store (`wash config put`), which weft does not have, so it is empty: \
+                 write its properties in the manifest",
+                config.name
+            ));
+        }
+    }
+    warnings
 }
 
 fn check_name(v: &Validator<'_>, location: &str, name: &str) -> Result<(), ManifestError> {
@@ -357,21 +412,25 @@ fn check_link(
             "a link needs `namespace`, `package` and at least one interface",
         ));
     }
-    let target_config = match &link.target {
+    // wadm's older `target_config` / `source_config` sit beside the newer nested forms.
+    let mut target_config = match &link.target {
         raw::LinkTarget::Name(_) => Vec::new(),
         raw::LinkTarget::Full(spec) => spec.config.clone(),
     };
+    target_config.extend(link.target_config.iter().cloned());
+    let mut source_config: Vec<NamedConfig> = link
+        .source
+        .as_ref()
+        .map(|s| s.config.clone())
+        .unwrap_or_default();
+    source_config.extend(link.source_config.iter().cloned());
     Ok(Link {
         target: target.to_string(),
         namespace: link.namespace.clone(),
         package: link.package.clone(),
         interfaces: link.interfaces.clone(),
         name: link.name.clone(),
-        source_config: link
-            .source
-            .as_ref()
-            .map(|s| s.config.clone())
-            .unwrap_or_default(),
+        source_config,
         target_config,
     })
 }

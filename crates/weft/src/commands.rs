@@ -136,6 +136,9 @@ async fn pull(args: PullArgs) -> Result<()> {
 }
 
 fn print_outcome(outcome: &DeployOutcome) {
+    for warning in &outcome.warnings {
+        eprintln!("warning: {warning}");
+    }
     if outcome.unchanged {
         println!(
             "{} {} is already deployed; nothing changed",
@@ -615,6 +618,9 @@ fn print_status(app: &AppStatus) {
     }
     for event in &app.events {
         println!("event:     {event}");
+    }
+    for warning in &app.warnings {
+        println!("warning:   {warning}");
     }
     for (used, version) in &app.uses {
         println!("uses:      {used} {version}");

@@ -333,5 +333,10 @@ fn outcome(
         unchanged,
         relinked: 0,
         relink_failures: Vec::new(),
+        warnings: record
+            .app
+            .as_ref()
+            .map(|app| app.warnings.clone())
+            .unwrap_or_default(),
     }
 }

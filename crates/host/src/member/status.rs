@@ -100,6 +100,11 @@ impl Member {
             uses: BTreeMap::new(),
             hosts: placement.map(|p| p.hosts.clone()).unwrap_or_default(),
             events: placement.map(|p| p.events.clone()).unwrap_or_default(),
+            warnings: record
+                .app
+                .as_ref()
+                .map(|app| app.warnings.clone())
+                .unwrap_or_default(),
         })
     }
 
