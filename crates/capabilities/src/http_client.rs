@@ -58,12 +58,27 @@ impl CapabilitySpec for HttpClient {
             );
         }
         if hosts.is_empty() {
+            // wasmCloud's http-client provider lets a linked component call any host; under
+            // its image weft does the same, and says so, rather than refuse a wasmCloud app.
+            if let Some(provider) = &link.node.provider {
+                return Ok(Granted::OutgoingHttp {
+                    hosts: vec!["*".into()],
+                    lenient: Some(format!(
+                        "no allowed_hosts, so as {provider} does the component may call any \
+                         host; name the hosts it may call (allowed_hosts: \"api.example.com\") \
+                         to limit it"
+                    )),
+                });
+            }
             return Err(SpecError::new(
                 "name the hosts it may call in the link's config: allowed_hosts: \
                  \"api.example.com,127.0.0.1:8081\" (or \"*\")",
             ));
         }
-        Ok(Granted::OutgoingHttp(hosts))
+        Ok(Granted::OutgoingHttp {
+            hosts,
+            lenient: None,
+        })
     }
 }
 

@@ -375,10 +375,12 @@ fn links_weft_cannot_serve_are_refused() {
         "hosts: x",
     ));
     assert!(msg.contains("unknown key `hosts`"), "{msg}");
-    let msg = error_of(&FETCH.replace(
+    let unlisted = FETCH.replace(
         "source:\n              config: [{ name: egress, properties: { allowed_hosts: \"API.example.com, 127.0.0.1:8081\" } }]",
         "",
-    ));
+    );
+    let msg =
+        error_of(&unlisted.replace("ghcr.io/wasmcloud/http-client:0.12.0", "weft:http-client"));
     assert!(msg.contains("name the hosts it may call"), "{msg}");
     let msg = error_of(&FETCH.replace(
         "interfaces: [outgoing-handler]",
@@ -391,6 +393,33 @@ fn links_weft_cannot_serve_are_refused() {
     );
     let msg = error_of(&to_component);
     assert!(msg.contains("not by another component"), "{msg}");
+}
+
+#[test]
+fn under_a_wasmcloud_provider_image_its_looser_default_applies_with_a_warning_unless_strict() {
+    let unlisted = FETCH.replace(
+        "source:\n              config: [{ name: egress, properties: { allowed_hosts: \"API.example.com, 127.0.0.1:8081\" } }]",
+        "",
+    );
+    let app = parse(&unlisted, "app.yaml").unwrap();
+    assert_eq!(app.components[0].outgoing_http, Some(vec!["*".to_string()]));
+    assert_eq!(app.warnings.len(), 1, "{:?}", app.warnings);
+    assert!(
+        app.warnings[0].contains(
+            "as ghcr.io/wasmcloud/http-client:0.12.0 does the component may call any host"
+        ),
+        "{:?}",
+        app.warnings
+    );
+    let strict = unlisted.replace(
+        "metadata: { name: fetch }",
+        "metadata: { name: fetch, annotations: { weft.dev/strict: \"true\" } }",
+    );
+    let msg = error_of(&strict);
+    assert!(
+        msg.contains("asks for a strict deploy") && msg.contains("may call any host"),
+        "{msg}"
+    );
 }
 
 const HARNESSED: &str = r#"

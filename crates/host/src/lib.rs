@@ -47,6 +47,8 @@ pub struct HostConfig {
     /// Versions kept per app (the current one among them); older ones and the components only
     /// they used are deleted.
     pub keep_versions: usize,
+    /// Refuse an app whose manifest says anything weft would not act on (its warnings).
+    pub strict: bool,
     /// Serve every app's routes on this address instead of the manifest's (several lattice
     /// hosts on one machine each take their own).
     pub http_address: Option<std::net::SocketAddr>,
@@ -59,6 +61,12 @@ pub enum HostError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     AboveCeiling(#[from] AboveCeiling),
+    #[error(
+        "app `{app}`: this host deploys strictly (`weft up --strict`), and weft would not act \
+         on all the manifest says:\n  {}",
+        warnings.join("\n  ")
+    )]
+    Strict { app: String, warnings: Vec<String> },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]

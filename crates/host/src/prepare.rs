@@ -67,6 +67,12 @@ impl Host {
         mut app: App,
     ) -> Result<Prepared, HostError> {
         self.config.ceilings.fit(&mut app)?;
+        if self.config.strict && !app.warnings.is_empty() {
+            return Err(HostError::Strict {
+                app: app.name.clone(),
+                warnings: app.warnings.clone(),
+            });
+        }
         let remote = self.remote.get();
         let mut assembly = Assembly::default();
         // Linked components first, so each source finds its targets' workloads ready.

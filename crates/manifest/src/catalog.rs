@@ -82,8 +82,12 @@ impl CapabilityLink<'_> {
 pub enum Granted {
     /// Imports of a WIT package, served by a backend under the link's name.
     Interfaces(Grant),
-    /// `wasi:http/outgoing-handler`, limited to these hosts.
-    OutgoingHttp(Vec<String>),
+    /// `wasi:http/outgoing-handler`, limited to `hosts`; `lenient` says why a wasmCloud
+    /// provider's looser default was applied, for the deploy's warnings.
+    OutgoingHttp {
+        hosts: Vec<String>,
+        lenient: Option<String>,
+    },
 }
 
 /// What a link from a capability to a component makes the host do.
@@ -228,6 +232,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
             kind: spec.name().to_string(),
             backend: backend.to_string(),
             config: node.config.clone(),
+            provider: (!node.image.starts_with("weft:")).then(|| node.image.clone()),
         };
         capability.backend = spec
             .check_node(&capability)
@@ -249,9 +254,20 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         capabilities.push((spec, capability));
     }
 
+    let mut warnings = manifest.warnings;
     let mut components = manifest.components;
     for component in &mut components {
-        grant(component, &capabilities, &err)?;
+        warnings.extend(grant(component, &capabilities, &err)?);
+    }
+    if strict(&manifest.annotations) && !warnings.is_empty() {
+        return Err(ManifestError::Invalid {
+            origin: origin.clone(),
+            location: format!("metadata.annotations.{STRICT_ANNOTATION}"),
+            message: format!(
+                "the app asks for a strict deploy, and weft would not act on all it says:\n  {}",
+                warnings.join("\n  ")
+            ),
+        });
     }
 
     let mut seen = BTreeSet::new();
@@ -278,8 +294,17 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         capabilities: capabilities.into_iter().map(|(_, c)| c).collect(),
         routes,
         subscriptions,
-        warnings: manifest.warnings,
+        warnings,
     })
+}
+
+/// The annotation with which an app refuses to deploy with warnings: `"true"`.
+pub const STRICT_ANNOTATION: &str = "weft.dev/strict";
+
+fn strict(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    annotations
+        .get(STRICT_ANNOTATION)
+        .is_some_and(|v| v == "true")
 }
 
 /// Asks the capability behind each of `component`'s links to capability nodes what it grants.
@@ -287,8 +312,9 @@ fn grant(
     component: &mut Component,
     capabilities: &[(&dyn CapabilitySpec, Capability)],
     err: &impl Fn(String, SpecError) -> ManifestError,
-) -> Result<(), ManifestError> {
+) -> Result<Vec<String>, ManifestError> {
     let at = format!("component `{}`", component.name);
+    let mut warnings = Vec::new();
     for link in &component.links {
         let Some((spec, node)) = capabilities.iter().find(|(_, c)| c.name == link.target) else {
             continue;
@@ -321,7 +347,10 @@ fn grant(
                 }
                 component.grants.push(grant);
             }
-            Granted::OutgoingHttp(hosts) => component.outgoing_http = Some(hosts),
+            Granted::OutgoingHttp { hosts, lenient } => {
+                warnings.extend(lenient.map(|why| format!("{field}: {why}")));
+                component.outgoing_http = Some(hosts);
+            }
         }
     }
     if let Some(shared) = &component.shared {
@@ -336,5 +365,5 @@ fn grant(
             ));
         }
     }
-    Ok(())
+    Ok(warnings)
 }

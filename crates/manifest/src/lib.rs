@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use catalog::{
     known_images, lock, merge, resolve_image, CapabilityLink, CapabilitySpec, Catalog, Delivered,
-    Granted, SpecError,
+    Granted, SpecError, STRICT_ANNOTATION,
 };
 pub use model::*;
 pub use scaler::{scaler_of, ScalerConflict};

@@ -49,6 +49,8 @@ pub struct Manifest {
     pub capabilities: Vec<CapabilityNode>,
     /// What the manifest says that weft reads but does not act on.
     pub warnings: Vec<String>,
+    /// `metadata.annotations`.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// A capability node as written: its image and config, and the links from it.
@@ -303,6 +305,10 @@ pub struct Capability {
     /// The implementation chosen by the image or the `backend` config key.
     pub backend: String,
     pub config: Vec<NamedConfig>,
+    /// The wasmCloud provider image the node names, when it names one rather than `weft:…`:
+    /// weft then behaves as that provider does where weft's own default is stricter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// An HTTP route: requests to `address` (and `host`, when set) under `path` go to `component`.

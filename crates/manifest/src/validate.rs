@@ -84,6 +84,7 @@ pub(crate) fn validate(raw: RawManifest, origin: &str) -> Result<Manifest, Manif
 
     let warnings = unread(&raw);
     Ok(Manifest {
+        annotations: raw.metadata.annotations.clone(),
         origin: origin.to_string(),
         name: raw.metadata.name,
         version,

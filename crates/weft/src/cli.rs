@@ -250,6 +250,11 @@ pub struct ServeArgs {
     /// The most instances of one component a manifest may ask for, at most 1000
     #[arg(long, default_value_t = weft_manifest::INSTANCES_CEILING, value_name = "N")]
     pub max_instances: u32,
+    /// Refuse apps whose manifests say anything weft would not act on (what a deploy otherwise
+    /// accepts with warnings: wadm fields and policies weft does not read, a wasmCloud
+    /// provider's looser defaults)
+    #[arg(long)]
+    pub strict: bool,
     /// Versions of each app kept in the state store (the running one among them); older ones,
     /// and the components only they used, are deleted
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

@@ -237,6 +237,7 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         memory_budget,
         ceilings,
         keep_versions: args.serve.keep_versions.into(),
+        strict: args.serve.strict,
         http_address: args.lattice.http,
     };
     let host: Arc<Host> = Host::start(config).await?;

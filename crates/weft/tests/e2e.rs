@@ -343,6 +343,14 @@ fn what_a_manifest_says_that_weft_does_not_act_on_is_shown_with_the_deploy_and_i
     assert!(status.contains(warning), "{status}");
     let (code, _) = get(&format!("http://127.0.0.1:{}/hello", s.port));
     assert_eq!(code, 200);
+
+    // A host run with --strict refuses the same manifest, listing what it would not act on.
+    let strict = Host::start(&["--strict"]);
+    let refused = strict.cli_err(&["app", "deploy", manifest.to_str().unwrap()]);
+    assert!(
+        refused.contains("deploys strictly") && refused.contains(warning),
+        "{refused}"
+    );
 }
 
 #[test]
