@@ -44,50 +44,65 @@ impl Ceilings {
     /// first component whose stated limits go past one.
     pub fn fit(&self, app: &mut App) -> Result<(), AboveCeiling> {
         for component in app.components.iter_mut().filter(|c| c.shared.is_none()) {
+            let name = &component.name;
             let limits = &mut component.limits;
-            let above = |field, asked: String, ceiling: String, flag| AboveCeiling {
-                component: component.name.clone(),
-                field,
-                asked,
-                ceiling,
-                flag,
-            };
-            if limits.max_memory > self.max_memory {
-                if limits.stated.memory {
-                    return Err(above(
-                        "limits.memory",
-                        size(limits.max_memory),
-                        size(self.max_memory),
-                        "--max-memory",
-                    ));
-                }
-                limits.max_memory = self.max_memory;
-            }
-            if limits.timeout > self.max_timeout {
-                if limits.stated.timeout {
-                    return Err(above(
-                        "limits.timeout",
-                        format!("{:?}", limits.timeout),
-                        format!("{:?}", self.max_timeout),
-                        "--max-timeout",
-                    ));
-                }
-                limits.timeout = self.max_timeout;
-            }
-            if limits.max_instances > self.max_instances {
-                if limits.stated.instances {
-                    return Err(above(
-                        "instances",
-                        limits.max_instances.to_string(),
-                        self.max_instances.to_string(),
-                        "--max-instances",
-                    ));
-                }
-                limits.max_instances = self.max_instances;
-            }
+            let stated = limits.stated;
+            fit_one(
+                name,
+                "limits.memory",
+                "--max-memory",
+                &mut limits.max_memory,
+                self.max_memory,
+                stated.memory,
+                size,
+            )?;
+            fit_one(
+                name,
+                "limits.timeout",
+                "--max-timeout",
+                &mut limits.timeout,
+                self.max_timeout,
+                stated.timeout,
+                |t| format!("{t:?}"),
+            )?;
+            fit_one(
+                name,
+                "instances",
+                "--max-instances",
+                &mut limits.max_instances,
+                self.max_instances,
+                stated.instances,
+                |n| n.to_string(),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Holds one limit to its ceiling: a stated value above it is refused, a default lowered.
+fn fit_one<T: PartialOrd + Copy>(
+    component: &str,
+    field: &'static str,
+    flag: &'static str,
+    value: &mut T,
+    ceiling: T,
+    stated: bool,
+    show: impl Fn(T) -> String,
+) -> Result<(), AboveCeiling> {
+    if *value <= ceiling {
+        return Ok(());
+    }
+    if stated {
+        return Err(AboveCeiling {
+            component: component.to_string(),
+            field,
+            asked: show(*value),
+            ceiling: show(ceiling),
+            flag,
+        });
+    }
+    *value = ceiling;
+    Ok(())
 }
 
 /// Bytes as the manifest writes them, in the largest binary unit that divides them.

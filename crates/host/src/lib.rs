@@ -411,9 +411,13 @@ impl Host {
         let warnings = app.warnings.clone();
         let prepared = self.prepare(&stored, app).await?;
         let compiled = prepared.compiled;
-        self.store.put_current(&stored, self.config.keep_versions)?;
+        let dropped = self.store.put_current(&stored, self.config.keep_versions)?;
         self.activate(stored, prepared);
-        self.collect_garbage();
+        // Only dropped versions can leave components unused on the deploy path; uploads of
+        // refused deploys are left to the periodic sweep.
+        if dropped > 0 {
+            self.collect_garbage();
+        }
         tracing::info!(app = %name, %version, compiled, "deployed");
         let (relinked, relink_failures) = self.relink_dependents(&name).await;
         if relinked > 0 || !relink_failures.is_empty() {

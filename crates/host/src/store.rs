@@ -114,8 +114,10 @@ impl StateStore {
     }
 
     /// Records `app` as a version and makes it current, in one transaction, keeping the app's
-    /// `keep` most recent versions (the current one always) and dropping older ones.
-    pub fn put_current(&self, app: &StoredApp, keep: usize) -> Result<(), StoreError> {
+    /// `keep` most recent versions (the current one always) and dropping older ones; returns
+    /// how many it dropped.
+    pub fn put_current(&self, app: &StoredApp, keep: usize) -> Result<usize, StoreError> {
+        let mut dropped = 0;
         let json = serde_json::to_vec(app).map_err(|e| self.err(e))?;
         self.write(|txn| {
             let mut versions = txn.open_table(VERSIONS)?;
@@ -141,18 +143,25 @@ impl StateStore {
             for (_, k) in older.into_iter().take(excess) {
                 versions.remove(k.as_str())?;
             }
+            dropped = excess;
             Ok(())
-        })
+        })?;
+        Ok(dropped)
     }
 
     /// The component digests some stored version of some app uses.
     pub fn referenced_digests(&self) -> Result<BTreeSet<String>, StoreError> {
+        /// Only the images of a stored version: its manifest and locked app are skipped over.
+        #[derive(Deserialize)]
+        struct Images {
+            images: BTreeMap<String, String>,
+        }
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
         let mut digests = BTreeSet::new();
         for entry in versions.iter().map_err(|e| self.err(e))? {
             let (_, v) = entry.map_err(|e| self.err(e))?;
-            let stored: StoredApp = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+            let stored: Images = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
             digests.extend(stored.images.into_values());
         }
         Ok(digests)

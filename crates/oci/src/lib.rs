@@ -162,11 +162,9 @@ impl Registries {
         let parsed = parse(&resolved.pinned)?;
         let auth = self.auth(&parsed)?;
         let client = self.client(&parsed);
-        // Authenticates for the blob's repository, as a pull of the manifest does.
         client
-            .pull_manifest_and_config(&parsed, &auth)
-            .await
-            .map_err(|e| self.registry_error(&parsed, &resolved.reference, format!("{e:#}")))?;
+            .store_auth_if_needed(parsed.resolve_registry(), &auth)
+            .await;
         let mut bytes = Vec::with_capacity(resolved.layer.size.max(0) as usize);
         client
             .pull_blob(&parsed, &resolved.layer, &mut bytes)
