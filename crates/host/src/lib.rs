@@ -190,14 +190,14 @@ async fn reclaim_idle_instances(host: std::sync::Weak<Host>) {
 /// between uploading it and storing the version that uses it.
 const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
-/// Deletes unused uploads every [`UPLOAD_GRACE`], so those of refused deploys do not pile up.
+/// Deletes unused uploads once at start and then every [`UPLOAD_GRACE`], so those of refused
+/// deploys do not pile up; off the async threads, and never in the way of a start.
 async fn collect_garbage_now_and_then(host: std::sync::Weak<Host>) {
     let mut tick = tokio::time::interval(UPLOAD_GRACE);
-    tick.tick().await;
     loop {
         tick.tick().await;
         let Some(host) = host.upgrade() else { return };
-        host.collect_garbage();
+        let _ = tokio::task::spawn_blocking(move || host.collect_garbage()).await;
     }
 }
 
@@ -321,7 +321,6 @@ impl Host {
                 }
             }
         }
-        host.collect_garbage();
         tokio::spawn(reclaim_idle_instances(Arc::downgrade(&host)));
         tokio::spawn(collect_garbage_now_and_then(Arc::downgrade(&host)));
         Ok(host)

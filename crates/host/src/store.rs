@@ -72,6 +72,23 @@ fn key(app: &str, version: &str) -> String {
     format!("{app}\0{version}")
 }
 
+/// Every stored version of `app` in `versions`: its key and its JSON.
+fn versions_of(
+    versions: &impl ReadableTable<&'static str, &'static [u8]>,
+    app: &str,
+) -> Result<Vec<(String, Vec<u8>)>, redb::StorageError> {
+    let prefix = key(app, "");
+    let mut found = Vec::new();
+    for entry in versions.range(prefix.as_str()..)? {
+        let (k, v) = entry?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        found.push((k.value().to_string(), v.value().to_vec()));
+    }
+    Ok(found)
+}
+
 impl StateStore {
     /// Opens (or creates) the store at `path`, compacting it: pages freed by versions pruned
     /// since the last start are given back to the file system.
@@ -125,17 +142,12 @@ impl StateStore {
             txn.open_table(CURRENT)?
                 .insert(app.name.as_str(), app.version.as_str())?;
             let mut older: Vec<(u64, String)> = Vec::new();
-            let prefix = format!("{}\0", app.name);
-            for entry in versions.range(prefix.as_str()..)? {
-                let (k, v) = entry?;
-                if !k.value().starts_with(&prefix) {
-                    break;
-                }
-                let Ok(stored) = serde_json::from_slice::<StoredApp>(v.value()) else {
+            for (k, v) in versions_of(&versions, &app.name)? {
+                let Ok(stored) = serde_json::from_slice::<StoredApp>(&v) else {
                     continue;
                 };
                 if stored.version != app.version {
-                    older.push((stored.deployed_at, k.value().to_string()));
+                    older.push((stored.deployed_at, k));
                 }
             }
             older.sort();
@@ -173,16 +185,7 @@ impl StateStore {
         self.write(|txn| {
             existed = txn.open_table(CURRENT)?.remove(name)?.is_some();
             let mut versions = txn.open_table(VERSIONS)?;
-            let prefix = format!("{name}\0");
-            let doomed: Vec<String> = versions
-                .range(prefix.as_str()..)?
-                .map_while(|entry| {
-                    let (k, _) = entry.ok()?;
-                    let k = k.value().to_string();
-                    k.starts_with(&prefix).then_some(k)
-                })
-                .collect();
-            for k in doomed {
+            for (k, _) in versions_of(&versions, name)? {
                 versions.remove(k.as_str())?;
             }
             Ok(())
@@ -213,14 +216,9 @@ impl StateStore {
     pub fn versions(&self, name: &str) -> Result<Vec<StoredApp>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let versions = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
-        let prefix = format!("{name}\0");
         let mut out: Vec<StoredApp> = Vec::new();
-        for entry in versions.range(prefix.as_str()..).map_err(|e| self.err(e))? {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        for (_, v) in versions_of(&versions, name).map_err(|e| self.err(e))? {
+            out.push(serde_json::from_slice(&v).map_err(|e| self.err(e))?);
         }
         out.sort_by_key(|a| a.deployed_at);
         Ok(out)
