@@ -158,8 +158,9 @@ pub fn check_config<C: serde::de::DeserializeOwned>(
 
 /// What a link from a kind's node to a component delivers.
 pub struct Delivery {
-    /// The interface of the kind's package the component must export, e.g. `handler`.
-    pub export: &'static str,
+    /// The interfaces of the kind's package the component may export, one of which it must
+    /// (e.g. `handler`, and 0.3's `incoming-handler`); the first is the one messages name.
+    pub exports: &'static [&'static str],
     /// Said when the target is not a component.
     pub not_a_component: &'static str,
     /// Turns the link, its backend and its settings (kind keys included) into the delivery.
@@ -316,7 +317,7 @@ impl<S: ?Sized + Send + Sync + 'static> CapabilitySpec for Kind<S> {
         };
         check_delivery(
             link,
-            (self.namespace, self.package, delivery.export),
+            (self.namespace, self.package, delivery.exports),
             delivery.not_a_component,
             &format!("a {} link to a component delivers to", self.name),
         )?;
@@ -345,7 +346,7 @@ impl<S: ?Sized + Send + Sync + 'static> Capability for Kind<S> {
 /// Checks a link from a capability leads to a component exporting `ns:pkg/export`.
 pub(crate) fn check_delivery(
     link: &CapabilityLink<'_>,
-    (namespace, package, export): (&str, &str, &str),
+    (namespace, package, exports): (&str, &str, &[&str]),
     not_a_component: &str,
     link_kind: &str,
 ) -> Result<(), SpecError> {
@@ -355,9 +356,10 @@ pub(crate) fn check_delivery(
             format!("`{}` is not a component; {not_a_component}", link.component),
         ));
     }
-    if !link.link.is_within(namespace, package, &[export]) {
+    if !link.link.is_within(namespace, package, exports) {
         return Err(SpecError::new(format!(
-            "{link_kind} `{namespace}:{package}/{export}`, not `{}`",
+            "{link_kind} `{namespace}:{package}/{}`, not `{}`",
+            exports.join("` or `"),
             link.link.describe()
         )));
     }

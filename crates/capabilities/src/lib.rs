@@ -40,6 +40,9 @@ mod bindings {
             "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
             "wasmcloud:secrets/store.secret": crate::secrets::Secret,
             "wasmcloud:bus/lattice.call-target-interface": crate::bus::CallTargetInterface,
+            "wasmcloud:messaging/types.client": crate::messaging::v0_3::Client,
+            "wasmcloud:messaging/types.message": crate::messaging::v0_3::Envelope,
+            "wasmcloud:messaging/request-reply.request-options": crate::messaging::v0_3::RequestOptions,
             "wasi:blobstore/container.container": crate::blobstore::Container,
             "wasi:blobstore/container.stream-object-names": crate::blobstore::ObjectNames,
             "wasi:blobstore/types.outgoing-value": crate::blobstore::OutgoingValue,
@@ -51,13 +54,24 @@ mod bindings {
     pub use wasmcloud::*;
 }
 
-/// Bindings for calling a component's `wasmcloud:messaging/handler` export.
+/// Bindings for calling a component's `wasmcloud:messaging/handler@0.2.0` or
+/// `incoming-handler@0.3.0` export.
 pub mod handler_bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "weft:capabilities/message-handler",
         exports: { default: async },
     });
+
+    mod incoming {
+        wasmtime::component::bindgen!({
+            path: "wit",
+            world: "weft:capabilities/incoming-handler",
+            exports: { default: async },
+            with: { "wasmcloud:messaging/types": crate::bindings::messaging0_3_0::types },
+        });
+    }
+    pub use incoming::{IncomingHandler, IncomingHandlerPre};
 }
 
 /// Why a capability cannot be granted or served.
@@ -220,23 +234,13 @@ impl CapabilityCtx {
         }
     }
 
-    /// The link name in force for `namespace:package`; found without building the key, since
-    /// every capability call asks and the map is almost always empty.
-    fn link_name(&self, namespace: &str, package: &str) -> &str {
-        self.link_names
-            .iter()
-            .find(|(key, _)| {
-                key.strip_prefix(namespace)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    == Some(package)
-            })
-            .map_or(DEFAULT_LINK_NAME, |(_, name)| name.as_str())
-    }
-
-    /// The backend of `kind` under the link name in force, or a message naming the links there
+    /// The backend of `kind` under the link named `name`, or a message naming the links there
     /// are, for the guest.
-    fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
-        let name = self.link_name(kind.namespace, kind.package);
+    fn linked_as<S: ?Sized + Send + Sync + 'static>(
+        &self,
+        kind: &Kind<S>,
+        name: &str,
+    ) -> Result<Arc<S>, String> {
         let package = || format!("{}:{}", kind.namespace, kind.package);
         let links = self.grants.granted.get(kind.name);
         let found = links
@@ -257,6 +261,25 @@ impl CapabilityCtx {
                 package()
             )),
         }
+    }
+
+    /// The link name in force for `namespace:package`; found without building the key, since
+    /// every capability call asks and the map is almost always empty.
+    fn link_name(&self, namespace: &str, package: &str) -> &str {
+        self.link_names
+            .iter()
+            .find(|(key, _)| {
+                key.strip_prefix(namespace)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(package)
+            })
+            .map_or(DEFAULT_LINK_NAME, |(_, name)| name.as_str())
+    }
+
+    /// The backend of `kind` under the link name in force, or a message naming the links there
+    /// are, for the guest.
+    fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
+        self.linked_as(kind, self.link_name(kind.namespace, kind.package))
     }
 }
 
@@ -293,11 +316,15 @@ pub fn add_to_linker<T: CapabilityView + 'static>(linker: &mut Linker<T>) -> was
     b::logging::logging::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::secrets::store::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::secrets::reveal::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::bus::lattice::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::bus1_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::bus2_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::blobstore::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::blobstore::container::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::blobstore::blobstore::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging::consumer::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::messaging0_2_0::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::messaging0_2_0::consumer::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::messaging0_3_0::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::messaging0_3_0::producer::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::messaging0_3_0::request_reply::add_to_linker::<T, HasCapabilities>(linker, view)?;
     Ok(())
 }

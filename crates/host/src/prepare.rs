@@ -308,7 +308,7 @@ impl Host {
                     .map_err(|e| failed(subject.clone(), &e))?;
                 assembly
                     .subscriptions
-                    .add(subject.clone(), feed, handler.clone());
+                    .add(subject.clone(), feed, broker.clone(), handler.clone());
             }
         }
         Ok(())

@@ -6,23 +6,37 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use weft_capabilities::messaging::Message;
+use weft_capabilities::messaging::{Broker, Message};
 use weft_runtime::MessageHandler;
+
+/// One subject's messages, the broker they come from and the handler they go to.
+struct Feed {
+    subject: String,
+    messages: mpsc::Receiver<Message>,
+    broker: Arc<dyn Broker>,
+    handler: Arc<MessageHandler>,
+}
 
 /// Subscriptions made while preparing a deploy; they deliver nothing until started.
 #[derive(Default)]
 pub(crate) struct Pending {
-    feeds: Vec<(String, mpsc::Receiver<Message>, Arc<MessageHandler>)>,
+    feeds: Vec<Feed>,
 }
 
 impl Pending {
     pub(crate) fn add(
         &mut self,
         subject: String,
-        feed: mpsc::Receiver<Message>,
+        messages: mpsc::Receiver<Message>,
+        broker: Arc<dyn Broker>,
         handler: Arc<MessageHandler>,
     ) {
-        self.feeds.push((subject, feed, handler));
+        self.feeds.push(Feed {
+            subject,
+            messages,
+            broker,
+            handler,
+        });
     }
 
     /// Starts delivering; the returned set stops every delivery task when dropped.
@@ -30,7 +44,7 @@ impl Pending {
         let tasks = self
             .feeds
             .into_iter()
-            .map(|(subject, feed, handler)| tokio::spawn(deliver(subject, feed, handler)))
+            .map(|feed| tokio::spawn(deliver(feed)))
             .collect();
         Running { tasks }
     }
@@ -50,13 +64,20 @@ impl Drop for Running {
     }
 }
 
-async fn deliver(subject: String, mut feed: mpsc::Receiver<Message>, handler: Arc<MessageHandler>) {
-    while let Some(message) = feed.recv().await {
+async fn deliver(feed: Feed) {
+    let Feed {
+        subject,
+        mut messages,
+        broker,
+        handler,
+    } = feed;
+    while let Some(message) = messages.recv().await {
         let handler = handler.clone();
         let subject = subject.clone();
+        let broker = broker.clone();
         tokio::spawn(async move {
             let on = message.subject.clone();
-            if let Err(reason) = handler.deliver(message).await {
+            if let Err(reason) = handler.deliver(message, &broker).await {
                 tracing::warn!(workload = %handler.name(), subscription = %subject, subject = %on, %reason, "message not handled");
             }
         });

@@ -1,23 +1,44 @@
-//! A message handler: one component pre-instantiated for `wasmcloud:messaging/handler`, each
-//! message delivered to a fresh instance under the component's limits.
+//! A message handler: one component pre-instantiated for `wasmcloud:messaging/handler@0.2.0` or
+//! `incoming-handler@0.3.0`, each message delivered to a fresh instance under the component's
+//! limits.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use weft_capabilities::handler_bindings::wasmcloud::messaging::types::BrokerMessage;
-use weft_capabilities::handler_bindings::MessageHandlerPre;
-use weft_capabilities::messaging::Message;
+use wasmtime::component::InstancePre;
+use weft_capabilities::handler_bindings::wasmcloud::messaging0_2_0::types::BrokerMessage;
+use weft_capabilities::handler_bindings::{IncomingHandlerPre, MessageHandlerPre};
+use weft_capabilities::messaging::{v0_3, Broker, Message};
 
 use crate::long_running::{CallRecord, Demotable, Pace};
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::{CallFailed, Runtime};
 
+/// The handler export a component has, of the two messaging versions.
+#[derive(Clone)]
+pub(crate) enum HandlerPre {
+    V0_2(MessageHandlerPre<InstanceState>),
+    V0_3(IncomingHandlerPre<InstanceState>),
+}
+
+impl HandlerPre {
+    /// The component's handler, or why it has neither.
+    pub(crate) fn new(pre: InstancePre<InstanceState>) -> Result<Self, String> {
+        match MessageHandlerPre::new(pre.clone()) {
+            Ok(pre) => Ok(HandlerPre::V0_2(pre)),
+            Err(old) => IncomingHandlerPre::new(pre)
+                .map(HandlerPre::V0_3)
+                .map_err(|new| format!("{old:#}; {new:#}")),
+        }
+    }
+}
+
 /// A component ready to handle messages.
 pub struct MessageHandler {
     runtime: Arc<Runtime>,
     name: Arc<str>,
-    pre: MessageHandlerPre<InstanceState>,
+    pre: HandlerPre,
     limits: weft_manifest::Limits,
     access: Access,
     permits: Arc<Semaphore>,
@@ -29,7 +50,7 @@ impl MessageHandler {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         name: String,
-        pre: MessageHandlerPre<InstanceState>,
+        pre: HandlerPre,
         limits: weft_manifest::Limits,
         access: Access,
     ) -> Self {
@@ -50,8 +71,13 @@ impl MessageHandler {
     }
 
     /// Runs the handler on one message in a fresh instance. A trap, timeout or memory overrun
-    /// fails this delivery only; so does an error the handler returns.
-    pub async fn deliver(&self, message: Message) -> Result<(), CallFailed> {
+    /// fails this delivery only; so does an error the handler returns. `broker` is where the
+    /// message came from, where a 0.3 handler's `reply` goes.
+    pub async fn deliver(
+        &self,
+        message: Message,
+        broker: &Arc<dyn Broker>,
+    ) -> Result<(), CallFailed> {
         let timeout = self.limits.timeout;
         let _permit = self
             .permits
@@ -61,21 +87,30 @@ impl MessageHandler {
         let mut store = self
             .runtime
             .limited_store(&self.name, &self.limits, &self.access);
-        let message = BrokerMessage {
-            subject: message.subject,
-            body: message.body.to_vec(),
-            reply_to: message.reply_to,
-        };
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let pre = self.pre.clone();
+        let broker = broker.clone();
         let run = Demotable::new(
             async move {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance
-                    .wasmcloud_messaging_handler()
-                    .call_handle_message(&mut store, &message)
-                    .await
+                match pre {
+                    HandlerPre::V0_2(pre) => {
+                        let message = BrokerMessage {
+                            subject: message.subject,
+                            body: message.body.to_vec(),
+                            reply_to: message.reply_to,
+                        };
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        instance
+                            .wasmcloud_messaging0_2_0_handler()
+                            .call_handle_message(&mut store, &message)
+                            .await
+                    }
+                    HandlerPre::V0_3(pre) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        v0_3::handle(&instance, &mut store, message, broker).await
+                    }
+                }
             },
             long_running,
         );

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use weft_capabilities::handler_bindings::MessageHandlerPre;
 
 pub use budget::{default_memory_budget, BudgetSpent, MemoryBudget};
 pub use engine::{Allocator, EPOCH_TICK};
@@ -55,7 +54,8 @@ pub enum RuntimeError {
     )]
     NoHttpHandler { what: String, reason: String },
     #[error(
-        "{what} is subscribed to messages but exports no `wasmcloud:messaging/handler@0.2.0`: {reason}"
+        "{what} is subscribed to messages but exports neither \
+         `wasmcloud:messaging/handler@0.2.0` nor `wasmcloud:messaging/incoming-handler@0.3.0`: {reason}"
     )]
     NoMessageHandler { what: String, reason: String },
     #[error(transparent)]
@@ -72,7 +72,7 @@ pub struct Code {
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
     proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
-    handler_pre: OnceLock<Result<MessageHandlerPre<InstanceState>, String>>,
+    handler_pre: OnceLock<Result<handler::HandlerPre, String>>,
 }
 
 impl Code {
@@ -345,7 +345,7 @@ impl Runtime {
         let handler = loaded
             .code
             .handler_pre
-            .get_or_init(|| MessageHandlerPre::new(pre).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| handler::HandlerPre::new(pre))
             .clone()
             .map_err(|reason| RuntimeError::NoMessageHandler {
                 what: what.into(),

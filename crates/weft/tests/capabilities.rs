@@ -686,3 +686,102 @@ fn a_lost_nats_fails_only_its_calls_and_both_kv_and_messaging_recover() {
     let count: u64 = recovered.0.trim().parse().unwrap();
     assert!(count >= 4, "acknowledged increments were lost: {count}");
 }
+
+/// examples/relay/app.yaml on the scene's port, its bus on `backend`; `wasmcloud_links` writes
+/// the messaging links as wasmCloud's own examples do (`[consumer]`, `[handler]`) although the
+/// component speaks 0.3.0.
+fn relay_app(s: &Scene, name: &str, backend: &str, wasmcloud_links: bool) -> PathBuf {
+    let mut yaml = std::fs::read_to_string(repo().join("examples/relay/app.yaml"))
+        .unwrap()
+        .replace("name: relay\n  annotations", &format!("name: {name}\n  annotations"))
+        .replace("./build/relay.wasm", &guests().relay.display().to_string())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", s.port))
+        .replace("path: /relay", &format!("path: /{name}"))
+        .replace("relay.*,relay.>", &format!("{name}.*,{name}.>"))
+        .replace(
+            "properties: { image: weft:messaging }",
+            &format!("properties: {{ image: weft:messaging, config: [{{ name: b, properties: {backend} }}] }}"),
+        );
+    if wasmcloud_links {
+        yaml = yaml
+            .replace("interfaces: [producer, request-reply]", "interfaces: [consumer]")
+            .replace(
+                "interfaces: [incoming-handler]\n            source:\n              config: [{ name: subscriptions",
+                "interfaces: [handler]\n            source:\n              config: [{ name: subscriptions",
+            );
+    }
+    write_yaml(s.dir.path(), name, &yaml)
+}
+
+#[test]
+fn messaging_0_3_bus_2_and_config_runtime_serve_a_component_that_imports_exactly_them() {
+    let nats = Server::nats();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&relay_app(&s, "local", "{ backend: in-process }", false));
+    let nats_backend = format!("{{ backend: nats, url: \"{}\" }}", nats.url());
+    host.deploy(&relay_app(&s, "remote", &nats_backend, true));
+    for app in ["local", "remote"] {
+        let base = format!("http://127.0.0.1:{}/{app}", s.port);
+        // Two subscriptions match, so two replies; content type and metadata cross the broker.
+        let (status, body) = post(&format!("{base}/request/{app}.echo?replies=2"), "hi");
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                200,
+                "relay: hi [text/plain] sent-by=relay\nrelay: hi [text/plain] sent-by=relay"
+            ),
+            "{app}"
+        );
+        let (status, body) = post(&format!("{base}/request/{app}.echo"), "one");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "relay: one [text/plain] sent-by=relay"),
+            "{app}"
+        );
+        // A message with no reply subject: the handler's `reply` fails and it stores it.
+        assert_eq!(post(&format!("{base}/send/{app}.inbox"), "note").0, 200);
+        let stored = format!("{base}/kv/last.{app}.inbox");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while get(&stored).0 != 200 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(get(&stored), (200, "note".to_string()), "{app}");
+        let (status, body) = post(&format!("{base}/request/nobody.here"), "x");
+        assert!(
+            status == 502 && body.contains("no responders"),
+            "{app}: {status} {body}"
+        );
+        // bus 2.0.0: a named link is picked, and a name that is no link is an error value.
+        let put = http()
+            .put(format!("{base}/kv/k?store=scratch"))
+            .body("v")
+            .send()
+            .unwrap();
+        assert_eq!(put.status().as_u16(), 200);
+        assert_eq!(
+            get(&format!("{base}/kv/k?store=scratch")),
+            (200, "v".into())
+        );
+        assert_eq!(
+            get(&format!("{base}/kv/k")).0,
+            404,
+            "the default link is another store"
+        );
+        let (status, body) = get(&format!("{base}/kv/k?store=nope"));
+        assert_eq!(status, 404);
+        assert!(
+            body.contains("no wasi:keyvalue link named `nope`") && body.contains("scratch"),
+            "{body}"
+        );
+        assert_eq!(
+            get(&format!("{base}/config/greeting")),
+            (200, "hello from the runtime config".to_string())
+        );
+    }
+    // A plain NATS client, sending no headers, reaches the 0.3 handler through the server.
+    assert_eq!(
+        nats_request(nats.port, "remote.outside", "from outside"),
+        "relay: from outside [] "
+    );
+}

@@ -24,7 +24,7 @@ mod bindings {
 
 use bindings::wasi::keyvalue::{atomics, store};
 use bindings::wasi::logging::logging::{log, Level};
-use bindings::wasmcloud::bus::lattice;
+use bindings::wasmcloud::bus1_0_0::lattice;
 use bindings::wasmcloud::secrets::{reveal, store as secrets};
 
 wasi::http::proxy::export!(Counter);

@@ -18,15 +18,15 @@ mod bindings {
     });
 }
 
-use bindings::wasmcloud::messaging::consumer;
-use bindings::wasmcloud::messaging::types::BrokerMessage;
+use bindings::wasmcloud::messaging0_2_0::consumer;
+use bindings::wasmcloud::messaging0_2_0::types::BrokerMessage;
 
 bindings::export!(Messenger with_types_in bindings);
 wasi::http::proxy::export!(Messenger);
 
 struct Messenger;
 
-impl bindings::exports::wasmcloud::messaging::handler::Guest for Messenger {
+impl bindings::exports::wasmcloud::messaging0_2_0::handler::Guest for Messenger {
     fn handle_message(msg: BrokerMessage) -> Result<(), String> {
         let Some(reply_to) = msg.reply_to else {
             return Ok(());

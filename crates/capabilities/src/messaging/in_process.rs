@@ -4,11 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use weft_manifest::Grant;
 
-use super::{subject_matches, Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
+use super::{gather_replies, subject_matches, Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
 use crate::catalog::{check_config, Backend, NoConfig, Opener};
 use crate::Placement;
 
@@ -56,29 +55,22 @@ impl Broker for InProcess {
 
     async fn request(
         &self,
-        subject: &str,
-        body: Bytes,
+        request: Message,
+        replies: usize,
         timeout: Duration,
-    ) -> Result<Message, MessagingError> {
+    ) -> Result<Vec<Message>, MessagingError> {
         let inbox = format!("_INBOX.{:016x}", rand::random::<u64>());
-        let mut replies = self.subscribe(&inbox).await?;
-        let matched = self.matching(subject);
-        if matched.is_empty() {
+        let mut inbox_feed = self.subscribe(&inbox).await?;
+        let subject = request.subject.clone();
+        if self.matching(&subject).is_empty() {
             return Err(MessagingError(format!("no responders on `{subject}`")));
         }
         self.publish(Message {
-            subject: subject.to_string(),
-            body,
             reply_to: Some(inbox),
+            ..request
         })
         .await?;
-        match tokio::time::timeout(timeout, replies.recv()).await {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(MessagingError("the bus closed".to_string())),
-            Err(_) => Err(MessagingError(format!(
-                "no reply on `{subject}` within {timeout:?}"
-            ))),
-        }
+        gather_replies(&mut inbox_feed, &subject, replies, timeout).await
     }
 
     async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError> {

@@ -1,7 +1,8 @@
-//! `wasmcloud:messaging@0.2.0` over pluggable brokers: in-process (the app's own bus) and NATS
-//! core. A component publishes and requests through `consumer` when linked to a messaging
-//! capability; subscriptions named in a link from the capability to a component are delivered to
-//! the component's `handler` export by the host.
+//! `wasmcloud:messaging` (0.2.0 here, 0.3.0 in [`v0_3`]) over pluggable brokers: in-process (the
+//! app's own bus) and NATS core. A component publishes and requests through `consumer` (0.3.0:
+//! `producer`, `request-reply`) when linked to a messaging capability; subscriptions named in a
+//! link from the capability to a component are delivered by the host to the component's
+//! `handler` export (0.3.0: `incoming-handler`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use weft_manifest::{CapabilityLink, Delivered, Settings, SpecError, Subscription};
 
-use crate::bindings::messaging::{consumer, types};
+use crate::bindings::messaging0_2_0::{consumer, types};
 use crate::catalog::{Delivery, Kind};
 use crate::CapabilityCtxView;
 
@@ -20,6 +21,20 @@ pub struct Message {
     pub subject: String,
     pub body: Bytes,
     pub reply_to: Option<String>,
+    /// NATS headers: `wasmcloud:messaging@0.3.0` metadata and content type.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Message {
+    /// A message with no reply subject and no headers.
+    pub fn new(subject: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Message {
+            subject: subject.into(),
+            body: body.into(),
+            reply_to: None,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Messages a subscription buffers before the broker waits (in-process) or drops (NATS's own
@@ -38,18 +53,21 @@ pub struct MessagingError(pub String);
 #[async_trait::async_trait]
 pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, message: Message) -> Result<(), MessagingError>;
-    /// Publishes with a fresh reply subject and waits for the first reply.
+    /// Publishes `request` with a fresh reply subject and gathers replies until `replies` have
+    /// come or `timeout` passes; fails when none came.
     async fn request(
         &self,
-        subject: &str,
-        body: Bytes,
+        request: Message,
+        replies: usize,
         timeout: Duration,
-    ) -> Result<Message, MessagingError>;
+    ) -> Result<Vec<Message>, MessagingError>;
     /// Messages on `subject` (NATS wildcards allowed) until the receiver is dropped.
     async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError>;
 }
 
 crate::catalog::backends!(dyn Broker: in_process, nats);
+
+pub mod v0_3;
 
 /// The messaging capability: `wasmcloud:messaging/consumer` granted by a link to it, the
 /// `handler` export called for the subjects a link from it names.
@@ -57,11 +75,11 @@ pub static MESSAGING: Kind<dyn Broker> = Kind {
     name: "messaging",
     namespace: "wasmcloud",
     package: "messaging",
-    interfaces: &["consumer", "types"],
+    interfaces: &["consumer", "types", "producer", "request-reply"],
     own_keys: &["subscriptions"],
     backends: BACKENDS,
     delivery: Some(Delivery {
-        export: "handler",
+        exports: &["handler", "incoming-handler"],
         not_a_component: "messages are delivered to components",
         make: subscription,
     }),
@@ -131,12 +149,15 @@ impl consumer::Host for CapabilityCtxView<'_> {
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_REQUEST_TIMEOUT);
         Ok(broker
-            .request(&subject, body.into(), timeout)
+            .request(Message::new(subject, body), 1, timeout)
             .await
-            .map(|reply| types::BrokerMessage {
-                subject: reply.subject,
-                body: reply.body.to_vec(),
-                reply_to: reply.reply_to,
+            .map(|mut replies| {
+                let reply = replies.swap_remove(0);
+                types::BrokerMessage {
+                    subject: reply.subject,
+                    body: reply.body.to_vec(),
+                    reply_to: reply.reply_to,
+                }
             })
             .map_err(|e| e.0))
     }
@@ -154,13 +175,36 @@ impl consumer::Host for CapabilityCtxView<'_> {
         }
         Ok(broker
             .publish(Message {
-                subject: msg.subject,
-                body: msg.body.into(),
                 reply_to: msg.reply_to,
+                ..Message::new(msg.subject, msg.body)
             })
             .await
             .map_err(|e| e.0))
     }
+}
+
+/// Gathers up to `wanted` replies from `inbox` until `timeout`; fails when none came.
+pub(crate) async fn gather_replies(
+    inbox: &mut mpsc::Receiver<Message>,
+    subject: &str,
+    wanted: usize,
+    timeout: Duration,
+) -> Result<Vec<Message>, MessagingError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut replies = Vec::new();
+    while replies.len() < wanted.max(1) {
+        match tokio::time::timeout_at(deadline, inbox.recv()).await {
+            Ok(Some(reply)) => replies.push(reply),
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    if replies.is_empty() {
+        return Err(MessagingError(format!(
+            "no reply on `{subject}` within {timeout:?}"
+        )));
+    }
+    Ok(replies)
 }
 
 /// Whether `subject` matches the subscription `pattern` (`*` one token, `>` the rest).

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
-use super::{Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
+use super::{gather_replies, Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
 use crate::catalog::{check_config, Backend, BackendError, Opener};
 use crate::settings::{typed, ServerConfig};
 
@@ -72,13 +71,24 @@ impl Nats {
 impl Broker for Nats {
     async fn publish(&self, message: Message) -> Result<(), MessagingError> {
         let client = self.client().await?;
-        let published = match message.reply_to {
-            Some(reply) => {
+        let headers = nats_headers(&message.headers);
+        let published = match (message.reply_to, headers) {
+            (Some(reply), Some(headers)) => {
+                client
+                    .publish_with_reply_and_headers(message.subject, reply, headers, message.body)
+                    .await
+            }
+            (Some(reply), None) => {
                 client
                     .publish_with_reply(message.subject, reply, message.body)
                     .await
             }
-            None => client.publish(message.subject, message.body).await,
+            (None, Some(headers)) => {
+                client
+                    .publish_with_headers(message.subject, headers, message.body)
+                    .await
+            }
+            (None, None) => client.publish(message.subject, message.body).await,
         };
         published.map_err(|e| self.failed("publish", e))?;
         // Flushed so a publish the guest saw succeed has left this host.
@@ -87,23 +97,34 @@ impl Broker for Nats {
 
     async fn request(
         &self,
-        subject: &str,
-        body: Bytes,
+        request: Message,
+        replies: usize,
         timeout: Duration,
-    ) -> Result<Message, MessagingError> {
+    ) -> Result<Vec<Message>, MessagingError> {
         let client = self.client().await?;
-        let request = async_nats::Request::new()
-            .payload(body)
+        let subject = request.subject.clone();
+        if replies > 1 {
+            // More than one reply: the inbox is ours to read until enough came or time is up.
+            let inbox = client.new_inbox();
+            let mut feed = self.subscribe(&inbox).await?;
+            self.publish(Message {
+                reply_to: Some(inbox),
+                ..request
+            })
+            .await?;
+            return gather_replies(&mut feed, &subject, replies, timeout).await;
+        }
+        let mut ask = async_nats::Request::new()
+            .payload(request.body)
             .timeout(Some(timeout));
+        if let Some(headers) = nats_headers(&request.headers) {
+            ask = ask.headers(headers);
+        }
         let reply = client
-            .send_request(subject.to_string(), request)
+            .send_request(subject.clone(), ask)
             .await
             .map_err(|e| self.failed(&format!("request on `{subject}`"), e))?;
-        Ok(Message {
-            subject: reply.subject.to_string(),
-            body: reply.payload,
-            reply_to: reply.reply.map(|r| r.to_string()),
-        })
+        Ok(vec![from_nats(reply)])
     }
 
     async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError> {
@@ -115,17 +136,43 @@ impl Broker for Nats {
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER);
         tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                let message = Message {
-                    subject: message.subject.to_string(),
-                    body: message.payload,
-                    reply_to: message.reply.map(|r| r.to_string()),
-                };
-                if sender.send(message).await.is_err() {
+                if sender.send(from_nats(message)).await.is_err() {
                     break;
                 }
             }
             let _ = subscriber.unsubscribe().await;
         });
         Ok(receiver)
+    }
+}
+
+/// Headers for NATS, or `None` for a message that has none.
+fn nats_headers(headers: &[(String, String)]) -> Option<async_nats::HeaderMap> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.append(name.as_str(), value.as_str());
+    }
+    Some(map)
+}
+
+fn from_nats(message: async_nats::Message) -> Message {
+    let headers = message
+        .headers
+        .iter()
+        .flat_map(|headers| headers.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.to_string(), value.as_str().to_string()))
+        })
+        .collect();
+    Message {
+        subject: message.subject.to_string(),
+        body: message.payload,
+        reply_to: message.reply.map(|r| r.to_string()),
+        headers,
     }
 }
