@@ -72,6 +72,16 @@ pub mod handler_bindings {
         });
     }
     pub use incoming::{IncomingHandler, IncomingHandlerPre};
+
+    mod watcher {
+        wasmtime::component::bindgen!({
+            path: "wit",
+            world: "weft:capabilities/key-watcher",
+            exports: { default: async },
+            with: { "wasi:keyvalue/store": crate::bindings::keyvalue::store },
+        });
+    }
+    pub use watcher::{KeyWatcher, KeyWatcherPre};
 }
 
 /// Why a capability cannot be granted or served.
@@ -88,10 +98,6 @@ pub enum CapabilityError {
         namespace: &'static str,
         package: &'static str,
     },
-    #[error(
-        "{what} imports `{import}` but is granted no secrets; list them under properties.secrets"
-    )]
-    NoSecrets { what: String, import: String },
     #[error("{what}: {capability} ({backend}): {source}")]
     Backend {
         what: String,
@@ -126,7 +132,8 @@ impl Grants {
     }
 
     /// Refuses a component that imports a capability it holds no link for, naming the import.
-    /// Config, logging and `wasmcloud:bus` need no link: they reach nothing outside the component.
+    /// Config, logging and `wasmcloud:bus` need no link: they reach nothing outside the component;
+    /// nor do secrets, which answer not-found for any name not granted (see [`secrets_warning`]).
     pub fn check_imports<'a>(
         &self,
         what: &str,
@@ -152,15 +159,27 @@ impl Grants {
                     });
                 }
             }
-            if import.starts_with("wasmcloud:secrets/") && self.secrets.is_empty() {
-                return Err(CapabilityError::NoSecrets {
-                    what: what.into(),
-                    import: import.into(),
-                });
-            }
         }
         Ok(())
     }
+}
+
+/// What a deploy says of a component that imports `wasmcloud:secrets` but is granted none: it
+/// is served as wasmCloud serves it (every secret not found), unless the deploy is strict.
+pub fn secrets_warning<'a>(
+    what: &str,
+    component: &Component,
+    imports: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let import = imports
+        .into_iter()
+        .find(|i| i.starts_with("wasmcloud:secrets/"))?;
+    component.secrets.is_empty().then(|| {
+        format!(
+            "{what} imports `{import}` but is granted no secrets: every secret it asks for is \
+             not found, as on wasmCloud; list them under properties.secrets"
+        )
+    })
 }
 
 impl Backends {
@@ -215,6 +234,22 @@ impl Backends {
             settings: subscription.settings.clone(),
         };
         messaging::MESSAGING.open_typed(self, &self.placement(app), &grant)
+    }
+
+    /// The key-value store a watch's changes come from: the one the app's components use.
+    pub fn store_for(
+        &self,
+        app: &str,
+        watch: &weft_manifest::KeyWatch,
+    ) -> Result<Arc<dyn keyvalue::KeyValueStore>, BackendError> {
+        let grant = Grant {
+            kind: keyvalue::KEYVALUE.name.to_string(),
+            capability: watch.capability.clone(),
+            link_name: DEFAULT_LINK_NAME.into(),
+            backend: watch.backend.clone(),
+            settings: watch.settings.clone(),
+        };
+        keyvalue::KEYVALUE.open_typed(self, &self.placement(app), &grant)
     }
 }
 

@@ -62,8 +62,8 @@ pub enum HostError {
     #[error(transparent)]
     AboveCeiling(#[from] AboveCeiling),
     #[error(
-        "app `{app}`: this host deploys strictly (`weft up --strict`), and weft would not act \
-         on all the manifest says:\n  {}",
+        "app `{app}` is deployed strictly (`weft up --strict` on this host, or the app's \
+         `weft.dev/strict` annotation), and weft would not act on all the manifest says:\n  {}",
         warnings.join("\n  ")
     )]
     Strict { app: String, warnings: Vec<String> },
@@ -381,9 +381,10 @@ impl Host {
             let same = e.stored.manifest == stored.manifest
                 && e.stored.images == stored.images
                 && e.stored.caps == stored.caps;
-            (e.stored.version.clone(), same, e.phase)
+            let warnings = e.app.as_ref().map(|a| a.warnings.clone());
+            (e.stored.version.clone(), same, e.phase, warnings)
         });
-        if let Some((running, same, phase)) = &previous {
+        if let Some((running, same, phase, warnings)) = &previous {
             if *running == version && *same && *phase == Phase::Deployed {
                 return Ok(DeployOutcome {
                     app: app.name,
@@ -393,7 +394,8 @@ impl Host {
                     unchanged: true,
                     relinked: 0,
                     relink_failures: Vec::new(),
-                    warnings: app.warnings,
+                    // The running version's, host-side warnings included.
+                    warnings: warnings.clone().unwrap_or(app.warnings),
                 });
             }
         }
@@ -407,8 +409,8 @@ impl Host {
         }
 
         let name = app.name.clone();
-        let warnings = app.warnings.clone();
         let prepared = self.prepare(&stored, app).await?;
+        let warnings = prepared.app.warnings.clone();
         let compiled = prepared.compiled;
         let dropped = self.store.put_current(&stored, self.config.keep_versions)?;
         self.activate(stored, prepared);

@@ -75,6 +75,7 @@ impl Host {
         }
         let remote = self.remote.get();
         let mut assembly = Assembly::default();
+        let mut warnings = Vec::new();
         // Linked components first, so each source finds its targets' workloads ready.
         for declared in linked_first(&app.components) {
             // In a lattice another app's component that is only called through links runs with
@@ -85,6 +86,12 @@ impl Host {
             let node = self
                 .resolve_source(stored, &app, declared, &mut assembly)
                 .await?;
+            let imports = node.loaded.code.imports();
+            warnings.extend(weft_capabilities::secrets_warning(
+                &node.what,
+                &node.component,
+                imports.iter().map(String::as_str),
+            ));
             let access = self.access(&node, &assembly, remote)?;
             self.serve(&node, declared, &access, remote, &mut assembly)?;
             self.subscribe(&node, &access, &mut assembly).await?;
@@ -92,6 +99,13 @@ impl Host {
                 .loaded
                 .insert(node.component.name.clone(), node.loaded);
         }
+        if !warnings.is_empty() && (self.config.strict || app.strict) {
+            return Err(HostError::Strict {
+                app: app.name.clone(),
+                warnings,
+            });
+        }
+        app.warnings.extend(warnings);
         self.ingress
             .ensure_listeners(app.routes.iter().map(|r| r.address))?;
         let routes = app
@@ -272,7 +286,8 @@ impl Host {
         Ok(())
     }
 
-    /// Step 4: the subjects delivered to the component's message handler.
+    /// Step 4: the subjects delivered to the component's message handler, the key changes to
+    /// its watcher.
     async fn subscribe(
         &self,
         node: &Node<'_>,
@@ -310,6 +325,26 @@ impl Host {
                     .subscriptions
                     .add(subject.clone(), feed, broker.clone(), handler.clone());
             }
+        }
+        for watch in app.watches.iter().filter(|w| w.component == component.name) {
+            let keys = || [watch.on_set.clone(), watch.on_delete.clone()].concat();
+            let handler = self.runtime.key_watcher(
+                &node.what,
+                &node.loaded,
+                component.limits,
+                access.clone(),
+            )?;
+            let store = self
+                .backends
+                .store_for(&app.name, watch)
+                .map_err(|e| failed(keys().join(","), &e))?;
+            let changes = store
+                .watch("", &keys())
+                .await
+                .map_err(|e| failed(keys().join(","), &e))?;
+            assembly
+                .subscriptions
+                .add_watch(watch.clone(), changes, store, handler);
         }
         Ok(())
     }
@@ -394,6 +429,7 @@ impl Host {
 fn called_only(app: &App, name: &str) -> bool {
     !app.routes.iter().any(|r| r.component == name)
         && !app.subscriptions.iter().any(|s| s.component == name)
+        && !app.watches.iter().any(|w| w.component == name)
         && !app
             .components
             .iter()

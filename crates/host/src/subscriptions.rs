@@ -1,40 +1,70 @@
-//! Message subscriptions of deployed apps: each subject's messages are delivered to the
-//! subscribed component's handler, each in a fresh instance, concurrently up to its instance
-//! limit. Tasks stop when the app version that started them is replaced or undeployed.
+//! Event feeds of deployed apps: each subject's messages, and each watch's key changes, are
+//! delivered to the component's handler, each in a fresh instance, concurrently up to its
+//! instance limit. Tasks stop when the app version that started them is replaced or undeployed.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use weft_capabilities::keyvalue::{Change, KeyValueStore};
 use weft_capabilities::messaging::{Broker, Message};
-use weft_runtime::MessageHandler;
+use weft_manifest::KeyWatch;
+use weft_runtime::{Event, EventHandler};
 
-/// One subject's messages, the broker they come from and the handler they go to.
-struct Feed {
-    subject: String,
-    messages: mpsc::Receiver<Message>,
-    broker: Arc<dyn Broker>,
-    handler: Arc<MessageHandler>,
+/// Where a feed's events come from.
+enum Source {
+    /// One subject's messages and the broker they come from.
+    Messages(mpsc::Receiver<Message>, Arc<dyn Broker>),
+    /// A store's changes, of which the watch picks some.
+    Changes(mpsc::Receiver<Change>, Arc<dyn KeyValueStore>, KeyWatch),
 }
 
-/// Subscriptions made while preparing a deploy; they deliver nothing until started.
+/// One feed: its events and the handler they go to.
+struct Feed {
+    /// The subject or the watched keys, for log lines.
+    label: String,
+    source: Source,
+    handler: Arc<EventHandler>,
+}
+
+/// Feeds made while preparing a deploy; they deliver nothing until started.
 #[derive(Default)]
 pub(crate) struct Pending {
     feeds: Vec<Feed>,
 }
 
 impl Pending {
+    /// Messages on `subject` from `broker`, for `handler`.
     pub(crate) fn add(
         &mut self,
         subject: String,
         messages: mpsc::Receiver<Message>,
         broker: Arc<dyn Broker>,
-        handler: Arc<MessageHandler>,
+        handler: Arc<EventHandler>,
     ) {
         self.feeds.push(Feed {
-            subject,
-            messages,
-            broker,
+            label: subject,
+            source: Source::Messages(messages, broker),
+            handler,
+        });
+    }
+
+    /// The changes of `store` that `watch` names, for `handler`.
+    pub(crate) fn add_watch(
+        &mut self,
+        watch: KeyWatch,
+        changes: mpsc::Receiver<Change>,
+        store: Arc<dyn KeyValueStore>,
+        handler: Arc<EventHandler>,
+    ) {
+        let keys = watch.on_set.iter().map(|k| format!("SET@{k}"));
+        let label = keys
+            .chain(watch.on_delete.iter().map(|k| format!("DEL@{k}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.feeds.push(Feed {
+            label,
+            source: Source::Changes(changes, store, watch),
             handler,
         });
     }
@@ -64,23 +94,42 @@ impl Drop for Running {
     }
 }
 
+impl Source {
+    /// The next event, skipping changes the watch did not ask for; None when the feed ended.
+    async fn next(&mut self) -> Option<(String, Event)> {
+        match self {
+            Source::Messages(messages, broker) => {
+                let message = messages.recv().await?;
+                Some((
+                    message.subject.clone(),
+                    Event::Message(message, broker.clone()),
+                ))
+            }
+            Source::Changes(changes, store, watch) => loop {
+                let change = changes.recv().await?;
+                if change.wanted_by(watch) {
+                    let key = change.key().to_string();
+                    break Some((key, Event::Change(change, store.clone(), String::new())));
+                }
+            },
+        }
+    }
+}
+
 async fn deliver(feed: Feed) {
     let Feed {
-        subject,
-        mut messages,
-        broker,
+        label,
+        mut source,
         handler,
     } = feed;
-    while let Some(message) = messages.recv().await {
+    while let Some((on, event)) = source.next().await {
         let handler = handler.clone();
-        let subject = subject.clone();
-        let broker = broker.clone();
+        let label = label.clone();
         tokio::spawn(async move {
-            let on = message.subject.clone();
-            if let Err(reason) = handler.deliver(message, &broker).await {
-                tracing::warn!(workload = %handler.name(), subscription = %subject, subject = %on, %reason, "message not handled");
+            if let Err(reason) = handler.deliver(event).await {
+                tracing::warn!(workload = %handler.name(), feed = %label, on = %on, %reason, "event not handled");
             }
         });
     }
-    tracing::debug!(workload = %handler.name(), %subject, "subscription ended");
+    tracing::debug!(workload = %handler.name(), feed = %label, "feed ended");
 }

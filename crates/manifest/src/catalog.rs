@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::model::{
-    App, Capability, Component, Grant, HttpRoute, Link, Manifest, NamedConfig, Settings,
+    App, Capability, Component, Grant, HttpRoute, KeyWatch, Link, Manifest, NamedConfig, Settings,
     Subscription,
 };
 use crate::ManifestError;
@@ -96,6 +96,8 @@ pub enum Delivered {
     Route(HttpRoute),
     /// Deliver messages to the component's handler.
     Subscription(Subscription),
+    /// Deliver key changes to the component's watcher.
+    Watch(KeyWatch),
 }
 
 /// One capability as the manifest sees it. Implemented once per capability, in its own module.
@@ -215,6 +217,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
     let mut capabilities = Vec::new();
     let mut routes = Vec::new();
     let mut subscriptions = Vec::new();
+    let mut watches = Vec::new();
     for node in &manifest.capabilities {
         let at = format!("component `{}`", node.name);
         let (spec, backend) = resolve_image(catalog, &node.image).ok_or_else(|| {
@@ -249,6 +252,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
             match delivered {
                 Delivered::Route(route) => routes.push(route),
                 Delivered::Subscription(subscription) => subscriptions.push(subscription),
+                Delivered::Watch(watch) => watches.push(watch),
             }
         }
         capabilities.push((spec, capability));
@@ -259,7 +263,8 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
     for component in &mut components {
         warnings.extend(grant(component, &capabilities, &err)?);
     }
-    if strict(&manifest.annotations) && !warnings.is_empty() {
+    let strict = strict(&manifest.annotations);
+    if strict && !warnings.is_empty() {
         return Err(ManifestError::Invalid {
             origin: origin.clone(),
             location: format!("metadata.annotations.{STRICT_ANNOTATION}"),
@@ -294,6 +299,8 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         capabilities: capabilities.into_iter().map(|(_, c)| c).collect(),
         routes,
         subscriptions,
+        watches,
+        strict,
         warnings,
     })
 }

@@ -73,6 +73,13 @@ pub struct App {
     pub capabilities: Vec<Capability>,
     pub routes: Vec<HttpRoute>,
     pub subscriptions: Vec<Subscription>,
+    /// Key-value keys whose changes go to a component's `wasi:keyvalue/watcher` export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watches: Vec<KeyWatch>,
+    /// The manifest asks for a strict deploy (`weft.dev/strict`): what would be a warning,
+    /// here or on the host, refuses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
     /// What the manifest says that weft reads but does not act on; shown with the deploy and
     /// in status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -222,6 +229,19 @@ pub struct Subscription {
     pub backend: String,
     pub settings: Settings,
     pub subjects: Vec<String>,
+}
+
+/// Changes to keys of a key-value capability's bucket (the one `open("")` gives), delivered to `component`'s `watcher` export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyWatch {
+    pub component: String,
+    pub capability: String,
+    pub backend: String,
+    pub settings: Settings,
+    /// Keys whose writes call `on-set`.
+    pub on_set: Vec<String>,
+    /// Keys whose deletion calls `on-delete`.
+    pub on_delete: Vec<String>,
 }
 
 /// Per-workload limits.

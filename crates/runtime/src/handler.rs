@@ -1,13 +1,14 @@
-//! A message handler: one component pre-instantiated for `wasmcloud:messaging/handler@0.2.0` or
-//! `incoming-handler@0.3.0`, each message delivered to a fresh instance under the component's
-//! limits.
+//! An event handler: one component pre-instantiated for `wasmcloud:messaging/handler@0.2.0`,
+//! `incoming-handler@0.3.0` or `wasi:keyvalue/watcher`, each message or key change delivered to
+//! a fresh instance under the component's limits.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::InstancePre;
 use weft_capabilities::handler_bindings::wasmcloud::messaging0_2_0::types::BrokerMessage;
-use weft_capabilities::handler_bindings::{IncomingHandlerPre, MessageHandlerPre};
+use weft_capabilities::handler_bindings::{IncomingHandlerPre, KeyWatcherPre, MessageHandlerPre};
+use weft_capabilities::keyvalue::{watch, Change, KeyValueStore};
 use weft_capabilities::messaging::{v0_3, Broker, Message};
 
 use crate::long_running::{CallRecord, Demotable, Pace};
@@ -15,16 +16,31 @@ use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure};
 use crate::{CallFailed, Runtime};
 
-/// The handler export a component has, of the two messaging versions.
+/// What a handler is given: a message and the broker it came from (where a 0.3 handler's
+/// `reply` goes), or a key change and the store and bucket it happened in.
+pub enum Event {
+    Message(Message, Arc<dyn Broker>),
+    Change(Change, Arc<dyn KeyValueStore>, String),
+}
+
+/// The handler export a component has.
 #[derive(Clone)]
 pub(crate) enum HandlerPre {
     V0_2(MessageHandlerPre<InstanceState>),
     V0_3(IncomingHandlerPre<InstanceState>),
+    Watcher(KeyWatcherPre<InstanceState>),
 }
 
 impl HandlerPre {
-    /// The component's handler, or why it has neither.
-    pub(crate) fn new(pre: InstancePre<InstanceState>) -> Result<Self, String> {
+    /// The component's `watcher`, or why it has none.
+    pub(crate) fn watcher(pre: InstancePre<InstanceState>) -> Result<Self, String> {
+        KeyWatcherPre::new(pre)
+            .map(HandlerPre::Watcher)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The component's message handler of either version, or why it has neither.
+    pub(crate) fn messages(pre: InstancePre<InstanceState>) -> Result<Self, String> {
         match MessageHandlerPre::new(pre.clone()) {
             Ok(pre) => Ok(HandlerPre::V0_2(pre)),
             Err(old) => IncomingHandlerPre::new(pre)
@@ -34,8 +50,8 @@ impl HandlerPre {
     }
 }
 
-/// A component ready to handle messages.
-pub struct MessageHandler {
+/// A component ready to handle messages or key changes.
+pub struct EventHandler {
     runtime: Arc<Runtime>,
     name: Arc<str>,
     pre: HandlerPre,
@@ -46,7 +62,7 @@ pub struct MessageHandler {
     pace: Arc<Pace>,
 }
 
-impl MessageHandler {
+impl EventHandler {
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         name: String,
@@ -54,7 +70,7 @@ impl MessageHandler {
         limits: weft_manifest::Limits,
         access: Access,
     ) -> Self {
-        MessageHandler {
+        EventHandler {
             runtime,
             name: name.into(),
             permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
@@ -70,14 +86,9 @@ impl MessageHandler {
         &self.name
     }
 
-    /// Runs the handler on one message in a fresh instance. A trap, timeout or memory overrun
-    /// fails this delivery only; so does an error the handler returns. `broker` is where the
-    /// message came from, where a 0.3 handler's `reply` goes.
-    pub async fn deliver(
-        &self,
-        message: Message,
-        broker: &Arc<dyn Broker>,
-    ) -> Result<(), CallFailed> {
+    /// Runs the handler on one event in a fresh instance. A trap, timeout or memory overrun
+    /// fails this delivery only; so does an error the handler returns.
+    pub async fn deliver(&self, event: Event) -> Result<(), CallFailed> {
         let timeout = self.limits.timeout;
         let _permit = self
             .permits
@@ -90,11 +101,10 @@ impl MessageHandler {
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let pre = self.pre.clone();
-        let broker = broker.clone();
         let run = Demotable::new(
             async move {
-                match pre {
-                    HandlerPre::V0_2(pre) => {
+                match (pre, event) {
+                    (HandlerPre::V0_2(pre), Event::Message(message, _)) => {
                         let message = BrokerMessage {
                             subject: message.subject,
                             body: message.body.to_vec(),
@@ -106,10 +116,18 @@ impl MessageHandler {
                             .call_handle_message(&mut store, &message)
                             .await
                     }
-                    HandlerPre::V0_3(pre) => {
+                    (HandlerPre::V0_3(pre), Event::Message(message, broker)) => {
                         let instance = pre.instantiate_async(&mut store).await?;
                         v0_3::handle(&instance, &mut store, message, broker).await
                     }
+                    (HandlerPre::Watcher(pre), Event::Change(change, kv, bucket)) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        watch::notify(&instance, &mut store, change, kv, &bucket)
+                            .await
+                            .map(Ok)
+                    }
+                    (_, Event::Message(..)) => Ok(Err("it handles no messages".to_string())),
+                    (_, Event::Change(..)) => Ok(Err("it watches no keys".to_string())),
                 }
             },
             long_running,

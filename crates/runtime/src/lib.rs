@@ -25,7 +25,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use budget::{default_memory_budget, BudgetSpent, MemoryBudget};
 pub use engine::{Allocator, EPOCH_TICK};
 pub use exports::ExportServer;
-pub use handler::MessageHandler;
+pub use handler::{Event, EventHandler};
 pub use links::{CallFailed, LinkTarget, Linked, RemoteCall, RemoteTarget};
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
@@ -58,6 +58,10 @@ pub enum RuntimeError {
          `wasmcloud:messaging/handler@0.2.0` nor `wasmcloud:messaging/incoming-handler@0.3.0`: {reason}"
     )]
     NoMessageHandler { what: String, reason: String },
+    #[error(
+        "{what} is linked to watch key-value keys but exports no `wasi:keyvalue/watcher@0.2.0-draft`: {reason}"
+    )]
+    NoKeyWatcher { what: String, reason: String },
     #[error(transparent)]
     NotGranted(weft_capabilities::CapabilityError),
     #[error("cannot set up the runtime: {0}")]
@@ -73,9 +77,20 @@ pub struct Code {
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
     proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
     handler_pre: OnceLock<Result<handler::HandlerPre, String>>,
+    watcher_pre: OnceLock<Result<handler::HandlerPre, String>>,
 }
 
 impl Code {
+    /// Every interface the component imports.
+    pub fn imports(&self) -> Vec<String> {
+        let engine = self.component.engine();
+        self.component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// The interfaces the component exports other than WASI's: what other components may call.
     pub fn own_exports(&self) -> Vec<String> {
         let engine = self.component.engine();
@@ -196,6 +211,7 @@ impl Runtime {
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
             handler_pre: Default::default(),
+            watcher_pre: Default::default(),
         });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
@@ -259,13 +275,9 @@ impl Runtime {
         if access.linked.is_none() {
             self.instance_pre(what, loaded)?;
         }
-        let grants = &access.grants;
-        let ty = loaded.code.component.component_type();
-        let imports: Vec<String> = ty
-            .imports(&self.engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        grants
+        let imports = loaded.code.imports();
+        access
+            .grants
             .check_imports(what, imports.iter().map(String::as_str))
             .map_err(RuntimeError::NotGranted)
     }
@@ -332,26 +344,61 @@ impl Runtime {
     }
 
     /// Links a loaded component as a message handler: every import must be satisfied and the
-    /// component must export `wasmcloud:messaging/handler`.
+    /// component must export `wasmcloud:messaging/handler@0.2.0` or `incoming-handler@0.3.0`.
     pub fn message_handler(
         self: &Arc<Self>,
         what: &str,
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
         access: Access,
-    ) -> Result<Arc<MessageHandler>, RuntimeError> {
+    ) -> Result<Arc<EventHandler>, RuntimeError> {
+        self.event_handler(what, loaded, limits, access, false)
+    }
+
+    /// Links a loaded component as a key watcher: every import must be satisfied and the
+    /// component must export `wasi:keyvalue/watcher`.
+    pub fn key_watcher(
+        self: &Arc<Self>,
+        what: &str,
+        loaded: &LoadedComponent,
+        limits: weft_manifest::Limits,
+        access: Access,
+    ) -> Result<Arc<EventHandler>, RuntimeError> {
+        self.event_handler(what, loaded, limits, access, true)
+    }
+
+    fn event_handler(
+        self: &Arc<Self>,
+        what: &str,
+        loaded: &LoadedComponent,
+        limits: weft_manifest::Limits,
+        access: Access,
+        watcher: bool,
+    ) -> Result<Arc<EventHandler>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
         let pre = self.instance_pre(what, loaded)?;
-        let handler = loaded
-            .code
-            .handler_pre
-            .get_or_init(|| handler::HandlerPre::new(pre))
-            .clone()
-            .map_err(|reason| RuntimeError::NoMessageHandler {
-                what: what.into(),
-                reason,
-            })?;
-        Ok(Arc::new(MessageHandler::new(
+        let handler = if watcher {
+            loaded
+                .code
+                .watcher_pre
+                .get_or_init(|| handler::HandlerPre::watcher(pre))
+                .clone()
+                .map_err(|reason| RuntimeError::NoKeyWatcher {
+                    what: what.into(),
+                    reason,
+                })?
+        } else {
+            loaded
+                .code
+                .handler_pre
+                .get_or_init(|| handler::HandlerPre::messages(pre))
+                .clone()
+                .map_err(|reason| RuntimeError::NoMessageHandler {
+                    what: what.into(),
+                    reason,
+                })?
+        };
+        Ok(Arc::new(EventHandler::new(
             self.clone(),
             what.to_string(),
             handler,

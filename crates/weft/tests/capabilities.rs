@@ -687,10 +687,10 @@ fn a_lost_nats_fails_only_its_calls_and_both_kv_and_messaging_recover() {
     assert!(count >= 4, "acknowledged increments were lost: {count}");
 }
 
-/// examples/relay/app.yaml on the scene's port, its bus on `backend`; `wasmcloud_links` writes
-/// the messaging links as wasmCloud's own examples do (`[consumer]`, `[handler]`) although the
-/// component speaks 0.3.0.
-fn relay_app(s: &Scene, name: &str, backend: &str, wasmcloud_links: bool) -> PathBuf {
+/// examples/relay/app.yaml on the scene's port, its bus and its watched key-value store on the
+/// backends given; `wasmcloud_links` writes the messaging links as wasmCloud's own examples do
+/// (`[consumer]`, `[handler]`) although the component speaks 0.3.0.
+fn relay_app(s: &Scene, name: &str, bus: &str, kv: &str, wasmcloud_links: bool) -> PathBuf {
     let mut yaml = std::fs::read_to_string(repo().join("examples/relay/app.yaml"))
         .unwrap()
         .replace("name: relay\n  annotations", &format!("name: {name}\n  annotations"))
@@ -700,7 +700,11 @@ fn relay_app(s: &Scene, name: &str, backend: &str, wasmcloud_links: bool) -> Pat
         .replace("relay.*,relay.>", &format!("{name}.*,{name}.>"))
         .replace(
             "properties: { image: weft:messaging }",
-            &format!("properties: {{ image: weft:messaging, config: [{{ name: b, properties: {backend} }}] }}"),
+            &format!("properties: {{ image: weft:messaging, config: [{{ name: b, properties: {bus} }}] }}"),
+        )
+        .replace(
+            "    - name: kv\n      type: capability\n      properties: { image: weft:keyvalue }",
+            &format!("    - name: kv\n      type: capability\n      properties: {{ image: weft:keyvalue, config: [{{ name: b, properties: {kv} }}] }}"),
         );
     if wasmcloud_links {
         yaml = yaml
@@ -718,9 +722,16 @@ fn messaging_0_3_bus_2_and_config_runtime_serve_a_component_that_imports_exactly
     let nats = Server::nats();
     let host = Host::start(&[]);
     let s = Scene::new();
-    host.deploy(&relay_app(&s, "local", "{ backend: in-process }", false));
+    let memory = "{ backend: memory }";
+    host.deploy(&relay_app(
+        &s,
+        "local",
+        "{ backend: in-process }",
+        memory,
+        false,
+    ));
     let nats_backend = format!("{{ backend: nats, url: \"{}\" }}", nats.url());
-    host.deploy(&relay_app(&s, "remote", &nats_backend, true));
+    host.deploy(&relay_app(&s, "remote", &nats_backend, memory, true));
     for app in ["local", "remote"] {
         let base = format!("http://127.0.0.1:{}/{app}", s.port);
         // Two subscriptions match, so two replies; content type and metadata cross the broker.
@@ -783,5 +794,171 @@ fn messaging_0_3_bus_2_and_config_runtime_serve_a_component_that_imports_exactly
     assert_eq!(
         nats_request(nats.port, "remote.outside", "from outside"),
         "relay: from outside [] "
+    );
+}
+
+/// Sends `text` to a plain TCP server (a Redis or NATS text command) and reads its first answer.
+fn tcp_say(port: u16, text: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+/// The counter component on `kv` (a backend's config), watching the key `watched`.
+fn watching_app(s: &Scene, app: &str, kv: &str) -> PathBuf {
+    let image = guests().counter.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: counter
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {kv} }}]
+      traits:
+        - type: link
+          properties:
+            target: {{ name: counter }}
+            namespace: wasi
+            package: keyvalue
+            interfaces: [watcher]
+            source: {{ config: [{{ name: w, properties: {{ watch: "SET@watched,DEL@watched" }} }}] }}
+{http}"#,
+        http = http_server("counter", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
+
+/// GETs `url` until it answers 200 with `want`, for at most 10 s; returns the last answer.
+fn eventually(url: &str, want: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(url);
+        if (answer.0 == 200 && answer.1.trim() == want) || std::time::Instant::now() > deadline {
+            return (answer.0, answer.1.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_watcher_hears_of_its_keys_changing_from_any_client_on_every_backend() {
+    let nats = Server::nats();
+    let redis = Server::redis_with(&["--notify-keyspace-events", "K$g"]);
+    let quiet_redis = Server::redis();
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let backends = [
+        ("mem", "{ backend: memory }".to_string()),
+        (
+            "disk",
+            format!(
+                "{{ backend: sqlite, path: \"{}\" }}",
+                dir.path().join("kv.db").display()
+            ),
+        ),
+        (
+            "jet",
+            format!("{{ backend: nats, url: \"{}\" }}", nats.url()),
+        ),
+        (
+            "red",
+            format!("{{ backend: redis, url: \"{}\" }}", redis.url()),
+        ),
+    ];
+    for (app, kv) in &backends {
+        let outcome = host.deploy(&watching_app(&s, app, kv));
+        // The counter imports wasmcloud:secrets and is granted none: served as wasmCloud serves
+        // it, every secret not found, and the deploy says so.
+        let warnings = outcome["warnings"].to_string();
+        assert!(
+            warnings.contains("granted no secrets: every secret it asks for is not found"),
+            "{outcome}"
+        );
+    }
+    let (status, body) = get(&format!("http://127.0.0.1:{}/mem/secret/token", s.port));
+    assert_eq!(status, 404, "{body}");
+    // A strict deploy refuses what would warn.
+    let strict = watching_app(&s, "strict", "{ backend: memory }");
+    let yaml = std::fs::read_to_string(&strict).unwrap().replace(
+        "metadata: { name: strict }",
+        "metadata: { name: strict, annotations: { weft.dev/strict: \"true\" } }",
+    );
+    std::fs::write(&strict, yaml).unwrap();
+    let refused = host.cli_err(&["app", "deploy", strict.to_str().unwrap()]);
+    assert!(
+        refused.contains("deployed strictly") && refused.contains("granted no secrets"),
+        "{refused}"
+    );
+    for (app, _) in &backends {
+        let base = format!("http://127.0.0.1:{}/{app}", s.port);
+        assert_eq!(post(&format!("{base}/watched"), "").0, 200, "{app}");
+        assert_eq!(
+            eventually(&format!("{base}/seen.watched"), "1"),
+            (200, "1".into()),
+            "{app}"
+        );
+        let deleted = http().delete(format!("{base}/watched")).send().unwrap();
+        assert_eq!(deleted.status().as_u16(), 200, "{app}");
+        assert_eq!(
+            eventually(&format!("{base}/gone.watched"), "deleted"),
+            (200, "deleted".into()),
+            "{app}"
+        );
+        // A key nobody watches is not reported.
+        assert_eq!(post(&format!("{base}/other"), "").0, 200);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(get(&format!("{base}/seen.other")).1.trim(), "0", "{app}");
+    }
+    // Writes by other clients of the server reach the watcher too.
+    assert_eq!(
+        tcp_say(redis.port, "SET watched from-redis-cli\r\n").trim(),
+        "+OK"
+    );
+    assert_eq!(
+        eventually(
+            &format!("http://127.0.0.1:{}/red/seen.watched", s.port),
+            "from-redis-cli"
+        ),
+        (200, "from-redis-cli".into())
+    );
+    let pub_ = tcp_say(
+        nats.port,
+        "CONNECT {\"verbose\":false}\r\nPUB $KV.weft.watched 8\r\nfrom-pub\r\nPING\r\n",
+    );
+    assert!(pub_.starts_with("INFO"), "{pub_}");
+    assert_eq!(
+        eventually(
+            &format!("http://127.0.0.1:{}/jet/seen.watched", s.port),
+            "from-pub"
+        ),
+        (200, "from-pub".into())
+    );
+    // A Redis that publishes no keyspace events cannot be watched: the deploy says how to fix it.
+    let quiet = format!("{{ backend: redis, url: \"{}\" }}", quiet_redis.url());
+    let hush = watching_app(&s, "hush", &quiet);
+    let stderr = host.cli_err(&["app", "deploy", hush.to_str().unwrap()]);
+    assert!(stderr.contains("notify-keyspace-events K$g"), "{stderr}");
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{}/mem/seen.watched", s.port))
+            .1
+            .trim(),
+        "1",
+        "the other apps keep serving"
     );
 }

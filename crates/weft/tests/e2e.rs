@@ -348,7 +348,7 @@ fn what_a_manifest_says_that_weft_does_not_act_on_is_shown_with_the_deploy_and_i
     let strict = Host::start(&["--strict"]);
     let refused = strict.cli_err(&["app", "deploy", manifest.to_str().unwrap()]);
     assert!(
-        refused.contains("deploys strictly") && refused.contains(warning),
+        refused.contains("deployed strictly") && refused.contains(warning),
         "{refused}"
     );
 }

@@ -4,6 +4,10 @@
 //!
 //! - `POST /counter/KEY` adds one to KEY and answers the new count; `GET /counter/KEY` reads it.
 //!   `?store=NAME` picks the key-value link named NAME (wasmcloud:bus set-link-name).
+//! - `DELETE /counter/KEY` deletes KEY.
+//! - As a `wasi:keyvalue/watcher` it records each change of a watched key (the link from the
+//!   store names them) in the same bucket: `seen.KEY` holds the value set last, `gone.KEY`
+//!   says `deleted` once the key is deleted; `GET /counter/seen.KEY` reads it.
 //! - `GET /counter/config/KEY` answers the component's config value KEY.
 //! - `GET /counter/secret/NAME` checks the request's bearer token against secret NAME: 200 when
 //!   it matches, 401 when not, 404 when the secret is not granted. The value is never echoed.
@@ -28,6 +32,17 @@ use bindings::wasmcloud::bus1_0_0::lattice;
 use bindings::wasmcloud::secrets::{reveal, store as secrets};
 
 wasi::http::proxy::export!(Counter);
+bindings::export!(Counter with_types_in bindings);
+
+impl bindings::exports::wasi::keyvalue::watcher::Guest for Counter {
+    fn on_set(bucket: store::Bucket, key: String, value: Vec<u8>) {
+        let _ = bucket.set(&format!("seen.{key}"), &value);
+    }
+
+    fn on_delete(bucket: store::Bucket, key: String) {
+        let _ = bucket.set(&format!("gone.{key}"), b"deleted");
+    }
+}
 
 struct Counter;
 
@@ -84,6 +99,10 @@ fn count(method: &Method, key: &str, query: &str) -> Result<String, String> {
     }
     let bucket = store::open("").map_err(kv_error)?;
     match method {
+        Method::Delete => {
+            bucket.delete(key).map_err(kv_error)?;
+            Ok("deleted".to_string())
+        }
         Method::Post => {
             let value = atomics::increment(&bucket, key, 1).map_err(kv_error)?;
             log(Level::Debug, "counter", &format!("{key} is now {value}"));

@@ -11,6 +11,8 @@
 //! - `POST /relay/request/SUBJECT?replies=N` sends the body as a request and answers the replies
 //!   (up to N, one per line, sorted); 504 when none came.
 //!
+//! - `DELETE /relay/kv/KEY` deletes the key.
+//!
 //! As a `wasmcloud:messaging/incoming-handler@0.3.0` it replies `relay: BODY [CONTENT-TYPE]
 //! METADATA` to a message with a reply subject, and stores a message without one under the
 //! key-value key `last.SUBJECT`.
@@ -142,6 +144,10 @@ fn keyvalue(method: &Method, key: &str, query: &str, body: Vec<u8>) -> (u16, Str
     match method {
         Method::Put | Method::Post => match bucket.set(key, &body) {
             Ok(()) => (200, "stored".to_string()),
+            Err(e) => (503, kv_error(e)),
+        },
+        Method::Delete => match bucket.delete(key) {
+            Ok(()) => (200, "deleted".to_string()),
             Err(e) => (503, kv_error(e)),
         },
         _ => match bucket.get(key) {

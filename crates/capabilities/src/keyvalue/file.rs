@@ -10,6 +10,7 @@ use weft_manifest::Grant;
 use crate::catalog::{check_config, Backend, BackendError, Opener};
 use crate::settings::{typed, FileConfig};
 
+use super::watch::Announced;
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
 
@@ -39,10 +40,10 @@ fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, 
             }
             let db = redb::Database::create(&path)
                 .map_err(|e| BackendError(format!("cannot open {}: {e}", path.display())))?;
-            Ok(Arc::new(File {
+            Ok(Arc::new(Announced::new(File {
                 db: Arc::new(db),
                 path,
-            }) as Arc<dyn KeyValueStore>)
+            })) as Arc<dyn KeyValueStore>)
         }),
     ))
 }

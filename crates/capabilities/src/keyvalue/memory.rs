@@ -8,6 +8,7 @@ use weft_manifest::Grant;
 
 use crate::catalog::{check_config, Backend, NoConfig, Opener};
 
+use super::watch::Announced;
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::Placement;
 
@@ -27,7 +28,7 @@ pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
 fn open(at: &Placement<'_>, grant: &Grant) -> Opener<dyn KeyValueStore> {
     (
         format!("memory:{}/{}", at.app, grant.capability),
-        Box::new(|| Ok(Arc::new(Memory::default()) as Arc<dyn KeyValueStore>)),
+        Box::new(|| Ok(Arc::new(Announced::new(Memory::default())) as Arc<dyn KeyValueStore>)),
     )
 }
 

@@ -1,9 +1,10 @@
-//! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch) over pluggable backends: in memory, a
-//! redb file, Redis, NATS JetStream KV. Counters are stored as decimal text, as Redis `INCRBY`
+//! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch; `watcher` in [`watch`]) over pluggable
+//! backends: in memory, a redb file, Redis, NATS JetStream KV, SQLite. Counters are stored as decimal text, as Redis `INCRBY`
 //! does, so a value written by `increment` reads the same from every backend.
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
 use crate::bindings::keyvalue::{atomics, batch, store};
@@ -67,6 +68,16 @@ pub trait KeyValueStore: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Changes to `bucket` from now on (at least those to `keys`) until the receiver is
+    /// dropped.
+    async fn watch(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<mpsc::Receiver<Change>, KvError> {
+        let _ = (bucket, keys);
+        Err(KvError("this backend cannot watch keys".to_string()))
+    }
 }
 
 /// Parses a stored counter; a value that is not a number cannot be incremented.
@@ -108,15 +119,19 @@ pub(crate) fn page(keys: Vec<String>, cursor: Option<u64>) -> (Vec<String>, Opti
 
 crate::catalog::backends!(dyn KeyValueStore: memory, file, redis, nats, sqlite);
 
-/// The key-value capability: `wasi:keyvalue/{store,atomics,batch}`.
+pub mod watch;
+pub use watch::Change;
+
+/// The key-value capability: `wasi:keyvalue/{store,atomics,batch}` granted by a link to it,
+/// changes to the keys a link from it names delivered to the component's `watcher`.
 pub static KEYVALUE: Kind<dyn KeyValueStore> = Kind {
     name: "keyvalue",
     namespace: "wasi",
     package: "keyvalue",
     interfaces: &["store", "atomics", "batch"],
-    own_keys: &[],
+    own_keys: &["watch"],
     backends: BACKENDS,
-    delivery: None,
+    delivery: Some(watch::DELIVERY),
 };
 
 /// The `bucket` resource: a backend and the bucket's name in it.

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, OnceCell};
+use futures::StreamExt;
+use tokio::sync::{mpsc, Mutex, OnceCell};
 use weft_lattice::{JetStream, Kv, LatticeError};
 use weft_manifest::Grant;
 
@@ -16,7 +17,8 @@ use serde::Deserialize;
 use crate::catalog::{check_config, Backend, BackendError, Opener};
 use crate::settings::typed;
 
-use super::{add, counter_value, page, KeyValueStore, KvError};
+use super::watch::WATCH_BUFFER;
+use super::{add, counter_value, page, Change, KeyValueStore, KvError};
 
 /// Where NATS is when the manifest does not say.
 const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -155,5 +157,51 @@ impl KeyValueStore for Nats {
             "NATS at {}: increment: too much contention on `{key}`; try again",
             weft_lattice::redact_credentials(&self.url)
         )))
+    }
+
+    /// Every write to the bucket from any client reaches the server's `$KV.<bucket>.<key>`
+    /// subject, so watching is a subscription there; delete markers become deletions.
+    async fn watch(
+        &self,
+        bucket: &str,
+        _keys: &[String],
+    ) -> Result<mpsc::Receiver<Change>, KvError> {
+        let kv = self.bucket(bucket).await?;
+        let mut writes = kv.watch().await.map_err(kv_error)?;
+        let prefix = format!(
+            "$KV.{}.",
+            if bucket.is_empty() {
+                &self.default_bucket
+            } else {
+                bucket
+            }
+        );
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            while let Some(write) = writes.next().await {
+                let Some(key) = write.subject.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                let operation = write
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .map(|v| v.as_str().to_string());
+                let change = match operation.as_deref() {
+                    Some("DEL" | "PURGE") => Change::Delete {
+                        key: key.to_string(),
+                    },
+                    _ => Change::Set {
+                        key: key.to_string(),
+                        value: write.payload.to_vec(),
+                    },
+                };
+                if sender.send(change).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writes.unsubscribe().await;
+        });
+        Ok(receiver)
     }
 }

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use tokio::sync::OnceCell;
+use futures::StreamExt;
+use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
 use crate::catalog::{check_config, Backend, BackendError, Opener};
 use crate::settings::{typed, ServerConfig};
 
-use super::{KeyValueStore, KvError, LIST_PAGE};
+use super::watch::WATCH_BUFFER;
+use super::{Change, KeyValueStore, KvError, LIST_PAGE};
 
 /// Where Redis is when the manifest does not say.
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -206,5 +208,146 @@ impl KeyValueStore for Redis {
         let mut c = self.connection().await?;
         let full: Vec<String> = keys.iter().map(|k| redis_key(bucket, k)).collect();
         c.del(full).await.map_err(|e| self.failed(e))
+    }
+
+    /// Redis's keyspace notifications, which the server must be set to publish (as wasmCloud's
+    /// Redis provider also needs); every client's writes are seen. A lost connection is remade.
+    async fn watch(&self, bucket: &str, keys: &[String]) -> Result<mpsc::Receiver<Change>, KvError> {
+        let mut c = self.connection().await?;
+        let config: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let flags = config.get(1).map(String::as_str).unwrap_or_default();
+        if !publishes_key_changes(flags) {
+            return Err(KvError(format!(
+                "Redis at {} does not publish keyspace events (notify-keyspace-events is \
+                 `{flags}`); run `CONFIG SET notify-keyspace-events K$g` on it, or start it \
+                 with `--notify-keyspace-events K$g`",
+                self.url
+            )));
+        }
+        let db = self.client.get_connection_info().redis_settings().db();
+        let channels: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (format!("__keyspace@{db}__:{}", redis_key(bucket, k)), k.clone()))
+            .collect();
+        let first = self.subscribe(&channels).await?;
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let watcher = Watcher {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            connection: c,
+            bucket: bucket.to_string(),
+            channels,
+            sender,
+        };
+        tokio::spawn(watcher.run(first));
+        Ok(receiver)
+    }
+}
+
+/// Whether `notify-keyspace-events` flags publish key-space events of string and generic
+/// commands: `K`, and `$` and `g` (or `A`, their union).
+fn publishes_key_changes(flags: &str) -> bool {
+    let all = flags.contains('A');
+    flags.contains('K') && (all || (flags.contains('$') && flags.contains('g')))
+}
+
+impl Redis {
+    async fn subscribe(
+        &self,
+        channels: &[(String, String)],
+    ) -> Result<redis::aio::PubSubStream, KvError> {
+        subscribe(&self.client, channels)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channels: &[(String, String)],
+) -> Result<redis::aio::PubSubStream, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    for (channel, _) in channels {
+        pubsub.subscribe(channel).await?;
+    }
+    Ok(pubsub.into_on_message())
+}
+
+/// One watch's task: turns keyspace events into changes until its receiver is dropped.
+struct Watcher {
+    client: redis::Client,
+    url: String,
+    connection: ConnectionManager,
+    bucket: String,
+    channels: Vec<(String, String)>,
+    sender: mpsc::Sender<Change>,
+}
+
+impl Watcher {
+    async fn run(mut self, mut events: redis::aio::PubSubStream) {
+        loop {
+            while let Some(event) = events.next().await {
+                let Some(change) = self.change(&event).await else {
+                    continue;
+                };
+                if self.sender.send(change).await.is_err() {
+                    return;
+                }
+            }
+            tracing::warn!(url = %self.url, "lost Redis keyspace events; resubscribing");
+            events = loop {
+                if self.sender.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(events) = subscribe(&self.client, &self.channels).await {
+                    break events;
+                }
+            };
+        }
+    }
+
+    /// The change an event reports; a write is reported with the value it left.
+    async fn change(&mut self, event: &redis::Msg) -> Option<Change> {
+        let channel = event.get_channel_name();
+        let key = self
+            .channels
+            .iter()
+            .find(|(c, _)| c == channel)
+            .map(|(_, k)| k.clone())?;
+        let command: String = event.get_payload().ok()?;
+        match command.as_str() {
+            "del" | "expired" | "evicted" | "unlink" => Some(Change::Delete { key }),
+            "set" | "incrby" | "incrbyfloat" | "append" | "setrange" | "incr" | "decrby" => {
+                let value: Option<Vec<u8>> = self
+                    .connection
+                    .get(redis_key(&self.bucket, &key))
+                    .await
+                    .ok()?;
+                // Gone again before it was read: its deletion follows.
+                value.map(|value| Change::Set { key, value })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publishes_key_changes;
+
+    #[test]
+    fn keyspace_events_of_strings_and_generic_commands_are_needed() {
+        assert!(publishes_key_changes("K$g"));
+        assert!(publishes_key_changes("gK$xe"));
+        assert!(publishes_key_changes("KA"));
+        assert!(!publishes_key_changes(""));
+        assert!(!publishes_key_changes("E$g"), "keyevent, not keyspace");
+        assert!(!publishes_key_changes("K$"), "deletions are generic events");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use weft_manifest::Grant;
 
+use super::watch::Announced;
 use super::{add, counter_value, page, KeyValueStore, KvError};
 use crate::catalog::{check_config, Backend, BackendError, Opener, Placement};
 use crate::settings::{typed, FileConfig};
@@ -50,10 +51,10 @@ fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, 
                      ) WITHOUT ROWID;",
                 )
                 .map_err(|e| fail(&e))?;
-            Ok(Arc::new(Sqlite {
+            Ok(Arc::new(Announced::new(Sqlite {
                 connection: Arc::new(Mutex::new(connection)),
                 path,
-            }) as Arc<dyn KeyValueStore>)
+            })) as Arc<dyn KeyValueStore>)
         }),
     ))
 }

@@ -394,7 +394,8 @@ impl Server {
         Server::redis_with(&["--requirepass", password])
     }
 
-    fn redis_with(extra: &[&str]) -> Server {
+    /// `redis-server` with `extra` arguments.
+    pub fn redis_with(extra: &[&str]) -> Server {
         let port = free_port();
         let args = [
             "--port",
