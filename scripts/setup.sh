@@ -39,6 +39,12 @@ if ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION";
   say "pip install componentize-py==$COMPONENTIZE_PY_VERSION"
   python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
+# NATS's own object-store client, which the tests read weft's NATS blobstore with.
+NATS_PY_VERSION=2.16.0
+if ! python3 -c "import importlib.metadata as m; assert m.version('nats-py') == '$NATS_PY_VERSION'" 2>/dev/null; then
+  say "pip install nats-py==$NATS_PY_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "nats-py==$NATS_PY_VERSION"
+fi
 hash -r
 command -v componentize-py >/dev/null 2>&1 || {
   say "componentize-py is installed but not on PATH; add pip's script directory to PATH"

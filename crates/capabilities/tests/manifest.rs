@@ -194,6 +194,19 @@ fn errors_name_the_component_and_field() {
 }
 
 #[test]
+fn a_wasmcloud_provider_weft_has_no_counterpart_for_is_named_with_what_weft_offers() {
+    let msg = error_of(&HELLO.replace(
+        "ghcr.io/wasmcloud/http-server:0.23.0",
+        "ghcr.io/wasmcloud/messaging-kafka:0.7.0",
+    ));
+    assert!(
+        msg.contains("`ghcr.io/wasmcloud/messaging-kafka:0.7.0` is wasmCloud's Kafka messaging provider, which weft has no counterpart for")
+            && msg.contains("in-process or on NATS"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn missing_image_is_explained() {
     let msg = error_of(&HELLO.replace("image: ./build/hello.wasm", "image: ''"));
     assert!(msg.contains("properties.image: missing"), "{msg}");

@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod directory;
 pub mod jetstream;
 pub mod lease;
+pub mod objects;
 pub mod protocol;
 pub mod state;
 
@@ -13,6 +14,7 @@ pub use blobs::LatticeBlobs;
 pub use directory::{Directory, KnownHost};
 pub use jetstream::{redact_credentials, Cas, CasFailed, Entry, JetStream, Kv, LatticeError};
 pub use lease::{Lease, LeaseRecord, LeaseState};
+pub use objects::{ObjectInfo, ObjectStore};
 pub use protocol::*;
 pub use state::{desired_apps, placements, Leadership};
 pub use weft_api::{InventoryApp, InventoryComponent};

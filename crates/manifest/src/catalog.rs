@@ -156,7 +156,18 @@ pub fn resolve_image<'c>(
     catalog: &'c Catalog,
     image: &str,
 ) -> Option<(&'c dyn CapabilitySpec, &'static str)> {
-    let name = image.strip_prefix("weft:").unwrap_or_else(|| {
+    let name = image_name(image);
+    catalog.iter().find_map(|spec| {
+        spec.images()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, backend)| (*spec, backend))
+    })
+}
+
+/// An image's name without registry, path or tag (`keyvalue-redis`), or `weft:`'s own name.
+fn image_name(image: &str) -> &str {
+    image.strip_prefix("weft:").unwrap_or_else(|| {
         let without_tag =
             image.rsplit_once(':').map_or(
                 image,
@@ -169,13 +180,64 @@ pub fn resolve_image<'c>(
                 },
             );
         without_tag.rsplit('/').next().unwrap_or(without_tag)
-    });
-    catalog.iter().find_map(|spec| {
-        spec.images()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, backend)| (*spec, backend))
     })
+}
+
+/// wasmCloud's first-party providers (1.x) that weft has no counterpart for: what each is, and
+/// what weft offers instead. The others (http-server, http-client, keyvalue-redis, keyvalue-nats,
+/// messaging-nats, blobstore-fs, blobstore-nats) map to weft capabilities.
+const WITHOUT_COUNTERPART: &[(&str, &str, &str)] = &[
+    (
+        "blobstore-s3",
+        "S3 blobstore provider",
+        "weft:blobstore keeps objects in memory, a directory (backend: filesystem) or NATS object stores (backend: nats)",
+    ),
+    (
+        "blobstore-azure",
+        "Azure blobstore provider",
+        "weft:blobstore keeps objects in memory, a directory (backend: filesystem) or NATS object stores (backend: nats)",
+    ),
+    (
+        "keyvalue-vault",
+        "Vault key-value provider",
+        "keep secrets in weft's encrypted store (properties.secrets, `weft secret put`) and \
+         key-value on weft:keyvalue (memory, file, sqlite, redis, nats)",
+    ),
+    (
+        "messaging-kafka",
+        "Kafka messaging provider",
+        "weft:messaging runs in-process or on NATS",
+    ),
+    (
+        "sqldb-postgres",
+        "Postgres provider (wasmcloud:postgres)",
+        "weft has no SQL capability yet",
+    ),
+    (
+        "wadm",
+        "wadm status provider",
+        "app status is in `weft app status` and the control API",
+    ),
+    (
+        "lattice-controller",
+        "lattice controller provider",
+        "the control API and `weft` CLI manage hosts and apps",
+    ),
+];
+
+/// Why `image` is refused: a wasmCloud provider weft has no counterpart for, named with what
+/// weft offers instead, or an image weft does not know, with the ones it does.
+fn unknown_image(catalog: &Catalog, image: &str) -> String {
+    let name = image_name(image);
+    match WITHOUT_COUNTERPART.iter().find(|(n, _, _)| *n == name) {
+        Some((_, what, instead)) => {
+            format!("`{image}` is wasmCloud's {what}, which weft has no counterpart for: {instead}")
+        }
+        None => format!(
+            "`{image}` is not a capability this weft provides; available: {}",
+            known_images(catalog)
+        ),
+    }
 }
 
 /// The names a manifest may use, for error messages.
@@ -223,11 +285,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         let (spec, backend) = resolve_image(catalog, &node.image).ok_or_else(|| {
             err(
                 format!("{at}: properties.image"),
-                SpecError::new(format!(
-                    "`{}` is not a capability this weft provides; available: {}",
-                    node.image,
-                    known_images(catalog)
-                )),
+                SpecError::new(unknown_image(catalog, &node.image)),
             )
         })?;
         let mut capability = Capability {

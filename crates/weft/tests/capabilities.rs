@@ -419,21 +419,27 @@ spec:
 
 #[test]
 fn blobs_are_stored_listed_read_and_deleted_on_every_blobstore_backend() {
+    let nats = Server::nats();
     let mut host = Host::start(&[]);
     let s = Scene::new();
-    for backend in ["memory", "filesystem"] {
+    let backends = [
+        ("memory", "memory".to_string()),
+        ("filesystem", "filesystem".to_string()),
+        ("nats", format!("nats, url: \"{}\"", nats.url())),
+    ];
+    for (backend, config) in &backends {
         host.deploy(&blobs_app(
             s.dir.path(),
             &format!("blobs-{backend}"),
             s.port,
             &format!("/{backend}"),
-            backend,
+            config,
         ));
     }
     let big: String = (0..200_000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    for backend in ["memory", "filesystem"] {
+    for (backend, _) in &backends {
         let base = format!("http://127.0.0.1:{}/{backend}", s.port);
         let put = |name: &str, body: &str| {
             http()
@@ -479,11 +485,45 @@ fn blobs_are_stored_listed_read_and_deleted_on_every_blobstore_backend() {
         assert_eq!(deleted, 204);
         assert_eq!(get(&format!("{base}/notes.txt")).0, 404);
     }
-    // The directory store keeps objects across a restart.
+    // NATS's own object-store client (nats-py) reads what the guest wrote and writes what it
+    // reads: the layout is NATS's.
+    let script = format!(
+        r#"
+import asyncio, nats
+async def main():
+    nc = await nats.connect("{url}")
+    obs = await nc.jetstream().object_store("files")
+    print(len((await obs.get("big")).data))
+    await obs.put("from-nats-py", b"written by nats-py")
+    await nc.close()
+asyncio.run(main())
+"#,
+        url = nats.url()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        big.len().to_string()
+    );
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{}/nats/from-nats-py", s.port)),
+        (200, "written by nats-py".to_string())
+    );
+    // The directory and NATS stores keep objects across a restart.
     host.stop();
     host.restart(&[]);
-    let (status, body) = get(&format!("http://127.0.0.1:{}/filesystem/big", s.port));
-    assert_eq!((status, body.len()), (200, big.len()));
+    for backend in ["filesystem", "nats"] {
+        let (status, body) = get(&format!("http://127.0.0.1:{}/{backend}/big", s.port));
+        assert_eq!((status, body.len()), (200, big.len()), "{backend}");
+    }
 }
 
 fn messenger_app(dir: &Path, app: &str, port: u16, backend: &str, url: Option<&str>) -> PathBuf {

@@ -1,4 +1,5 @@
-//! `wasi:blobstore@0.2.0-draft` over pluggable backends: in memory, or a directory on disk.
+//! `wasi:blobstore@0.2.0-draft` over pluggable backends: in memory, a directory on disk, or NATS
+//! JetStream object stores.
 //! Values cross to the guest through `wasi:io` streams held in memory, bounded by
 //! [`MAX_OBJECT_SIZE`].
 
@@ -75,7 +76,7 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 }
 
-crate::catalog::backends!(dyn BlobStore: memory, filesystem);
+crate::catalog::backends!(dyn BlobStore: memory, filesystem, nats);
 
 /// The blobstore capability: `wasi:blobstore/{blobstore,container,types}`.
 pub static BLOBSTORE: Kind<dyn BlobStore> = Kind {
