@@ -207,6 +207,32 @@ fn a_wasmcloud_provider_weft_has_no_counterpart_for_is_named_with_what_weft_offe
 }
 
 #[test]
+fn what_wasmclouds_own_examples_write_deploys_with_warnings() {
+    // Blank annotations and a scaled provider, as wasmCloud's http-keyvalue-watcher writes them.
+    let text = HELLO
+        .replace(
+            "  annotations: { version: v0.1.0 }",
+            "  annotations:\n    version: v0.1.0\n    wasmcloud.dev/homepage:",
+        )
+        .replace(
+            "      properties: { image: ghcr.io/wasmcloud/http-server:0.23.0 }\n      traits:\n",
+            "      properties: { image: ghcr.io/wasmcloud/http-server:0.23.0 }\n      traits:\n        - type: spreadscaler\n          properties: { instances: 1 }\n",
+        );
+    let app = parse(&text, "app.yaml").unwrap();
+    assert_eq!(app.warnings.len(), 1, "{:?}", app.warnings);
+    assert!(
+        app.warnings[0].contains("component `http`: traits[0]")
+            && app.warnings[0].contains("scaler is not read"),
+        "{:?}",
+        app.warnings
+    );
+    assert_eq!(
+        app.routes[0].component, "hello",
+        "the link after the scaler is read"
+    );
+}
+
+#[test]
 fn missing_image_is_explained() {
     let msg = error_of(&HELLO.replace("image: ./build/hello.wasm", "image: ''"));
     assert!(msg.contains("properties.image: missing"), "{msg}");
@@ -523,4 +549,42 @@ fn limits_above_what_a_host_can_honour_are_refused_naming_the_ceiling() {
     assert_eq!(limits.max_memory, MEMORY_CEILING);
     assert_eq!(limits.timeout, TIMEOUT_CEILING);
     assert_eq!(limits.max_instances, INSTANCES_CEILING);
+}
+
+#[test]
+fn a_watcher_link_naming_no_keys_is_a_warning_not_an_error() {
+    let text = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: { name: w }
+spec:
+  components:
+    - name: w
+      type: component
+      properties: { image: ./w.wasm }
+    - name: kv
+      type: capability
+      properties: { image: ghcr.io/wasmcloud/keyvalue-redis:0.30.0 }
+      traits:
+        - type: link
+          properties:
+            target: w
+            namespace: wasi
+            package: keyvalue
+            interfaces: [watcher]
+            target_config: [{ name: redis-url, properties: { url: "redis://127.0.0.1:6379" } }]
+"#;
+    let app = parse(text, "app.yaml").unwrap();
+    assert_eq!(app.watches.len(), 1);
+    assert!(
+        app.warnings
+            .iter()
+            .any(|w| w.contains("names no keys") && w.contains("watch: \"SET@key,DEL@key\"")),
+        "{:?}",
+        app.warnings
+    );
+    assert_eq!(
+        app.watches[0].settings.get("url").map(String::as_str),
+        Some("redis://127.0.0.1:6379")
+    );
 }

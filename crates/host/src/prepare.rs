@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use weft_capabilities::keyvalue::KEYVALUE;
 use weft_manifest::{App, Component};
 use weft_runtime::{Access, ExportServer, LoadedComponent, RemoteTarget, Workload};
 
@@ -175,6 +176,17 @@ impl Host {
         remote: Option<&Arc<dyn RemoteLinks>>,
     ) -> Result<Access, HostError> {
         let component = &node.component;
+        let mut grants = self.backends.grants_for(&node.owner, component)?;
+        if node
+            .app
+            .watches
+            .iter()
+            .any(|w| w.component == component.name)
+        {
+            // A watched component is handed buckets, so it may import the store interface for
+            // their type (as wasmCloud's watcher components do); `open` still needs a link.
+            grants.granted.entry(KEYVALUE.name).or_default();
+        }
         Ok(Access {
             linked: self.link(node, assembly, remote)?,
             outgoing: component
@@ -182,7 +194,7 @@ impl Host {
                 .clone()
                 .map(|hosts| Arc::new(weft_runtime::AllowedHosts::new(hosts))),
             // A shared component's own capabilities belong to the app that owns it.
-            grants: Arc::new(self.backends.grants_for(&node.owner, component)?),
+            grants: Arc::new(grants),
             local: Arc::new(
                 component
                     .http_links

@@ -280,6 +280,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
     let mut routes = Vec::new();
     let mut subscriptions = Vec::new();
     let mut watches = Vec::new();
+    let mut unheeded = Vec::new();
     for node in &manifest.capabilities {
         let at = format!("component `{}`", node.name);
         let (spec, backend) = resolve_image(catalog, &node.image).ok_or_else(|| {
@@ -310,13 +311,22 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
             match delivered {
                 Delivered::Route(route) => routes.push(route),
                 Delivered::Subscription(subscription) => subscriptions.push(subscription),
-                Delivered::Watch(watch) => watches.push(watch),
+                Delivered::Watch(watch) => {
+                    if watch.on_set.is_empty() && watch.on_delete.is_empty() {
+                        unheeded.push(format!(
+                            "{at}: traits[{i}]: the watcher link names no keys, so no change is \
+                             delivered; name them in its config: watch: \"SET@key,DEL@key\""
+                        ));
+                    }
+                    watches.push(watch)
+                }
             }
         }
         capabilities.push((spec, capability));
     }
 
     let mut warnings = manifest.warnings;
+    warnings.extend(unheeded);
     let mut components = manifest.components;
     for component in &mut components {
         warnings.extend(grant(component, &capabilities, &err)?);

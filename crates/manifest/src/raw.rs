@@ -28,13 +28,25 @@ pub struct RawManifest {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Metadata {
     pub name: String,
-    #[serde(default)]
+    /// An annotation written with no value (`homepage:`) reads as empty, as wasmCloud's own
+    /// example manifests have them.
+    #[serde(default, deserialize_with = "blank_as_empty")]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "blank_as_empty")]
     pub labels: BTreeMap<String, String>,
     /// Fields weft does not read (warned about at validation).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,
+}
+
+fn blank_as_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let map: BTreeMap<String, Option<String>> = Deserialize::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
 }
 
 /// `spec`: the nodes of the app graph.

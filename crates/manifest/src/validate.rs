@@ -113,7 +113,13 @@ fn unread(raw: &RawManifest) -> Vec<String> {
     for node in &raw.spec.components {
         let at = format!("component `{}`", node.name);
         let mut configs: Vec<&NamedConfig> = node.properties.config.iter().collect();
-        for t in &node.traits {
+        for (i, t) in node.traits.iter().enumerate() {
+            if node.kind == "capability" && !matches!(t, RawTrait::Link(_)) {
+                warnings.push(format!(
+                    "{at}: traits[{i}]: a capability is served by each host that runs a component \
+                     linked to it, not scaled as wasmCloud scales providers; the scaler is not read"
+                ));
+            }
             if let RawTrait::Link(link) = t {
                 let secrets = link.source.iter().flat_map(|s| &s.secrets).count()
                     + match &link.target {
@@ -457,14 +463,11 @@ fn capability_node(
     }
     let mut links = Vec::new();
     for (i, t) in node.traits.iter().enumerate() {
-        let field = format!("{at}: traits[{i}]");
-        let RawTrait::Link(link) = t else {
-            return Err(v.err(
-                field,
-                "a capability is not scaled; remove this scaler trait",
-            ));
-        };
-        links.push((i, check_link(v, &field, link, kinds)?));
+        // A scaler on a capability is a warning (see `unread`).
+        if let RawTrait::Link(link) = t {
+            let field = format!("{at}: traits[{i}]");
+            links.push((i, check_link(v, &field, link, kinds)?));
+        }
     }
     Ok(CapabilityNode {
         name: node.name.clone(),

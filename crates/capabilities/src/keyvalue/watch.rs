@@ -69,11 +69,6 @@ pub(super) fn key_watch(
             _ => return Err(bad("is neither SET nor DEL")),
         }
     }
-    if on_set.is_empty() && on_delete.is_empty() {
-        return Err(SpecError::new(
-            "name the keys to watch in the link's source config: watch: \"SET@key,DEL@key\"",
-        ));
-    }
     Ok(Delivered::Watch(KeyWatch {
         component: link.component.to_string(),
         capability: link.node.name.clone(),
@@ -277,7 +272,11 @@ mod tests {
                 vec!["b".to_string(), "c".to_string()]
             )
         );
-        assert!(parse("").unwrap_err().contains("name the keys"));
+        assert_eq!(
+            parse("").unwrap(),
+            (vec![], vec![]),
+            "a warning, as wasmCloud accepts it"
+        );
         assert!(parse("SET").unwrap_err().contains("names no event"));
         assert!(parse("PUT@a").unwrap_err().contains("neither SET nor DEL"));
         assert!(parse("SET@").unwrap_err().contains("names no key"));
