@@ -160,7 +160,31 @@ impl JetStream {
         stream: &str,
         subject: &str,
     ) -> Result<Option<(u64, Option<HeaderMap>, Bytes)>, LatticeError> {
-        let request = serde_json::json!({ "last_by_subj": subject });
+        self.direct_get(stream, serde_json::json!({ "last_by_subj": subject }))
+            .await
+    }
+
+    /// The first message on `subject` of `stream` at or after sequence `from`, with its
+    /// sequence.
+    pub(crate) async fn next_message(
+        &self,
+        stream: &str,
+        subject: &str,
+        from: u64,
+    ) -> Result<Option<(u64, Bytes)>, LatticeError> {
+        let request = serde_json::json!({ "seq": from, "next_by_subj": subject });
+        Ok(self
+            .direct_get(stream, request)
+            .await?
+            .map(|(sequence, _, payload)| (sequence, payload)))
+    }
+
+    /// JetStream's direct get of one message of `stream`; None when none matches.
+    async fn direct_get(
+        &self,
+        stream: &str,
+        request: serde_json::Value,
+    ) -> Result<Option<(u64, Option<HeaderMap>, Bytes)>, LatticeError> {
         let reply = self
             .client
             .request(
@@ -182,38 +206,6 @@ impl JetStream {
             .and_then(|s| s.as_str().parse().ok())
             .ok_or_else(|| self.failed("get", "a reply without Nats-Sequence"))?;
         Ok(Some((sequence, reply.headers, reply.payload)))
-    }
-
-    /// The first message on `subject` of `stream` at or after sequence `from`, with its
-    /// sequence.
-    pub(crate) async fn next_message(
-        &self,
-        stream: &str,
-        subject: &str,
-        from: u64,
-    ) -> Result<Option<(u64, Bytes)>, LatticeError> {
-        let request = serde_json::json!({ "seq": from, "next_by_subj": subject });
-        let reply = self
-            .client
-            .request(
-                format!("$JS.API.DIRECT.GET.{stream}"),
-                request.to_string().into(),
-            )
-            .await
-            .map_err(|e| self.failed("get", e))?;
-        if reply.status.is_some_and(|s| s.as_u16() == 404) {
-            return Ok(None);
-        }
-        if let Some(status) = reply.status.filter(|s| s.as_u16() >= 300) {
-            return Err(self.failed("get", format!("status {status}")));
-        }
-        let sequence = reply
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Sequence"))
-            .and_then(|s| s.as_str().parse().ok())
-            .ok_or_else(|| self.failed("get", "a reply without Nats-Sequence"))?;
-        Ok(Some((sequence, reply.payload)))
     }
 
     /// Publishes to a stream's subject and waits for its acknowledgement: the new sequence, or

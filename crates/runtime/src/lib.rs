@@ -377,27 +377,19 @@ impl Runtime {
     ) -> Result<Arc<EventHandler>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
         let pre = self.instance_pre(what, loaded)?;
-        let handler = if watcher {
-            loaded
-                .code
-                .watcher_pre
-                .get_or_init(|| handler::HandlerPre::watcher(pre))
-                .clone()
-                .map_err(|reason| RuntimeError::NoKeyWatcher {
-                    what: what.into(),
-                    reason,
-                })?
+        let (cell, make): (_, fn(_) -> _) = if watcher {
+            (&loaded.code.watcher_pre, handler::HandlerPre::watcher)
         } else {
-            loaded
-                .code
-                .handler_pre
-                .get_or_init(|| handler::HandlerPre::messages(pre))
-                .clone()
-                .map_err(|reason| RuntimeError::NoMessageHandler {
-                    what: what.into(),
-                    reason,
-                })?
+            (&loaded.code.handler_pre, handler::HandlerPre::messages)
         };
+        let handler = cell.get_or_init(|| make(pre)).clone().map_err(|reason| {
+            let what = what.to_string();
+            if watcher {
+                RuntimeError::NoKeyWatcher { what, reason }
+            } else {
+                RuntimeError::NoMessageHandler { what, reason }
+            }
+        })?;
         Ok(Arc::new(EventHandler::new(
             self.clone(),
             what.to_string(),

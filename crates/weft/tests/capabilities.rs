@@ -661,6 +661,16 @@ fn set_link_name_picks_one_of_two_stores_linked_to_one_interface() {
     );
     let (status, body) = post(&format!("{base}/k?store=nope"), "");
     assert_eq!(status, 503, "{body}");
+    // wasi:keyvalue/batch reads several keys in one call; wasi:logging reaches the host log.
+    assert_eq!(
+        get(&format!("{base}/many/k,absent")),
+        (200, "k=3\nabsent=0\n".to_string())
+    );
+    let log = host.log();
+    assert!(
+        log.contains("weft::guest") && log.contains("read 2 keys in one batch"),
+        "{log}"
+    );
     assert_eq!(
         get(&format!("{base}/config/greeting")).1.trim(),
         "hello from config"

@@ -5,6 +5,8 @@
 //! - `POST /counter/KEY` adds one to KEY and answers the new count; `GET /counter/KEY` reads it.
 //!   `?store=NAME` picks the key-value link named NAME (wasmcloud:bus set-link-name).
 //! - `DELETE /counter/KEY` deletes KEY.
+//! - `GET /counter/many/K1,K2,…` reads several keys in one `wasi:keyvalue/batch` call, one
+//!   `KEY=VALUE` line each (0 when absent), and logs how many it read.
 //! - As a `wasi:keyvalue/watcher` it records each change of a watched key (the link from the
 //!   store names them) in the same bucket: `seen.KEY` holds the value set last, `gone.KEY`
 //!   says `deleted` once the key is deleted; `GET /counter/seen.KEY` reads it.
@@ -26,7 +28,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue::{atomics, store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 use bindings::wasi::logging::logging::{log, Level};
 use bindings::wasmcloud::bus1_0_0::lattice;
 use bindings::wasmcloud::secrets::{reveal, store as secrets};
@@ -89,6 +91,28 @@ fn bearer(request: &IncomingRequest) -> Option<Vec<u8>> {
     value.strip_prefix(b"Bearer ").map(<[u8]>::to_vec)
 }
 
+fn read_many(keys: &str) -> Result<String, String> {
+    let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+    let bucket = store::open("").map_err(kv_error)?;
+    let found = batch::get_many(&bucket, &keys).map_err(kv_error)?;
+    log(
+        Level::Info,
+        "counter",
+        &format!("read {} keys in one batch", keys.len()),
+    );
+    Ok(keys
+        .iter()
+        .zip(found)
+        .map(|(key, value)| {
+            let value = value.map_or("0".to_string(), |(_, v)| {
+                String::from_utf8_lossy(&v).into_owned()
+            });
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 fn count(method: &Method, key: &str, query: &str) -> Result<String, String> {
     if let Some(name) = query_param(query, "store") {
         let targets = vec![
@@ -128,6 +152,13 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
                 Ok(Some(value)) => respond(out, 200, &value),
                 Ok(None) => respond(out, 404, &format!("no config value `{key}`")),
                 Err(e) => respond(out, 500, &format!("config: {e:?}")),
+            }
+            return;
+        }
+        if let Some(keys) = rest.strip_prefix("many/") {
+            match read_many(keys) {
+                Ok(lines) => respond(out, 200, &lines),
+                Err(e) => respond(out, 503, &format!("key-value store failed: {e}")),
             }
             return;
         }

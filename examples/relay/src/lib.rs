@@ -20,8 +20,7 @@
 use std::io::{Read as _, Write as _};
 
 use wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
 mod bindings {
@@ -34,9 +33,9 @@ mod bindings {
 
 use bindings::wasi::keyvalue::store;
 use bindings::wasmcloud::bus2_0_0::lattice;
+use bindings::wasmcloud::messaging0_3_0::producer;
 use bindings::wasmcloud::messaging0_3_0::request_reply::{self, RequestOptions};
 use bindings::wasmcloud::messaging0_3_0::types::{Client, Error, Message};
-use bindings::wasmcloud::messaging0_3_0::producer;
 
 bindings::export!(Relay with_types_in bindings);
 wasi::http::proxy::export!(Relay);
