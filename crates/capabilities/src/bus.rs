@@ -58,15 +58,7 @@ impl CapabilityCtxView<'_> {
             let links = self.ctx.grants.granted.get(capability.name());
             match links {
                 Some(links) if links.contains_key(name) => None,
-                Some(links) => Some(format!(
-                    "no {package} link named `{name}`; this component's links: {}",
-                    links
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                None => Some(format!("this component has no link to {package}")),
+                _ => Some(crate::no_link(&package, name, links)),
             }
         })
     }

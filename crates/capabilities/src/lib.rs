@@ -276,26 +276,12 @@ impl CapabilityCtx {
         kind: &Kind<S>,
         name: &str,
     ) -> Result<Arc<S>, String> {
-        let package = || format!("{}:{}", kind.namespace, kind.package);
         let links = self.grants.granted.get(kind.name);
-        let found = links
+        links
             .and_then(|links| links.get(name))
-            .and_then(|backend| backend.downcast_ref::<Arc<S>>());
-        match (found, links) {
-            (Some(backend), _) => Ok(backend.clone()),
-            (None, Some(links)) if !links.is_empty() => {
-                let names: Vec<&str> = links.keys().map(String::as_str).collect();
-                Err(format!(
-                    "no {} link named `{name}`; this component's links: {}",
-                    package(),
-                    names.join(", ")
-                ))
-            }
-            (None, _) => Err(format!(
-                "{} is not granted to this component: it has no link to it",
-                package()
-            )),
-        }
+            .and_then(|backend| backend.downcast_ref::<Arc<S>>())
+            .cloned()
+            .ok_or_else(|| no_link(&format!("{}:{}", kind.namespace, kind.package), name, links))
     }
 
     /// The link name in force for `namespace:package`; found without building the key, since
@@ -315,6 +301,21 @@ impl CapabilityCtx {
     /// are, for the guest.
     fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
         self.linked_as(kind, self.link_name(kind.namespace, kind.package))
+    }
+}
+
+/// Why a component has no link named `name` to `package`, naming the links it has.
+fn no_link(package: &str, name: &str, links: Option<&BTreeMap<String, Erased>>) -> String {
+    match links.filter(|links| !links.is_empty()) {
+        Some(links) => format!(
+            "no {package} link named `{name}`; this component's links: {}",
+            links
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("{package} is not granted to this component: it has no link to it"),
     }
 }
 

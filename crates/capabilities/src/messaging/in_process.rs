@@ -63,7 +63,7 @@ impl Broker for InProcess {
         let mut inbox_feed = self.subscribe(&inbox).await?;
         let subject = request.subject.clone();
         if self.matching(&subject).is_empty() {
-            return Err(MessagingError(format!("no responders on `{subject}`")));
+            return Err(MessagingError::new(format!("no responders on `{subject}`")));
         }
         self.publish(Message {
             reply_to: Some(inbox),

@@ -44,10 +44,33 @@ pub const SUBSCRIPTION_BUFFER: usize = 1024;
 /// The longest `request` may wait, whatever the guest asks.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A broker's failure, shown to the guest as the messaging interface's string error.
+/// A broker's failure, shown to the guest as the messaging interface's string error (0.3.0:
+/// `timeout` when no reply came in time, `other` else).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct MessagingError(pub String);
+pub struct MessagingError(pub String, pub TimedOut);
+
+/// Whether a failure is a request that got no reply in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut(pub bool);
+
+impl MessagingError {
+    /// A failure other than a timeout.
+    pub fn new(message: impl Into<String>) -> Self {
+        MessagingError(message.into(), TimedOut(false))
+    }
+
+    /// A request that got no reply within its timeout.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        MessagingError(message.into(), TimedOut(true))
+    }
+}
+
+/// Why `subject` is no subject to send to (a wildcard, or not a subject), if it is not.
+pub(crate) fn unsendable(subject: &str) -> Option<String> {
+    (!weft_manifest::valid_subject(subject) || subject.contains(['*', '>']))
+        .then(|| format!("`{subject}` is not a subject to send to"))
+}
 
 /// One message broker.
 #[async_trait::async_trait]
@@ -144,8 +167,8 @@ impl consumer::Host for CapabilityCtxView<'_> {
             Ok(broker) => broker,
             Err(e) => return Ok(Err(e)),
         };
-        if !weft_manifest::valid_subject(&subject) || subject.contains(['*', '>']) {
-            return Ok(Err(format!("`{subject}` is not a subject to send to")));
+        if let Some(refused) = unsendable(&subject) {
+            return Ok(Err(refused));
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(MAX_REQUEST_TIMEOUT);
         Ok(broker
@@ -167,11 +190,8 @@ impl consumer::Host for CapabilityCtxView<'_> {
             Ok(broker) => broker,
             Err(e) => return Ok(Err(e)),
         };
-        if !weft_manifest::valid_subject(&msg.subject) || msg.subject.contains(['*', '>']) {
-            return Ok(Err(format!(
-                "`{}` is not a subject to publish to",
-                msg.subject
-            )));
+        if let Some(refused) = unsendable(&msg.subject) {
+            return Ok(Err(refused));
         }
         Ok(broker
             .publish(Message {
@@ -200,7 +220,7 @@ pub(crate) async fn gather_replies(
         }
     }
     if replies.is_empty() {
-        return Err(MessagingError(format!(
+        return Err(MessagingError::timeout(format!(
             "no reply on `{subject}` within {timeout:?}"
         )));
     }

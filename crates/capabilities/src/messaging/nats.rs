@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
-use super::{gather_replies, Broker, Message, MessagingError, SUBSCRIPTION_BUFFER};
+use super::{gather_replies, Broker, Message, MessagingError, TimedOut, SUBSCRIPTION_BUFFER};
 use crate::catalog::{check_config, Backend, BackendError, Opener};
 use crate::settings::{typed, ServerConfig};
 
@@ -50,7 +50,7 @@ impl Nats {
                     .connect(self.url.as_str())
                     .await
                     .map_err(|e| {
-                        MessagingError(format!(
+                        MessagingError::new(format!(
                             "NATS at {} is unreachable: {e}",
                             weft_lattice::redact_credentials(&self.url)
                         ))
@@ -60,7 +60,7 @@ impl Nats {
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> MessagingError {
-        MessagingError(format!(
+        MessagingError::new(format!(
             "NATS at {}: {what}: {e}",
             weft_lattice::redact_credentials(&self.url)
         ))
@@ -123,7 +123,11 @@ impl Broker for Nats {
         let reply = client
             .send_request(subject.clone(), ask)
             .await
-            .map_err(|e| self.failed(&format!("request on `{subject}`"), e))?;
+            .map_err(|e| {
+                let timed_out = e.kind() == async_nats::RequestErrorKind::TimedOut;
+                let failed = self.failed(&format!("request on `{subject}`"), e);
+                MessagingError(failed.0, TimedOut(timed_out))
+            })?;
         Ok(vec![from_nats(reply)])
     }
 

@@ -104,13 +104,12 @@ fn describe(error: &types::Error) -> String {
     }
 }
 
-fn valid_target(subject: &str) -> Result<(), types::Error> {
-    if !weft_manifest::valid_subject(subject) || subject.contains(['*', '>']) {
-        return Err(types::Error::Other(format!(
-            "`{subject}` is not a subject to send to"
-        )));
+/// A broker's failure as this interface's error.
+fn failed(e: super::MessagingError) -> types::Error {
+    match e.1 {
+        super::TimedOut(true) => types::Error::Timeout,
+        super::TimedOut(false) => types::Error::Other(e.0),
     }
-    Ok(())
 }
 
 impl CapabilityCtxView<'_> {
@@ -256,13 +255,13 @@ impl producer::Host for CapabilityCtxView<'_> {
             Err(e) => return Ok(Err(e)),
         };
         let envelope = self.table.delete(message)?;
-        if let Err(e) = valid_target(&topic) {
-            return Ok(Err(e));
+        if let Some(refused) = super::unsendable(&topic) {
+            return Ok(Err(types::Error::Other(refused)));
         }
         Ok(broker
             .publish(envelope.outgoing(topic))
             .await
-            .map_err(|e| types::Error::Other(e.0)))
+            .map_err(failed))
     }
 }
 
@@ -307,8 +306,8 @@ impl request_reply::Host for CapabilityCtxView<'_> {
             Ok(broker) => broker,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = valid_target(&topic) {
-            return Ok(Err(e));
+        if let Some(refused) = super::unsendable(&topic) {
+            return Ok(Err(types::Error::Other(refused)));
         }
         let options = match options {
             Some(options) => self.table.delete(options)?,
@@ -324,8 +323,7 @@ impl request_reply::Host for CapabilityCtxView<'_> {
         let request = self.table.get(&message)?.outgoing(topic);
         let replies = match broker.request(request, wanted as usize, timeout).await {
             Ok(replies) => replies,
-            Err(e) if e.0.starts_with("no reply") => return Ok(Err(types::Error::Timeout)),
-            Err(e) => return Ok(Err(types::Error::Other(e.0))),
+            Err(e) => return Ok(Err(failed(e))),
         };
         let mut handles = Vec::with_capacity(replies.len());
         for reply in replies {
@@ -356,6 +354,6 @@ impl request_reply::Host for CapabilityCtxView<'_> {
         Ok(broker
             .publish(envelope.outgoing(subject))
             .await
-            .map_err(|e| types::Error::Other(e.0)))
+            .map_err(failed))
     }
 }
