@@ -291,6 +291,13 @@ impl Host {
             deploy_lock: tokio::sync::Mutex::new(()),
             remote: std::sync::OnceLock::new(),
         });
+        // The host's own address is taken at start: bound lazily, another process (or an
+        // outgoing connection's ephemeral port) could take it before the first app arrives.
+        if let Some(address) = host.config.http_address {
+            host.ingress
+                .ensure_listeners([address])
+                .map_err(|e| HostError::Setup(format!("{e}; pick another address with --http")))?;
+        }
         for stored in restore_order(host.store.current_apps()?) {
             let _guard = host.deploy_lock.lock().await;
             let name = stored.name.clone();

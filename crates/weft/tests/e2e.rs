@@ -372,6 +372,25 @@ fn a_control_api_reachable_from_other_machines_needs_saying_so() {
 }
 
 #[test]
+fn a_host_whose_http_address_is_taken_says_so_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["up", "--control-addr", "127.0.0.1:0", "--http", &address])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")) && stderr.contains("--http"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     let g = guests();
     let host = Host::start(&[]);
