@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import random
 import shutil
 import socket
 import statistics
@@ -46,10 +47,23 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, **kw)
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768 and up): wrk's and the hosts' outgoing
+    connections take ephemeral ports, and one could take a port between now and its bind."""
+    while True:
+        port = random.randrange(20000, 32000)
+        if port in _GIVEN_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
 
 
 def wait_port(port, proc, timeout=300):
