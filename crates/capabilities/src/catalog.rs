@@ -73,6 +73,7 @@ pub static CAPABILITIES: &[&dyn Capability] = &[
     &crate::keyvalue::KEYVALUE,
     &crate::blobstore::BLOBSTORE,
     &crate::messaging::MESSAGING,
+    &crate::schedule::SCHEDULE,
 ];
 
 /// [`CAPABILITIES`] as the manifest's lock step takes them.

@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod keyvalue;
 mod logging;
 pub mod messaging;
+pub mod schedule;
 pub mod secrets;
 pub mod settings;
 
@@ -82,6 +83,16 @@ pub mod handler_bindings {
         });
     }
     pub use watcher::{KeyWatcher, KeyWatcherPre};
+
+    mod scheduled {
+        wasmtime::component::bindgen!({
+            path: "wit",
+            world: "weft:capabilities/scheduled",
+            exports: { default: async },
+        });
+    }
+    pub use scheduled::exports::weft::schedule::handler::Tick;
+    pub use scheduled::{Scheduled, ScheduledPre};
 }
 
 /// Why a capability cannot be granted or served.

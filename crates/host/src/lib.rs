@@ -31,6 +31,7 @@ use ingress::{Ingress, RouteEntry};
 pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 use prepare::Prepared;
 pub use store::{StateStore, StoreError, StoredApp};
+pub use subscriptions::ClaimTicks;
 pub use weft_runtime::default_memory_budget;
 
 /// How to start a host.
@@ -160,6 +161,8 @@ pub struct Host {
     deploy_lock: tokio::sync::Mutex<()>,
     /// Set in a lattice: reaches other apps' components wherever they run.
     remote: std::sync::OnceLock<Arc<dyn RemoteLinks>>,
+    /// Set in a lattice: which host handles each schedule tick. Alone, this host does.
+    tick_claims: std::sync::OnceLock<Arc<dyn ClaimTicks>>,
 }
 
 /// Reaches a component of another app wherever in the lattice it runs.
@@ -290,6 +293,7 @@ impl Host {
             apps: Mutex::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
             remote: std::sync::OnceLock::new(),
+            tick_claims: std::sync::OnceLock::new(),
         });
         // The host's own address is taken at start: bound lazily, another process (or an
         // outgoing connection's ephemeral port) could take it before the first app arrives.
@@ -597,6 +601,19 @@ impl Host {
     /// lattice, before any app is deployed through it).
     pub fn set_remote_links(&self, remote: Arc<dyn RemoteLinks>) {
         let _ = self.remote.set(remote);
+    }
+
+    /// Makes this host share schedule ticks with others (in a lattice); set before any deploy.
+    pub fn set_tick_claims(&self, claims: Arc<dyn ClaimTicks>) {
+        let _ = self.tick_claims.set(claims);
+    }
+
+    /// Who decides which host handles a tick.
+    pub(crate) fn tick_claims(&self) -> Arc<dyn ClaimTicks> {
+        self.tick_claims
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(subscriptions::Alone))
     }
 
     /// The server of `component`'s exports in `app`, when it runs here.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use weft_capabilities::keyvalue::KEYVALUE;
 use weft_manifest::{App, Component};
-use weft_runtime::{Access, ExportServer, LoadedComponent, RemoteTarget, Workload};
+use weft_runtime::{Access, Events, ExportServer, LoadedComponent, RemoteTarget, Workload};
 
 use crate::ingress::{RouteEntry, RouteTarget};
 use crate::{subscriptions, Host, HostError, Phase, RemoteLinks, StoredApp};
@@ -299,7 +299,7 @@ impl Host {
     }
 
     /// Step 4: the subjects delivered to the component's message handler, the key changes to
-    /// its watcher.
+    /// its watcher, the ticks of its schedules to its schedule handler.
     async fn subscribe(
         &self,
         node: &Node<'_>,
@@ -318,11 +318,12 @@ impl Host {
             .iter()
             .filter(|s| s.component == component.name)
         {
-            let handler = self.runtime.message_handler(
+            let handler = self.runtime.event_handler(
                 &node.what,
                 &node.loaded,
                 component.limits,
                 access.clone(),
+                Events::Messages,
             )?;
             let broker = self
                 .backends
@@ -340,11 +341,12 @@ impl Host {
         }
         for watch in app.watches.iter().filter(|w| w.component == component.name) {
             let keys = || [watch.on_set.clone(), watch.on_delete.clone()].concat();
-            let handler = self.runtime.key_watcher(
+            let handler = self.runtime.event_handler(
                 &node.what,
                 &node.loaded,
                 component.limits,
                 access.clone(),
+                Events::KeyChanges,
             )?;
             let store = self
                 .backends
@@ -357,6 +359,25 @@ impl Host {
             assembly
                 .subscriptions
                 .add_watch(watch.clone(), changes, store, handler);
+        }
+        for schedule in app
+            .schedules
+            .iter()
+            .filter(|s| s.component == component.name)
+        {
+            let handler = self.runtime.event_handler(
+                &node.what,
+                &node.loaded,
+                component.limits,
+                access.clone(),
+                Events::Ticks,
+            )?;
+            assembly.subscriptions.add_schedule(
+                &app.name,
+                schedule.clone(),
+                self.tick_claims(),
+                handler,
+            );
         }
         Ok(())
     }
@@ -437,11 +458,12 @@ impl Host {
 }
 
 /// Whether component `name` of `app` is reached only through component links (no route, no
-/// HTTP link, no subscription).
+/// HTTP link, no subscription, watch or schedule).
 fn called_only(app: &App, name: &str) -> bool {
     !app.routes.iter().any(|r| r.component == name)
         && !app.subscriptions.iter().any(|s| s.component == name)
         && !app.watches.iter().any(|w| w.component == name)
+        && !app.schedules.iter().any(|s| s.component == name)
         && !app
             .components
             .iter()

@@ -1,15 +1,37 @@
-//! Event feeds of deployed apps: each subject's messages, and each watch's key changes, are
-//! delivered to the component's handler, each in a fresh instance, concurrently up to its
-//! instance limit. Tasks stop when the app version that started them is replaced or undeployed.
+//! Event feeds of deployed apps: each subject's messages, each watch's key changes and each
+//! schedule's ticks are delivered to the component's handler, each in a fresh instance,
+//! concurrently up to its instance limit. Tasks stop when the app version that started them is
+//! replaced or undeployed.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use weft_capabilities::handler_bindings::Tick;
 use weft_capabilities::keyvalue::{Change, KeyValueStore};
 use weft_capabilities::messaging::{Broker, Message};
-use weft_manifest::KeyWatch;
+use weft_capabilities::schedule::{next_due, unix_millis};
+use weft_manifest::{KeyWatch, Schedule};
 use weft_runtime::{Event, EventHandler};
+
+/// Decides which host handles a schedule's tick: every host running the component asks, one is
+/// told yes. A single host always is; a lattice member claims the tick in the lattice's store.
+pub trait ClaimTicks: Send + Sync {
+    /// Whether this host handles the tick of `schedule` (app, schedule, component) due at
+    /// `due_ms`; false when another host has it, or an error.
+    fn claim(&self, schedule: [&str; 3], due_ms: u64) -> BoxFuture<'static, Result<bool, String>>;
+}
+
+/// A host alone handles every tick.
+pub(crate) struct Alone;
+
+impl ClaimTicks for Alone {
+    fn claim(&self, _: [&str; 3], _: u64) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async { Ok(true) })
+    }
+}
 
 /// Where a feed's events come from.
 enum Source {
@@ -17,6 +39,17 @@ enum Source {
     Messages(mpsc::Receiver<Message>, Arc<dyn Broker>),
     /// A store's changes, of which the watch picks some.
     Changes(mpsc::Receiver<Change>, Arc<dyn KeyValueStore>, KeyWatch),
+    /// A schedule's ticks of one app, each claimed before it is handled.
+    Ticks(Ticker),
+}
+
+/// One schedule's ticks.
+struct Ticker {
+    app: String,
+    schedule: Schedule,
+    claims: Arc<dyn ClaimTicks>,
+    /// The last tick handed on: a wake-up a little early never yields it twice.
+    last: SystemTime,
 }
 
 /// One feed: its events and the handler they go to.
@@ -69,6 +102,26 @@ impl Pending {
         });
     }
 
+    /// The ticks of `app`'s `schedule` this host claims, for `handler`.
+    pub(crate) fn add_schedule(
+        &mut self,
+        app: &str,
+        schedule: Schedule,
+        claims: Arc<dyn ClaimTicks>,
+        handler: Arc<EventHandler>,
+    ) {
+        self.feeds.push(Feed {
+            label: format!("schedule {}", schedule.capability),
+            source: Source::Ticks(Ticker {
+                app: app.to_string(),
+                schedule,
+                claims,
+                last: SystemTime::UNIX_EPOCH,
+            }),
+            handler,
+        });
+    }
+
     /// Starts delivering; the returned set stops every delivery task when dropped.
     pub(crate) fn start(self) -> Running {
         let tasks = self
@@ -112,6 +165,37 @@ impl Source {
                     break Some((key, Event::Change(change, store.clone(), String::new())));
                 }
             },
+            Source::Ticks(ticker) => ticker.next().await,
+        }
+    }
+}
+
+impl Ticker {
+    /// The next tick this host claims; None when the schedule has no more.
+    async fn next(&mut self) -> Option<(String, Event)> {
+        loop {
+            let due = next_due(&self.schedule.when, SystemTime::now().max(self.last))?;
+            if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            self.last = due;
+            let due_ms = unix_millis(due);
+            let schedule = &self.schedule;
+            let key = [self.app.as_str(), &schedule.capability, &schedule.component];
+            match self.claims.claim(key, due_ms).await {
+                Ok(true) => {
+                    let tick = Tick {
+                        schedule: schedule.capability.clone(),
+                        due_ms,
+                    };
+                    return Some((format!("tick {due_ms}"), Event::Tick(tick)));
+                }
+                Ok(false) => {}
+                Err(reason) => tracing::warn!(
+                    app = %self.app, schedule = %schedule.capability, due_ms, %reason,
+                    "tick not claimed, so not handled"
+                ),
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ pub const LEASE_KEY: &str = "leader";
 pub const APP_PREFIX: &str = "app.";
 /// The key prefix of every stored version of an app (`version.<name>.<hex of version>`).
 pub const VERSION_PREFIX: &str = "version.";
+/// The key prefix of each schedule's last claimed tick (`tick.<app>.<schedule>.<component>`).
+pub const TICK_PREFIX: &str = "tick.";
 
 /// The NATS subjects and buckets of one lattice.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 
 use crate::model::{
-    App, Capability, Component, Grant, HttpRoute, KeyWatch, Link, Manifest, NamedConfig, Settings,
-    Subscription,
+    App, Capability, Component, Grant, HttpRoute, KeyWatch, Link, Manifest, NamedConfig, Schedule,
+    Settings, Subscription,
 };
 use crate::ManifestError;
 
@@ -98,6 +98,8 @@ pub enum Delivered {
     Subscription(Subscription),
     /// Deliver key changes to the component's watcher.
     Watch(KeyWatch),
+    /// Call the component's schedule handler at each tick.
+    Schedule(Schedule),
 }
 
 /// One capability as the manifest sees it. Implemented once per capability, in its own module.
@@ -280,6 +282,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
     let mut routes = Vec::new();
     let mut subscriptions = Vec::new();
     let mut watches = Vec::new();
+    let mut schedules = Vec::new();
     let mut unheeded = Vec::new();
     for node in &manifest.capabilities {
         let at = format!("component `{}`", node.name);
@@ -320,6 +323,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
                     }
                     watches.push(watch)
                 }
+                Delivered::Schedule(schedule) => schedules.push(schedule),
             }
         }
         capabilities.push((spec, capability));
@@ -368,6 +372,7 @@ pub fn lock(manifest: Manifest, catalog: &Catalog) -> Result<App, ManifestError>
         routes,
         subscriptions,
         watches,
+        schedules,
         strict,
         warnings,
     })

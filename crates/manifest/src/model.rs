@@ -76,6 +76,9 @@ pub struct App {
     /// Key-value keys whose changes go to a component's `wasi:keyvalue/watcher` export.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watches: Vec<KeyWatch>,
+    /// Schedules whose ticks go to a component's `weft:schedule/handler` export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
     /// The manifest asks for a strict deploy (`weft.dev/strict`): what would be a warning,
     /// here or on the host, refuses it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -242,6 +245,25 @@ pub struct KeyWatch {
     pub on_set: Vec<String>,
     /// Keys whose deletion calls `on-delete`.
     pub on_delete: Vec<String>,
+}
+
+/// A schedule: its ticks call `component`'s `weft:schedule/handler` export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub component: String,
+    /// The `weft:schedule` node the link comes from; ticks carry its name.
+    pub capability: String,
+    pub when: When,
+}
+
+/// When a schedule ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// At every multiple of the interval since the Unix epoch, so every host agrees on a tick.
+    Every(Duration),
+    /// At the times a cron expression (five fields, or six with seconds first) matches, in UTC.
+    Cron(String),
 }
 
 /// Per-workload limits.

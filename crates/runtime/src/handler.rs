@@ -1,13 +1,15 @@
 //! An event handler: one component pre-instantiated for `wasmcloud:messaging/handler@0.2.0`,
-//! `incoming-handler@0.3.0` or `wasi:keyvalue/watcher`, each message or key change delivered to
-//! a fresh instance under the component's limits.
+//! `incoming-handler@0.3.0`, `wasi:keyvalue/watcher` or `weft:schedule/handler`, each message,
+//! key change or tick delivered to a fresh instance under the component's limits.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use wasmtime::component::InstancePre;
 use weft_capabilities::handler_bindings::wasmcloud::messaging0_2_0::types::BrokerMessage;
-use weft_capabilities::handler_bindings::{IncomingHandlerPre, KeyWatcherPre, MessageHandlerPre};
+use weft_capabilities::handler_bindings::{
+    IncomingHandlerPre, KeyWatcherPre, MessageHandlerPre, ScheduledPre, Tick,
+};
 use weft_capabilities::keyvalue::{watch, Change, KeyValueStore};
 use weft_capabilities::messaging::{v0_3, Broker, Message};
 
@@ -21,6 +23,7 @@ use crate::{CallFailed, Runtime};
 pub enum Event {
     Message(Message, Arc<dyn Broker>),
     Change(Change, Arc<dyn KeyValueStore>, String),
+    Tick(Tick),
 }
 
 /// The handler export a component has.
@@ -29,6 +32,7 @@ pub(crate) enum HandlerPre {
     V0_2(MessageHandlerPre<InstanceState>),
     V0_3(IncomingHandlerPre<InstanceState>),
     Watcher(KeyWatcherPre<InstanceState>),
+    Schedule(ScheduledPre<InstanceState>),
 }
 
 impl HandlerPre {
@@ -36,6 +40,13 @@ impl HandlerPre {
     pub(crate) fn watcher(pre: InstancePre<InstanceState>) -> Result<Self, String> {
         KeyWatcherPre::new(pre)
             .map(HandlerPre::Watcher)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The component's schedule handler, or why it has none.
+    pub(crate) fn schedule(pre: InstancePre<InstanceState>) -> Result<Self, String> {
+        ScheduledPre::new(pre)
+            .map(HandlerPre::Schedule)
             .map_err(|e| format!("{e:#}"))
     }
 
@@ -126,7 +137,15 @@ impl EventHandler {
                             .await
                             .map(Ok)
                     }
+                    (HandlerPre::Schedule(pre), Event::Tick(tick)) => {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        instance
+                            .weft_schedule_handler()
+                            .call_on_tick(&mut store, &tick)
+                            .await
+                    }
                     (_, Event::Message(..)) => Ok(Err("it handles no messages".to_string())),
+                    (_, Event::Tick(..)) => Ok(Err("it runs on no schedule".to_string())),
                     (_, Event::Change(..)) => Ok(Err("it watches no keys".to_string())),
                 }
             },

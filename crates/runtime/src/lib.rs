@@ -62,6 +62,10 @@ pub enum RuntimeError {
         "{what} is linked to watch key-value keys but exports no `wasi:keyvalue/watcher@0.2.0-draft`: {reason}"
     )]
     NoKeyWatcher { what: String, reason: String },
+    #[error(
+        "{what} is linked to a schedule but exports no `weft:schedule/handler@0.1.0`: {reason}"
+    )]
+    NoScheduleHandler { what: String, reason: String },
     #[error(transparent)]
     NotGranted(weft_capabilities::CapabilityError),
     #[error("cannot set up the runtime: {0}")]
@@ -76,8 +80,19 @@ pub struct Code {
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
     proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
-    handler_pre: OnceLock<Result<handler::HandlerPre, String>>,
-    watcher_pre: OnceLock<Result<handler::HandlerPre, String>>,
+    /// The component as the handler of each kind of [`Events`], indexed by it.
+    event_pres: [OnceLock<Result<handler::HandlerPre, String>>; 3],
+}
+
+/// What an event handler is called with, each kind through its own export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Messages: `wasmcloud:messaging/handler@0.2.0` or `incoming-handler@0.3.0`.
+    Messages = 0,
+    /// Key-value changes: `wasi:keyvalue/watcher`.
+    KeyChanges = 1,
+    /// A schedule's ticks: `weft:schedule/handler`.
+    Ticks = 2,
 }
 
 impl Code {
@@ -210,8 +225,7 @@ impl Runtime {
             digest,
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
-            handler_pre: Default::default(),
-            watcher_pre: Default::default(),
+            event_pres: Default::default(),
         });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
@@ -343,53 +357,34 @@ impl Runtime {
         )))
     }
 
-    /// Links a loaded component as a message handler: every import must be satisfied and the
-    /// component must export `wasmcloud:messaging/handler@0.2.0` or `incoming-handler@0.3.0`.
-    pub fn message_handler(
+    /// Links a loaded component as the handler of `events`: every import must be satisfied and
+    /// the component must export the interface those events go to.
+    pub fn event_handler(
         self: &Arc<Self>,
         what: &str,
         loaded: &LoadedComponent,
         limits: weft_manifest::Limits,
         access: Access,
-    ) -> Result<Arc<EventHandler>, RuntimeError> {
-        self.event_handler(what, loaded, limits, access, false)
-    }
-
-    /// Links a loaded component as a key watcher: every import must be satisfied and the
-    /// component must export `wasi:keyvalue/watcher`.
-    pub fn key_watcher(
-        self: &Arc<Self>,
-        what: &str,
-        loaded: &LoadedComponent,
-        limits: weft_manifest::Limits,
-        access: Access,
-    ) -> Result<Arc<EventHandler>, RuntimeError> {
-        self.event_handler(what, loaded, limits, access, true)
-    }
-
-    fn event_handler(
-        self: &Arc<Self>,
-        what: &str,
-        loaded: &LoadedComponent,
-        limits: weft_manifest::Limits,
-        access: Access,
-        watcher: bool,
+        events: Events,
     ) -> Result<Arc<EventHandler>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
         let pre = self.instance_pre(what, loaded)?;
-        let (cell, make): (_, fn(_) -> _) = if watcher {
-            (&loaded.code.watcher_pre, handler::HandlerPre::watcher)
-        } else {
-            (&loaded.code.handler_pre, handler::HandlerPre::messages)
+        let make: fn(_) -> _ = match events {
+            Events::Messages => handler::HandlerPre::messages,
+            Events::KeyChanges => handler::HandlerPre::watcher,
+            Events::Ticks => handler::HandlerPre::schedule,
         };
-        let handler = cell.get_or_init(|| make(pre)).clone().map_err(|reason| {
-            let what = what.to_string();
-            if watcher {
-                RuntimeError::NoKeyWatcher { what, reason }
-            } else {
-                RuntimeError::NoMessageHandler { what, reason }
-            }
-        })?;
+        let handler = loaded.code.event_pres[events as usize]
+            .get_or_init(|| make(pre))
+            .clone()
+            .map_err(|reason| {
+                let what = what.to_string();
+                match events {
+                    Events::Messages => RuntimeError::NoMessageHandler { what, reason },
+                    Events::KeyChanges => RuntimeError::NoKeyWatcher { what, reason },
+                    Events::Ticks => RuntimeError::NoScheduleHandler { what, reason },
+                }
+            })?;
         Ok(Arc::new(EventHandler::new(
             self.clone(),
             what.to_string(),

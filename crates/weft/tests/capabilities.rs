@@ -1012,3 +1012,149 @@ fn a_watcher_hears_of_its_keys_changing_from_any_client_on_every_backend() {
         "the other apps keep serving"
     );
 }
+
+/// The ticker on `every` (or a `cron:` when `every` starts with `cron:`), counting in `kv`.
+fn ticker_app(s: &Scene, app: &str, when: &str, kv: &str) -> PathBuf {
+    let image = guests().ticker.display().to_string();
+    let when = match when.strip_prefix("cron:") {
+        Some(cron) => format!("cron: \"{cron}\""),
+        None => format!("every: {when}"),
+    };
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: ticker
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {kv} }}]
+    - name: clock
+      type: capability
+      properties: {{ image: weft:schedule }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: ticker }}
+            namespace: weft
+            package: schedule
+            interfaces: [handler]
+            source: {{ config: [{{ name: when, properties: {{ {when} }} }}] }}
+{http}"#,
+        http = http_server("ticker", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
+
+/// The ticker's count, 0 before its first tick.
+fn ticks(url: &str) -> u64 {
+    let (code, body) = get(url);
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("ticks="))
+        .unwrap_or_else(|| panic!("no count in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_schedule_every_second_ticks_ten_times_in_ten_seconds_and_a_failing_tick_stops_none() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&ticker_app(&s, "tick", "1s", "{ backend: memory }"));
+    let url = format!("http://127.0.0.1:{}/tick", s.port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ticks(&url) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no tick in 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = ticks(&url);
+    std::thread::sleep(Duration::from_secs(10));
+    let ten_seconds_on = ticks(&url) - first;
+    assert!(
+        (9..=11).contains(&ten_seconds_on),
+        "{ten_seconds_on} ticks in 10 s"
+    );
+    // Each tick is due on a whole second, and each is handled once.
+    let log = host.log();
+    let dues: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("tick clock ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(dues.len() >= 10, "{log}");
+    assert!(dues.iter().all(|due| due % 1000 == 0), "{dues:?}");
+    assert!(dues.windows(2).all(|w| w[1] == w[0] + 1000), "{dues:?}");
+
+    // A tick whose job fails (its store is gone) is logged with the reason; the next ones come
+    // anyway and count again once the store is back.
+    let mut redis = Server::redis();
+    let kv = format!("{{ backend: redis, url: \"{}\" }}", redis.url());
+    host.deploy(&ticker_app(&s, "flaky", "1s", &kv));
+    let flaky = format!("http://127.0.0.1:{}/flaky", s.port);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(ticks(&flaky) >= 1);
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = host.log();
+    assert!(
+        log.contains("event not handled") && log.contains("the handler returned an error"),
+        "{log}"
+    );
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(300));
+    let back = ticks(&flaky);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        ticks(&flaky) > back,
+        "no tick counted after the store came back"
+    );
+    assert!(
+        ticks(&url) > first + ten_seconds_on,
+        "the other app stopped ticking"
+    );
+}
+
+#[test]
+fn a_schedule_that_cannot_run_is_refused_naming_why() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let mem = "{ backend: memory }";
+    let cases = [
+        ("cron:61 * * * *", "is not a cron expression"),
+        ("500ms", "shorter than the shortest interval"),
+        ("soon", "every"),
+    ];
+    for (when, want) in cases {
+        let err = host.cli_err(&[
+            "app",
+            "deploy",
+            ticker_app(&s, "bad", when, mem).to_str().unwrap(),
+        ]);
+        assert!(err.contains(want), "{when}: {err}");
+    }
+    // A cron expression with seconds, every two seconds, is taken.
+    host.deploy(&ticker_app(&s, "cron", "cron:*/2 * * * * *", mem));
+    // A component with no schedule handler cannot be linked to a schedule.
+    let hello = ticker_app(&s, "hello", "1s", mem);
+    let yaml = std::fs::read_to_string(&hello).unwrap().replace(
+        &guests().ticker.display().to_string(),
+        &guests().counter.display().to_string(),
+    );
+    std::fs::write(&hello, yaml).unwrap();
+    let err = host.cli_err(&["app", "deploy", hello.to_str().unwrap()]);
+    assert!(err.contains("weft:schedule/handler@0.1.0"), "{err}");
+    let cron = format!("http://127.0.0.1:{}/cron", s.port);
+    std::thread::sleep(Duration::from_millis(4500));
+    let counted = ticks(&cron);
+    assert!((1..=3).contains(&counted), "{counted} ticks in 4.5 s");
+}

@@ -4,12 +4,14 @@
 //! lattice's state, not to this host alone.
 //!
 //! One file per concern: `apply` runs the placements here, `forward` carries HTTP requests
-//! between hosts, `calls` carries component-link calls, `status` answers what runs where.
+//! between hosts, `calls` carries component-link calls, `status` answers what runs where,
+//! `ticks` decides which host handles each schedule tick.
 
 mod apply;
 mod calls;
 mod forward;
 mod status;
+mod ticks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -132,6 +134,7 @@ impl Member {
             next: AtomicUsize::new(0),
         });
         host.set_remote_links(Arc::new(RemoteCalls(forwarder.clone())));
+        host.set_tick_claims(Arc::new(ticks::LatticeTicks(kv.clone())));
         let member = Arc::new(Member {
             host,
             options,
