@@ -532,3 +532,86 @@ fn a_leader_paused_past_its_lease_steps_down_and_cannot_overwrite_the_placements
     assert!(!late["hosts"].as_object().unwrap().is_empty(), "{late}");
     assert_eq!(get(&lattice.url(&stale, "/late")).0, 200);
 }
+
+/// The due times of the ticks `log` shows the ticker handling for schedule `clock`.
+fn ticks_in(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split("tick clock ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_schedule_ticks_once_per_lattice_across_a_leader_kill() {
+    let mut lattice = Lattice::start(&[("h1", "a"), ("h2", "a"), ("h3", "b")]);
+    let app = lattice.manifest(
+        "ticks",
+        &guests().ticker,
+        "",
+        "",
+        "        - type: link
+          properties: { target: { name: kv }, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }
+    - name: kv
+      type: capability
+      properties: { image: weft:keyvalue }
+    - name: clock
+      type: capability
+      properties: { image: weft:schedule }
+      traits:
+        - type: link
+          properties:
+            target: { name: ticks }
+            namespace: weft
+            package: schedule
+            interfaces: [handler]
+            source: { config: [{ name: when, properties: { every: 1s } }] }",
+    );
+    lattice
+        .host("h1")
+        .cli_ok(&["app", "deploy", app.to_str().unwrap()]);
+    let status = lattice.wait_phase("ticks", "deployed", Duration::from_secs(30));
+    assert_eq!(status["hosts"].as_object().unwrap().len(), 3, "{status}");
+    let all_ticks = |lattice: &Lattice| -> Vec<(String, u64)> {
+        lattice
+            .hosts
+            .iter()
+            .flat_map(|(id, (host, _, _))| {
+                ticks_in(&host.log()).into_iter().map(|t| (id.clone(), t))
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(10), "the first ticks", || {
+        (all_ticks(&lattice).len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The leader dies; the others go on ticking, and no tick is handled twice.
+    let leader = wait_until(Duration::from_secs(10), "a leader", || lattice.leader());
+    lattice.kill(&leader);
+    let killed_at = weft_now_ms();
+    std::thread::sleep(Duration::from_secs(6));
+    let ticks = all_ticks(&lattice);
+    let mut dues: Vec<u64> = ticks.iter().map(|(_, due)| *due).collect();
+    dues.sort_unstable();
+    let handled = dues.len();
+    dues.dedup();
+    assert_eq!(dues.len(), handled, "a tick was handled twice: {ticks:?}");
+    // At most the tick in flight on the killed host is lost.
+    let expected = (dues.last().unwrap() - dues.first().unwrap()) / 1000 + 1;
+    assert!(
+        dues.len() as u64 + 1 >= expected,
+        "{} of {expected} ticks handled: {ticks:?}",
+        dues.len()
+    );
+    assert!(
+        *dues.last().unwrap() > killed_at + 4000,
+        "no tick after the kill: {ticks:?}"
+    );
+}
+
+fn weft_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
