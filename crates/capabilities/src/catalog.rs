@@ -162,6 +162,9 @@ pub struct Delivery {
     /// The interfaces of the kind's package the component may export, one of which it must
     /// (e.g. `handler`, and 0.3's `incoming-handler`); the first is the one messages name.
     pub exports: &'static [&'static str],
+    /// Interfaces of the package whose types the delivery hands the component (a bucket, a
+    /// message): it may import them with no link to the capability.
+    pub handed: &'static [&'static str],
     /// Said when the target is not a component.
     pub not_a_component: &'static str,
     /// Turns the link, its backend and its settings (kind keys included) into the delivery.

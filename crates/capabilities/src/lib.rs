@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod keyvalue;
 mod logging;
 pub mod messaging;
+mod redis_server;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;
@@ -129,6 +130,9 @@ pub struct Grants {
     /// Capability name → link name → the backend, an `Arc` of the capability's backend trait.
     pub granted: HashMap<&'static str, BTreeMap<String, Erased>>,
     pub secrets: BTreeMap<String, secrets::SecretSource>,
+    /// Interfaces (`namespace:package/interface`) whose types events hand the component, which
+    /// it may import with no link (see [`Grants::hand`]).
+    pub handed: Vec<String>,
 }
 
 impl Grants {
@@ -139,6 +143,18 @@ impl Grants {
             config: BTreeMap::new(),
             granted: HashMap::new(),
             secrets: BTreeMap::new(),
+            handed: Vec::new(),
+        }
+    }
+
+    /// Lets the component import the interfaces whose types the events of `kind` hand it (a
+    /// watched key's bucket, a delivered message): it is delivered such events. Using them to
+    /// reach the capability (opening a bucket, publishing) still needs a link.
+    pub fn hand<S: ?Sized>(&mut self, kind: &Kind<S>) {
+        let handed = kind.delivery.as_ref().map_or(&[][..], |d| d.handed);
+        for interface in handed {
+            self.handed
+                .push(format!("{}:{}/{interface}", kind.namespace, kind.package));
         }
     }
 
@@ -151,6 +167,10 @@ impl Grants {
         imports: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), CapabilityError> {
         for import in imports {
+            let unversioned = import.split('@').next().unwrap_or(import);
+            if self.handed.iter().any(|h| h == unversioned) {
+                continue;
+            }
             for capability in CAPABILITIES {
                 let Some((namespace, package)) = capability.gated_package() else {
                     continue;

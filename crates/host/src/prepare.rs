@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weft_capabilities::keyvalue::KEYVALUE;
+use weft_capabilities::messaging::MESSAGING;
 use weft_manifest::{App, Component};
 use weft_runtime::{Access, Events, ExportServer, LoadedComponent, RemoteTarget, Workload};
 
@@ -183,9 +184,15 @@ impl Host {
             .iter()
             .any(|w| w.component == component.name)
         {
-            // A watched component is handed buckets, so it may import the store interface for
-            // their type (as wasmCloud's watcher components do); `open` still needs a link.
-            grants.granted.entry(KEYVALUE.name).or_default();
+            grants.hand(&KEYVALUE);
+        }
+        if node
+            .app
+            .subscriptions
+            .iter()
+            .any(|s| s.component == component.name)
+        {
+            grants.hand(&MESSAGING);
         }
         Ok(Access {
             linked: self.link(node, assembly, remote)?,

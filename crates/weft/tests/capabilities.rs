@@ -1158,3 +1158,133 @@ fn a_schedule_that_cannot_run_is_refused_naming_why() {
     let counted = ticks(&cron);
     assert!((1..=3).contains(&counted), "{counted} ticks in 4.5 s");
 }
+
+/// The inbox component handling `subjects` on the Redis at `redis`.
+fn inbox_app(s: &Scene, app: &str, redis: &str, subjects: &str) -> PathBuf {
+    let image = guests().inbox.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: inbox
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties: {{ image: weft:keyvalue }}
+    - name: channels
+      type: capability
+      properties:
+        image: weft:messaging
+        config: [{{ name: redis, properties: {{ backend: redis, url: "{redis}" }} }}]
+      traits:
+        - type: link
+          properties:
+            target: {{ name: inbox }}
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            source: {{ config: [{{ name: s, properties: {{ subscriptions: "{subjects}" }} }}] }}
+{http}"#,
+        http = http_server("inbox", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
+
+#[test]
+fn a_redis_publish_reaches_the_handler_and_a_trapping_message_stops_none_after_it() {
+    let mut redis = Server::redis();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&inbox_app(&s, "inbox", &redis.url(), "orders.*"));
+    let url = format!("http://127.0.0.1:{}/inbox", s.port);
+    let port = redis.port;
+    let publish = |channel: &str, body: &str| {
+        tcp_say(port, &format!("PUBLISH {channel} \"{body}\"\r\n"))
+            .trim()
+            .to_string()
+    };
+    // One subscriber (the host) hears the channel.
+    assert_eq!(publish("orders.new", "two apples"), ":1");
+    let want = "received=1\nlast=two apples\nlast-subject=orders.new";
+    assert_eq!(eventually(&url, want), (200, want.into()));
+
+    // `orders.*` is one token: the glob Redis matches is narrowed to the subject's wildcards.
+    publish("orders.eu.new", "not mine");
+    publish("orders.old", "after");
+    let want = "received=2\nlast=after\nlast-subject=orders.old";
+    assert_eq!(eventually(&url, want), (200, want.into()));
+
+    // A message that traps the handler is logged; the next one is handled.
+    publish("orders.bad", "panic");
+    publish("orders.new", "after the trap");
+    let want = "received=3\nlast=after the trap\nlast-subject=orders.new";
+    assert_eq!(eventually(&url, want), (200, want.into()));
+    // Handled concurrently: the trap's log line may come after the next message's answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(host.log().contains("event not handled") && host.log().contains("orders.bad")) {
+        assert!(std::time::Instant::now() < deadline, "{}", host.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Redis restarted: the host subscribes again on its own.
+    redis.kill();
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while publish("orders.new", "back") != ":1" {
+        assert!(std::time::Instant::now() < deadline, "not subscribed again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let want = "received=4\nlast=back\nlast-subject=orders.new";
+    assert_eq!(eventually(&url, want), (200, want.into()));
+}
+
+#[test]
+fn a_component_publishes_on_a_redis_channel_and_is_told_redis_has_no_replies() {
+    let redis = Server::redis();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&messenger_app(
+        s.dir.path(),
+        "red",
+        s.port,
+        "redis",
+        Some(&redis.url()),
+    ));
+    let listener = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&listener).write_all(b"SUBSCRIBE news\r\n").unwrap();
+    let mut reader = BufReader::new(&listener);
+    let mut seen = String::new();
+    // The subscribe confirmation: an array of three, six lines.
+    for _ in 0..6 {
+        reader.read_line(&mut seen).unwrap();
+    }
+    assert!(
+        seen.contains("subscribe") && seen.contains("news"),
+        "{seen}"
+    );
+
+    let base = format!("http://127.0.0.1:{}/red", s.port);
+    let (code, body) = post(&format!("{base}/publish/news"), "hello redis");
+    assert_eq!(code, 202, "{body}");
+    seen.clear();
+    for _ in 0..7 {
+        reader.read_line(&mut seen).unwrap();
+    }
+    assert!(
+        seen.contains("message") && seen.contains("hello redis"),
+        "{seen}"
+    );
+
+    let (code, body) = post(&format!("{base}/request/red.echo"), "anyone?");
+    assert_ne!(code, 200, "{body}");
+    assert!(body.contains("Redis pub/sub has no replies"), "{body}");
+}

@@ -4,29 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
 use futures::StreamExt;
-use tokio::sync::{mpsc, OnceCell};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
 use weft_manifest::Grant;
 
 use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::{typed, ServerConfig};
+use crate::redis_server::{glob_escape, pubsub, RedisServer};
+use crate::settings::ServerConfig;
 
 use super::watch::WATCH_BUFFER;
 use super::{Change, KeyValueStore, KvError, LIST_PAGE};
 
-/// Where Redis is when the manifest does not say.
-const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-/// A call waits this long for Redis before failing, so a stalled server cannot hang a request.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-
-struct Redis {
-    client: redis::Client,
-    /// The server, credentials hidden: errors reach guests, their clients and the log.
-    url: String,
-    connection: OnceCell<ConnectionManager>,
-}
+struct Redis(RedisServer);
 
 /// Key-value on a Redis server.
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
@@ -37,22 +28,10 @@ pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
 };
 
 fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
-    let shown = weft_lattice::redact_credentials(&url);
-    let client = redis::Client::open(url.as_str()).map_err(|e| {
-        BackendError(format!(
-            "`{shown}` is not a Redis URL ({e}); use redis://HOST:PORT"
-        ))
-    })?;
+    let (identity, server) = RedisServer::of(grant)?;
     Ok((
-        format!("redis:{url}"),
-        Box::new(move || {
-            Ok(Arc::new(Redis {
-                client,
-                url: shown,
-                connection: OnceCell::new(),
-            }) as Arc<dyn KeyValueStore>)
-        }),
+        identity,
+        Box::new(move || Ok(Arc::new(Redis(server)) as Arc<dyn KeyValueStore>)),
     ))
 }
 
@@ -65,34 +44,13 @@ fn redis_key(bucket: &str, key: &str) -> String {
     }
 }
 
-/// Escapes Redis glob characters so a bucket name matches only itself in SCAN.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 impl Redis {
     async fn connection(&self) -> Result<ConnectionManager, KvError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(2);
-        let connection = self
-            .connection
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
-            .await
-            .map_err(|e| KvError(format!("Redis at {} is unreachable: {e}", self.url)))?;
-        Ok(connection.clone())
+        self.0.connection().await.map_err(KvError)
     }
 
     fn failed(&self, e: redis::RedisError) -> KvError {
-        KvError(format!("Redis at {}: {e}", self.url))
+        KvError(self.0.failed(e))
     }
 }
 
@@ -226,10 +184,10 @@ impl KeyValueStore for Redis {
                 "Redis at {} does not publish keyspace events (notify-keyspace-events is \
                  `{flags}`); run `CONFIG SET notify-keyspace-events K$g` on it, or start it \
                  with `--notify-keyspace-events K$g`",
-                self.url
+                self.0.url
             )));
         }
-        let db = self.client.get_connection_info().redis_settings().db();
+        let db = self.0.client.get_connection_info().redis_settings().db();
         let channels: Vec<(String, String)> = keys
             .iter()
             .map(|k| (format!("__keyspace@{db}__:{}", redis_key(bucket, k)), k.clone()))
@@ -237,8 +195,8 @@ impl KeyValueStore for Redis {
         let first = self.subscribe(&channels).await?;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let watcher = Watcher {
-            client: self.client.clone(),
-            url: self.url.clone(),
+            client: self.0.client.clone(),
+            url: self.0.url.clone(),
             connection: c,
             bucket: bucket.to_string(),
             channels,
@@ -261,7 +219,7 @@ impl Redis {
         &self,
         channels: &[(String, String)],
     ) -> Result<redis::aio::PubSubStream, KvError> {
-        subscribe(&self.client, channels)
+        subscribe(&self.0.client, channels)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -271,11 +229,8 @@ async fn subscribe(
     client: &redis::Client,
     channels: &[(String, String)],
 ) -> Result<redis::aio::PubSubStream, redis::RedisError> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    for (channel, _) in channels {
-        pubsub.subscribe(channel).await?;
-    }
-    Ok(pubsub.into_on_message())
+    let channels: Vec<String> = channels.iter().map(|(c, _)| c.clone()).collect();
+    pubsub(client, &channels, &[]).await
 }
 
 /// One watch's task: turns keyspace events into changes until its receiver is dropped.

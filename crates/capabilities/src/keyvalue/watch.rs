@@ -223,6 +223,7 @@ impl<B: KeyValueStore> KeyValueStore for Announced<B> {
 /// The key-value capability's delivery: key changes to a `watcher` export.
 pub(super) const DELIVERY: crate::catalog::Delivery = crate::catalog::Delivery {
     exports: &["watcher"],
+    handed: &["store"],
     not_a_component: "key changes are delivered to components",
     make: key_watch,
 };

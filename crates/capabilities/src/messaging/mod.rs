@@ -88,7 +88,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn subscribe(&self, subject: &str) -> Result<mpsc::Receiver<Message>, MessagingError>;
 }
 
-crate::catalog::backends!(dyn Broker: in_process, nats);
+crate::catalog::backends!(dyn Broker: in_process, nats, redis);
 
 pub mod v0_3;
 
@@ -103,6 +103,7 @@ pub static MESSAGING: Kind<dyn Broker> = Kind {
     backends: BACKENDS,
     delivery: Some(Delivery {
         exports: &["handler", "incoming-handler"],
+        handed: &["types"],
         not_a_component: "messages are delivered to components",
         make: subscription,
     }),
