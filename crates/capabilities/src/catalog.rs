@@ -74,6 +74,7 @@ pub static CAPABILITIES: &[&dyn Capability] = &[
     &crate::blobstore::BLOBSTORE,
     &crate::messaging::MESSAGING,
     &crate::schedule::SCHEDULE,
+    &crate::sql::SQL,
 ];
 
 /// [`CAPABILITIES`] as the manifest's lock step takes them.

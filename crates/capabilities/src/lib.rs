@@ -19,6 +19,7 @@ mod redis_server;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;
+pub mod sql;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,6 +50,7 @@ mod bindings {
             "wasi:blobstore/container.stream-object-names": crate::blobstore::ObjectNames,
             "wasi:blobstore/types.outgoing-value": crate::blobstore::OutgoingValue,
             "wasi:blobstore/types.incoming-value": crate::blobstore::IncomingValue,
+            "fermyon:spin/sqlite.connection": crate::sql::Connection,
         },
     });
 
@@ -393,5 +395,6 @@ pub fn add_to_linker<T: CapabilityView + 'static>(linker: &mut Linker<T>) -> was
     b::messaging0_3_0::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::messaging0_3_0::producer::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::messaging0_3_0::request_reply::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::fermyon::spin::sqlite::add_to_linker::<T, HasCapabilities>(linker, view)?;
     Ok(())
 }

@@ -62,13 +62,21 @@ impl FileConfig {
         grant: &weft_manifest::Grant,
         extension: &str,
     ) -> std::path::PathBuf {
-        self.path.unwrap_or_else(|| {
-            at.state_dir
-                .join(&grant.kind)
-                .join(at.app)
-                .join(format!("{}.{extension}", grant.capability))
-        })
+        self.path
+            .unwrap_or_else(|| state_file(at, grant, extension))
     }
+}
+
+/// A capability's file in the state dir: `<state>/<kind>/<app>/<capability>.<extension>`.
+pub fn state_file(
+    at: &crate::Placement<'_>,
+    grant: &weft_manifest::Grant,
+    extension: &str,
+) -> std::path::PathBuf {
+    at.state_dir
+        .join(&grant.kind)
+        .join(at.app)
+        .join(format!("{}.{extension}", grant.capability))
 }
 
 /// The prefix of a config value that names a key of the host's secret store instead of holding

@@ -208,12 +208,13 @@ const WITHOUT_COUNTERPART: &[(&str, &str, &str)] = &[
     (
         "messaging-kafka",
         "Kafka messaging provider",
-        "weft:messaging runs in-process or on NATS",
+        "weft:messaging runs in-process, on NATS or on Redis pub/sub",
     ),
     (
         "sqldb-postgres",
         "Postgres provider (wasmcloud:postgres)",
-        "weft has no SQL capability yet",
+        "weft:sql serves PostgreSQL (backend: postgres) through Spin's SQLite interface \
+         (fermyon:spin/sqlite@2.0.0); wasmcloud:postgres is not served yet",
     ),
     (
         "wadm",

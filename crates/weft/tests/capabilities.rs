@@ -56,14 +56,24 @@ fn post(url: &str, body: &str) -> (u16, String) {
 
 /// `clients` threads each POST `url` `each` times; returns the failures seen.
 fn hammer(url: &str, clients: usize, each: usize) -> Vec<String> {
+    hammer_with(url, clients, each, |_, _| String::new())
+}
+
+/// `hammer`, the body of client `c`'s `i`-th POST being `body(c, i)`.
+fn hammer_with(
+    url: &str,
+    clients: usize,
+    each: usize,
+    body: fn(usize, usize) -> String,
+) -> Vec<String> {
     let threads: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|c| {
             let url = url.to_string();
             std::thread::spawn(move || {
                 let client = http();
                 let mut failures = Vec::new();
-                for _ in 0..each {
-                    match client.post(&url).send() {
+                for i in 0..each {
+                    match client.post(&url).body(body(c, i)).send() {
                         Ok(r) if r.status().is_success() => {}
                         Ok(r) => failures.push(format!(
                             "{}: {}",
@@ -1287,4 +1297,159 @@ fn a_component_publishes_on_a_redis_channel_and_is_told_redis_has_no_replies() {
     let (code, body) = post(&format!("{base}/request/red.echo"), "anyone?");
     assert_ne!(code, 200, "{body}");
     assert!(body.contains("Redis pub/sub has no replies"), "{body}");
+}
+
+/// The todo component on a `weft:sql` node with `config` (backend, url, limits).
+fn todo_app(s: &Scene, app: &str, config: &str) -> PathBuf {
+    let image = guests().todo.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: todo
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: db }}, namespace: fermyon, package: spin, interfaces: [sqlite] }}
+    - name: db
+      type: capability
+      properties:
+        image: weft:sql
+        config: [{{ name: db, properties: {config} }}]
+{http}"#,
+        http = http_server("todo", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
+
+fn send(method: reqwest::Method, url: &str, body: &str) -> (u16, String) {
+    let response = http()
+        .request(method, url)
+        .body(body.to_string())
+        .send()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    (
+        response.status().as_u16(),
+        response.text().unwrap().trim_end().to_string(),
+    )
+}
+
+#[test]
+fn the_todo_app_keeps_its_list_in_embedded_sqlite_and_in_a_real_postgres() {
+    let mut postgres = Server::postgres();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let pg = format!("{{ backend: postgres, url: \"{}\" }}", postgres.url());
+    host.deploy(&todo_app(&s, "lite", "{ backend: sqlite }"));
+    host.deploy(&todo_app(&s, "pg", &pg));
+    use reqwest::Method;
+    let quoted = "it's \"quoted\"; DROP TABLE todos; --";
+    for app in ["lite", "pg"] {
+        let base = format!("http://127.0.0.1:{}/{app}", s.port);
+        assert_eq!(
+            send(Method::POST, &base, "buy milk"),
+            (201, "1".into()),
+            "{app}"
+        );
+        assert_eq!(
+            send(Method::POST, &base, quoted),
+            (201, "2".into()),
+            "{app}"
+        );
+        let item = |id: u32| format!("{base}/{id}");
+        assert_eq!(
+            send(Method::PUT, &item(1), "buy oat milk"),
+            (200, "1\t0\tbuy oat milk".into()),
+            "{app}"
+        );
+        assert_eq!(
+            send(Method::POST, &format!("{base}/2/done"), ""),
+            (200, format!("2\t1\t{quoted}")),
+            "{app}"
+        );
+        assert_eq!(send(Method::DELETE, &item(1), "").0, 200, "{app}");
+        assert_eq!(
+            send(Method::GET, &item(1), ""),
+            (404, "no such item".into())
+        );
+        assert_eq!(
+            send(Method::GET, &base, ""),
+            (200, format!("2\t1\t{quoted}")),
+            "{app}: a quote in a parameter is stored exactly"
+        );
+
+        // 8 clients × 250 inserts at once: every row is there, once.
+        let failures = hammer_with(&base, 8, 250, |c, i| format!("client {c} item {i}"));
+        assert!(failures.is_empty(), "{app}: {failures:?}");
+        let (code, list) = send(Method::GET, &base, "");
+        assert_eq!(code, 200, "{list}");
+        let titles: std::collections::BTreeSet<&str> =
+            list.lines().filter_map(|l| l.split('\t').nth(2)).collect();
+        assert_eq!(list.lines().count(), 2001, "{app}");
+        for c in 0..8 {
+            for i in 0..250 {
+                assert!(
+                    titles.contains(format!("client {c} item {i}").as_str()),
+                    "{app}"
+                );
+            }
+        }
+    }
+
+    // PostgreSQL stopped: the app's calls fail saying so, the other app keeps serving, and the
+    // calls work again once it is back, nothing lost.
+    postgres.kill();
+    let pg_list = format!("http://127.0.0.1:{}/pg", s.port);
+    let (code, body) = send(reqwest::Method::GET, &pg_list, "");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("PostgreSQL"), "{body}");
+    let lite = format!("http://127.0.0.1:{}/lite/2", s.port);
+    assert_eq!(send(reqwest::Method::GET, &lite, "").0, 200);
+    postgres.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = send(reqwest::Method::GET, &pg_list, "");
+        if code == 200 {
+            assert_eq!(body.lines().count(), 2001);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{code}: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_statement_past_its_link_s_row_limit_fails_as_a_value_and_bad_sql_config_is_refused() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    host.deploy(&todo_app(&s, "small", "{ max_rows: \"2\" }"));
+    let base = format!("http://127.0.0.1:{}/small", s.port);
+    for title in ["a", "b", "c"] {
+        assert_eq!(send(reqwest::Method::POST, &base, title).0, 201);
+    }
+    let (code, body) = send(reqwest::Method::GET, &base, "");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("more than 2 rows"), "{body}");
+    assert_eq!(send(reqwest::Method::GET, &format!("{base}/3"), "").0, 200);
+
+    for (config, want) in [
+        ("{ max_rows: \"none\" }", "max_rows"),
+        ("{ timeout: \"soon\" }", "timeout"),
+        (
+            "{ backend: postgres, url: \"mysql://x\" }",
+            "not a PostgreSQL URL",
+        ),
+        ("{ backend: oracle }", "not a sql backend"),
+        ("{ pathh: x.db }", "pathh"),
+    ] {
+        let err = host.cli_err(&[
+            "app",
+            "deploy",
+            todo_app(&s, "bad", config).to_str().unwrap(),
+        ]);
+        assert!(err.contains(want), "{config}: {err}");
+    }
 }

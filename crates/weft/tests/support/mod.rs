@@ -31,6 +31,7 @@ pub struct Guests {
     pub relay: PathBuf,
     pub ticker: PathBuf,
     pub inbox: PathBuf,
+    pub todo: PathBuf,
     pub harness: PathBuf,
     pub greet: PathBuf,
     pub greeter_py: PathBuf,
@@ -75,6 +76,7 @@ pub fn guests() -> &'static Guests {
             relay: build("relay"),
             ticker: build("ticker"),
             inbox: build("inbox"),
+            todo: build("todo"),
             harness: build("harness"),
             greet: build("greet"),
             greeter_py: build("greeter-py"),
@@ -388,10 +390,12 @@ pub fn get(url: &str) -> (u16, String) {
     (status, response.text().unwrap())
 }
 
-/// A backing server (`redis-server`, `nats-server -js`) on a free loopback port, with its data in
-/// a temp dir; killed when dropped, restartable on the same port.
+/// A backing server (`redis-server`, `nats-server -js`, `postgres`) on a free loopback port, with
+/// its data in a temp dir; killed when dropped, restartable on the same port.
 pub struct Server {
     program: &'static str,
+    /// The command that runs it, when not `program` itself (PostgreSQL as its own user).
+    exec: Vec<String>,
     args: Vec<String>,
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -468,6 +472,79 @@ impl Server {
         server
     }
 
+    /// A PostgreSQL cluster of its own (`initdb`, then `postgres`), trusting local connections
+    /// as user `postgres`; run as the `postgres` user when the tests run as root, as PostgreSQL
+    /// refuses to run as root.
+    pub fn postgres() -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed (run scripts/setup.sh)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("postgres").is_file())
+            .max()
+            .expect("no PostgreSQL server binaries under /usr/lib/postgresql");
+        let as_postgres: Vec<String> = if running_as_root() {
+            let id = |flag: &str| -> u32 {
+                let out = Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+            };
+            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
+            [
+                "setpriv",
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            Vec::new()
+        };
+        let data = dir.path().join("data");
+        let mut initdb = as_postgres.clone();
+        initdb.push(bin.join("initdb").display().to_string());
+        let initdb = Command::new(&initdb[0])
+            .args(&initdb[1..])
+            .args(["-D", &data.display().to_string(), "-U", "postgres"])
+            .args(["--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let mut exec = as_postgres;
+        exec.push(bin.join("postgres").display().to_string());
+        let args = vec![
+            "-D".to_string(),
+            data.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-k".into(),
+            dir.path().display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "fsync=off".into(),
+        ];
+        let mut server = Server {
+            program: "postgres",
+            exec,
+            args,
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
     /// What the server wrote to stdout and stderr (for a registry: its access log).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -480,6 +557,7 @@ impl Server {
     fn start(program: &'static str, args: Vec<String>, port: u16) -> Server {
         let mut server = Server {
             program,
+            exec: vec![program.to_string()],
             args,
             port,
             dir: tempfile::tempdir().unwrap(),
@@ -489,14 +567,13 @@ impl Server {
         server
     }
 
-    /// `redis://…` or `nats://…` for this server.
+    /// `redis://…`, `nats://…` or `postgres://…` for this server.
     pub fn url(&self) -> String {
-        let scheme = if self.program == "redis-server" {
-            "redis"
-        } else {
-            "nats"
-        };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        match self.program {
+            "redis-server" => format!("redis://127.0.0.1:{}", self.port),
+            "postgres" => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            _ => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Starts the server (again) and waits until it accepts connections.
@@ -507,7 +584,8 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(self.program)
+        let child = Command::new(&self.exec[0])
+            .args(&self.exec[1..])
             .args(&self.args)
             .current_dir(self.dir.path())
             .stdout(log.try_clone().unwrap())
@@ -524,9 +602,19 @@ impl Server {
         }
     }
 
-    /// Kills the server outright, as a crash would.
+    /// Kills the server outright, as a crash would; PostgreSQL gets a fast shutdown instead
+    /// (SIGINT), so that it can start again on the same data.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.program == "postgres" {
+                let _ = Command::new("kill")
+                    .args(["-INT", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -621,4 +709,12 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// Whether the tests run as root.
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
