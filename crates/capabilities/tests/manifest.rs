@@ -201,7 +201,7 @@ fn a_wasmcloud_provider_weft_has_no_counterpart_for_is_named_with_what_weft_offe
     ));
     assert!(
         msg.contains("`ghcr.io/wasmcloud/messaging-kafka:0.7.0` is wasmCloud's Kafka messaging provider, which weft has no counterpart for")
-            && msg.contains("in-process or on NATS"),
+            && msg.contains("in-process, on NATS or on Redis pub/sub"),
         "{msg}"
     );
 }
