@@ -11,6 +11,7 @@
     python3 bench/run.py baseline --rev REV  # this tree vs weft built at REV: requests, deploys
     python3 bench/run.py isolation [--rev REV]  # hello's latency while other guests loop or hog
     python3 bench/run.py oci         # deploy by OCI reference: cold (pull + compile) and warm
+    python3 bench/run.py sql         # SQLite and PostgreSQL through the todo component vs native Rust
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -211,8 +212,8 @@ def get(port, path, host="127.0.0.1", headers=""):
     return status, body.decode(errors="replace"), elapsed
 
 
-def wrk(port, path, duration, connections, headers=()):
-    extra = [arg for h in headers for arg in ("-H", h)]
+def wrk(port, path, duration, connections, headers=(), script=None):
+    extra = [arg for h in headers for arg in ("-H", h)] + (["-s", script] if script else [])
     out = subprocess.run(
         ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}", "--latency", *extra,
          f"http://127.0.0.1:{port}{path}"],
@@ -916,13 +917,116 @@ def bench_oci(images, smoke):
         shutil.rmtree(storage, ignore_errors=True)
 
 
+def start_postgres():
+    """A PostgreSQL cluster of its own on a free port, as user `postgres` when run as root
+    (PostgreSQL refuses root); returns (process, url, data dir)."""
+    versions = sorted(os.listdir("/usr/lib/postgresql"))
+    if not versions:
+        raise SystemExit("PostgreSQL is not installed: run scripts/setup.sh")
+    binaries = f"/usr/lib/postgresql/{versions[-1]}/bin"
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"] \
+        if os.geteuid() == 0 else []
+    data = tempfile.mkdtemp(prefix="weft-bench-postgres-")
+    if as_postgres:
+        shutil.chown(data, "postgres", "postgres")
+    sh(*as_postgres, f"{binaries}/initdb", "-D", f"{data}/db", "-U", "postgres", "--auth=trust",
+       "-E", "UTF8", "--no-sync", stdout=subprocess.DEVNULL)
+    port = free_port()
+    proc = subprocess.Popen([*as_postgres, f"{binaries}/postgres", "-D", f"{data}/db", "-p", str(port),
+                             "-k", data, "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc, timeout=60)
+    time.sleep(1)
+    return proc, f"postgres://postgres@127.0.0.1:{port}/postgres", data
+
+
+def todo_manifest(name, image, port, db_config):
+    return f"""apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {name}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: todo
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: db }}, namespace: fermyon, package: spin, interfaces: [sqlite] }}
+    - name: db
+      type: capability
+      properties:
+        image: weft:sql
+        config: [{{ name: db, properties: {db_config} }}]{http_route("todo", port, "/" + name)}
+"""
+
+
+def bench_sql(images, smoke):
+    """Writes (INSERT … RETURNING id) and reads (SELECT by id) per second, through the todo
+    component over HTTP (wrk, 16 connections) and from native Rust (sql_native: SQLite on one
+    connection, PostgreSQL on 16), on SQLite and on PostgreSQL; the ratio is what HTTP, a fresh
+    instance and the capability cost per statement."""
+    duration = 1 if smoke else int(os.environ.get("SECONDS", "10"))
+    profile = [] if smoke else ["--release"]
+    sh("cargo", "build", *profile, "--locked", "--quiet", "-p", "weft-capabilities", "--example", "sql_native",
+       cwd=REPO)
+    native = os.path.join(REPO, "target", "debug" if smoke else "release", "examples", "sql_native")
+    sh(WEFT, "build", os.path.join(REPO, "examples", "todo"), stdout=subprocess.DEVNULL)
+    image = os.path.join(REPO, "examples", "todo", "build", "todo.wasm")
+    postgres, url, pg_data = start_postgres()
+    weft = Weft()
+    tmp = tempfile.mkdtemp()
+    try:
+        port = free_port()
+        sqlite_path = os.path.join(tmp, "todo.db")
+        backends = {"sqlite": f'{{ backend: sqlite, path: "{sqlite_path}" }}',
+                    "postgres": f'{{ backend: postgres, url: "{url}", pool_size: "16" }}'}
+        digest = weft.upload(image)
+        for name, config in backends.items():
+            weft.deploy(todo_manifest(name, image, port, config), {image: digest})
+            status, body, _ = get(port, f"/{name}")
+            # The first POST makes the table and row 1, which the reads fetch.
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/{name}", data=b"first", method="POST")
+            with urllib.request.urlopen(req) as r:
+                assert r.status == 201 and r.read().strip() == b"1", name
+        script = os.path.join(tmp, "post.lua")
+        open(script, "w").write('wrk.method = "POST"\nwrk.body = "bench item"\n')
+        rows = []
+        for name in backends:
+            target = sqlite_path if name == "sqlite" else url
+            for op in ("write", "read"):
+                if op == "write":
+                    through = wrk(port, f"/{name}", f"{duration}s", 16, script=script)
+                else:
+                    through = wrk(port, f"/{name}/1", f"{duration}s", 16)
+                assert through["non2xx"] == 0, (name, op, through)
+                extra = [] if name == "sqlite" else ["16"]
+                out = subprocess.run([native, name, target, op, str(duration), *extra],
+                                     check=True, capture_output=True, text=True).stdout
+                result = json.loads(out)
+                direct = result["ops"] / result["seconds"]
+                rows.append((name, op, f"{through['rps']:.0f}", f"{through['p99']:.2f}", f"{direct:.0f}",
+                             f"{through['rps'] / direct:.2f}x"))
+        status, body, _ = get(port, "/sqlite/1")
+        assert status == 200 and body.startswith("1\t0\tfirst"), (status, body)
+        print_table(f"SQL through the todo component vs native Rust ({duration} s each; component: wrk -c16 "
+                    "over HTTP, a fresh instance per request)",
+                    ("backend", "statement", "component req/s", "component p99 ms", "native ops/s",
+                     "component/native"), rows)
+    finally:
+        weft.stop()
+        postgres.terminate()
+        postgres.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(pg_data, ignore_errors=True)
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "oci", "all"])
+                                          "failover", "baseline", "isolation", "oci", "sql", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -931,11 +1035,11 @@ def main():
     if args.rev and args.smoke:
         parser.error("--rev compares release builds; leave out --smoke")
     # These compare weft with itself: they need wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci") or not shutil.which("wrk")):
+    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci", "sql") or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
-               "oci"]
+               "oci", "sql"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
