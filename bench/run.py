@@ -964,11 +964,11 @@ def bench_sql(images, smoke):
     """Writes (INSERT … RETURNING id) and reads (SELECT by id) per second, through the todo
     component over HTTP (wrk, 16 connections) and from native Rust (sql_native: SQLite on one
     connection, PostgreSQL on 16), on SQLite and on PostgreSQL; the ratio is what HTTP, a fresh
-    instance and the capability cost per statement."""
-    duration = 1 if smoke else int(os.environ.get("SECONDS", "10"))
+    instance and the capability cost per statement. The hello row is the same HTTP path with no
+    statement at all."""
+    duration = 1 if smoke else int(os.environ.get("DURATION", "10s").rstrip("s"))
     profile = [] if smoke else ["--release"]
-    sh("cargo", "build", *profile, "--locked", "--quiet", "-p", "weft-capabilities", "--example", "sql_native",
-       cwd=REPO)
+    sh("cargo", "build", *profile, "--locked", "--quiet", "-p", "weft", "--example", "sql_native", cwd=REPO)
     native = os.path.join(REPO, "target", "debug" if smoke else "release", "examples", "sql_native")
     sh(WEFT, "build", os.path.join(REPO, "examples", "todo"), stdout=subprocess.DEVNULL)
     image = os.path.join(REPO, "examples", "todo", "build", "todo.wasm")
@@ -981,6 +981,8 @@ def bench_sql(images, smoke):
         backends = {"sqlite": f'{{ backend: sqlite, path: "{sqlite_path}" }}',
                     "postgres": f'{{ backend: postgres, url: "{url}", pool_size: "16" }}'}
         digest = weft.upload(image)
+        hello = images["hello"]
+        weft.deploy(manifest("hello", hello, port, "/hello"), {hello: weft.upload(hello)})
         for name, config in backends.items():
             weft.deploy(todo_manifest(name, image, port, config), {image: digest})
             status, body, _ = get(port, f"/{name}")
@@ -990,7 +992,9 @@ def bench_sql(images, smoke):
                 assert r.status == 201 and r.read().strip() == b"1", name
         script = os.path.join(tmp, "post.lua")
         open(script, "w").write('wrk.method = "POST"\nwrk.body = "bench item"\n')
-        rows = []
+        # The same HTTP path with no SQL: what a request costs before any statement.
+        plain = wrk(port, "/hello", f"{duration}s", 16)
+        rows = [("none (hello)", "—", f"{plain['rps']:.0f}", f"{plain['p99']:.2f}", "—", "—")]
         for name in backends:
             target = sqlite_path if name == "sqlite" else url
             for op in ("write", "read"):
