@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod settings;
 pub mod sql;
+mod sqlite_file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -320,18 +320,21 @@ impl Host {
             subject,
             reason: reason.to_string(),
         };
+        let handler_of = |events| {
+            self.runtime.event_handler(
+                &node.what,
+                &node.loaded,
+                component.limits,
+                access.clone(),
+                events,
+            )
+        };
         for subscription in app
             .subscriptions
             .iter()
             .filter(|s| s.component == component.name)
         {
-            let handler = self.runtime.event_handler(
-                &node.what,
-                &node.loaded,
-                component.limits,
-                access.clone(),
-                Events::Messages,
-            )?;
+            let handler = handler_of(Events::Messages)?;
             let broker = self
                 .backends
                 .broker_for(&app.name, subscription)
@@ -348,13 +351,7 @@ impl Host {
         }
         for watch in app.watches.iter().filter(|w| w.component == component.name) {
             let keys = || [watch.on_set.clone(), watch.on_delete.clone()].concat();
-            let handler = self.runtime.event_handler(
-                &node.what,
-                &node.loaded,
-                component.limits,
-                access.clone(),
-                Events::KeyChanges,
-            )?;
+            let handler = handler_of(Events::KeyChanges)?;
             let store = self
                 .backends
                 .store_for(&app.name, watch)
@@ -372,13 +369,7 @@ impl Host {
             .iter()
             .filter(|s| s.component == component.name)
         {
-            let handler = self.runtime.event_handler(
-                &node.what,
-                &node.loaded,
-                component.limits,
-                access.clone(),
-                Events::Ticks,
-            )?;
+            let handler = handler_of(Events::Ticks)?;
             assembly.subscriptions.add_schedule(
                 &app.name,
                 schedule.clone(),

@@ -37,7 +37,8 @@ fn main() {
         _ => panic!("{usage}"),
     };
     let seconds = started.elapsed().as_secs_f64();
-    println!("{{\"ops\": {ops}, \"seconds\": {seconds:.3}}}");
+    let line = format!("{{\"ops\": {ops}, \"seconds\": {seconds:.3}}}");
+    std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes()).unwrap();
 }
 
 fn sqlite(path: &str, write: bool, duration: Duration) -> u64 {

@@ -32,25 +32,15 @@ fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn KeyValueStore>, 
     Ok((
         format!("sqlite:{}", path.display()),
         Box::new(move || {
-            let fail = |e: &dyn std::fmt::Display| {
-                BackendError(format!("cannot open {}: {e}", path.display()))
-            };
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-            }
-            let connection = Connection::open(&path).map_err(|e| fail(&e))?;
-            connection
-                .execute_batch(
-                    "PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = FULL;
-                     CREATE TABLE IF NOT EXISTS kv (
-                         bucket TEXT NOT NULL,
-                         key TEXT NOT NULL,
-                         value BLOB NOT NULL,
-                         PRIMARY KEY (bucket, key)
-                     ) WITHOUT ROWID;",
-                )
-                .map_err(|e| fail(&e))?;
+            let connection = crate::sqlite_file::open(
+                &path,
+                "CREATE TABLE IF NOT EXISTS kv (
+                     bucket TEXT NOT NULL,
+                     key TEXT NOT NULL,
+                     value BLOB NOT NULL,
+                     PRIMARY KEY (bucket, key)
+                 ) WITHOUT ROWID;",
+            )?;
             Ok(Arc::new(Announced::new(Sqlite {
                 connection: Arc::new(Mutex::new(connection)),
                 path,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode};
@@ -22,9 +22,6 @@ pub(super) const BACKEND: Backend<dyn SqlDatabase> = Backend {
     check: |settings| typed::<SqliteConfig>(settings)?.limits().map(|_| ()),
     open,
 };
-
-/// How long a statement waits for another process holding the file's lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,17 +52,7 @@ fn open(at: &Placement<'_>, grant: &Grant) -> Result<Opener<dyn SqlDatabase>, Ba
     Ok((
         format!("sqlite:{}:{limits:?}", path.display()),
         Box::new(move || {
-            let fail = |e: &dyn std::fmt::Display| {
-                BackendError(format!("cannot open {}: {e}", path.display()))
-            };
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-            }
-            let connection = Connection::open(&path).map_err(|e| fail(&e))?;
-            connection
-                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-                .map_err(|e| fail(&e))?;
-            connection.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
+            let connection = crate::sqlite_file::open(&path, "")?;
             Ok(Arc::new(Sqlite {
                 connection: Arc::new(Mutex::new(connection)),
                 path,
@@ -192,6 +179,8 @@ fn from_ref(value: ValueRef<'_>) -> SqlValue {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn database(limits: Limits) -> Sqlite {
