@@ -104,6 +104,9 @@ pub struct ComponentStatus {
     pub image: String,
     pub digest: String,
     pub routes: Vec<String>,
+    /// What else calls the component: its subscriptions, key watches and schedules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
     pub max_memory: u64,
     pub timeout_ms: u64,
     pub max_instances: u32,

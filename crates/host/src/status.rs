@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use weft_manifest::App;
+use weft_manifest::{App, When};
 use weft_runtime::Workload;
 
 use crate::api::{AppStatus, ComponentStatus, HostStatus};
@@ -122,6 +122,33 @@ fn component_statuses(
                 })
                 .collect();
             let workload = workloads.get(&c.name);
+            let subscriptions = app.subscriptions.iter().filter(|s| s.component == c.name);
+            let watches = app.watches.iter().filter(|w| w.component == c.name);
+            let schedules = app.schedules.iter().filter(|s| s.component == c.name);
+            let events = subscriptions
+                .map(|s| {
+                    format!(
+                        "messages on {} from `{}` ({})",
+                        s.subjects.join(", "),
+                        s.capability,
+                        s.backend
+                    )
+                })
+                .chain(watches.map(|w| {
+                    let keys = w.on_set.iter().map(|k| format!("SET@{k}"));
+                    let keys = keys.chain(w.on_delete.iter().map(|k| format!("DEL@{k}")));
+                    format!(
+                        "key changes {} in `{}` ({})",
+                        keys.collect::<Vec<_>>().join(","),
+                        w.capability,
+                        w.backend
+                    )
+                }))
+                .chain(schedules.map(|s| match &s.when {
+                    When::Every(every) => format!("schedule `{}`: every {every:?}", s.capability),
+                    When::Cron(cron) => format!("schedule `{}`: cron {cron} (UTC)", s.capability),
+                }))
+                .collect();
             ComponentStatus {
                 name: c.name.clone(),
                 image: match &c.shared {
@@ -135,6 +162,7 @@ fn component_statuses(
                     .or_else(|| workload.map(|w| w.digest().to_string()))
                     .unwrap_or_default(),
                 routes,
+                events,
                 max_memory: c.limits.max_memory,
                 timeout_ms: c.limits.timeout.as_millis() as u64,
                 max_instances: c.limits.max_instances,

@@ -665,5 +665,8 @@ fn print_status(app: &AppStatus) {
         for route in &c.routes {
             println!("  route:     {route}");
         }
+        for event in &c.events {
+            println!("  called on: {event}");
+        }
     }
 }

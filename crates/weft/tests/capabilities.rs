@@ -1152,8 +1152,13 @@ fn a_schedule_that_cannot_run_is_refused_naming_why() {
         ]);
         assert!(err.contains(want), "{when}: {err}");
     }
-    // A cron expression with seconds, every two seconds, is taken.
+    // A cron expression with seconds, every two seconds, is taken; status says what calls it.
     host.deploy(&ticker_app(&s, "cron", "cron:*/2 * * * * *", mem));
+    let status = host.cli_ok(&["app", "status", "cron"]);
+    assert!(
+        status.contains("called on: schedule `clock`: cron */2 * * * * * (UTC)"),
+        "{status}"
+    );
     // A component with no schedule handler cannot be linked to a schedule.
     let hello = ticker_app(&s, "hello", "1s", mem);
     let yaml = std::fs::read_to_string(&hello).unwrap().replace(
@@ -1219,6 +1224,11 @@ fn a_redis_publish_reaches_the_handler_and_a_trapping_message_stops_none_after_i
             .trim()
             .to_string()
     };
+    let status = host.cli_ok(&["app", "status", "inbox"]);
+    assert!(
+        status.contains("called on: messages on orders.* from `channels` (redis)"),
+        "{status}"
+    );
     // One subscriber (the host) hears the channel.
     assert_eq!(publish("orders.new", "two apples"), ":1");
     let want = "received=1\nlast=two apples\nlast-subject=orders.new";
