@@ -75,6 +75,7 @@ pub static CAPABILITIES: &[&dyn Capability] = &[
     &crate::messaging::MESSAGING,
     &crate::schedule::SCHEDULE,
     &crate::sql::SQL,
+    &crate::sql::POSTGRES,
 ];
 
 /// [`CAPABILITIES`] as the manifest's lock step takes them.

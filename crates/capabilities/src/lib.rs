@@ -397,5 +397,8 @@ pub fn add_to_linker<T: CapabilityView + 'static>(linker: &mut Linker<T>) -> was
     b::messaging0_3_0::producer::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::messaging0_3_0::request_reply::add_to_linker::<T, HasCapabilities>(linker, view)?;
     b::fermyon::spin::sqlite::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::postgres::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::postgres::query::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::postgres::prepared::add_to_linker::<T, HasCapabilities>(linker, view)?;
     Ok(())
 }

@@ -258,7 +258,10 @@ fn capability_images_are_recognised() {
         resolve("ghcr.io/wasmcloud/blobstore-fs:0.10"),
         Some(("blobstore", "filesystem"))
     );
-    assert_eq!(resolve("ghcr.io/wasmcloud/sqldb-postgres:1"), None);
+    assert_eq!(
+        resolve("ghcr.io/wasmcloud/sqldb-postgres:1"),
+        Some(("postgres", "postgres"))
+    );
 }
 
 #[test]

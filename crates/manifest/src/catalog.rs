@@ -211,12 +211,6 @@ const WITHOUT_COUNTERPART: &[(&str, &str, &str)] = &[
         "weft:messaging runs in-process, on NATS or on Redis pub/sub",
     ),
     (
-        "sqldb-postgres",
-        "Postgres provider (wasmcloud:postgres)",
-        "weft:sql serves PostgreSQL (backend: postgres) through Spin's SQLite interface \
-         (fermyon:spin/sqlite@2.0.0); wasmcloud:postgres is not served yet",
-    ),
-    (
         "wadm",
         "wadm status provider",
         "app status is in `weft app status` and the control API",

@@ -1463,3 +1463,95 @@ fn a_statement_past_its_link_s_row_limit_fails_as_a_value_and_bad_sql_config_is_
         assert!(err.contains(want), "{config}: {err}");
     }
 }
+
+/// The tasks component on the PostgreSQL node `node` (image and config lines).
+fn tasks_app(s: &Scene, app: &str, node: &str) -> PathBuf {
+    let image = guests().tasks.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: tasks
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: db }}, namespace: wasmcloud, package: postgres, interfaces: [query, prepared] }}
+    - name: db
+      type: capability
+      properties:
+{node}
+{http}"#,
+        http = http_server("tasks", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
+
+#[test]
+fn a_wasmcloud_postgres_component_gets_uuid_jsonb_and_timestamps_from_a_real_postgres() {
+    let postgres = Server::postgres();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    // weft's own node, and wasmCloud's provider image with its POSTGRES_* keys.
+    let weft_node = format!(
+        "        image: weft:postgres\n        config: [{{ name: db, properties: {{ url: \"{}\" }} }}]",
+        postgres.url()
+    );
+    let wasmcloud_node = format!(
+        "        image: ghcr.io/wasmcloud/sqldb-postgres:0.10.0\n        config: [{{ name: default-postgres, properties: \
+         {{ POSTGRES_HOST: 127.0.0.1, POSTGRES_PORT: \"{}\", POSTGRES_USERNAME: postgres, \
+         POSTGRES_PASSWORD: unused, POSTGRES_DATABASE: postgres, POSTGRES_TLS_REQUIRED: \"false\" }} }}]",
+        postgres.port
+    );
+    host.deploy(&tasks_app(&s, "tasks", &weft_node));
+    host.deploy(&tasks_app(&s, "wc", &wasmcloud_node));
+    use reqwest::Method;
+    for app in ["tasks", "wc"] {
+        let base = format!("http://127.0.0.1:{}/{app}", s.port);
+        let (code, row) = send(
+            Method::POST,
+            &format!("{base}?note=it%27s"),
+            r#"{"title": "ship it"}"#,
+        );
+        assert_eq!(code, 201, "{app}: {row}");
+        let id = row
+            .lines()
+            .find_map(|l| l.strip_prefix("id=uuid:"))
+            .unwrap_or_else(|| panic!("{app}: no uuid in {row}"))
+            .to_string();
+        assert_eq!(id.len(), 36, "{row}");
+        assert!(
+            row.contains(r#"data=jsonb:{"title":"ship it"}"#),
+            "{app}: {row}"
+        );
+        assert!(row.contains("note=text:it's"), "{app}: {row}");
+        assert!(row.contains("submitted_at=timestamptz:20"), "{app}: {row}");
+        assert!(row.contains("done=bool:false"), "{app}: {row}");
+
+        // A prepared statement with a uuid parameter.
+        let done = format!("{base}/done?id={id}");
+        assert_eq!(
+            send(Method::POST, &done, ""),
+            (200, "updated 1".into()),
+            "{app}"
+        );
+        let (_, list) = send(Method::GET, &base, "");
+        assert!(list.contains("done=bool:true"), "{app}: {list}");
+
+        // Values PostgreSQL refuses come back as errors naming the problem.
+        let (code, body) = send(Method::POST, &format!("{base}/done?id=not-a-uuid"), "");
+        assert_eq!(code, 400, "{app}: {body}");
+        assert!(body.starts_with("invalid params"), "{app}: {body}");
+        let (code, body) = send(Method::POST, &base, "not json");
+        assert_eq!(code, 400, "{app}: {body}");
+    }
+    // Both apps share the one table.
+    let (_, list) = send(
+        reqwest::Method::GET,
+        &format!("http://127.0.0.1:{}/wc", s.port),
+        "",
+    );
+    assert_eq!(list.matches("id=uuid:").count(), 2, "{list}");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use wasmtime::component::Resource;
 
 use crate::bindings::fermyon::spin::sqlite as spin;
+use crate::bindings::postgres::types::{PgValue, QueryError, ResultRow};
 use crate::catalog::Kind;
 use crate::settings::ConfigError;
 use crate::CapabilityCtxView;
@@ -105,15 +106,51 @@ fn controls_transactions(statement: &str) -> bool {
     )
 }
 
+/// Said by a backend asked for `wasmcloud:postgres`, which only PostgreSQL serves.
+const ONLY_POSTGRES: &str = "wasmcloud:postgres is served by the postgres backend only";
+
 /// One database.
 #[async_trait::async_trait]
 pub trait SqlDatabase: Send + Sync + 'static {
     /// Runs one statement with `params` bound to `$1`, `$2`… (SQLite: also `?`), within the
     /// link's limits.
     async fn execute(&self, statement: String, params: Vec<SqlValue>) -> Result<Rows, SqlError>;
+
+    /// `wasmcloud:postgres`'s query: one statement, values in PostgreSQL's own types.
+    async fn query_pg(
+        &self,
+        statement: String,
+        params: Vec<PgValue>,
+    ) -> Result<Vec<ResultRow>, QueryError> {
+        let _ = (statement, params);
+        Err(QueryError::Unexpected(ONLY_POSTGRES.into()))
+    }
+
+    /// Several statements with no parameters, e.g. a migration.
+    async fn batch(&self, statements: String) -> Result<(), QueryError> {
+        let _ = statements;
+        Err(QueryError::Unexpected(ONLY_POSTGRES.into()))
+    }
+
+    /// Checks that `statement` prepares.
+    async fn prepare(&self, statement: String) -> Result<(), String> {
+        let _ = statement;
+        Err(ONLY_POSTGRES.into())
+    }
+
+    /// Runs a prepared statement; returns the rows it affected.
+    async fn exec(&self, statement: String, params: Vec<PgValue>) -> Result<u64, QueryError> {
+        let _ = (statement, params);
+        Err(QueryError::Unexpected(ONLY_POSTGRES.into()))
+    }
 }
 
 crate::catalog::backends!(dyn SqlDatabase: sqlite, postgres);
+mod pg_value;
+mod wasmcloud;
+
+/// `wasmcloud:postgres`'s backends: PostgreSQL, standing for wasmCloud's `sqldb-postgres`.
+const WASMCLOUD_BACKENDS: &[crate::catalog::Backend<dyn SqlDatabase>] = &[postgres::WASMCLOUD];
 
 /// The SQL capability: `fermyon:spin/sqlite` granted by a link to it.
 pub static SQL: Kind<dyn SqlDatabase> = Kind {
@@ -123,6 +160,18 @@ pub static SQL: Kind<dyn SqlDatabase> = Kind {
     interfaces: &["sqlite"],
     own_keys: &[],
     backends: BACKENDS,
+    delivery: None,
+};
+
+/// wasmCloud's PostgreSQL capability: `wasmcloud:postgres/{query,prepared}@0.1.1-draft`
+/// granted by a link to a `weft:postgres` node or wasmCloud's `sqldb-postgres` provider image.
+pub static POSTGRES: Kind<dyn SqlDatabase> = Kind {
+    name: "postgres",
+    namespace: "wasmcloud",
+    package: "postgres",
+    interfaces: &["query", "prepared", "types"],
+    own_keys: &[],
+    backends: WASMCLOUD_BACKENDS,
     delivery: None,
 };
 

@@ -12,7 +12,9 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
 use weft_manifest::Grant;
 
+use super::pg_value::{carried as pg_carried, row_of, PgParam};
 use super::{Limits, Rows, SqlDatabase, SqlError, SqlValue};
+use crate::bindings::postgres::types::{PgValue, QueryError, ResultRow};
 use crate::catalog::{Backend, BackendError, Opener};
 use crate::settings::{typed, ConfigError};
 
@@ -22,6 +24,13 @@ pub(super) const BACKEND: Backend<dyn SqlDatabase> = Backend {
     images: &[],
     check: |settings| typed::<PostgresConfig>(settings)?.checked().map(|_| ()),
     open: |_, grant| open(grant),
+};
+
+/// The same backend as wasmCloud's `sqldb-postgres` provider image names it, for
+/// `wasmcloud:postgres`.
+pub(super) const WASMCLOUD: Backend<dyn SqlDatabase> = Backend {
+    images: &["sqldb-postgres"],
+    ..BACKEND
 };
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -37,20 +46,67 @@ struct PostgresConfig {
     pool_size: Option<String>,
     timeout: Option<String>,
     max_rows: Option<String>,
+    /// wasmCloud's provider's keys, read when there is no `url` (a `POSTGRES_PASSWORD` is best
+    /// kept as `secret:KEY`).
+    #[serde(rename = "POSTGRES_HOST")]
+    host: Option<String>,
+    #[serde(rename = "POSTGRES_PORT")]
+    port: Option<String>,
+    #[serde(rename = "POSTGRES_USERNAME")]
+    username: Option<String>,
+    #[serde(rename = "POSTGRES_PASSWORD")]
+    password: Option<String>,
+    #[serde(rename = "POSTGRES_DATABASE")]
+    database: Option<String>,
+    #[serde(rename = "POSTGRES_TLS_REQUIRED")]
+    tls_required: Option<String>,
+    #[serde(rename = "POSTGRES_POOL_SIZE")]
+    wasmcloud_pool_size: Option<String>,
 }
 
 impl PostgresConfig {
     /// The server's config, the pool's size and the limits, checked.
     fn checked(&self) -> Result<(tokio_postgres::Config, usize, Limits), ConfigError> {
-        let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            ConfigError(format!(
-                "url: `{}` is not a PostgreSQL URL ({e}); use \
-                 postgres://USER:PASSWORD@HOST:PORT/DATABASE",
-                weft_lattice::redact_credentials(url)
-            ))
-        })?;
-        let pool_size = match &self.pool_size {
+        if self
+            .tls_required
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("true"))
+        {
+            return Err(ConfigError(
+                "POSTGRES_TLS_REQUIRED: weft connects to PostgreSQL without TLS only, so far"
+                    .into(),
+            ));
+        }
+        let config = match (&self.url, &self.host) {
+            (Some(url), _) => url.parse().map_err(|e| {
+                ConfigError(format!(
+                    "url: `{}` is not a PostgreSQL URL ({e}); use \
+                     postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                    weft_lattice::redact_credentials(url)
+                ))
+            })?,
+            (None, Some(host)) => {
+                let mut config = tokio_postgres::Config::new();
+                config.host(host);
+                if let Some(port) = &self.port {
+                    config.port(port.trim().parse().map_err(|_| {
+                        ConfigError(format!("POSTGRES_PORT: `{port}` is not a port"))
+                    })?);
+                }
+                if let Some(user) = &self.username {
+                    config.user(user);
+                }
+                if let Some(password) = &self.password {
+                    config.password(password);
+                }
+                if let Some(database) = &self.database {
+                    config.dbname(database);
+                }
+                config
+            }
+            (None, None) => DEFAULT_URL.parse().expect("the default URL parses"),
+        };
+        let pool_size = match self.pool_size.as_ref().or(self.wasmcloud_pool_size.as_ref()) {
             Some(text) => text.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ConfigError(format!("pool_size: `{text}` is not a positive number"))
             })?,
@@ -71,7 +127,16 @@ struct Postgres {
 fn open(grant: &Grant) -> Result<Opener<dyn SqlDatabase>, BackendError> {
     let config = typed::<PostgresConfig>(&grant.settings)?;
     let (mut server, pool_size, limits) = config.checked()?;
-    let url = config.url.unwrap_or_else(|| DEFAULT_URL.to_string());
+    let url = match (config.url, config.host) {
+        (Some(url), _) => url,
+        (None, Some(host)) => format!(
+            "postgres://{}@{host}:{}/{}",
+            config.username.unwrap_or_default(),
+            config.port.unwrap_or_else(|| "5432".into()),
+            config.database.unwrap_or_default()
+        ),
+        (None, None) => DEFAULT_URL.to_string(),
+    };
     server.connect_timeout(CONNECT_TIMEOUT);
     Ok((
         format!("postgres:{url}:{pool_size}:{limits:?}"),
@@ -154,6 +219,50 @@ impl SqlDatabase for Postgres {
                 Err(limits.timed_out())
             }
         }
+    }
+
+    async fn query_pg(
+        &self,
+        statement: String,
+        params: Vec<PgValue>,
+    ) -> Result<Vec<ResultRow>, QueryError> {
+        self.query_rows(statement, params).await
+    }
+
+    async fn batch(&self, statements: String) -> Result<(), QueryError> {
+        let client = self.client().await.map_err(QueryError::Unexpected)?;
+        self.within_timeout(&client, async {
+            client
+                .batch_execute(&statements)
+                .await
+                .map_err(|e| self.failed(&e))
+        })
+        .await
+    }
+
+    async fn prepare(&self, statement: String) -> Result<(), String> {
+        let client = self.client().await?;
+        client
+            .prepare_cached(&statement)
+            .await
+            .map(|_| ())
+            .map_err(|e| describe(&e, &self.url))
+    }
+
+    async fn exec(&self, statement: String, params: Vec<PgValue>) -> Result<u64, QueryError> {
+        let client = self.client().await.map_err(QueryError::Unexpected)?;
+        self.within_timeout(&client, async {
+            let prepared = client
+                .prepare_cached(&statement)
+                .await
+                .map_err(|e| self.failed(&e))?;
+            let params = bound(&prepared, &params)?;
+            client
+                .execute_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
+                .await
+                .map_err(|e| bind_failure(&e, &self.url).unwrap_or_else(|| self.failed(&e)))
+        })
+        .await
     }
 }
 
@@ -253,4 +362,99 @@ impl ToSql for Param<'_> {
     }
 
     to_sql_checked!();
+}
+
+impl Postgres {
+    /// A connection from the pool, or why there is none.
+    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| format!("PostgreSQL at {} is unreachable: {e}", self.url))
+    }
+
+    /// Runs `work` on `client` within the link's timeout, cancelling it on the server past it.
+    async fn within_timeout<T>(
+        &self,
+        client: &deadpool_postgres::Object,
+        work: impl std::future::Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        match tokio::time::timeout(self.limits.timeout, work).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let _ = client.cancel_token().cancel_query(NoTls).await;
+                Err(QueryError::Unexpected(self.limits.timed_out().0))
+            }
+        }
+    }
+
+    fn failed(&self, e: &tokio_postgres::Error) -> QueryError {
+        match e.as_db_error() {
+            Some(_) => QueryError::InvalidQuery(describe(e, &self.url)),
+            None => QueryError::Unexpected(describe(e, &self.url)),
+        }
+    }
+}
+
+/// The parameters of `prepared`, checked against what it takes.
+fn bound<'a>(
+    prepared: &tokio_postgres::Statement,
+    params: &'a [PgValue],
+) -> Result<Vec<PgParam<'a>>, QueryError> {
+    if prepared.params().len() != params.len() {
+        return Err(QueryError::InvalidParams(format!(
+            "the statement takes {} parameter(s); {} given",
+            prepared.params().len(),
+            params.len()
+        )));
+    }
+    Ok(params.iter().map(PgParam).collect())
+}
+
+/// A failure to bind a parameter is the guest's (invalid params); others are the query's.
+fn bind_failure(e: &tokio_postgres::Error, url: &str) -> Option<QueryError> {
+    let text = e.to_string();
+    (e.as_db_error().is_none() && text.contains("serializing parameter"))
+        .then(|| QueryError::InvalidParams(describe(e, url)))
+}
+
+impl Postgres {
+    async fn query_rows(
+        &self,
+        statement: String,
+        params: Vec<PgValue>,
+    ) -> Result<Vec<ResultRow>, QueryError> {
+        let client = self.client().await.map_err(QueryError::Unexpected)?;
+        let limits = self.limits;
+        self.within_timeout(&client, async {
+            let prepared = client
+                .prepare_cached(&statement)
+                .await
+                .map_err(|e| self.failed(&e))?;
+            if let Some(column) = prepared.columns().iter().find(|c| !pg_carried(c.type_())) {
+                return Err(QueryError::Unexpected(format!(
+                    "column `{}` is of type {}, which is not carried yet; cast it in the \
+                     statement (`{}::text`)",
+                    column.name(),
+                    column.type_(),
+                    column.name()
+                )));
+            }
+            let params = bound(&prepared, &params)?;
+            let stream = client
+                .query_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
+                .await
+                .map_err(|e| bind_failure(&e, &self.url).unwrap_or_else(|| self.failed(&e)))?;
+            pin_mut!(stream);
+            let mut rows = Vec::new();
+            while let Some(row) = stream.try_next().await.map_err(|e| self.failed(&e))? {
+                if rows.len() == limits.max_rows {
+                    return Err(QueryError::Unexpected(limits.too_many_rows().0));
+                }
+                rows.push(row_of(&row).map_err(|e| self.failed(&e))?);
+            }
+            Ok(rows)
+        })
+        .await
+    }
 }
