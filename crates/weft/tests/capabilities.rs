@@ -1547,6 +1547,27 @@ fn a_wasmcloud_postgres_component_gets_uuid_jsonb_and_timestamps_from_a_real_pos
         let (code, body) = send(Method::POST, &base, "not json");
         assert_eq!(code, 400, "{app}: {body}");
     }
+    // A statement past the link's timeout is cancelled on the server; the next one runs.
+    let slow = format!(
+        "        image: weft:postgres\n        config: [{{ name: db, properties: {{ url: \"{}\", timeout: 1s }} }}]",
+        postgres.url()
+    );
+    host.deploy(&tasks_app(&s, "slow", &slow));
+    let base = format!("http://127.0.0.1:{}/slow", s.port);
+    let started = std::time::Instant::now();
+    let (code, body) = send(Method::GET, &format!("{base}/wait?seconds=5"), "");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("ran longer than 1s"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        send(Method::GET, &format!("{base}/wait?seconds=0.1"), ""),
+        (200, "waited=int8:1".into())
+    );
+
     // Both apps share the one table.
     let (_, list) = send(
         reqwest::Method::GET,

@@ -6,6 +6,8 @@
 //! - `GET /tasks` lists the tasks, oldest first.
 //! - `POST /tasks/done?id=UUID` marks one done through a prepared statement and answers
 //!   `updated N`.
+//! - `GET /tasks/wait?seconds=S` runs a statement that takes S seconds, to see the link's
+//!   `timeout` cancel it.
 //!
 //! Rows are answered one `column=kind:value` line each, showing the PostgreSQL types as they
 //! arrive (uuid, jsonb, text, timestamptz, bool). The table is made by a batch on each request.
@@ -117,6 +119,20 @@ fn lines(rows: &[ResultRow]) -> String {
         .join("\n\n")
 }
 
+/// An `f64` as `hashable-f64`: mantissa, exponent and sign.
+fn hashable(value: f64) -> (u64, i16, i8) {
+    let bits = value.to_bits();
+    let sign = if bits >> 63 == 0 { 1 } else { -1 };
+    let exponent = ((bits >> 52) & 0x7ff) as i16;
+    let fraction = bits & 0x000f_ffff_ffff_ffff;
+    let mantissa = if exponent == 0 {
+        fraction << 1
+    } else {
+        fraction | 0x0010_0000_0000_0000
+    };
+    (mantissa, exponent - 1075, sign)
+}
+
 fn param<'a>(query: &'a str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
@@ -145,6 +161,17 @@ fn serve(request: &IncomingRequest) -> Result<(u16, String), String> {
             let rows = query(
                 "SELECT id, data, note, submitted_at, done FROM tasks ORDER BY submitted_at, id",
                 &[],
+            )
+            .map_err(query_error)?;
+            (200, lines(&rows))
+        }
+        (Method::Get, ["wait"]) => {
+            let seconds: f64 = param(query_text, "seconds")
+                .and_then(|s| s.parse().ok())
+                .ok_or("give ?seconds=S")?;
+            let rows = query(
+                "SELECT 1::bigint AS waited FROM pg_sleep($1)",
+                &[PgValue::Float8(hashable(seconds))],
             )
             .map_err(query_error)?;
             (200, lines(&rows))
