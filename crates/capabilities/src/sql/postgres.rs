@@ -167,18 +167,17 @@ fn open(grant: &Grant) -> Result<Opener<dyn SqlDatabase>, BackendError> {
 #[async_trait::async_trait]
 impl SqlDatabase for Postgres {
     async fn execute(&self, statement: String, params: Vec<SqlValue>) -> Result<Rows, SqlError> {
-        let client = self.pool.get().await.map_err(|e| {
-            SqlError(format!("PostgreSQL at {} is unreachable: {e}", self.url))
-        })?;
+        let client = self.client().await.map_err(SqlError)?;
         let limits = self.limits;
-        let run = async {
-            let prepared = client.prepare_cached(&statement).await?;
+        let failed = |e: tokio_postgres::Error| SqlError(describe(&e, &self.url));
+        self.within_timeout(&client, async {
+            let prepared = client.prepare_cached(&statement).await.map_err(failed)?;
             if prepared.params().len() != params.len() {
-                return Ok(Err(SqlError(format!(
+                return Err(SqlError(format!(
                     "the statement takes {} parameter(s); {} given",
                     prepared.params().len(),
                     params.len()
-                ))));
+                )));
             }
             let columns: Vec<(String, Type)> = prepared
                 .columns()
@@ -186,39 +185,34 @@ impl SqlDatabase for Postgres {
                 .map(|c| (c.name().to_string(), c.type_().clone()))
                 .collect();
             if let Some((name, ty)) = columns.iter().find(|(_, ty)| !carried(ty)) {
-                return Ok(Err(SqlError(format!(
+                return Err(SqlError(format!(
                     "column `{name}` is of type {ty}, which the SQLite interface cannot carry; \
                      cast it in the statement (`{name}::text`)"
-                ))));
+                )));
             }
             let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
             let stream = client
                 .query_raw(&prepared, bound.iter().map(|p| p as &dyn ToSql))
-                .await?;
+                .await
+                .map_err(failed)?;
             pin_mut!(stream);
             let mut rows = Vec::new();
-            while let Some(row) = stream.try_next().await? {
+            while let Some(row) = stream.try_next().await.map_err(failed)? {
                 if rows.len() == limits.max_rows {
-                    return Ok(Err(limits.too_many_rows()));
+                    return Err(limits.too_many_rows());
                 }
                 let values = columns
                     .iter()
                     .enumerate()
                     .map(|(i, (_, ty))| read(&row, i, ty))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(failed)?;
                 rows.push(values);
             }
             let columns = columns.into_iter().map(|(name, _)| name).collect();
-            Ok::<_, tokio_postgres::Error>(Ok(Rows { columns, rows }))
-        };
-        match tokio::time::timeout(limits.timeout, run).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(SqlError(describe(&e, &self.url))),
-            Err(_) => {
-                let _ = client.cancel_token().cancel_query(NoTls).await;
-                Err(limits.timed_out())
-            }
-        }
+            Ok(Rows { columns, rows })
+        })
+        .await
     }
 
     async fn query_pg(
@@ -374,16 +368,16 @@ impl Postgres {
     }
 
     /// Runs `work` on `client` within the link's timeout, cancelling it on the server past it.
-    async fn within_timeout<T>(
+    async fn within_timeout<T, E: From<SqlError>>(
         &self,
         client: &deadpool_postgres::Object,
-        work: impl std::future::Future<Output = Result<T, QueryError>>,
-    ) -> Result<T, QueryError> {
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         match tokio::time::timeout(self.limits.timeout, work).await {
             Ok(answer) => answer,
             Err(_) => {
                 let _ = client.cancel_token().cancel_query(NoTls).await;
-                Err(QueryError::Unexpected(self.limits.timed_out().0))
+                Err(self.limits.timed_out().into())
             }
         }
     }
@@ -449,12 +443,19 @@ impl Postgres {
             let mut rows = Vec::new();
             while let Some(row) = stream.try_next().await.map_err(|e| self.failed(&e))? {
                 if rows.len() == limits.max_rows {
-                    return Err(QueryError::Unexpected(limits.too_many_rows().0));
+                    return Err(limits.too_many_rows().into());
                 }
                 rows.push(row_of(&row).map_err(|e| self.failed(&e))?);
             }
             Ok(rows)
         })
         .await
+    }
+}
+
+/// A statement's failure outside PostgreSQL itself (a limit), as `wasmcloud:postgres` says it.
+impl From<SqlError> for QueryError {
+    fn from(e: SqlError) -> Self {
+        QueryError::Unexpected(e.0)
     }
 }
