@@ -91,7 +91,7 @@ impl Member {
             Some(Applied::Here {
                 serving: Some(task),
                 ..
-            }) if !task.0.is_finished() => Some(task),
+            }) if !task.is_finished() => Some(task),
             _ => None,
         };
         let (failed, serving) = match result {

@@ -16,6 +16,9 @@ use crate::{Forward, IngressRequest};
 
 use super::{Member, Serving, FORWARD_TIMEOUT, HEAD_ROOM, LIVENESS_CHECK};
 
+/// How long a stopped subscription waits for the server to confirm it delivered everything.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Member {
     /// Takes this host's share of the app's forwarded requests.
     pub(super) async fn serve_other_hosts(self: &Arc<Self>, app: &str) -> Option<Serving> {
@@ -37,26 +40,43 @@ impl Member {
         };
         let member = Arc::downgrade(self);
         let app: Arc<str> = app.into();
-        Some(Serving(tokio::spawn(async move {
-            loop {
-                let (message, call) = tokio::select! {
-                    Some(m) = subscriber.next() => (m, false),
-                    Some(m) = calls.next() => (m, true),
-                    else => return,
-                };
-                let Some(member) = member.upgrade() else {
-                    return;
-                };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let answer = |message: async_nats::Message, call: bool| {
+                let member = member.upgrade();
                 let app = app.clone();
-                tokio::spawn(async move {
+                async move {
+                    let Some(member) = member else { return };
                     if call {
                         member.answer_call(&app, message).await
                     } else {
                         member.answer(&app, message).await
                     }
-                });
+                }
+            };
+            loop {
+                let (message, call) = tokio::select! {
+                    _ = &mut stopped => break,
+                    Some(m) = subscriber.next() => (m, false),
+                    Some(m) = calls.next() => (m, true),
+                    else => return,
+                };
+                tokio::spawn(answer(message, call));
             }
-        })))
+            // Stopped: the server delivers nothing new, and what it already sent still gets an
+            // answer (served, or "no longer runs here") instead of leaving its sender waiting.
+            for subscription in [&mut subscriber, &mut calls] {
+                if let Err(e) = subscription.drain().await {
+                    tracing::debug!("cannot drain a subscription: {e}");
+                }
+            }
+            let mut rest =
+                futures::stream::select(subscriber.map(|m| (m, false)), calls.map(|m| (m, true)));
+            while let Ok(Some((message, call))) = tokio::time::timeout(DRAIN, rest.next()).await {
+                tokio::spawn(answer(message, call));
+            }
+        });
+        Some(Serving { task, _stop: stop })
     }
 
     /// Serves one forwarded request on this host and replies with the whole response.

@@ -66,12 +66,16 @@ enum Applied {
     Elsewhere { version: String },
 }
 
-/// The task taking an app's forwarded requests; dropping it stops them.
-struct Serving(tokio::task::JoinHandle<()>);
+/// The task taking an app's forwarded requests and calls; dropping it stops new deliveries,
+/// and those already delivered still get their answer, so no caller waits out its timeout.
+struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Serving {
+    fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
