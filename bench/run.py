@@ -12,6 +12,7 @@
     python3 bench/run.py isolation [--rev REV]  # hello's latency while other guests loop or hog
     python3 bench/run.py oci         # deploy by OCI reference: cold (pull + compile) and warm
     python3 bench/run.py sql         # SQLite and PostgreSQL through the todo component vs native Rust
+    python3 bench/run.py metrics     # throughput with metrics on vs --no-metrics; one scrape at N apps
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -1024,13 +1025,93 @@ def bench_sql(images, smoke):
         shutil.rmtree(pg_data, ignore_errors=True)
 
 
+def scrape(weft):
+    """One GET /metrics through the control API; returns (seconds, bytes)."""
+    req = urllib.request.Request(weft.url + "/metrics")
+    req.add_header("Authorization", f"Bearer {weft.token}")
+    started = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=600) as r:
+        size = len(r.read())
+    return time.perf_counter() - started, size
+
+
+def bench_metrics(images, smoke):
+    duration = "1s" if smoke else os.environ.get("DURATION", "5s")
+    rounds = 1 if smoke else 3
+    connections = int(os.environ.get("CONNECTIONS", "16"))
+    tmp = tempfile.mkdtemp()
+    hosts = {}
+    try:
+        for label, args in (("on", ()), ("off", ("--no-metrics",))):
+            port = free_port()
+            files = []
+            for name, path, props in (("fresh", "/hello", ""),
+                                      ("warm", "/warm", "reuse: { requests: 100000, idle: 60s }")):
+                f = os.path.join(tmp, f"{label}-{name}.yaml")
+                open(f, "w").write(manifest(name, images["hello"], port, path, props))
+                files.append(f)
+            hosts[label] = (Weft(files, args), port)
+        for weft, port in hosts.values():
+            for path in ("/hello", "/warm"):
+                status, body, _ = get(port, path)
+                assert status == 200 and body.startswith("Hello from Rust"), (status, body)
+        # Interleaved rounds, so both hosts see the same machine.
+        results = {}
+        for _ in range(rounds):
+            for path in ("/hello", "/warm"):
+                for label, (weft, port) in hosts.items():
+                    r = wrk(port, path, duration, connections)
+                    assert r["non2xx"] == 0, (label, path, r)
+                    results.setdefault((path, label), []).append(r)
+        rows = []
+        for path, kind in (("/hello", "fresh instance"), ("/warm", "warm reuse")):
+            on = statistics.median(r["rps"] for r in results[(path, "on")])
+            off = statistics.median(r["rps"] for r in results[(path, "off")])
+            p99_on = statistics.median(r["p99"] for r in results[(path, "on")])
+            p99_off = statistics.median(r["p99"] for r in results[(path, "off")])
+            rows.append((f"Rust hello, {kind}", f"{on:.0f}", f"{off:.0f}", f"{on / off:.2f}x",
+                         f"{p99_on:.2f} / {p99_off:.2f}"))
+        print_table(f"Metrics on vs --no-metrics (wrk -t2 -c{connections} -d{duration}, median of {rounds} "
+                    "interleaved rounds)",
+                    ("workload", "on req/s", "off req/s", "on/off", "p99 ms on / off"), rows)
+    finally:
+        for weft, _ in hosts.values():
+            weft.stop()
+
+    count = 50 if smoke else int(os.environ.get("APPS", "10000"))
+    port = free_port()
+    weft = Weft()
+    try:
+        empty = statistics.median(scrape(weft)[0] for _ in range(5))
+        deploy_many(weft, images["hello"], count, port, "/m")
+        for i in range(count):
+            status, body, _ = get(port, f"/m{i}")
+            assert status == 200 and body.startswith("Hello from Rust"), (i, status, body)
+        samples = [scrape(weft) for _ in range(3 if smoke else 10)]
+        took = statistics.median(t for t, _ in samples)
+        size = samples[-1][1]
+        series = sum(1 for line in urllib.request.urlopen(urllib.request.Request(
+            weft.url + "/metrics", headers={"Authorization": f"Bearer {weft.token}"}), timeout=600)
+            if line.startswith(b"weft_"))
+        print_table(f"One /metrics scrape at {count} apps, each having served a request "
+                    f"(median of {len(samples)})",
+                    ("measure", "value"), [
+                        ("scrape time, no apps", f"{empty * 1000:.1f} ms"),
+                        (f"scrape time, {count} apps", f"{took * 1000:.1f} ms"),
+                        ("response size", f"{size / 1024 / 1024:.1f} MiB"),
+                        ("series", f"{series}"),
+                    ])
+    finally:
+        weft.stop()
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "oci", "sql", "all"])
+                                          "failover", "baseline", "isolation", "oci", "sql", "metrics", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -1039,11 +1120,12 @@ def main():
     if args.rev and args.smoke:
         parser.error("--rev compares release builds; leave out --smoke")
     # These compare weft with itself: they need wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci", "sql") or not shutil.which("wrk")):
+    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci", "sql", "metrics")
+                           or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
-               "oci", "sql"]
+               "oci", "sql", "metrics"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":

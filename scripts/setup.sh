@@ -14,7 +14,8 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 # redis-server and nats-server (with JetStream) back the key-value, messaging and lattice tests;
 # docker-registry (distribution 2.8) is the OCI registry the push/pull/deploy-by-reference tests use;
 # postgresql's server binaries run the SQL tests' database (the tests start their own cluster).
-apt_packages=(pkg-config redis-server nats-server docker-registry postgresql)
+# prometheus scrapes a host in the metrics test.
+apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus)
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   apt_packages+=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 fi

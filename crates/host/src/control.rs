@@ -60,6 +60,18 @@ struct ControlState {
     /// Set when the host is in a lattice, for what only a lattice has (its hosts).
     lattice: Option<Arc<Member>>,
     token: Arc<str>,
+    /// `/metrics` answers without the token.
+    metrics_open: bool,
+}
+
+/// Who may read `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Only a client presenting the control token (Prometheus's `authorization` setting).
+    #[default]
+    Token,
+    /// Anyone who can reach the address.
+    Open,
 }
 
 /// Binds the control API on `address` and writes `control.json`; returns the bound address and
@@ -68,6 +80,7 @@ pub async fn serve(
     host: Arc<Host>,
     lattice: Option<Arc<Member>>,
     address: SocketAddr,
+    metrics: MetricsAccess,
 ) -> Result<
     (
         SocketAddr,
@@ -101,8 +114,10 @@ pub async fn serve(
         host,
         lattice,
         token: token.into(),
+        metrics_open: metrics == MetricsAccess::Open,
     };
     let app = Router::new()
+        .route("/metrics", get(metrics_text))
         .route("/v1/host", get(host_status))
         .route("/v1/hosts", get(lattice_hosts))
         .route("/v1/hosts/{id}", get(lattice_host))
@@ -121,6 +136,62 @@ pub async fn serve(
         .with_state(state);
     tracing::info!(url = %endpoint.url, "control API listening");
     Ok((bound, serve_connections(listener, app)))
+}
+
+/// Binds `address` for `/metrics` alone (Prometheus's scrape target), guarded by the state
+/// dir's control token unless `access` is open; returns the bound address and the serving
+/// future.
+pub async fn serve_metrics(
+    state_dir: &Path,
+    address: SocketAddr,
+    access: MetricsAccess,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = std::io::Result<()>>,
+    ),
+    HostError,
+> {
+    let token: Arc<str> = load_or_create_token(state_dir)
+        .map_err(|e| HostError::Setup(format!("cannot create the control token: {e}")))?
+        .into();
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        HostError::Setup(format!(
+            "cannot listen for metrics on {address}: {e}; pick another with --metrics-addr"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| HostError::Setup(e.to_string()))?;
+    let open = access == MetricsAccess::Open;
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                if open || presents(&request, &token) {
+                    next.run(request).await
+                } else {
+                    unauthorized()
+                }
+            }
+        }));
+    tracing::info!(address = %bound, open, "metrics listening");
+    Ok((bound, serve_connections(listener, app)))
+}
+
+/// Every metric, in the format Prometheus scrapes.
+async fn metrics_text() -> Response {
+    if !weft_metrics::enabled() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this host keeps no metrics: it was started with --no-metrics",
+        );
+    }
+    let text = tokio::task::spawn_blocking(weft_metrics::encode)
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, weft_metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Serves the control API on `listener` until the host stops.
@@ -167,19 +238,29 @@ async fn bound_body(request: Request, next: Next) -> Response {
 }
 
 async fn authorize(State(state): State<ControlState>, request: Request, next: Next) -> Response {
+    let open = state.metrics_open && request.uri().path() == "/metrics";
+    if !open && !presents(&request, &state.token) {
+        return unauthorized();
+    }
+    next.run(request).await
+}
+
+/// Whether `request` carries `token` as its bearer token.
+fn presents(request: &Request, token: &str) -> bool {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong control token; the CLI reads it from the state dir's control-token file",
-        );
-    }
-    next.run(request).await
+    constant_time_eq(presented.as_bytes(), token.as_bytes())
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong control token; the CLI reads it from the state dir's control-token file",
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

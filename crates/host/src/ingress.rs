@@ -325,6 +325,7 @@ async fn dispatch(
             .map(|e| e.target.clone())
     };
     let Some(target) = target else {
+        weft_metrics::unrouted();
         return text_response(
             http::StatusCode::NOT_FOUND,
             format!("no app serves {} on this address", req.uri().path()),
@@ -336,7 +337,10 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_request_body) {
-        return too_large(max_request_body);
+        if let RouteTarget::Local(workload) = &target {
+            workload.meter().request(413, std::time::Duration::ZERO);
+        }
+        return too_large(&target, max_request_body);
     }
     // A declared length is held to by hyper; only a body sent without one can pass the limit.
     let exceeded = (declared.is_none() && !req.body().is_end_stream())
@@ -347,9 +351,9 @@ async fn dispatch(
         limit: max_request_body,
         exceeded: exceeded.clone(),
     });
-    let response = match target {
+    let response = match &target {
         RouteTarget::Local(workload) => workload.serve(req).await,
-        RouteTarget::Remote { app, via } => via.forward(&app, req).await,
+        RouteTarget::Remote { app, via } => via.clone().forward(app, req).await,
     };
     let Some(exceeded) = exceeded else {
         return response;
@@ -357,7 +361,7 @@ async fn dispatch(
     // Whatever the guest made of the part it saw, the client must not take the answer for a
     // whole one: 413 if the guest has not answered yet, else its answer is cut off unfinished.
     if exceeded.load(Ordering::Relaxed) {
-        return too_large(max_request_body);
+        return too_large(&target, max_request_body);
     }
     response.map(|body| {
         CutWhenExceeded {
@@ -400,7 +404,10 @@ impl Body for CutWhenExceeded {
     }
 }
 
-fn too_large(max_request_body: u64) -> http::Response<WorkloadBody> {
+fn too_large(target: &RouteTarget, max_request_body: u64) -> http::Response<WorkloadBody> {
+    if let RouteTarget::Local(workload) = target {
+        workload.meter().error(weft_metrics::Cause::TooLarge);
+    }
     text_response(
         http::StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body larger than the limit of {max_request_body} bytes"),

@@ -37,6 +37,19 @@ struct Node<'a> {
     owner: String,
     loaded: LoadedComponent,
     app: &'a App,
+    /// The version of `app` being prepared.
+    version: &'a str,
+}
+
+impl Node<'_> {
+    /// A meter for one of the component's workloads in this app at this version.
+    fn meter(&self) -> weft_runtime::WorkloadMeter {
+        weft_runtime::WorkloadMeter::new(weft_runtime::WorkloadLabels {
+            app: self.app.name.clone(),
+            version: self.version.to_string(),
+            component: self.component.name.clone(),
+        })
+    }
 }
 
 /// The app being prepared, step by step.
@@ -132,7 +145,7 @@ impl Host {
     /// Step 1: the component's code, its own or (shared) its owner's, compiled or from memory.
     async fn resolve_source<'a>(
         &self,
-        stored: &StoredApp,
+        stored: &'a StoredApp,
         app: &'a App,
         declared: &Component,
         assembly: &mut Assembly,
@@ -164,6 +177,7 @@ impl Host {
             owner,
             loaded,
             app,
+            version: &stored.version,
         })
     }
 
@@ -286,6 +300,7 @@ impl Host {
                 component.limits,
                 component.reuse,
                 access.clone(),
+                node.meter(),
             )?;
             assembly.workloads.insert(component.name.clone(), workload);
         } else {
@@ -327,6 +342,7 @@ impl Host {
                 component.limits,
                 access.clone(),
                 events,
+                node.meter(),
             )
         };
         for subscription in app

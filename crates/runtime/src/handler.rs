@@ -71,6 +71,7 @@ pub struct EventHandler {
     permits: Arc<Semaphore>,
     /// How long its calls usually run, to tell one that runs long.
     pace: Arc<Pace>,
+    meter: weft_metrics::WorkloadMeter,
 }
 
 impl EventHandler {
@@ -80,8 +81,10 @@ impl EventHandler {
         pre: HandlerPre,
         limits: weft_manifest::Limits,
         access: Access,
+        meter: weft_metrics::WorkloadMeter,
     ) -> Self {
         EventHandler {
+            meter,
             runtime,
             name: name.into(),
             permits: Arc::new(Semaphore::new(limits.max_instances as usize)),
@@ -100,6 +103,12 @@ impl EventHandler {
     /// Runs the handler on one event in a fresh instance. A trap, timeout or memory overrun
     /// fails this delivery only; so does an error the handler returns.
     pub async fn deliver(&self, event: Event) -> Result<(), CallFailed> {
+        let result = self.deliver_metered(event).await;
+        self.meter.delivery(result.is_err());
+        result
+    }
+
+    async fn deliver_metered(&self, event: Event) -> Result<(), CallFailed> {
         let timeout = self.limits.timeout;
         let _permit = self
             .permits
@@ -109,6 +118,7 @@ impl EventHandler {
         let mut store = self
             .runtime
             .limited_store(&self.name, &self.limits, &self.access);
+        let _live = self.meter.instance(true);
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let pre = self.pre.clone();

@@ -36,6 +36,7 @@ pub use workload::{text_response, Workload, WorkloadBody};
 
 use cache::CompileCache;
 use engine::EpochTicker;
+pub use weft_metrics::{WorkloadLabels, WorkloadMeter};
 
 /// Why a component cannot be loaded or served.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +214,7 @@ impl Runtime {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|_, code| code.strong_count() > 0);
         if let Some(code) = live.get(&digest).and_then(Weak::upgrade) {
+            weft_metrics::component_loaded(false);
             return Ok(LoadedComponent {
                 code,
                 compiled: false,
@@ -220,6 +222,7 @@ impl Runtime {
         }
         // Compiling under the lock means two deploys of one new component compile it once.
         let (component, compiled) = self.load_uncached(what, bytes, &digest)?;
+        weft_metrics::component_loaded(compiled);
         let code = Arc::new(Code {
             component,
             digest,
@@ -328,6 +331,7 @@ impl Runtime {
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
         access: Access,
+        meter: WorkloadMeter,
     ) -> Result<Arc<Workload>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
         let proxy = match &access.linked {
@@ -354,6 +358,7 @@ impl Runtime {
             limits,
             reuse,
             access,
+            meter,
         )))
     }
 
@@ -366,6 +371,7 @@ impl Runtime {
         limits: weft_manifest::Limits,
         access: Access,
         events: Events,
+        meter: WorkloadMeter,
     ) -> Result<Arc<EventHandler>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
         let pre = self.instance_pre(what, loaded)?;
@@ -391,6 +397,7 @@ impl Runtime {
             handler,
             limits,
             access,
+            meter,
         )))
     }
 

@@ -27,7 +27,14 @@ fn names_the_unsatisfied_import() {
             .unwrap();
     let loaded = rt.load("ledger-user", &bytes).unwrap();
     let err = rt
-        .http_workload("ledger-user", &loaded, Default::default(), None, open())
+        .http_workload(
+            "ledger-user",
+            &loaded,
+            Default::default(),
+            None,
+            open(),
+            meter(),
+        )
         .err()
         .unwrap()
         .to_string();
@@ -64,7 +71,7 @@ fn a_component_without_a_handler_is_refused() {
     let bytes = wat::parse_str("(component)").unwrap();
     let loaded = rt.load("empty", &bytes).unwrap();
     let err = rt
-        .http_workload("empty", &loaded, Default::default(), None, open())
+        .http_workload("empty", &loaded, Default::default(), None, open(), meter())
         .err()
         .unwrap();
     assert!(matches!(err, RuntimeError::NoHttpHandler { .. }), "{err}");
@@ -103,4 +110,12 @@ fn workloads_of_one_component_share_its_code() {
     let b = rt.load("b", &bytes).unwrap();
     assert!(Arc::ptr_eq(&a.code, &b.code));
     assert_eq!(rt.compilations(), 1);
+}
+
+fn meter() -> crate::WorkloadMeter {
+    crate::WorkloadMeter::new(crate::WorkloadLabels {
+        app: "test".into(),
+        version: "v1".into(),
+        component: "c".into(),
+    })
 }

@@ -34,6 +34,7 @@ pub struct Workload {
     warm: Mutex<Vec<WarmInstance>>,
     /// How long its requests usually run, to tell one that runs long.
     pace: Arc<Pace>,
+    meter: weft_metrics::WorkloadMeter,
 }
 
 /// An instance that finished a request cleanly and may serve another.
@@ -54,6 +55,8 @@ pub(crate) enum Failure {
 }
 
 impl Workload {
+    // Each argument is a distinct part the workload owns; only `http_workload` calls this.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         name: String,
@@ -62,6 +65,7 @@ impl Workload {
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
         access: Access,
+        meter: weft_metrics::WorkloadMeter,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         Workload {
@@ -75,6 +79,7 @@ impl Workload {
             permits,
             warm: Mutex::default(),
             pace: Arc::default(),
+            meter,
         }
     }
 
@@ -137,9 +142,29 @@ impl Workload {
         self.limits.max_instances as usize - self.permits.available_permits()
     }
 
+    /// Its metrics.
+    pub fn meter(&self) -> &weft_metrics::WorkloadMeter {
+        &self.meter
+    }
+
     /// Serves one request with a fresh instance. Never fails: a guest failure becomes a 5xx
     /// response with a short reason, and only this request is affected.
     pub async fn serve<B>(self: &Arc<Self>, req: http::Request<B>) -> http::Response<WorkloadBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let response = self.serve_unmetered(req).await;
+        self.meter
+            .request(response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn serve_unmetered<B>(
+        self: &Arc<Self>,
+        req: http::Request<B>,
+    ) -> http::Response<WorkloadBody>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -149,13 +174,14 @@ impl Workload {
         {
             Ok(Ok(permit)) => permit,
             _ => {
+                self.meter.error(weft_metrics::Cause::InstanceLimit);
                 return text_response(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "{} is at its limit of {} concurrent instances; try again later",
                         self.name, self.limits.max_instances
                     ),
-                )
+                );
             }
         };
 
@@ -187,12 +213,14 @@ impl Workload {
         };
 
         let workload = self.clone();
+        let live = self.meter.instance(warm.is_none());
         let mut record = CallRecord::new(&self.pace, &long_running);
         let mut instance = Demotable::new(
             async move {
                 // The permit lives as long as the instance, which may outlive the response headers
                 // while it streams the body.
                 let _permit = permit;
+                let _live = live;
                 let run = async {
                     let (proxy, served) = match warm {
                         Some(warm) => warm,
@@ -247,7 +275,7 @@ impl Workload {
         let response = match outcome {
             Ok(Err(_closed)) => {
                 // The sender went away without a response: the instance failed before setting one.
-                return failure_response(&self.name, failure_of(instance.await));
+                return self.failed(failure_of(instance.await));
             }
             Ok(response) => {
                 tokio::spawn(instance);
@@ -256,7 +284,7 @@ impl Workload {
             // The instance ended first: it either set the response on its way out or failed.
             Err(finished) => match receiver.try_recv() {
                 Ok(response) => Ok(response),
-                Err(_) => return failure_response(&self.name, failure_of(finished)),
+                Err(_) => return self.failed(failure_of(finished)),
             },
         };
 
@@ -264,16 +292,16 @@ impl Workload {
         match response {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
+                self.meter.error(weft_metrics::Cause::Trap);
                 tracing::warn!(workload = %name, ?code, "guest answered with an error code");
                 text_response(
                     http::StatusCode::INTERNAL_SERVER_ERROR,
                     format!("{name} failed: {code:?}"),
                 )
             }
-            Err(_) => failure_response(
-                name,
-                Failure::Trap("the guest dropped its response unsent".into()),
-            ),
+            Err(_) => self.failed(Failure::Trap(
+                "the guest dropped its response unsent".into(),
+            )),
         }
     }
 }
@@ -307,6 +335,19 @@ pub(crate) fn classify(error: wasmtime::Error, timeout: Duration) -> Failure {
         Some(wasmtime::Trap::Interrupt) => Failure::Timeout(timeout),
         Some(trap) => Failure::Trap(format!("guest trapped: {trap}")),
         None => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+impl Workload {
+    /// The response for a request whose instance failed, counted by cause.
+    fn failed(&self, failure: Failure) -> http::Response<WorkloadBody> {
+        self.meter.error(match failure {
+            Failure::Timeout(_) => weft_metrics::Cause::Timeout,
+            Failure::Memory(_) => weft_metrics::Cause::Memory,
+            Failure::Busy(_) => weft_metrics::Cause::HostMemory,
+            Failure::Trap(_) => weft_metrics::Cause::Trap,
+        });
+        failure_response(&self.name, failure)
     }
 }
 

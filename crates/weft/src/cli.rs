@@ -259,6 +259,17 @@ pub struct ServeArgs {
     /// and the components only they used, are deleted
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub keep_versions: u16,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (they are always at /metrics of
+    /// the control API too)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve /metrics without the control token; otherwise a scraper presents it as a bearer
+    /// token (Prometheus: `authorization: { credentials_file: STATE_DIR/control-token }`)
+    #[arg(long)]
+    pub metrics_open: bool,
+    /// Keep no metrics (saves the counting on every request); /metrics then answers 404
+    #[arg(long, conflicts_with_all = ["metrics_addr", "metrics_open"])]
+    pub no_metrics: bool,
 }
 
 impl ServeArgs {

@@ -215,6 +215,9 @@ async fn deploy_given(
 }
 
 async fn serve(global: &Global, args: Serving) -> Result<()> {
+    if args.serve.no_metrics {
+        weft_metrics::turn_off();
+    }
     // Every connection is a file descriptor; the usual soft limit of 1024 would cap a busy host.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
@@ -259,13 +262,29 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         }
     }
 
+    let metrics_access = if args.serve.metrics_open {
+        weft_host::control::MetricsAccess::Open
+    } else {
+        weft_host::control::MetricsAccess::Token
+    };
+    let metrics_task = match args.serve.metrics_addr {
+        Some(address) => {
+            let (bound, serve_metrics) =
+                weft_host::control::serve_metrics(host.state_dir(), address, metrics_access)
+                    .await?;
+            println!("metrics at http://{bound}/metrics");
+            Some(tokio::spawn(serve_metrics))
+        }
+        None => None,
+    };
     // The control API (and its control.json) appears only once the given apps are serving, so
     // whoever waits for it knows the host is ready.
     let control_task = match args.control_addr {
         Some(address) => {
             let member = lattice.as_ref().map(|(m, _, _)| m.clone());
             let (control, serve_control) =
-                weft_host::control::serve(host.clone(), member.clone(), address).await?;
+                weft_host::control::serve(host.clone(), member.clone(), address, metrics_access)
+                    .await?;
             if let Some(member) = member {
                 member.set_control_url(format!("http://{control}"));
             }
@@ -295,6 +314,9 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         () = shutdown_signal() => {
             tracing::info!(grace = ?args.serve.shutdown_grace, "shutting down: finishing requests in flight");
         }
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     let _ = std::fs::remove_file(weft_host::control::endpoint_path(host.state_dir()));
     if let Some((member, stop, controller)) = lattice {

@@ -49,6 +49,7 @@ impl Member {
             applied.remove(&name);
             self.stop_here(&name).await;
             self.host.forget_routes(&name);
+            weft_metrics::forget_app(&name);
             tracing::info!(app = %name, "no longer in the lattice");
         }
         let inventory = self.inventory_of(&applied);

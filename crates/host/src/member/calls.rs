@@ -57,7 +57,7 @@ impl weft_runtime::RemoteCall for NatsCall {
             interface: interface.to_string(),
             function: function.to_string(),
         };
-        Box::pin(async move {
+        let carried = async move {
             let payload = frame(&head, &params);
             let limit = forward.max_payload.saturating_sub(HEAD_ROOM);
             if payload.len() > limit {
@@ -90,6 +90,16 @@ impl weft_runtime::RemoteCall for NatsCall {
             Err(CallFailed(format!(
                 "no host runs app `{app}` right now; `weft app status {app}` says why"
             )))
+        };
+        let app = self.app.clone();
+        Box::pin(async move {
+            let result = carried.await;
+            let outcome = match result {
+                Ok(_) => weft_metrics::Outcome::Ok,
+                Err(_) => weft_metrics::Outcome::Error,
+            };
+            weft_metrics::remote_call(&app, outcome);
+            result
         })
     }
 }

@@ -295,18 +295,19 @@ impl Forward for NatsForward {
         let this = self.clone();
         let limit = self.max_payload.saturating_sub(HEAD_ROOM);
         let app = app.to_string();
-        Box::pin(async move {
+        let label = app.clone();
+        let carried = async move {
             let (parts, body) = req.into_parts();
             let body = match http_body_util::Limited::new(body, limit).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(e) => {
-                    return text_response(
+                    return not_carried(text_response(
                         http::StatusCode::PAYLOAD_TOO_LARGE,
                         format!(
                             "app `{app}` runs on another host and this request cannot be carried \
                              there: {e} (at most {limit} bytes cross hosts)"
                         ),
-                    )
+                    ))
                 }
             };
             let head = RequestHead {
@@ -325,14 +326,14 @@ impl Forward for NatsForward {
                         break;
                     }
                     Err(Missed::NotDelivered) => continue,
-                    Err(Missed::Failed(response)) => return response,
+                    Err(Missed::Failed(response)) => return not_carried(response),
                 }
             }
             let Some(reply) = reply else {
-                return text_response(
+                return not_carried(text_response(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     format!("no host runs app `{app}` right now; `weft app status {app}` says why"),
-                );
+                ));
             };
             match unframe::<ResponseHead>(&reply) {
                 Ok((head, body)) => {
@@ -353,13 +354,35 @@ impl Forward for NatsForward {
                     }
                     response
                 }
-                Err(e) => text_response(
+                Err(e) => not_carried(text_response(
                     http::StatusCode::BAD_GATEWAY,
                     format!("malformed reply from the host running app `{app}`: {e}"),
-                ),
+                )),
             }
+        };
+        Box::pin(async move {
+            let response = carried.await;
+            // The other host's own answers come back with its status; weft's failures to carry
+            // a request are the 502/503/504/413s it writes itself, marked by the extension.
+            let outcome = if response.extensions().get::<NotCarried>().is_some() {
+                weft_metrics::Outcome::Error
+            } else {
+                weft_metrics::Outcome::Ok
+            };
+            weft_metrics::forwarded(&label, outcome);
+            response
         })
     }
+}
+
+/// Marks a response weft wrote because a request could not be carried to another host.
+#[derive(Clone, Copy)]
+struct NotCarried;
+
+/// `response`, marked as a failure to carry the request.
+fn not_carried(mut response: http::Response<WorkloadBody>) -> http::Response<WorkloadBody> {
+    response.extensions_mut().insert(NotCarried);
+    response
 }
 
 #[cfg(test)]

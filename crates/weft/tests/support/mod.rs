@@ -474,6 +474,34 @@ impl Server {
         server
     }
 
+    /// Prometheus (Debian's `prometheus`) scraping `target` (`127.0.0.1:PORT`) every second,
+    /// presenting the token in `token_file` as its bearer token.
+    pub fn prometheus(target: &str, token_file: &Path) -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n\
+                 - job_name: weft\n\
+                 \x20 authorization: {{ type: Bearer, credentials_file: {} }}\n\
+                 \x20 static_configs: [{{ targets: [\"{target}\"] }}]\n",
+                token_file.display()
+            ),
+        )
+        .unwrap();
+        let args = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ];
+        let mut server = Server::start("prometheus", args, port);
+        server.dir = dir;
+        server
+    }
+
     /// A PostgreSQL cluster of its own (`initdb`, then `postgres`), trusting local connections
     /// as user `postgres`; run as the `postgres` user when the tests run as root, as PostgreSQL
     /// refuses to run as root.
@@ -599,7 +627,12 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start", self.program);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.program,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
