@@ -14,8 +14,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 # redis-server and nats-server (with JetStream) back the key-value, messaging and lattice tests;
 # docker-registry (distribution 2.8) is the OCI registry the push/pull/deploy-by-reference tests use;
 # postgresql's server binaries run the SQL tests' database (the tests start their own cluster).
-# prometheus scrapes a host in the metrics test.
-apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus)
+# prometheus scrapes a host in the metrics test; chromium and chromium-driver (chromedriver) drive
+# the dashboard test's headless browser.
+apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus chromium chromium-driver)
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   apt_packages+=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 fi

@@ -188,6 +188,18 @@ pub struct InventoryApp {
     pub components: Vec<InventoryComponent>,
 }
 
+/// Something that happened on a host or in its lattice: a deploy, an undeploy, a re-link of
+/// the fleet patch, a refused deploy, a host lost or joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// `deployed`, `undeployed`, `relinked`, `refused`, `host_lost`, `host_joined`, `placed`.
+    pub kind: String,
+    /// What happened, in a sentence.
+    pub text: String,
+}
+
 /// One component of an app as a host runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryComponent {

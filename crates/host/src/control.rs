@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use crate::api::{ApiError, ControlEndpoint, DeployRequest};
@@ -62,6 +62,8 @@ struct ControlState {
     token: Arc<str>,
     /// `/metrics` answers without the token.
     metrics_open: bool,
+    /// The dashboard's logged-in browsers.
+    sessions: Arc<crate::dashboard::Sessions>,
 }
 
 /// Who may read `/metrics`.
@@ -115,8 +117,13 @@ pub async fn serve(
         lattice,
         token: token.into(),
         metrics_open: metrics == MetricsAccess::Open,
+        sessions: Arc::default(),
     };
     let app = Router::new()
+        .route("/", get(dashboard_page))
+        .route("/login", post(dashboard_login))
+        .route("/logout", post(dashboard_logout))
+        .route("/v1/events", get(recent_events))
         .route("/metrics", get(metrics_text))
         .route("/v1/host", get(host_status))
         .route("/v1/hosts", get(lattice_hosts))
@@ -238,11 +245,33 @@ async fn bound_body(request: Request, next: Next) -> Response {
 }
 
 async fn authorize(State(state): State<ControlState>, request: Request, next: Next) -> Response {
-    let open = state.metrics_open && request.uri().path() == "/metrics";
-    if !open && !presents(&request, &state.token) {
+    let path = request.uri().path();
+    // The page itself decides between the login form and the dashboard.
+    let open =
+        matches!(path, "/" | "/login" | "/logout") || (state.metrics_open && path == "/metrics");
+    let allowed = open
+        || presents(&request, &state.token)
+        || (state.sessions.admits(request.headers()) && crate::dashboard::cookie_may(&request));
+    if !allowed {
         return unauthorized();
     }
     next.run(request).await
+}
+
+async fn dashboard_page(State(state): State<ControlState>, headers: HeaderMap) -> Response {
+    crate::dashboard::page(&state.sessions, &headers)
+}
+
+async fn dashboard_login(State(state): State<ControlState>, body: Bytes) -> Response {
+    crate::dashboard::login(&state.sessions, &state.token, &body)
+}
+
+async fn dashboard_logout(State(state): State<ControlState>, headers: HeaderMap) -> Response {
+    crate::dashboard::logout(&state.sessions, &headers)
+}
+
+async fn recent_events(State(state): State<ControlState>) -> Response {
+    Json(state.host.events().recent()).into_response()
 }
 
 /// Whether `request` carries `token` as its bearer token.
@@ -263,7 +292,7 @@ fn unauthorized() -> Response {
     )
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

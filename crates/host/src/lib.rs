@@ -7,6 +7,8 @@ mod blobs;
 pub mod ceilings;
 mod connections;
 pub mod control;
+mod dashboard;
+pub mod events;
 mod ingress;
 pub mod member;
 mod prepare;
@@ -159,6 +161,8 @@ pub struct Host {
     apps: Mutex<BTreeMap<String, AppEntry>>,
     /// Deploys and undeploys run one at a time so each sees the state the previous one left.
     deploy_lock: tokio::sync::Mutex<()>,
+    /// What happened lately, for the dashboard.
+    events: events::Events,
     /// Set in a lattice: reaches other apps' components wherever they run.
     remote: std::sync::OnceLock<Arc<dyn RemoteLinks>>,
     /// Set in a lattice: which host handles each schedule tick. Alone, this host does.
@@ -292,6 +296,7 @@ impl Host {
             blobs,
             apps: Mutex::default(),
             deploy_lock: tokio::sync::Mutex::new(()),
+            events: events::Events::default(),
             remote: std::sync::OnceLock::new(),
             tick_claims: std::sync::OnceLock::new(),
         });
@@ -420,7 +425,14 @@ impl Host {
         }
 
         let name = app.name.clone();
-        let prepared = self.prepare(&stored, app).await?;
+        let prepared = match self.prepare(&stored, app).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.events
+                    .record("refused", format!("{name} {version} not deployed: {e}"));
+                return Err(e);
+            }
+        };
         let warnings = prepared.app.warnings.clone();
         let compiled = prepared.compiled;
         let dropped = self.store.put_current(&stored, self.config.keep_versions)?;
@@ -431,7 +443,22 @@ impl Host {
             self.collect_garbage();
         }
         tracing::info!(app = %name, %version, compiled, "deployed");
+        self.events
+            .record("deployed", format!("{name} {version} deployed"));
         let (relinked, relink_failures) = self.relink_dependents(&name).await;
+        if relinked > 0 || !relink_failures.is_empty() {
+            self.events.record(
+                "relinked",
+                format!(
+                    "{relinked} apps re-linked to {name} {version}{}",
+                    if relink_failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} left on the previous version", relink_failures.len())
+                    }
+                ),
+            );
+        }
         if relinked > 0 || !relink_failures.is_empty() {
             tracing::info!(app = %name, relinked, failed = relink_failures.len(), "dependents re-linked");
         }
@@ -636,6 +663,11 @@ impl Host {
         self.ingress.local_workload(app, host, path)
     }
 
+    /// What happened lately on this host (and, in a lattice, to its hosts).
+    pub fn events(&self) -> &events::Events {
+        &self.events
+    }
+
     /// Stops serving an app and forgets it and its stored versions.
     pub async fn undeploy(&self, name: &str) -> Result<(), HostError> {
         let _guard = self.deploy_lock.lock().await;
@@ -659,6 +691,8 @@ impl Host {
         self.apps_lock().remove(name);
         self.collect_garbage();
         tracing::info!(app = %name, "undeployed");
+        self.events
+            .record("undeployed", format!("{name} undeployed"));
         Ok(())
     }
 

@@ -161,6 +161,18 @@ impl Member {
             .await
             .map_err(|e| MemberError::Refused(format!("cannot take control requests: {e}")))?;
         tokio::spawn(answer_controls(Arc::downgrade(&member), controls));
+        let mut hosts_seen = Vec::new();
+        for kind in ["host_lost", "host_joined"] {
+            let subject = member.subjects.event(kind);
+            match member.js.client().subscribe(subject.clone()).await {
+                Ok(subscriber) => hosts_seen.push(subscriber),
+                Err(e) => tracing::warn!(%subject, "cannot follow the lattice's events: {e}"),
+            }
+        }
+        tokio::spawn(record_host_events(
+            Arc::downgrade(&member.host),
+            futures::stream::select_all(hosts_seen),
+        ));
         tokio::spawn(heartbeats(Arc::downgrade(&member)));
         tokio::spawn(placement_loop(Arc::downgrade(&member)));
         tracing::info!(
@@ -345,5 +357,24 @@ fn outcome(
             .as_ref()
             .map(|app| app.warnings.clone())
             .unwrap_or_default(),
+    }
+}
+
+/// Records the leader's word that a host was lost or joined in the host's recent events.
+async fn record_host_events(
+    host: std::sync::Weak<Host>,
+    mut events: impl futures::Stream<Item = async_nats::Message> + Unpin,
+) {
+    use futures::StreamExt as _;
+    while let Some(message) = events.next().await {
+        let Some(host) = host.upgrade() else { return };
+        let kind = message.subject.rsplit('.').next().unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+        let who = body["host"].as_str().unwrap_or("?");
+        let text = match kind {
+            "host_lost" => format!("host {who} lost (no heartbeat)"),
+            _ => format!("host {who} joined"),
+        };
+        host.events().record(kind, text);
     }
 }
