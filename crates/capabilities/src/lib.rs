@@ -132,6 +132,8 @@ pub struct Grants {
     pub config: BTreeMap<String, String>,
     /// Capability name → link name → the backend, an `Arc` of the capability's backend trait.
     pub granted: HashMap<&'static str, BTreeMap<String, Erased>>,
+    /// Capability name → link name → the name of its backend (`redis`, `nats`…), for metrics.
+    pub backend_names: HashMap<&'static str, BTreeMap<String, String>>,
     pub secrets: BTreeMap<String, secrets::SecretSource>,
     /// Interfaces (`namespace:package/interface`) whose types events hand the component, which
     /// it may import with no link (see [`Grants::hand`]).
@@ -145,6 +147,7 @@ impl Grants {
             workload: workload.into(),
             config: BTreeMap::new(),
             granted: HashMap::new(),
+            backend_names: HashMap::new(),
             secrets: BTreeMap::new(),
             handed: Vec::new(),
         }
@@ -244,6 +247,11 @@ impl Backends {
                 .entry(capability.name())
                 .or_default()
                 .insert(grant.link_name.clone(), backend);
+            grants
+                .backend_names
+                .entry(capability.name())
+                .or_default()
+                .insert(grant.link_name.clone(), grant.backend.clone());
         }
         for secret in &component.secrets {
             grants.secrets.insert(
@@ -336,6 +344,26 @@ impl CapabilityCtx {
     fn linked<S: ?Sized + Send + Sync + 'static>(&self, kind: &Kind<S>) -> Result<Arc<S>, String> {
         self.linked_as(kind, self.link_name(kind.namespace, kind.package))
     }
+
+    /// Counts a guest's call of `metered`'s capability, under the backend of the link in force
+    /// (`host` for what the host serves itself, `ungranted` for a call with no link, which fails).
+    fn count_call(&self, metered: &Metered) {
+        if !weft_metrics::enabled() {
+            return;
+        }
+        let backend = match metered.linked_by {
+            None => "host",
+            Some((namespace, package)) => {
+                let link = self.link_name(namespace, package);
+                self.grants
+                    .backend_names
+                    .get(metered.capability)
+                    .and_then(|links| links.get(link))
+                    .map_or("ungranted", String::as_str)
+            }
+        };
+        weft_metrics::capability_call(metered.capability, backend);
+    }
 }
 
 /// Why a component has no link named `name` to `package`, naming the links it has.
@@ -370,35 +398,96 @@ impl HasData for HasCapabilities {
     type Data<'a> = CapabilityCtxView<'a>;
 }
 
+/// How the calls of one capability's interfaces are counted: under its name, and by the backend
+/// of the link that `namespace:package`'s link name selects (none: the host serves it).
+struct Metered {
+    capability: &'static str,
+    linked_by: Option<(&'static str, &'static str)>,
+}
+
+/// The counted capabilities, indexed by the const parameter of [`counted_view`].
+const METERED: [Metered; 8] = [
+    Metered {
+        capability: "keyvalue",
+        linked_by: Some(("wasi", "keyvalue")),
+    },
+    Metered {
+        capability: "config",
+        linked_by: None,
+    },
+    Metered {
+        capability: "logging",
+        linked_by: None,
+    },
+    Metered {
+        capability: "secrets",
+        linked_by: None,
+    },
+    Metered {
+        capability: "blobstore",
+        linked_by: Some(("wasi", "blobstore")),
+    },
+    Metered {
+        capability: "messaging",
+        linked_by: Some(("wasmcloud", "messaging")),
+    },
+    Metered {
+        capability: "sql",
+        linked_by: Some(("fermyon", "spin")),
+    },
+    Metered {
+        capability: "postgres",
+        linked_by: Some(("wasmcloud", "postgres")),
+    },
+];
+
+/// The view of one host-function call (resource drops included) of capability `C`, counted.
+/// wasmtime calls the getter once per call, so this is where every call passes.
+fn counted_view<T: CapabilityView, const C: usize>(t: &mut T) -> CapabilityCtxView<'_> {
+    let view = t.capabilities();
+    view.ctx.count_call(&METERED[C]);
+    view
+}
+
 /// Adds every capability interface to `linker`. What an instance may actually reach is decided
 /// by its [`Grants`].
 pub fn add_to_linker<T: CapabilityView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     fn view<T: CapabilityView>(t: &mut T) -> CapabilityCtxView<'_> {
         t.capabilities()
     }
-    let view = view::<T> as fn(&mut T) -> CapabilityCtxView<'_>;
+    type Getter<T> = fn(&mut T) -> CapabilityCtxView<'_>;
+    let keyvalue = counted_view::<T, 0> as Getter<T>;
+    let config = counted_view::<T, 1> as Getter<T>;
+    let logging = counted_view::<T, 2> as Getter<T>;
+    let secrets = counted_view::<T, 3> as Getter<T>;
+    let blobstore = counted_view::<T, 4> as Getter<T>;
+    let messaging = counted_view::<T, 5> as Getter<T>;
+    let sql = counted_view::<T, 6> as Getter<T>;
+    let postgres = counted_view::<T, 7> as Getter<T>;
+    // Choosing a link name is no capability call.
+    let bus = view::<T> as Getter<T>;
     use bindings as b;
-    b::keyvalue::store::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::keyvalue::atomics::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::keyvalue::batch::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::config::store::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::config::runtime::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::logging::logging::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::secrets::store::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::secrets::reveal::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::bus1_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::bus2_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::blobstore::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::blobstore::container::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::blobstore::blobstore::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging0_2_0::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging0_2_0::consumer::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging0_3_0::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging0_3_0::producer::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::messaging0_3_0::request_reply::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::fermyon::spin::sqlite::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::postgres::types::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::postgres::query::add_to_linker::<T, HasCapabilities>(linker, view)?;
-    b::postgres::prepared::add_to_linker::<T, HasCapabilities>(linker, view)?;
+    b::keyvalue::store::add_to_linker::<T, HasCapabilities>(linker, keyvalue)?;
+    b::keyvalue::atomics::add_to_linker::<T, HasCapabilities>(linker, keyvalue)?;
+    b::keyvalue::batch::add_to_linker::<T, HasCapabilities>(linker, keyvalue)?;
+    b::config::store::add_to_linker::<T, HasCapabilities>(linker, config)?;
+    b::config::runtime::add_to_linker::<T, HasCapabilities>(linker, config)?;
+    b::logging::logging::add_to_linker::<T, HasCapabilities>(linker, logging)?;
+    b::secrets::store::add_to_linker::<T, HasCapabilities>(linker, secrets)?;
+    b::secrets::reveal::add_to_linker::<T, HasCapabilities>(linker, secrets)?;
+    b::bus1_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, bus)?;
+    b::bus2_0_0::lattice::add_to_linker::<T, HasCapabilities>(linker, bus)?;
+    b::blobstore::types::add_to_linker::<T, HasCapabilities>(linker, blobstore)?;
+    b::blobstore::container::add_to_linker::<T, HasCapabilities>(linker, blobstore)?;
+    b::blobstore::blobstore::add_to_linker::<T, HasCapabilities>(linker, blobstore)?;
+    b::messaging0_2_0::types::add_to_linker::<T, HasCapabilities>(linker, messaging)?;
+    b::messaging0_2_0::consumer::add_to_linker::<T, HasCapabilities>(linker, messaging)?;
+    b::messaging0_3_0::types::add_to_linker::<T, HasCapabilities>(linker, messaging)?;
+    b::messaging0_3_0::producer::add_to_linker::<T, HasCapabilities>(linker, messaging)?;
+    b::messaging0_3_0::request_reply::add_to_linker::<T, HasCapabilities>(linker, messaging)?;
+    b::fermyon::spin::sqlite::add_to_linker::<T, HasCapabilities>(linker, sql)?;
+    b::postgres::types::add_to_linker::<T, HasCapabilities>(linker, postgres)?;
+    b::postgres::query::add_to_linker::<T, HasCapabilities>(linker, postgres)?;
+    b::postgres::prepared::add_to_linker::<T, HasCapabilities>(linker, postgres)?;
     Ok(())
 }

@@ -165,7 +165,6 @@ struct Metrics {
     compilations: Counter,
     compile_cache_hits: Counter,
     capability_calls: Family<CapabilityLabels, Counter>,
-    capability_errors: Family<CapabilityLabels, Counter>,
     messages: Family<WorkloadLabels, Counter>,
     message_failures: Family<WorkloadLabels, Counter>,
     remote_calls: Family<AppOutcome, Counter>,
@@ -193,7 +192,6 @@ fn metrics() -> &'static Metrics {
             compilations: Counter::default(),
             compile_cache_hits: Counter::default(),
             capability_calls: Family::default(),
-            capability_errors: Family::default(),
             messages: Family::default(),
             message_failures: Family::default(),
             remote_calls: Family::default(),
@@ -248,13 +246,9 @@ fn metrics() -> &'static Metrics {
         );
         registry.register(
             "capability_calls",
-            "Capability calls by guests, by capability and backend",
+            "Host-function calls of capabilities by guests (resource drops included), by \
+             capability and the backend of the link in force",
             m.capability_calls.clone(),
-        );
-        registry.register(
-            "capability_errors",
-            "Capability calls that returned an error",
-            m.capability_errors.clone(),
         );
         registry.register(
             "messages_delivered",
@@ -456,8 +450,8 @@ pub fn component_loaded(compiled: bool) {
     }
 }
 
-/// Counts a guest's call of `capability` served by `backend`, and whether it failed.
-pub fn capability_call(capability: &str, backend: &str, failed: bool) {
+/// Counts a guest's call of `capability` served by `backend`.
+pub fn capability_call(capability: &str, backend: &str) {
     if !enabled() {
         return;
     }
@@ -465,11 +459,7 @@ pub fn capability_call(capability: &str, backend: &str, failed: bool) {
         capability: capability.to_string(),
         backend: backend.to_string(),
     };
-    let m = metrics();
-    m.capability_calls.get_or_create(&labels).inc();
-    if failed {
-        m.capability_errors.get_or_create(&labels).inc();
-    }
+    metrics().capability_calls.get_or_create(&labels).inc();
 }
 
 /// Counts a component-link call carried to another host for `app`.

@@ -161,6 +161,37 @@ fn metrics_name_failures_by_cause_and_forget_undeployed_apps() {
     assert!(text.contains("weft_http_unrouted_total 1"), "{text}");
     assert!(text.contains("weft_compilations_total "), "{text}");
 
+    // Capability calls by capability and the backend of the link in force: the counter's
+    // default link is a file store, its `cache` link (chosen per call) an in-memory one.
+    let counter = std::fs::read_to_string(support::repo().join("examples/counter/app.yaml"))
+        .unwrap()
+        .replace("./build/counter.wasm", &g.counter.display().to_string())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", s.port));
+    let counter = support::write_yaml(s.dir.path(), "counter", &counter);
+    host.deploy(&counter);
+    let post = |path: &str| {
+        let response = http()
+            .post(format!("http://127.0.0.1:{}{path}", s.port))
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    };
+    post("/counter/visits");
+    post("/counter/visits?store=cache");
+    let (_, text) = metrics(&control, None);
+    let calls = |backend: &str| -> f64 {
+        let prefix = format!(
+            "weft_capability_calls_total{{capability=\"keyvalue\",backend=\"{backend}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(calls("file") >= 2.0, "{text}");
+    assert!(calls("memory") >= 2.0, "{text}");
+
     host.cli_ok(&["app", "undeploy", "misbehave"]);
     let (_, text) = metrics(&control, None);
     assert!(
