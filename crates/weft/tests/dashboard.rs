@@ -58,6 +58,8 @@ where
 }
 
 #[test]
+// The screenshot's path goes to the test's output, for whoever looks at the page.
+#[allow(clippy::print_stdout)]
 fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
     let g = guests();
     let host = Host::start(&[]);
