@@ -298,8 +298,13 @@ pub fn encode() -> String {
 /// last meter with its labels is dropped.
 pub struct WorkloadMeter {
     labels: WorkloadLabels,
-    /// Created on the first request, so an idle app costs the scrape nothing.
+    // Each series is looked up once, on first use (so an idle app costs the scrape nothing),
+    // and then counted through its handle, with no label hashing per request.
     latency: OnceLock<Histogram>,
+    requests: [OnceLock<Counter>; 5],
+    live: OnceLock<Gauge>,
+    created: OnceLock<Counter>,
+    warm_hits: OnceLock<Counter>,
 }
 
 impl WorkloadMeter {
@@ -313,6 +318,10 @@ impl WorkloadMeter {
             .or_default() += 1;
         WorkloadMeter {
             latency: OnceLock::new(),
+            requests: Default::default(),
+            live: OnceLock::new(),
+            created: OnceLock::new(),
+            warm_hits: OnceLock::new(),
             labels,
         }
     }
@@ -327,13 +336,17 @@ impl WorkloadMeter {
         if !enabled() {
             return;
         }
-        let labels = StatusLabels {
-            app: self.labels.app.clone(),
-            version: self.labels.version.clone(),
-            component: self.labels.component.clone(),
-            code: StatusClass::of(status),
-        };
-        metrics().requests.get_or_create(&labels).inc();
+        let code = StatusClass::of(status);
+        self.requests[code as usize]
+            .get_or_init(|| {
+                metrics().requests.get_or_create_owned(&StatusLabels {
+                    app: self.labels.app.clone(),
+                    version: self.labels.version.clone(),
+                    component: self.labels.component.clone(),
+                    code,
+                })
+            })
+            .inc();
         self.latency
             .get_or_init(|| metrics().latency.get_or_create_owned(&self.labels))
             .observe(elapsed.as_secs_f64());
@@ -359,12 +372,18 @@ impl WorkloadMeter {
             return None;
         }
         let m = metrics();
-        if fresh {
-            m.instances_created.get_or_create(&self.labels).inc();
+        let (counter, family) = if fresh {
+            (&self.created, &m.instances_created)
         } else {
-            m.warm_hits.get_or_create(&self.labels).inc();
-        }
-        let live = m.instances_live.get_or_create_owned(&self.labels);
+            (&self.warm_hits, &m.warm_hits)
+        };
+        counter
+            .get_or_init(|| family.get_or_create_owned(&self.labels))
+            .inc();
+        let live = self
+            .live
+            .get_or_init(|| m.instances_live.get_or_create_owned(&self.labels))
+            .clone();
         live.inc();
         Some(LiveInstance(live))
     }
