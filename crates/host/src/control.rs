@@ -91,16 +91,8 @@ pub async fn serve(
     HostError,
 > {
     let state_dir = host.state_dir().to_path_buf();
-    let token = load_or_create_token(&state_dir)
-        .map_err(|e| HostError::Setup(format!("cannot create the control token: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        HostError::Setup(format!(
-            "cannot listen for the control API on {address}: {e}; pick another with --control-addr"
-        ))
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| HostError::Setup(e.to_string()))?;
+    let token = token_of(&state_dir)?;
+    let (listener, bound) = bind(address, "the control API", "--control-addr").await?;
     let endpoint = ControlEndpoint {
         url: format!("http://{bound}"),
         pid: std::process::id(),
@@ -159,17 +151,8 @@ pub async fn serve_metrics(
     ),
     HostError,
 > {
-    let token: Arc<str> = load_or_create_token(state_dir)
-        .map_err(|e| HostError::Setup(format!("cannot create the control token: {e}")))?
-        .into();
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        HostError::Setup(format!(
-            "cannot listen for metrics on {address}: {e}; pick another with --metrics-addr"
-        ))
-    })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| HostError::Setup(e.to_string()))?;
+    let token: Arc<str> = token_of(state_dir)?.into();
+    let (listener, bound) = bind(address, "metrics", "--metrics-addr").await?;
     let open = access == MetricsAccess::Open;
     let app = Router::new()
         .route("/metrics", get(metrics_text))
@@ -185,6 +168,29 @@ pub async fn serve_metrics(
         }));
     tracing::info!(address = %bound, open, "metrics listening");
     Ok((bound, serve_connections(listener, app)))
+}
+
+/// The state dir's control token, created on first use.
+fn token_of(state_dir: &Path) -> Result<String, HostError> {
+    load_or_create_token(state_dir)
+        .map_err(|e| HostError::Setup(format!("cannot create the control token: {e}")))
+}
+
+/// Listens on `address` for `what`; a failure names the `flag` that picks another address.
+async fn bind(
+    address: SocketAddr,
+    what: &str,
+    flag: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), HostError> {
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        HostError::Setup(format!(
+            "cannot listen for {what} on {address}: {e}; pick another with {flag}"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| HostError::Setup(e.to_string()))?;
+    Ok((listener, bound))
 }
 
 /// Every metric, in the format Prometheus scrapes.

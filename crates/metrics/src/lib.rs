@@ -326,11 +326,6 @@ impl WorkloadMeter {
         }
     }
 
-    /// Its labels.
-    pub fn labels(&self) -> &WorkloadLabels {
-        &self.labels
-    }
-
     /// Counts a request answered with `status` after `elapsed`.
     pub fn request(&self, status: u16, elapsed: Duration) {
         if !enabled() {
@@ -483,18 +478,15 @@ pub fn capability_call(capability: &str, backend: &str) {
 
 /// Counts a component-link call carried to another host for `app`.
 pub fn remote_call(app: &str, outcome: Outcome) {
-    if !enabled() {
-        return;
-    }
-    let labels = AppOutcome {
-        app: app.to_string(),
-        outcome,
-    };
-    metrics().remote_calls.get_or_create(&labels).inc();
+    count_carried(&metrics().remote_calls, app, outcome);
 }
 
 /// Counts an HTTP request carried to another host for `app`.
 pub fn forwarded(app: &str, outcome: Outcome) {
+    count_carried(&metrics().forwarded, app, outcome);
+}
+
+fn count_carried(family: &Family<AppOutcome, Counter>, app: &str, outcome: Outcome) {
     if !enabled() {
         return;
     }
@@ -502,7 +494,7 @@ pub fn forwarded(app: &str, outcome: Outcome) {
         app: app.to_string(),
         outcome,
     };
-    metrics().forwarded.get_or_create(&labels).inc();
+    family.get_or_create(&labels).inc();
 }
 
 /// Drops the per-app series of cross-host traffic for an app that left the lattice.

@@ -41,6 +41,11 @@ impl Drop for Driver {
     }
 }
 
+/// The text of the element `locator` finds.
+async fn text_of(browser: &fantoccini::Client, locator: Locator<'_>) -> String {
+    browser.find(locator).await.unwrap().text().await.unwrap()
+}
+
 /// Polls `check` until it gives a value or `within` passes.
 async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
@@ -135,13 +140,7 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
             }
             let url = browser.current_url().await.unwrap().to_string();
             assert!(!url.contains(&token), "{url}");
-            let events = browser
-                .find(Locator::Id("events"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let events = text_of(&browser, Locator::Id("events")).await;
             assert!(events.contains("hello v1 deployed"), "{events}");
 
             // A client runs: hello's request rate rises on the page without a reload.
@@ -161,13 +160,7 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
                 (rate > 1.0).then_some(rate)
             })
             .await;
-            let p99 = browser
-                .find(Locator::Css("#apps tr[data-app=hello] td.p99"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let p99 = text_of(&browser, Locator::Css("#apps tr[data-app=hello] td.p99")).await;
             assert!(p99.parse::<f64>().is_ok(), "p99 cell: {p99}");
             std::fs::write(&screenshot, browser.screenshot().await.unwrap()).unwrap();
             load_running.store(false, Ordering::Relaxed);
@@ -192,13 +185,7 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
                 rows.is_empty().then_some(())
             })
             .await;
-            let events = browser
-                .find(Locator::Id("events"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let events = text_of(&browser, Locator::Id("events")).await;
             assert!(events.contains("second undeployed"), "{events}");
             browser.close().await.unwrap();
         });
