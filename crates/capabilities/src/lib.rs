@@ -38,7 +38,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "weft:capabilities/host",
-        imports: { default: async | trappable },
+        // `tracing`: a span per capability call, which weft's trace export names and sends.
+        imports: { default: async | trappable | tracing },
         with: {
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,

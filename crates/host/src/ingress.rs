@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tracing::Instrument as _;
 use weft_manifest::HttpRoute;
 use weft_runtime::{text_response, Workload, WorkloadBody};
 
@@ -318,12 +319,28 @@ async fn dispatch(
     max_request_body: u64,
 ) -> http::Response<WorkloadBody> {
     let host = request_host(req.headers());
-    let target = {
+    let (target, span) = {
         let table = table.load();
-        table
-            .find(host.as_deref(), req.uri().path())
-            .map(|e| e.target.clone())
+        match table.find(host.as_deref(), req.uri().path()) {
+            Some(entry) => (
+                Some(entry.target.clone()),
+                weft_telemetry::request_span(&req, &entry.route.path),
+            ),
+            None => (None, tracing::Span::none()),
+        }
     };
+    let response = route(target, req, max_request_body)
+        .instrument(span.clone())
+        .await;
+    weft_telemetry::record_status(&span, response.status());
+    response
+}
+
+async fn route(
+    target: Option<RouteTarget>,
+    req: http::Request<Incoming>,
+    max_request_body: u64,
+) -> http::Response<WorkloadBody> {
     let Some(target) = target else {
         weft_metrics::unrouted();
         return text_response(

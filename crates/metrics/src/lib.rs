@@ -308,6 +308,11 @@ pub struct WorkloadMeter {
 }
 
 impl WorkloadMeter {
+    /// The app, version and component it counts for.
+    pub fn labels(&self) -> &WorkloadLabels {
+        &self.labels
+    }
+
     /// The meter of `labels`, sharing series with any live meter of the same labels.
     pub fn new(labels: WorkloadLabels) -> Self {
         let m = metrics();

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use crate::budget::{Charge, MemoryBudget};
 use crate::guest_log::GuestLog;
 use crate::Workload;
@@ -165,10 +167,17 @@ type SendResult = Result<
 impl WasiHttpHooks for OutgoingPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        // Called from the guest's own call, so the current span is its invocation; the request
+        // itself runs on a task of its own and carries the span there.
+        let span = weft_telemetry::client_span(
+            "http client",
+            format!("{} {}", request.method(), request.uri()),
+        );
+        weft_telemetry::inject_http(&span, request.headers_mut());
         // A linked component answers in-process: the request never touches the network, and the
         // link itself is the grant, so the allow-list does not apply.
         if let Some(target) = request
@@ -177,13 +186,16 @@ impl WasiHttpHooks for OutgoingPolicy {
             .and_then(|a| self.local.get(a.as_str()))
             .cloned()
         {
-            return Box::new(async move {
-                let response = target.serve(request).await;
-                Ok((
-                    response,
-                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-                ))
-            });
+            return Box::new(
+                async move {
+                    let response = target.serve(request).await;
+                    Ok((
+                        response,
+                        Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                    ))
+                }
+                .instrument(span),
+            );
         }
         let allowed = self
             .allowed
@@ -194,16 +206,21 @@ impl WasiHttpHooks for OutgoingPolicy {
                 uri = %request.uri(),
                 "outgoing HTTP refused: the host is not in allowed_hosts of the component's http-client link"
             );
+            weft_telemetry::record_error(&span, &"refused: the host is not in allowed_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        Box::new(
+            async move {
+                use http_body_util::BodyExt;
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, options).await?;
+                Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ))
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{oneshot, Semaphore};
+use tracing::Instrument as _;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -155,9 +156,14 @@ impl Workload {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let started = Instant::now();
-        let response = self.serve_unmetered(req).await;
-        self.meter
-            .request(response.status().as_u16(), started.elapsed());
+        let labels = self.meter.labels();
+        let span = weft_telemetry::guest_span(&labels.app, &labels.version, &labels.component);
+        let response = self.serve_unmetered(req).instrument(span.clone()).await;
+        let status = response.status();
+        self.meter.request(status.as_u16(), started.elapsed());
+        if status.is_server_error() {
+            weft_telemetry::record_error(&span, &format_args!("answered {status}"));
+        }
         response
     }
 
@@ -278,7 +284,8 @@ impl Workload {
                 return self.failed(failure_of(instance.await));
             }
             Ok(response) => {
-                tokio::spawn(instance);
+                // The capability calls it makes while streaming its body stay in its trace.
+                tokio::spawn(instance.instrument(tracing::Span::current()));
                 response
             }
             // The instance ended first: it either set the response on its way out or failed.

@@ -6,18 +6,35 @@ mod cli;
 mod commands;
 
 use clap::Parser as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let default_level = match cli.command {
-        cli::Command::Up(_) => "info",
-        _ => "warn",
+    let serves = matches!(cli.command, cli::Command::Up(_) | cli::Command::Host(_));
+    let default_level = if matches!(cli.command, cli::Command::Up(_)) {
+        "info"
+    } else {
+        "warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // Only a serving host exports traces: the other commands open no spans.
+    let (traces, _export) = match serves.then(weft_telemetry::export_from_env).transpose() {
+        Ok(found) => found.flatten().unzip(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(traces)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // A guest call may hold a worker for a whole epoch tick (1 ms) before it yields; at

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 use weft_lattice::{frame, unframe, CallHead, CallReply};
 use weft_runtime::CallFailed;
 
-use super::forward::Missed;
+use super::forward::{trace_header, Missed};
 use super::{Member, NatsForward, HEAD_ROOM};
 
 impl Member {
@@ -20,7 +21,22 @@ impl Member {
         let component = message.subject.split('.').nth(5).unwrap_or_default();
         let result = match unframe::<CallHead>(&message.payload) {
             Ok((head, params)) => match self.host.export_server(app, component) {
-                Some(server) => server.call(&head.interface, &head.function, &params).await,
+                Some(server) => {
+                    let span = weft_telemetry::remote_span(
+                        "call",
+                        format!("{app}/{component} {}.{}", head.interface, head.function),
+                        &self.options.host_id,
+                        trace_header(&message),
+                    );
+                    let result = server
+                        .call(&head.interface, &head.function, &params)
+                        .instrument(span.clone())
+                        .await;
+                    if let Err(CallFailed(error)) = &result {
+                        weft_telemetry::record_error(&span, error);
+                    }
+                    result
+                }
                 None => Err(CallFailed(format!(
                     "component `{component}` of app `{app}` exports nothing callable here"
                 ))),
@@ -91,9 +107,16 @@ impl weft_runtime::RemoteCall for NatsCall {
                 "no host runs app `{app}` right now; `weft app status {app}` says why"
             )))
         };
+        let span = weft_telemetry::client_span(
+            "remote call",
+            format!("{}/{} {interface}.{function}", self.app, self.component),
+        );
         let app = self.app.clone();
         Box::pin(async move {
-            let result = carried.await;
+            let result = carried.instrument(span.clone()).await;
+            if let Err(CallFailed(error)) = &result {
+                weft_telemetry::record_error(&span, error);
+            }
             let outcome = match result {
                 Ok(_) => weft_metrics::Outcome::Ok,
                 Err(_) => weft_metrics::Outcome::Error,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
+use tracing::Instrument as _;
 use weft_lattice::{frame, unframe, Directory, Placements, RequestHead, ResponseHead, Subjects};
 use weft_runtime::{text_response, WorkloadBody};
 
@@ -84,13 +85,24 @@ impl Member {
         let Some(reply) = message.reply.clone() else {
             return;
         };
+        let span = weft_telemetry::remote_span(
+            "forwarded request",
+            app.to_string(),
+            &self.options.host_id,
+            trace_header(&message),
+        );
         let response = match unframe::<RequestHead>(&message.payload) {
-            Ok((head, body)) => self.serve_here(app, head, body).await,
+            Ok((head, body)) => {
+                self.serve_here(app, head, body)
+                    .instrument(span.clone())
+                    .await
+            }
             Err(e) => text_response(
                 http::StatusCode::BAD_REQUEST,
                 format!("malformed forwarded request: {e}"),
             ),
         };
+        weft_telemetry::record_status(&span, response.status());
         let (parts, body) = response.into_parts();
         let limit = self.forwarder.max_payload.saturating_sub(HEAD_ROOM);
         let framed = match http_body_util::Limited::new(body, limit).collect().await {
@@ -158,6 +170,19 @@ impl Member {
                 ),
             ),
         }
+    }
+}
+
+/// Reads the trace context another host sent with `message`.
+pub(super) fn trace_header<'m>(
+    message: &'m async_nats::Message,
+) -> impl Fn(&str) -> Option<&'m str> + 'm {
+    move |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(name))
+            .map(|value| value.as_str())
     }
 }
 
@@ -244,9 +269,16 @@ impl NatsForward {
         subject: String,
         payload: Bytes,
     ) -> Result<Bytes, Missed> {
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(FORWARD_TIMEOUT));
+        let mut trace = async_nats::HeaderMap::new();
+        weft_telemetry::inject(&tracing::Span::current(), |name, value| {
+            trace.insert(name, value.as_str())
+        });
+        if !trace.is_empty() {
+            request = request.headers(trace);
+        }
         let reply = self.client.send_request(subject, request);
         tokio::pin!(reply);
         let mut check = tokio::time::interval(LIVENESS_CHECK);
@@ -360,11 +392,13 @@ impl Forward for NatsForward {
                 )),
             }
         };
+        let span = weft_telemetry::client_span("forward", label.clone());
         Box::pin(async move {
-            let response = carried.await;
+            let response = carried.instrument(span.clone()).await;
             // The other host's own answers come back with its status; weft's failures to carry
             // a request are the 502/503/504/413s it writes itself, marked by the extension.
             let outcome = if response.extensions().get::<NotCarried>().is_some() {
+                weft_telemetry::record_error(&span, &response.status());
                 weft_metrics::Outcome::Error
             } else {
                 weft_metrics::Outcome::Ok

@@ -205,16 +205,26 @@ pub struct Host {
     pub state: tempfile::TempDir,
     child: Option<Child>,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Host {
     /// Starts `weft up ARGS…` on a fresh state dir.
     pub fn start(args: &[&str]) -> Host {
+        Host::start_with_env(args, &[])
+    }
+
+    /// Starts `weft up ARGS…` on a fresh state dir with `env` added to its environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Host {
         let state = tempfile::tempdir().unwrap();
         let mut host = Host {
             state,
             child: None,
             log: PathBuf::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         host.restart(args);
         host
@@ -234,6 +244,7 @@ impl Host {
             .args(["--control-addr", "127.0.0.1:0"])
             .args(args)
             .env("WEFT_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
