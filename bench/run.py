@@ -133,12 +133,12 @@ def http_route(target, port, path):
 class Weft:
     """A `weft up` process on a fresh state dir, driven through its control API."""
 
-    def __init__(self, manifests=(), args=(), binary=None):
+    def __init__(self, manifests=(), args=(), binary=None, env=None):
         self.state = tempfile.mkdtemp(prefix="weft-bench-")
         self.log = open(os.path.join(self.state, "weft.log"), "w")
         self.proc = subprocess.Popen(
             [binary or WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
-            stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn"},
+            stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn", **(env or {})},
         )
         deadline = time.time() + 600
         control = os.path.join(self.state, "control.json")
@@ -1035,14 +1035,58 @@ def scrape(weft):
     return time.perf_counter() - started, size
 
 
+class OtlpSink:
+    """An OTLP/HTTP receiver that takes every export and keeps only counts: the far end of a
+    traced host, so the bench measures the host's cost of tracing, not a collector's."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        sink = self
+        self.posts = 0
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                sink.posts += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
 def bench_metrics(images, smoke):
     duration = "1s" if smoke else os.environ.get("DURATION", "5s")
     rounds = 1 if smoke else 3
     connections = int(os.environ.get("CONNECTIONS", "16"))
     tmp = tempfile.mkdtemp()
     hosts = {}
+    sink = OtlpSink()
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+    sampled = {**traced, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    configs = {
+        "off": ("--no-metrics", None, "--no-metrics"),
+        "on": ((), None, "metrics (the default)"),
+        "traced": ((), traced, "metrics, every request traced"),
+        "sampled": ((), sampled, "metrics, 1 in 10 traced"),
+    }
     try:
-        for label, args in (("on", ()), ("off", ("--no-metrics",))):
+        for label, (args, env, _) in configs.items():
+            args = (args,) if isinstance(args, str) else args
             port = free_port()
             files = []
             for name, path, props in (("fresh", "/hello", ""),
@@ -1050,7 +1094,7 @@ def bench_metrics(images, smoke):
                 f = os.path.join(tmp, f"{label}-{name}.yaml")
                 open(f, "w").write(manifest(name, images["hello"], port, path, props))
                 files.append(f)
-            hosts[label] = (Weft(files, args), port)
+            hosts[label] = (Weft(files, args, env=env), port)
         for weft, port in hosts.values():
             for path in ("/hello", "/warm"):
                 status, body, _ = get(port, path)
@@ -1065,18 +1109,20 @@ def bench_metrics(images, smoke):
                     results.setdefault((path, label), []).append(r)
         rows = []
         for path, kind in (("/hello", "fresh instance"), ("/warm", "warm reuse")):
-            on = statistics.median(r["rps"] for r in results[(path, "on")])
-            off = statistics.median(r["rps"] for r in results[(path, "off")])
-            p99_on = statistics.median(r["p99"] for r in results[(path, "on")])
-            p99_off = statistics.median(r["p99"] for r in results[(path, "off")])
-            rows.append((f"Rust hello, {kind}", f"{on:.0f}", f"{off:.0f}", f"{on / off:.2f}x",
-                         f"{p99_on:.2f} / {p99_off:.2f}"))
-        print_table(f"Metrics on vs --no-metrics (wrk -t2 -c{connections} -d{duration}, median of {rounds} "
-                    "interleaved rounds)",
-                    ("workload", "on req/s", "off req/s", "on/off", "p99 ms on / off"), rows)
+            rps = {label: statistics.median(r["rps"] for r in results[(path, label)]) for label in hosts}
+            p99 = {label: statistics.median(r["p99"] for r in results[(path, label)]) for label in hosts}
+            for label, (_, _, what) in configs.items():
+                rows.append((f"Rust hello, {kind}", what, f"{rps[label]:.0f}",
+                             f"{rps[label] / rps['off']:.2f}x", f"{p99[label]:.2f}"))
+        print_table(f"Metrics and traces on vs off (wrk -t2 -c{connections} -d{duration}, median of "
+                    f"{rounds} interleaved rounds; traces go to an OTLP/HTTP receiver on the same "
+                    f"machine, which took {sink.posts} exports, {sink.bytes / 1024 / 1024:.1f} MiB)",
+                    ("workload", "host", "req/s", "vs --no-metrics", "p99 ms"), rows)
+        assert sink.posts > 0, "the traced host exported nothing"
     finally:
         for weft, _ in hosts.values():
             weft.stop()
+        sink.stop()
 
     count = 50 if smoke else int(os.environ.get("APPS", "10000"))
     port = free_port()

@@ -173,10 +173,7 @@ impl WasiHttpHooks for OutgoingPolicy {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         // Called from the guest's own call, so the current span is its invocation; the request
         // itself runs on a task of its own and carries the span there.
-        let span = weft_telemetry::client_span(
-            "http client",
-            format!("{} {}", request.method(), request.uri()),
-        );
+        let span = weft_telemetry::http_client_span(request.method(), request.uri());
         weft_telemetry::inject_http(&span, request.headers_mut());
         // A linked component answers in-process: the request never touches the network, and the
         // link itself is the grant, so the allow-list does not apply.

@@ -185,8 +185,25 @@ pub fn record_error(span: &Span, reason: &dyn std::fmt::Display) {
     span.in_scope(|| tracing::warn!(target: "weft_telemetry", "{reason}"));
 }
 
-/// The span of one outgoing call: an HTTP request a guest sends, a request forwarded to or a
-/// component called on another host. `kind` names it (`http client`, `forward`, `remote call`).
+/// The span of one HTTP request a guest sends, named after its method and host (never its
+/// path or query, which may name users or carry tokens).
+pub fn http_client_span(method: &http::Method, uri: &http::Uri) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let host = uri.host().unwrap_or_default();
+    tracing::info_span!(
+        "http client",
+        otel.name = format!("http client {method} {host}"),
+        otel.kind = "client",
+        http.request.method = %method,
+        server.address = host,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The span of one call to another host: a request forwarded to it or a component called
+/// there. `kind` names it (`forward`, `remote call`).
 pub fn client_span(kind: &'static str, name: String) -> Span {
     if !enabled() {
         return Span::none();

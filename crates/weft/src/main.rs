@@ -19,7 +19,14 @@ fn main() -> std::process::ExitCode {
         "warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+        // The capability bindings log each call's arguments and results at TRACE, secrets
+        // among them; even `WEFT_LOG=trace` does not print those.
+        .add_directive(
+            "weft_capabilities::bindings=off"
+                .parse()
+                .expect("a valid directive"),
+        );
     // Only a serving host exports traces: the other commands open no spans.
     let (traces, _export) = match serves.then(weft_telemetry::export_from_env).transpose() {
         Ok(found) => found.flatten().unzip(),
