@@ -6,8 +6,8 @@ mod cli;
 mod commands;
 
 use clap::Parser as _;
+use tracing_log::AsLog as _;
 use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
@@ -35,14 +35,29 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::registry()
+    // Records of crates logging through `log` (wasmtime's among them, many at TRACE on every
+    // instantiation) are forwarded only up to the log filter's level: the trace export's layer
+    // lifts tracing's own maximum to TRACE for the capability spans, and must not make every
+    // such record pay a trip through the subscriber.
+    let log_level = filter
+        .max_level_hint()
+        .map_or(log::LevelFilter::Trace, |level| level.as_log());
+    let subscriber = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        .with(traces)
-        .init();
+        .with(traces);
+    if let Err(e) = tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            tracing_log::LogTracer::init_with_filter(log_level).map_err(|e| e.to_string())
+        })
+    {
+        eprintln!("error: cannot set up logging: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // A guest call may hold a worker for a whole epoch tick (1 ms) before it yields; at
         // tokio's default of 61 tasks between looks at the sockets, a new request could wait
