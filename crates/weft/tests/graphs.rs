@@ -9,7 +9,6 @@ use support::*;
 
 /// An app whose route leads to the harness, which reaches `inner` through its link.
 fn guarded_app(dir: &Path, app: &str, port: u16, inner: &Path) -> PathBuf {
-    let harness = guests().harness.display().to_string();
     let inner = inner.display().to_string();
     let yaml = format!(
         r#"apiVersion: core.oam.dev/v1beta1
@@ -17,18 +16,11 @@ kind: Application
 metadata: {{ name: {app} }}
 spec:
   components:
-    - name: harness
-      type: component
-      properties:
-        image: {harness}
-        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
-      traits:
-        - type: link
-          properties: {{ name: inner, target: {{ name: app }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
-    - name: app
+{harness}    - name: app
       type: component
       properties: {{ image: {inner} }}
 {http}"#,
+        harness = harness_node("app"),
         http = http_server("harness", port, &format!("/{app}")),
     );
     write_yaml(dir, app, &yaml)

@@ -156,15 +156,7 @@ kind: Application
 metadata: {{ name: traced }}
 spec:
   components:
-    - name: harness
-      type: component
-      properties:
-        image: {harness}
-        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
-      traits:
-        - type: link
-          properties: {{ name: inner, target: {{ name: counter }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
-    - name: counter
+{harness}    - name: counter
       type: component
       properties:
         image: {counter}
@@ -177,7 +169,7 @@ spec:
       type: capability
       properties: {{ image: weft:keyvalue }}
 {http}"#,
-        harness = g.harness.display(),
+        harness = harness_node("counter"),
         counter = g.counter.display(),
         http = http_server("harness", port, "/traced"),
     );

@@ -692,6 +692,23 @@ pub fn http_server(target: &str, port: u16, path: &str) -> String {
     )
 }
 
+/// The component node of the platform harness (`examples/harness`), its `platform-token`
+/// secret granted, linked to the component `inner` of the same app.
+pub fn harness_node(inner: &str) -> String {
+    format!(
+        r#"    - name: harness
+      type: component
+      properties:
+        image: {harness}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+      traits:
+        - type: link
+          properties: {{ name: inner, target: {{ name: {inner} }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
+"#,
+        harness = guests().harness.display(),
+    )
+}
+
 /// Writes `yaml` as `<name>.yaml` in `dir`.
 pub fn write_yaml(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let file = dir.join(format!("{name}.yaml"));
