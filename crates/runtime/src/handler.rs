@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime::component::InstancePre;
 use weft_capabilities::handler_bindings::wasmcloud::messaging0_2_0::types::BrokerMessage;
 use weft_capabilities::handler_bindings::{
@@ -103,8 +104,19 @@ impl EventHandler {
     /// Runs the handler on one event in a fresh instance. A trap, timeout or memory overrun
     /// fails this delivery only; so does an error the handler returns.
     pub async fn deliver(&self, event: Event) -> Result<(), CallFailed> {
-        let result = self.deliver_metered(event).await;
+        let labels = self.meter.labels();
+        let what = match &event {
+            Event::Message(..) => "message",
+            Event::Change(..) => "key change",
+            Event::Tick(_) => "tick",
+        };
+        let span =
+            weft_telemetry::guest_span(what, &labels.app, &labels.version, &labels.component);
+        let result = self.deliver_metered(event).instrument(span.clone()).await;
         self.meter.delivery(result.is_err());
+        if let Err(CallFailed(reason)) = &result {
+            weft_telemetry::record_error(&span, reason);
+        }
         result
     }
 

@@ -157,7 +157,8 @@ impl Workload {
     {
         let started = Instant::now();
         let labels = self.meter.labels();
-        let span = weft_telemetry::guest_span(&labels.app, &labels.version, &labels.component);
+        let span =
+            weft_telemetry::guest_span("guest", &labels.app, &labels.version, &labels.component);
         let response = self.serve_unmetered(req).instrument(span.clone()).await;
         let status = response.status();
         self.meter.request(status.as_u16(), started.elapsed());

@@ -161,14 +161,16 @@ pub fn record_status(span: &Span, status: http::StatusCode) {
     }
 }
 
-/// The span of one invocation of a guest component.
-pub fn guest_span(app: &str, version: &str, component: &str) -> Span {
+/// The span of one invocation of a guest component: `guest` for an HTTP request, or what it
+/// is handed (`message`, `key change`, `tick`).
+pub fn guest_span(what: &'static str, app: &str, version: &str, component: &str) -> Span {
     if !enabled() {
         return Span::none();
     }
     tracing::info_span!(
         "guest",
-        otel.name = format!("guest {app}/{component}"),
+        otel.name = format!("{what} {app}/{component}"),
+        weft.invocation = what,
         weft.app = app,
         weft.app.version = version,
         weft.component = component,

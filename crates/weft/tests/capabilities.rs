@@ -1023,47 +1023,6 @@ fn a_watcher_hears_of_its_keys_changing_from_any_client_on_every_backend() {
     );
 }
 
-/// The ticker on `every` (or a `cron:` when `every` starts with `cron:`), counting in `kv`.
-fn ticker_app(s: &Scene, app: &str, when: &str, kv: &str) -> PathBuf {
-    let image = guests().ticker.display().to_string();
-    let when = match when.strip_prefix("cron:") {
-        Some(cron) => format!("cron: \"{cron}\""),
-        None => format!("every: {when}"),
-    };
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: {app} }}
-spec:
-  components:
-    - name: ticker
-      type: component
-      properties: {{ image: {image} }}
-      traits:
-        - type: link
-          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
-    - name: kv
-      type: capability
-      properties:
-        image: weft:keyvalue
-        config: [{{ name: kv, properties: {kv} }}]
-    - name: clock
-      type: capability
-      properties: {{ image: weft:schedule }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: ticker }}
-            namespace: weft
-            package: schedule
-            interfaces: [handler]
-            source: {{ config: [{{ name: when, properties: {{ {when} }} }}] }}
-{http}"#,
-        http = http_server("ticker", s.port, &format!("/{app}")),
-    );
-    write_yaml(s.dir.path(), app, &yaml)
-}
-
 /// The ticker's count, 0 before its first tick.
 fn ticks(url: &str) -> u64 {
     let (code, body) = get(url);

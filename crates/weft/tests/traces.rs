@@ -388,3 +388,38 @@ spec:
     child(&spans, "guest hello/hello", served);
     drop(hosts);
 }
+
+#[test]
+fn each_scheduled_tick_is_a_trace_of_its_own_with_its_key_value_calls() {
+    let receiver = Receiver::start();
+    let host = Host::start_with_env(&[], &receiver.env());
+    let s = Scene::new();
+    host.deploy(&ticker_app(&s, "tick", "1s", "{ backend: memory }"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (tick, spans) = loop {
+        let spans = receiver.spans.lock().unwrap().clone();
+        let tick = spans.iter().find(|tick| {
+            tick.name == "tick tick/ticker"
+                && spans
+                    .iter()
+                    .any(|s| s.parent == tick.span_id && s.name.starts_with("wasi:keyvalue/"))
+        });
+        if let Some(tick) = tick {
+            break (tick.clone(), spans);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tick with its key-value calls in {spans:#?}\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(tick.parent, "", "a tick starts its own trace: {tick:#?}");
+    assert_eq!(tick.attributes["weft.invocation"], "tick");
+    assert_eq!(tick.attributes["weft.component"], "ticker");
+    let calls: Vec<&Span> = spans.iter().filter(|s| s.parent == tick.span_id).collect();
+    assert!(
+        calls.iter().all(|s| s.trace_id == tick.trace_id),
+        "{calls:#?}"
+    );
+}

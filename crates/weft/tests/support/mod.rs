@@ -781,3 +781,44 @@ fn running_as_root() -> bool {
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
+
+/// The ticker on `every` (or a `cron:` when `every` starts with `cron:`), counting in `kv`.
+pub fn ticker_app(s: &Scene, app: &str, when: &str, kv: &str) -> PathBuf {
+    let image = guests().ticker.display().to_string();
+    let when = match when.strip_prefix("cron:") {
+        Some(cron) => format!("cron: \"{cron}\""),
+        None => format!("every: {when}"),
+    };
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: ticker
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {kv} }}]
+    - name: clock
+      type: capability
+      properties: {{ image: weft:schedule }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: ticker }}
+            namespace: weft
+            package: schedule
+            interfaces: [handler]
+            source: {{ config: [{{ name: when, properties: {{ {when} }} }}] }}
+{http}"#,
+        http = http_server("ticker", s.port, &format!("/{app}")),
+    );
+    write_yaml(s.dir.path(), app, &yaml)
+}
