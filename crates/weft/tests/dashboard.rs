@@ -41,9 +41,13 @@ impl Drop for Driver {
     }
 }
 
-/// The text of the element `locator` finds.
+/// The text of the element `locator` finds. The page re-renders its tables every second, so an
+/// element found may be replaced before it is read: then it is found again.
 async fn text_of(browser: &fantoccini::Client, locator: Locator<'_>) -> String {
-    browser.find(locator).await.unwrap().text().await.unwrap()
+    eventually(Duration::from_secs(10), &format!("{locator:?}"), || async {
+        browser.find(locator).await.ok()?.text().await.ok()
+    })
+    .await
 }
 
 /// Polls `check` until it gives a value or `within` passes.
@@ -113,12 +117,17 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
                 .click()
                 .await
                 .unwrap();
-            let refused = browser
-                .wait()
-                .for_element(Locator::Id("login-error"))
-                .await
-                .unwrap();
-            assert!(refused.is_displayed().await.unwrap());
+            // The login page always holds the (hidden) error, so it is looked for on the page
+            // the form's answer loads, until shown.
+            eventually(
+                Duration::from_secs(10),
+                "the login page to say the token is wrong",
+                || async {
+                    let error = browser.find(Locator::Id("login-error")).await.ok()?;
+                    error.is_displayed().await.ok()?.then_some(())
+                },
+            )
+            .await;
 
             // The right one signs in; the token is in no URL.
             browser.goto(&page).await.unwrap();
@@ -170,13 +179,18 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
             );
 
             // Undeploy from the page: the row goes, and the host no longer runs it.
-            browser
-                .find(Locator::Css("button.undeploy[data-app=second]"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            eventually(
+                Duration::from_secs(10),
+                "a click on second's Undeploy",
+                || async {
+                    let button = browser
+                        .find(Locator::Css("button.undeploy[data-app=second]"))
+                        .await
+                        .ok()?;
+                    button.click().await.ok()
+                },
+            )
+            .await;
             eventually(Duration::from_secs(10), "second's row to go", || async {
                 let rows = browser
                     .find_all(Locator::Css("#apps tr[data-app=second]"))
@@ -185,8 +199,16 @@ fn the_dashboard_signs_in_shows_live_rates_and_undeploys() {
                 rows.is_empty().then_some(())
             })
             .await;
-            let events = text_of(&browser, Locator::Id("events")).await;
-            assert!(events.contains("second undeployed"), "{events}");
+            eventually(Duration::from_secs(10), "the undeploy event", || async {
+                let events = browser.find(Locator::Id("events")).await.ok()?;
+                events
+                    .text()
+                    .await
+                    .ok()?
+                    .contains("second undeployed")
+                    .then_some(())
+            })
+            .await;
             browser.close().await.unwrap();
         });
     });
