@@ -114,9 +114,7 @@ impl EventHandler {
             weft_telemetry::guest_span(what, &labels.app, &labels.version, &labels.component);
         let result = self.deliver_metered(event).instrument(span.clone()).await;
         self.meter.delivery(result.is_err());
-        if let Err(CallFailed(reason)) = &result {
-            weft_telemetry::record_error(&span, reason);
-        }
+        weft_telemetry::record_result(&span, &result);
         result
     }
 

@@ -187,6 +187,13 @@ pub fn record_error(span: &Span, reason: &dyn std::fmt::Display) {
     span.in_scope(|| tracing::warn!(target: "weft_telemetry", "{reason}"));
 }
 
+/// Marks a span as failed when `result` is an error, with the error as the reason.
+pub fn record_result<T, E: std::fmt::Display>(span: &Span, result: &Result<T, E>) {
+    if let Err(e) = result {
+        record_error(span, e);
+    }
+}
+
 /// The span of one HTTP request a guest sends, named after its method and host (never its
 /// path or query, which may name users or carry tokens).
 pub fn http_client_span(method: &http::Method, uri: &http::Uri) -> Span {
@@ -206,7 +213,7 @@ pub fn http_client_span(method: &http::Method, uri: &http::Uri) -> Span {
 
 /// The span of one call to another host: a request forwarded to it or a component called
 /// there. `kind` names it (`forward`, `remote call`).
-pub fn client_span(kind: &'static str, name: String) -> Span {
+pub fn client_span(kind: &'static str, name: impl std::fmt::Display) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -221,7 +228,7 @@ pub fn client_span(kind: &'static str, name: String) -> Span {
 /// The span of one request or call another host sent here, continuing the sender's trace.
 pub fn remote_span<'h>(
     kind: &'static str,
-    name: String,
+    name: impl std::fmt::Display,
     host: &str,
     header: impl Fn(&str) -> Option<&'h str>,
 ) -> Span {
@@ -246,6 +253,14 @@ pub fn inject(span: &Span, set: impl FnMut(&str, String)) {
         return;
     }
     TraceContextPropagator::new().inject_context(&span.context(), &mut Setter(set));
+}
+
+/// Writes the current span's trace context through `set`; nothing (not even a look at the
+/// current span) when traces are off.
+pub fn inject_current(set: impl FnMut(&str, String)) {
+    if enabled() {
+        inject(&Span::current(), set);
+    }
 }
 
 /// Writes `span`'s trace context into HTTP headers, replacing any the request had.

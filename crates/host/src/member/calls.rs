@@ -24,7 +24,7 @@ impl Member {
                 Some(server) => {
                     let span = weft_telemetry::remote_span(
                         "call",
-                        format!("{app}/{component} {}.{}", head.interface, head.function),
+                        format_args!("{app}/{component} {}.{}", head.interface, head.function),
                         &self.options.host_id,
                         trace_header(&message),
                     );
@@ -32,9 +32,7 @@ impl Member {
                         .call(&head.interface, &head.function, &params)
                         .instrument(span.clone())
                         .await;
-                    if let Err(CallFailed(error)) = &result {
-                        weft_telemetry::record_error(&span, error);
-                    }
+                    weft_telemetry::record_result(&span, &result);
                     result
                 }
                 None => Err(CallFailed(format!(
@@ -109,14 +107,12 @@ impl weft_runtime::RemoteCall for NatsCall {
         };
         let span = weft_telemetry::client_span(
             "remote call",
-            format!("{}/{} {interface}.{function}", self.app, self.component),
+            format_args!("{}/{} {interface}.{function}", self.app, self.component),
         );
         let app = self.app.clone();
         Box::pin(async move {
             let result = carried.instrument(span.clone()).await;
-            if let Err(CallFailed(error)) = &result {
-                weft_telemetry::record_error(&span, error);
-            }
+            weft_telemetry::record_result(&span, &result);
             let outcome = match result {
                 Ok(_) => weft_metrics::Outcome::Ok,
                 Err(_) => weft_metrics::Outcome::Error,

@@ -87,7 +87,7 @@ impl Member {
         };
         let span = weft_telemetry::remote_span(
             "forwarded request",
-            app.to_string(),
+            app,
             &self.options.host_id,
             trace_header(&message),
         );
@@ -273,9 +273,7 @@ impl NatsForward {
             .payload(payload)
             .timeout(Some(FORWARD_TIMEOUT));
         let mut trace = async_nats::HeaderMap::new();
-        weft_telemetry::inject(&tracing::Span::current(), |name, value| {
-            trace.insert(name, value.as_str())
-        });
+        weft_telemetry::inject_current(|name, value| trace.insert(name, value.as_str()));
         if !trace.is_empty() {
             request = request.headers(trace);
         }
@@ -392,7 +390,7 @@ impl Forward for NatsForward {
                 )),
             }
         };
-        let span = weft_telemetry::client_span("forward", label.clone());
+        let span = weft_telemetry::client_span("forward", &label);
         Box::pin(async move {
             let response = carried.instrument(span.clone()).await;
             // The other host's own answers come back with its status; weft's failures to carry
