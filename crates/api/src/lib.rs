@@ -164,6 +164,22 @@ pub struct LatticeHost {
     pub apps: Vec<InventoryApp>,
 }
 
+/// `POST /v1/apps/{app}/components/{component}/call`: an export and its arguments in WAVE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// `interface.function` (e.g. `example:greet/greeter.greet`), or a top-level function.
+    pub function: String,
+    /// One WAVE text per parameter.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// What a call returned: each result in WAVE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallResult {
+    pub results: Vec<String>,
+}
+
 /// The body of every error the control API returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

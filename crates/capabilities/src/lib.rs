@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod keyvalue;
 mod logging;
 pub mod messaging;
+pub mod provides;
 mod redis_server;
 pub mod schedule;
 pub mod secrets;

@@ -1,5 +1,9 @@
 //! The control API client and the deploy preparation shared by `weft app deploy` and `weft up`.
 
+mod validate;
+
+pub use validate::{validate, Validation};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -327,6 +331,43 @@ impl Client {
     pub async fn status(&self, name: &str) -> Result<AppStatus, ClientError> {
         self.json(self.http.get(format!("{}/v1/apps/{name}", self.url)))
             .await
+    }
+
+    /// `POST /v1/apps/{app}/components/{component}/call`: the results in WAVE.
+    pub async fn call(
+        &self,
+        app: &str,
+        component: &str,
+        function: &str,
+        args: Vec<String>,
+    ) -> Result<Vec<String>, ClientError> {
+        let request = weft_api::CallRequest {
+            function: function.to_string(),
+            args,
+        };
+        let result: weft_api::CallResult = self
+            .json(
+                self.http
+                    .post(format!(
+                        "{}/v1/apps/{app}/components/{component}/call",
+                        self.url
+                    ))
+                    .json(&request),
+            )
+            .await?;
+        Ok(result.results)
+    }
+
+    /// `GET /v1/components/{digest}`: a deployed component's bytes.
+    pub async fn component(&self, digest: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .send(self.http.get(format!("{}/v1/components/{digest}", self.url)))
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Api(format!("the component did not arrive whole: {e}")))?;
+        Ok(bytes.to_vec())
     }
 
     /// `DELETE /v1/apps/{name}`.

@@ -37,7 +37,9 @@ impl AppsError {
     pub fn fault(&self) -> Fault {
         match self {
             AppsError::Host(e) | AppsError::Lattice(MemberError::Host(e)) => match e {
-                HostError::NotFound(_) | HostError::SecretNotFound(_) => Fault::NotFound,
+                HostError::NotFound(_)
+                | HostError::SecretNotFound(_)
+                | HostError::NoComponent(_) => Fault::NotFound,
                 HostError::VersionConflict { .. } | HostError::InUse { .. } => Fault::Conflict,
                 e if e.is_user_error() => Fault::Invalid,
                 _ => Fault::Internal,
@@ -61,6 +63,14 @@ pub trait Apps: Send + Sync {
     async fn status(&self, name: &str) -> Result<AppStatus, AppsError>;
     /// What this host is and runs.
     fn host_status(&self) -> HostStatus;
+    /// Calls an export of a component with WAVE arguments; returns its results in WAVE.
+    async fn call(
+        &self,
+        app: &str,
+        component: &str,
+        path: &str,
+        args: &[String],
+    ) -> Result<Vec<String>, AppsError>;
 }
 
 #[async_trait::async_trait]
@@ -84,6 +94,16 @@ impl Apps for Host {
     fn host_status(&self) -> HostStatus {
         Host::host_status(self)
     }
+
+    async fn call(
+        &self,
+        app: &str,
+        component: &str,
+        path: &str,
+        args: &[String],
+    ) -> Result<Vec<String>, AppsError> {
+        Ok(Host::call(self, app, component, path, args).await?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -106,6 +126,16 @@ impl Apps for Member {
 
     fn host_status(&self) -> HostStatus {
         Member::host_status(self)
+    }
+
+    async fn call(
+        &self,
+        app: &str,
+        component: &str,
+        path: &str,
+        args: &[String],
+    ) -> Result<Vec<String>, AppsError> {
+        Ok(Member::call(self, app, component, path, args).await?)
     }
 }
 

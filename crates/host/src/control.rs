@@ -122,9 +122,10 @@ pub async fn serve(
         .route("/v1/hosts/{id}", get(lattice_host))
         .route("/v1/apps", get(list_apps).post(deploy))
         .route("/v1/apps/{name}", get(app_status).delete(undeploy))
+        .route("/v1/apps/{name}/components/{component}/call", post(call))
         .route(
             "/v1/components/{digest}",
-            put(put_component).head(has_component),
+            put(put_component).head(has_component).get(get_component),
         )
         .route("/v1/secrets", get(secret_keys))
         .route("/v1/secrets/{key}", put(put_secret).delete(delete_secret))
@@ -378,6 +379,25 @@ async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
     }
 }
 
+async fn call(
+    State(state): State<ControlState>,
+    UrlPath((name, component)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let request: weft_api::CallRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad call request: {e}")),
+    };
+    match state
+        .apps
+        .call(&name, &component, &request.function, &request.args)
+        .await
+    {
+        Ok(results) => Json(weft_api::CallResult { results }).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
 async fn undeploy(State(state): State<ControlState>, UrlPath(name): UrlPath<String>) -> Response {
     match state.apps.undeploy(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -393,6 +413,41 @@ async fn has_component(
         Ok(true) => StatusCode::OK.into_response(),
         Ok(false) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn get_component(
+    State(state): State<ControlState>,
+    UrlPath(digest): UrlPath<String>,
+) -> Response {
+    let host = state.host.clone();
+    let wanted = digest.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        if host.blobs().contains(&wanted)? {
+            host.blobs().get(&wanted).map(Some)
+        } else {
+            Ok(None)
+        }
+    })
+    .await;
+    let found = match local {
+        Ok(Ok(Some(bytes))) => Some(Bytes::from(bytes)),
+        Ok(Ok(None)) => match &state.lattice {
+            Some(member) => match member.component_bytes(&digest).await {
+                Ok(found) => found,
+                Err(e) => return failed(e),
+            },
+            None => None,
+        },
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    match found {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no component sha256:{digest} is stored here"),
+        ),
     }
 }
 

@@ -120,6 +120,29 @@ pub enum HostError {
     },
     #[error("cannot start the host: {0}")]
     Setup(String),
+    #[error("{0}")]
+    NoComponent(String),
+    #[error("the call failed: {0}")]
+    Call(String),
+}
+
+impl HostError {
+    /// Why `component` of `app` (whose status is `status`) cannot be called.
+    pub fn no_component(app: &str, component: &str, status: &AppStatus) -> Self {
+        let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
+        if names.contains(&component) {
+            HostError::NoComponent(format!(
+                "component `{component}` of app `{app}` exports no function to call (only WASI \
+                 interfaces, such as an HTTP handler); `weft inspect {app}/{component}` shows \
+                 its exports"
+            ))
+        } else {
+            HostError::NoComponent(format!(
+                "app `{app}` has no component `{component}`; its components: {}",
+                names.join(", ")
+            ))
+        }
+    }
 }
 
 impl HostError {
@@ -646,6 +669,25 @@ impl Host {
     /// The server of `component`'s exports in `app`, when it runs here.
     pub fn export_server(&self, app: &str, component: &str) -> Option<Arc<ExportServer>> {
         self.apps_lock().get(app)?.exports.get(component).cloned()
+    }
+
+    /// Calls the export at `path` of `component` of `app` with WAVE arguments; returns the
+    /// results in WAVE.
+    pub async fn call(
+        &self,
+        app: &str,
+        component: &str,
+        path: &str,
+        args: &[String],
+    ) -> Result<Vec<String>, HostError> {
+        let Some(server) = self.export_server(app, component) else {
+            let status = self.status(app)?;
+            return Err(HostError::no_component(app, component, &status));
+        };
+        server
+            .call_wave(path, args)
+            .await
+            .map_err(|weft_runtime::CallFailed(e)| HostError::Call(e))
     }
 
     /// Drops every route of `app` (local or elsewhere).

@@ -108,7 +108,7 @@ impl Host {
                 imports.iter().map(String::as_str),
             ));
             let access = self.access(&node, &assembly, remote)?;
-            self.serve(&node, declared, &access, remote, &mut assembly)?;
+            self.serve(&node, declared, &access, &mut assembly)?;
             self.subscribe(&node, &access, &mut assembly).await?;
             assembly
                 .loaded
@@ -277,13 +277,12 @@ impl Host {
     }
 
     /// Step 3: an HTTP workload when requests reach the component (a route or an HTTP link),
-    /// an import check otherwise; in a lattice, an export server for other hosts' calls.
+    /// an import check otherwise; an export server for calls from other hosts and `weft call`.
     fn serve(
         &self,
         node: &Node<'_>,
         declared: &Component,
         access: &Access,
-        remote: Option<&Arc<dyn RemoteLinks>>,
         assembly: &mut Assembly,
     ) -> Result<(), HostError> {
         let component = &node.component;
@@ -308,7 +307,7 @@ impl Host {
                 .check_imports(&node.what, &node.loaded, access)?;
         }
         let exports_own = !node.loaded.code.own_exports().is_empty();
-        if remote.is_some() && declared.shared.is_none() && exports_own {
+        if declared.shared.is_none() && exports_own {
             let server = self.runtime.export_server(
                 &node.what,
                 &node.loaded,

@@ -181,9 +181,37 @@ pub struct ResponseHead {
 /// The head of a call to a component's export on another host; the body is the arguments.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallHead {
-    /// The interface's full name, `@version` included.
+    /// The interface's full name, `@version` included; empty for a top-level function.
     pub interface: String,
     pub function: String,
+    /// Arguments and results as JSON arrays of WAVE texts (`weft call`) instead of the wire
+    /// encoding (component links).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wave: bool,
+}
+
+impl CallHead {
+    /// The head of a call to `path`: `interface.function`, or a top-level function.
+    pub fn of_path(path: &str, wave: bool) -> Self {
+        let (interface, function) = match path.rsplit_once('.') {
+            Some((interface, function)) if interface.contains('/') => (interface, function),
+            _ => ("", path),
+        };
+        CallHead {
+            interface: interface.to_string(),
+            function: function.to_string(),
+            wave,
+        }
+    }
+
+    /// The path `of_path` was given.
+    pub fn path(&self) -> String {
+        if self.interface.is_empty() {
+            self.function.clone()
+        } else {
+            format!("{}.{}", self.interface, self.function)
+        }
+    }
 }
 
 /// The head of a call's reply; the body is the results when `error` is None.

@@ -39,19 +39,24 @@ impl ExportServer {
             .acquire()
             .await
             .map_err(|_| CallFailed("the component is shutting down".into()))?;
-        let interface_index = self
-            .component
-            .get_export_index(None, interface)
-            .ok_or_else(|| format!("{} does not export `{interface}`", self.name))?;
-        let function_index = self
-            .component
-            .get_export_index(Some(&interface_index), function)
-            .ok_or_else(|| {
-                format!(
-                    "{} has no function `{function}` in `{interface}`",
-                    self.name
-                )
-            })?;
+        let function_index = if interface.is_empty() {
+            self.component
+                .get_export_index(None, function)
+                .ok_or_else(|| format!("{} exports no function `{function}`", self.name))?
+        } else {
+            let interface_index = self
+                .component
+                .get_export_index(None, interface)
+                .ok_or_else(|| format!("{} does not export `{interface}`", self.name))?;
+            self.component
+                .get_export_index(Some(&interface_index), function)
+                .ok_or_else(|| {
+                    format!(
+                        "{} has no function `{function}` in `{interface}`",
+                        self.name
+                    )
+                })?
+        };
         let mut store = self
             .runtime
             .limited_store(&self.name, &self.limits, &self.access);
@@ -87,6 +92,31 @@ impl ExportServer {
             Err(_) => Failure::Timeout(timeout),
         };
         Err(CallFailed(format!("{}: {failure}", self.name)))
+    }
+}
+
+impl ExportServer {
+    /// The signature of the export at `path` (`interface.function`, or a top-level function).
+    pub fn signature(&self, path: &str) -> Result<crate::wave::Signature, CallFailed> {
+        crate::wave::signature(&self.component, path)
+    }
+
+    /// Calls the export at `path` with arguments written in WAVE; returns its results in WAVE.
+    pub async fn call_wave(&self, path: &str, args: &[String]) -> Result<Vec<String>, CallFailed> {
+        let signature = self.signature(path)?;
+        let values = signature.parse_args(args)?;
+        let params = crate::wire::encode_all(&values, signature.params.iter().map(|(_, t)| t.clone()))
+            .map_err(|e| CallFailed(format!("cannot pass the arguments: {e}")))?;
+        // The signature's path is the export's full name (a version the caller left out added).
+        let path = signature.path.as_str();
+        let (interface, function) = match path.rsplit_once('.') {
+            Some((interface, function)) if interface.contains('/') => (interface, function),
+            _ => ("", path),
+        };
+        let encoded = self.call(interface, function, &params).await?;
+        let results = crate::wire::decode_all(signature.results.iter().cloned(), &encoded)
+            .map_err(|e| CallFailed(format!("cannot read the results: {e}")))?;
+        crate::wave::print(&results)
     }
 }
 

@@ -10,6 +10,7 @@ mod handler;
 mod links;
 mod long_running;
 mod state;
+pub mod wave;
 pub mod wire;
 mod workload;
 

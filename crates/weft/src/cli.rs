@@ -17,7 +17,12 @@ pub struct Cli {
 
 /// Flags every command takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
+    /// How log lines are written to stderr: text (colored on a terminal only) or json (one
+    /// object per line, for log collectors)
+    #[arg(long, global = true, env = "WEFT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Where the host keeps its apps, compiled code and control token
     /// [default: weft under the user's data dir]
     #[arg(long, global = true, env = "WEFT_STATE_DIR", value_name = "DIR")]
@@ -40,6 +45,13 @@ pub struct Global {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// What to do.
@@ -70,6 +82,58 @@ pub enum Command {
     /// Pull a component from an OCI registry, checked against its digest
     #[command(after_help = "Example:\n  weft pull ghcr.io/acme/hello:1.0 -o hello.wasm")]
     Pull(PullArgs),
+    /// Show a component's world (imports, exports) as WIT, its size and digest, and what in
+    /// weft satisfies each import
+    #[command(after_help = "Examples:\n  weft inspect build/hello.wasm\n  weft inspect \
+        localhost:5000/hello:1.0\n  weft inspect hello/hello --json   # a deployed app's component")]
+    Inspect(InspectArgs),
+    /// Call an exported function of a deployed component, arguments and results in WAVE
+    #[command(after_help = "Arguments are WAVE values, one per parameter: strings \"hi\", \
+        numbers 42, lists [1, 2], records {name: \"x\", n: 1}, options some(1) / none, results \
+        ok(\"y\") / err(\"z\"), enums and variants by case name.\n\nExamples:\n  weft call \
+        greet/greeter example:greet/greeter.greet '\"Ada\"' '[\"x\", \"y\"]'\n  weft call \
+        calc/calc add 1 2")]
+    Call(CallArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "Example:\n  weft completions bash > ~/.local/share/bash-completion/completions/weft")]
+    Completions(CompletionsArgs),
+}
+
+/// `weft inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A component file, an OCI reference (REGISTRY/REPOSITORY:TAG), or APP/COMPONENT of a
+    /// running host
+    #[arg(value_name = "FILE|REF|APP/COMPONENT")]
+    pub target: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `weft call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The component, as APP/COMPONENT
+    #[arg(value_name = "APP/COMPONENT")]
+    pub target: String,
+    /// The export: INTERFACE.FUNCTION (e.g. example:greet/greeter.greet), or a function the
+    /// component exports at the top
+    #[arg(value_name = "INTERFACE.FUNCTION")]
+    pub function: String,
+    /// One WAVE value per parameter
+    #[arg(value_name = "ARG", allow_negative_numbers = true)]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `weft completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
 }
 
 /// How to reach OCI registries. Credentials come from WEFT_REGISTRY_USERNAME and
@@ -366,6 +430,20 @@ pub enum AppCommand {
     Status(NamedArgs),
     /// Stop serving an app and forget it
     Undeploy(NamedArgs),
+    /// Check a manifest offline, as a deploy would: its fields, its links, and each built
+    /// component's imports against what it is linked to
+    #[command(after_help = "Example:\n  weft app validate app.yaml")]
+    Validate(ValidateArgs),
+}
+
+/// `weft app validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The app manifest
+    #[arg(value_name = "APP.yaml")]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `weft app deploy`.

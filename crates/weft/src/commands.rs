@@ -10,8 +10,8 @@ use weft_host::member::{LatticeOptions, Member};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
-    AppCommand, BuildArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global, LatticeArgs,
-    PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
+    AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global,
+    InspectArgs, LatticeArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -73,7 +73,126 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compose(args) => compose(args),
         Command::Push(args) => push(args).await,
         Command::Pull(args) => pull(args).await,
+        Command::Inspect(args) => inspect(&global, args).await,
+        Command::Call(args) => call(&global, args).await,
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "weft",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
+}
+
+/// Splits `APP/COMPONENT`.
+fn app_component(target: &str) -> Result<(&str, &str)> {
+    match target.split_once('/') {
+        Some((app, component))
+            if !app.is_empty() && !component.is_empty() && !component.contains('/') =>
+        {
+            Ok((app, component))
+        }
+        _ => anyhow::bail!("`{target}` is not APP/COMPONENT, e.g. greet/greeter"),
+    }
+}
+
+/// Whether `target` names a deployed component rather than a registry reference: `app/name`
+/// with no registry host (`:` port, `.` domain) or tag.
+fn names_deployed(target: &str) -> bool {
+    app_component(target).is_ok() && !target.contains([':', '.', '@'])
+}
+
+async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
+    let path = std::path::Path::new(&args.target);
+    let bytes = if path.exists() {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+    } else if names_deployed(&args.target) {
+        let (app, component) = app_component(&args.target)?;
+        let client = client(global)?;
+        let status = client.status(app).await?;
+        let Some(found) = status.components.iter().find(|c| c.name == component) else {
+            let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
+            anyhow::bail!(
+                "app `{app}` has no component `{component}`; its components: {}",
+                names.join(", ")
+            );
+        };
+        client.component(&found.digest).await?
+    } else {
+        let (_, bytes) = args
+            .registry
+            .registries()
+            .pull(&args.target)
+            .await
+            .with_context(|| {
+                format!(
+                    "`{}` is neither a file, nor APP/COMPONENT, nor a reference that could be pulled",
+                    args.target
+                )
+            })?;
+        bytes
+    };
+    let inspection = weft_inspect::inspect(&args.target, &bytes)?;
+    if args.output.json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        return Ok(());
+    }
+    println!("component: {}", inspection.source);
+    println!(
+        "size:      {} KiB ({} bytes)",
+        inspection.size.div_ceil(1024),
+        inspection.size
+    );
+    println!("digest:    sha256:{}", inspection.digest);
+    println!("imports:");
+    let width = inspection
+        .imports
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0);
+    for import in &inspection.imports {
+        println!("  {:<width$}  {}", import.name, import.provider);
+    }
+    println!("exports:");
+    for export in &inspection.exports {
+        println!("  {export}");
+    }
+    println!("world:");
+    for line in inspection.wit.lines() {
+        println!("  {line}");
+    }
+    let missing: Vec<&str> = inspection.unsatisfied().map(|i| i.name.as_str()).collect();
+    if missing.is_empty() {
+        println!("weft provides every import (those marked `needs a link` once the manifest links them)");
+    } else {
+        println!(
+            "{} import(s) nothing in weft provides: {} (a component link to a component \
+             exporting it, or `weft compose`, can)",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn call(global: &Global, args: CallArgs) -> Result<()> {
+    let (app, component) = app_component(&args.target)?;
+    let results = client(global)?
+        .call(app, component, &args.function, args.args)
+        .await?;
+    if args.output.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for result in results {
+            println!("{result}");
+        }
+    }
+    Ok(())
 }
 
 fn state_dir(global: &Global) -> PathBuf {
@@ -531,6 +650,35 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&app)?);
             } else {
                 print_status(&app);
+            }
+        }
+        AppCommand::Validate(args) => {
+            let found = weft_client::validate(&args.manifest)
+                .with_context(|| format!("{} is not valid", args.manifest.display()))?;
+            if args.output.json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                for warning in &found.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                for error in &found.errors {
+                    eprintln!("error: {error}");
+                }
+            }
+            if !found.errors.is_empty() {
+                anyhow::bail!(
+                    "{} is not valid: {} problem(s) would refuse its deploy",
+                    args.manifest.display(),
+                    found.errors.len()
+                );
+            }
+            if !args.output.json {
+                println!(
+                    "{} is valid: app `{}`, {} component(s)",
+                    args.manifest.display(),
+                    found.app,
+                    found.components
+                );
             }
         }
         AppCommand::Undeploy(named) => {

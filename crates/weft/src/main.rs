@@ -42,13 +42,20 @@ fn main() -> std::process::ExitCode {
     let log_level = filter
         .max_level_hint()
         .map_or(log::LevelFilter::Trace, |level| level.as_log());
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
-        .with(traces);
+    use std::io::IsTerminal as _;
+    let log_lines = match cli.global.log_format {
+        cli::LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(filter)
+            .boxed(),
+        cli::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(log_lines).with(traces);
     if let Err(e) = tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| e.to_string())
         .and_then(|()| {
