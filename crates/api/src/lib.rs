@@ -20,6 +20,9 @@ pub struct DeployRequest {
     /// Component → concurrent-instance cap overriding the manifest's (a lattice host's share).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caps: BTreeMap<String, u32>,
+    /// The version to deploy as instead of the manifest's (`weft dev` derives one per build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// What a deploy did.

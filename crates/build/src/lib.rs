@@ -121,6 +121,7 @@ fn run(mut command: Command, dir: &Path) -> Result<(), BuildError> {
 struct Metadata {
     packages: Vec<Package>,
     target_directory: PathBuf,
+    workspace_root: PathBuf,
 }
 
 #[derive(serde::Deserialize)]
@@ -198,6 +199,13 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
             ))
         })?;
 
+    // A project of its own (as `weft new` writes) shares one target directory with every
+    // other, so the standard library for wasm is built once per machine, not once per project.
+    let target_directory = if metadata.workspace_root == dir {
+        shared_target_dir().unwrap_or(metadata.target_directory)
+    } else {
+        metadata.target_directory
+    };
     let mut cargo = cargo_command(route.cargo());
     cargo.args([
         "build",
@@ -207,11 +215,11 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
         "--package",
         &package.name,
     ]);
+    cargo.arg("--target-dir").arg(&target_directory);
     route.configure(&mut cargo);
     run(cargo, dir)?;
 
-    let artifact = metadata
-        .target_directory
+    let artifact = target_directory
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", target.name.replace('-', "_")));
     let out_dir = dir.join("build");
@@ -224,6 +232,14 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
         out.display()
     )))?;
     Ok((out, route.describe()))
+}
+
+/// Where standalone projects build: `WEFT_CARGO_TARGET_DIR`, else `weft/cargo-target` under the
+/// user's cache dir.
+fn shared_target_dir() -> Option<PathBuf> {
+    std::env::var_os("WEFT_CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("weft/cargo-target")))
 }
 
 /// How Rust reaches wasm32-wasip2 on this machine.

@@ -177,6 +177,7 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             origin: manifest_path.display().to_string(),
             images,
             caps: Default::default(),
+            version: None,
         },
         components,
         pulls: BTreeMap::new(),

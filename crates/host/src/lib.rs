@@ -122,6 +122,8 @@ pub enum HostError {
     Setup(String),
     #[error("{0}")]
     NoComponent(String),
+    #[error("`{0}` is not a valid version; use letters, digits, `-`, `_` and `.`")]
+    BadVersion(String),
     #[error("the call failed: {0}")]
     Call(String),
 }
@@ -530,9 +532,15 @@ impl Host {
             &request.origin,
             weft_capabilities::catalog(),
         )?;
-        let version = app
+        if let Some(version) = &request.version {
+            if !weft_manifest::is_valid_name(version) {
+                return Err(HostError::BadVersion(version.clone()));
+            }
+        }
+        let version = request
             .version
             .clone()
+            .or_else(|| app.version.clone())
             .unwrap_or_else(|| content_version(&request.manifest, &request.images));
         // Only the images this manifest uses are part of its identity.
         let images: BTreeMap<String, String> = app

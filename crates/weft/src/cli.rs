@@ -16,7 +16,7 @@ pub struct Cli {
 }
 
 /// Flags every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
     /// How log lines are written to stderr: text (colored on a terminal only) or json (one
@@ -64,6 +64,18 @@ pub enum Command {
     /// Show the lattice: its hosts, or what runs where
     #[command(subcommand)]
     Get(GetCommand),
+    /// Start a project from a template (`weft new --list` shows them)
+    #[command(after_help = "Examples:\n  weft new my-app                 # rust-http\n  weft new \
+        python-http my-api\n  weft new rust-keyvalue counter && cd counter && weft dev")]
+    New(NewArgs),
+    /// Build, deploy and serve the project in DIR, then rebuild and redeploy it on every save
+    /// (on the running host, or one started here)
+    #[command(after_help = "A save that does not build prints the compiler's error and the \
+        running version keeps serving; a save that builds replaces it with no failed request. \
+        Each build deploys as a version of its own (VERSION-dev.HASH), so nothing needs \
+        bumping.\n\nExamples:\n  weft dev\n  weft dev my-app\n  weft dev my-app/app.yaml \
+        --control-addr 127.0.0.1:7979")]
+    Dev(DevArgs),
     /// Build the component project in DIR (Rust or Python) into DIR/build/<name>.wasm
     Build(BuildArgs),
     /// Deploy, inspect and remove apps on a running host
@@ -97,6 +109,35 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Example:\n  weft completions bash > ~/.local/share/bash-completion/completions/weft")]
     Completions(CompletionsArgs),
+}
+
+/// `weft new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// [TEMPLATE] NAME: the template (default rust-http) and the project's name
+    #[arg(value_name = "[TEMPLATE] NAME", num_args = 1..=2, required_unless_present = "list")]
+    pub words: Vec<String>,
+    /// List the templates
+    #[arg(long)]
+    pub list: bool,
+    /// Where to write the project [default: ./NAME]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `weft dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The project directory (with its app.yaml), or its manifest
+    #[arg(value_name = "DIR|APP.yaml", default_value = ".")]
+    pub dir: PathBuf,
+    /// Address of the control API of the host `weft dev` starts when none is running
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    pub control_addr: SocketAddr,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `weft inspect`.

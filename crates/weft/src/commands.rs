@@ -10,8 +10,8 @@ use weft_host::member::{LatticeOptions, Member};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
-    AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, GetCommand, Global,
-    InspectArgs, LatticeArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
+    AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, DevArgs, GetCommand,
+    Global, InspectArgs, LatticeArgs, NewArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -74,6 +74,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => push(args).await,
         Command::Pull(args) => pull(args).await,
         Command::Inspect(args) => inspect(&global, args).await,
+        Command::New(args) => new_project(args),
+        Command::Dev(args) => dev(&global, args).await,
         Command::Call(args) => call(&global, args).await,
         Command::Completions(args) => {
             use clap::CommandFactory as _;
@@ -86,6 +88,123 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn new_project(args: NewArgs) -> Result<()> {
+    if args.list {
+        for template in crate::new::TEMPLATES {
+            println!("{:<16} {}", template.name, template.about);
+        }
+        return Ok(());
+    }
+    let (template, name) = match &args.words[..] {
+        [name] => (&crate::new::TEMPLATES[0], name),
+        [template, name] => (crate::new::template(template)?, name),
+        _ => anyhow::bail!("give a NAME, and a TEMPLATE before it if not rust-http"),
+    };
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(name));
+    crate::new::create(template, name, &dir)?;
+    println!("created {} from {} in {}", name, template.name, dir.display());
+    println!("next:\n  cd {}\n  weft dev", dir.display());
+    Ok(())
+}
+
+/// A host already running for this state dir (or --url), if one answers.
+async fn running_host(global: &Global) -> Option<Client> {
+    let client = client(global).ok()?;
+    client.host_status().await.ok().map(|_| client)
+}
+
+async fn dev(global: &Global, args: DevArgs) -> Result<()> {
+    let project = crate::dev::Project::find(&args.dir)?;
+    let registries = args.registry.registries();
+    let (client, mut embedded) = match running_host(global).await {
+        Some(client) => {
+            eprintln!("using the weft host already running");
+            (client, None)
+        }
+        None => {
+            if global.url.is_some() {
+                anyhow::bail!("no weft host answers at --url; start one or leave --url out");
+            }
+            let task = tokio::spawn({
+                let global = global.clone();
+                let serving = Serving {
+                    lattice: LatticeArgs {
+                        nats: None,
+                        lattice: "default".into(),
+                        labels: Vec::new(),
+                        host_id: None,
+                        http: None,
+                    },
+                    serve: args.serve,
+                    control_addr: Some(args.control_addr),
+                    apps: Vec::new(),
+                    build: false,
+                    registries: registries.clone(),
+                };
+                async move { serve(&global, serving).await }
+            });
+            let client = loop {
+                if task.is_finished() {
+                    return match task.await {
+                        Ok(Err(e)) => Err(e.context("cannot start a host for weft dev")),
+                        _ => Err(anyhow::anyhow!("the host for weft dev stopped at start")),
+                    };
+                }
+                if let Some(client) = running_host(global).await {
+                    break client;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            (client, Some(task))
+        }
+    };
+    if let Err(e) = project.build_and_deploy(&client, &registries, true).await {
+        eprintln!("error: {e:#}");
+        eprintln!("fix it and save; weft dev is watching {}", project.root.display());
+    }
+    let (_watcher, mut changes) = crate::dev::watch(&project.root)?;
+    eprintln!(
+        "watching {} for changes; Ctrl-C stops",
+        project.root.display()
+    );
+    let started_here = embedded.is_some();
+    let host_stopped = async {
+        match embedded.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(host_stopped);
+    loop {
+        tokio::select! {
+            changed = changes.recv() => {
+                let Some(changed) = changed else { break };
+                let names: Vec<String> = changed
+                    .iter()
+                    .map(|p| p.strip_prefix(&project.root).unwrap_or(p).display().to_string())
+                    .collect();
+                eprintln!("changed: {}", names.join(", "));
+                if let Err(e) = project.build_and_deploy(&client, &registries, false).await {
+                    eprintln!("error: {e:#}");
+                    eprintln!("the previous version keeps serving; fix it and save");
+                }
+            }
+            () = shutdown_signal() => break,
+            stopped = &mut host_stopped => {
+                return match stopped {
+                    Ok(result) => result.context("the host for weft dev stopped"),
+                    Err(e) => Err(e.into()),
+                };
+            }
+        }
+    }
+    // The host started here sees the same Ctrl-C and finishes its requests in flight.
+    if started_here {
+        let _ = host_stopped.await;
+    }
+    Ok(())
 }
 
 /// Splits `APP/COMPONENT`.
@@ -254,7 +373,8 @@ async fn pull(args: PullArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_outcome(outcome: &DeployOutcome) {
+/// Prints what a deploy did.
+pub fn print_outcome(outcome: &DeployOutcome) {
     for warning in &outcome.warnings {
         eprintln!("warning: {warning}");
     }

@@ -4,6 +4,8 @@
 
 mod cli;
 mod commands;
+mod dev;
+mod new;
 
 use clap::Parser as _;
 use tracing_log::AsLog as _;
@@ -12,8 +14,11 @@ use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let serves = matches!(cli.command, cli::Command::Up(_) | cli::Command::Host(_));
-    let default_level = if matches!(cli.command, cli::Command::Up(_)) {
+    let serves = matches!(
+        cli.command,
+        cli::Command::Up(_) | cli::Command::Host(_) | cli::Command::Dev(_)
+    );
+    let default_level = if matches!(cli.command, cli::Command::Up(_) | cli::Command::Dev(_)) {
         "info"
     } else {
         "warn"

@@ -152,6 +152,7 @@ impl Member {
                 origin: record.origin.clone(),
                 images: record.images.clone(),
                 caps,
+                version: Some(record.version.clone()),
             })
             .await?;
         Ok(())
