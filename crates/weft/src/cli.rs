@@ -134,6 +134,10 @@ pub struct DevArgs {
     /// Address of the control API of the host `weft dev` starts when none is running
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub control_addr: SocketAddr,
+    /// Serve the app's routes on this address instead of the manifest's (of a host started
+    /// here)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
     #[command(flatten)]
     pub serve: ServeArgs,
     #[command(flatten)]

@@ -135,7 +135,7 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
                         lattice: "default".into(),
                         labels: Vec::new(),
                         host_id: None,
-                        http: None,
+                        http: args.http,
                     },
                     serve: args.serve,
                     control_addr: Some(args.control_addr),

@@ -36,6 +36,7 @@ pub struct Guests {
     pub harness: PathBuf,
     pub greet: PathBuf,
     pub greeter_py: PathBuf,
+    pub calc: PathBuf,
 }
 
 pub fn guests() -> &'static Guests {
@@ -83,6 +84,7 @@ pub fn guests() -> &'static Guests {
             greet: build("greet"),
             greeter_py: build("greeter-py"),
             hello_py: build("hello-py"),
+            calc: build("calc"),
         }
     })
 }

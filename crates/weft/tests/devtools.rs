@@ -1,0 +1,290 @@
+//! The developer's tools against real components: `weft call` with WAVE values of every shape,
+//! `weft inspect` on Rust and Python components (a file, a deployed component) and on one whose
+//! import nothing satisfies, and `weft app validate` offline.
+
+mod support;
+
+use support::{guests, write_yaml, Host, Scene, WEFT};
+
+fn calc_app(s: &Scene) -> std::path::PathBuf {
+    write_yaml(
+        s.dir.path(),
+        "calc",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: calc
+spec:
+  components:
+    - name: calc
+      type: component
+      properties:
+        image: {}
+",
+            guests().calc.display()
+        ),
+    )
+}
+
+#[test]
+fn weft_call_passes_and_prints_every_shape_of_value_in_wave() {
+    let s = Scene::new();
+    let host = Host::start(&[calc_app(&s).to_str().unwrap()]);
+    let call = |args: &[&str]| {
+        let mut all = vec!["call", "calc/calc"];
+        all.extend_from_slice(args);
+        host.cli_ok(&all).trim().to_string()
+    };
+    // Numbers, with the interface's version left out and written out.
+    assert_eq!(call(&["weft:calc/calc.add", "2", "40"]), "42");
+    assert_eq!(call(&["weft:calc/calc@0.1.0.add", "-2", "-40"]), "-42");
+    // Results, both cases.
+    assert_eq!(call(&["weft:calc/calc.divide", "1.0", "4.0"]), "ok(0.25)");
+    assert_eq!(
+        call(&["weft:calc/calc.divide", "1", "0"]),
+        r#"err("cannot divide 1 by zero")"#
+    );
+    // Lists and options.
+    assert_eq!(
+        call(&["weft:calc/calc.find", r#"["a", "b", "c"]"#, r#""c""#]),
+        "some(2)"
+    );
+    assert_eq!(
+        call(&["weft:calc/calc.find", "[]", r#""c""#]),
+        "none"
+    );
+    assert_eq!(
+        call(&["weft:calc/calc.shout", r#"["hi", "there"]"#, r#"some("?")"#]),
+        r#""HI THERE?""#
+    );
+    assert_eq!(
+        call(&["weft:calc/calc.shout", r#"["hi"]"#, "none"]),
+        r#""HI!""#
+    );
+    // Records and enums.
+    assert_eq!(
+        call(&["weft:calc/calc.move-by", "{x: 1, y: 2}", "10", "feet"]),
+        "{x: 4, y: 2}"
+    );
+    // JSON output: one WAVE text per result.
+    let json: Vec<String> =
+        serde_json::from_str(&host.cli_ok(&["call", "calc/calc", "weft:calc/calc.add", "1", "2", "--json"]))
+            .unwrap();
+    assert_eq!(json, ["3"]);
+
+    // Errors name what was expected.
+    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.add", "1"]);
+    assert!(e.contains("takes 2 argument(s), 1 given") && e.contains("add(a: s32, b: s32) -> s32"), "{e}");
+    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.move-by", "{x: 1}", "1", "feet"]);
+    assert!(e.contains("argument `p` must be a record { x: s32, y: s32 }"), "{e}");
+    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.move-by", "{x: 1, y: 1}", "1", "miles"]);
+    assert!(e.contains("enum { metres, feet }"), "{e}");
+    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.nope"]);
+    assert!(e.contains("has no function `nope`") && e.contains("`add`"), "{e}");
+    let e = host.cli_err(&["call", "calc/calc", "weft:other/x.f"]);
+    assert!(e.contains("exports no interface `weft:other/x`") && e.contains("weft:calc/calc@0.1.0.add"), "{e}");
+    let e = host.cli_err(&["call", "calc/other", "weft:calc/calc.add", "1", "2"]);
+    assert!(e.contains("has no component `other`") && e.contains("calc"), "{e}");
+    let e = host.cli_err(&["call", "nope/calc", "weft:calc/calc.add", "1", "2"]);
+    assert!(e.contains("no app named `nope`"), "{e}");
+    let e = host.cli_err(&["call", "calc", "weft:calc/calc.add"]);
+    assert!(e.contains("not APP/COMPONENT"), "{e}");
+}
+
+#[test]
+fn weft_call_reaches_a_python_component_and_the_host_keeps_serving() {
+    let s = Scene::new();
+    let manifest = write_yaml(
+        s.dir.path(),
+        "greeter",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: greeter
+spec:
+  components:
+    - name: greeter
+      type: component
+      properties:
+        image: {}
+",
+            guests().greeter_py.display()
+        ),
+    );
+    let host = Host::start(&[manifest.to_str().unwrap()]);
+    let out = host.cli_ok(&[
+        "call",
+        "greeter/greeter",
+        "weft:greet/greeter.greet",
+        r#""Ada""#,
+        r#"["x", "y"]"#,
+    ]);
+    assert_eq!(
+        out.trim(),
+        r#"{message: "Hello, Ada! (from Python)", length: 25, tags: ["X", "Y"]}"#
+    );
+}
+
+#[test]
+fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
+    // Rust, from a file: key-value needs a link, config and logging need none, WASI is there.
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", guests().counter.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("digest:    sha256:"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name} in\n{text}"))
+            .to_string()
+    };
+    assert!(line("wasi:keyvalue/atomics@0.2.0-draft").contains("needs a link to a keyvalue node"));
+    assert!(line("wasi:config/store@0.2.0-draft").contains("(always)"));
+    assert!(line("wasi:io/streams@").contains("WASI 0.2"));
+    assert!(text.contains("export wasi:keyvalue/watcher@0.2.0-draft;"), "{text}");
+    assert!(text.contains("weft provides every import"), "{text}");
+
+    // Python, as JSON: its own interface is printed in full.
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", "--json", guests().greeter_py.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = std::fs::read(&guests().greeter_py).unwrap();
+    assert_eq!(json["size"], bytes.len() as u64);
+    assert!(json["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "weft:greet/greeter@0.1.0"));
+    let wit = json["wit"].as_str().unwrap();
+    assert!(
+        wit.contains("greet: func(name: string, tags: list<string>) -> greeting;"),
+        "{wit}"
+    );
+    assert!(json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["provider"]["by"] == "wasi"));
+
+    // An import nothing provides is named.
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("odd.wasm");
+    std::fs::write(
+        &odd,
+        wat::parse_str(
+            r#"(component
+                 (import "example:missing/thing@1.0.0" (instance (export "poke" (func))))
+                 (import "wasi:cli/environment@0.3.0" (instance)))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", odd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("2 import(s) nothing in weft provides"), "{text}");
+    assert!(text.contains("example:missing/thing@1.0.0"), "{text}");
+    assert!(text.contains("weft serves WASI 0.2 (0.2.x); this is 0.3.0"), "{text}");
+
+    // Not a component: said so.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", core.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("core WebAssembly module"));
+}
+
+#[test]
+fn weft_inspect_reads_a_deployed_component_from_its_host() {
+    let s = Scene::new();
+    let host = Host::start(&[calc_app(&s).to_str().unwrap()]);
+    let out = host.cli_ok(&["inspect", "calc/calc"]);
+    assert!(out.contains("move-by: func(p: point, dx: s32, unit: unit) -> point;"), "{out}");
+    let digest = weft_digest(&guests().calc);
+    assert!(out.contains(&format!("sha256:{digest}")), "{out}");
+    let e = host.cli_err(&["inspect", "calc/nope"]);
+    assert!(e.contains("has no component `nope`"), "{e}");
+}
+
+fn weft_digest(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn weft_app_validate_checks_a_manifest_and_its_components_offline() {
+    let ok = std::process::Command::new(WEFT)
+        .args(["app", "validate"])
+        .arg(support::repo().join("examples/counter/app.yaml"))
+        .output()
+        .unwrap();
+    // examples/counter/build/counter.wasm exists once guests() built it.
+    let _ = guests();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    // The counter with its key-value link taken out: refused, naming the import.
+    let s = Scene::new();
+    let manifest = write_yaml(
+        s.dir.path(),
+        "unlinked",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: unlinked
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {}
+",
+            guests().counter.display()
+        ),
+    );
+    let out = std::process::Command::new(WEFT)
+        .args(["app", "validate", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("imports `wasi:keyvalue/store@0.2.0-draft` but has no link to a keyvalue capability"),
+        "{e}"
+    );
+
+    // A manifest that does not parse names its problem.
+    let broken = write_yaml(s.dir.path(), "broken", "apiVersion: core.oam.dev/v1beta1\nkind: Application\n");
+    let out = std::process::Command::new(WEFT)
+        .args(["app", "validate", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(WEFT)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("inspect") && text.contains("deploy"), "{shell}");
+    }
+}
