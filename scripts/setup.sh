@@ -48,7 +48,36 @@ if ! python3 -c "import importlib.metadata as m; assert m.version('nats-py') == 
   say "pip install nats-py==$NATS_PY_VERSION"
   python3 -m pip install --quiet --disable-pip-version-check "nats-py==$NATS_PY_VERSION"
 fi
+# Builds JavaScript guests (componentize-js: SpiderMonkey/StarlingMonkey made into a component;
+# jco for working with components from JS). They are installed as one npm project of their own,
+# not globally: componentize-js's command line imports packages it does not declare, which a
+# flat node_modules beside jco provides. Node.js comes from apt when the machine has none.
+COMPONENTIZE_JS_VERSION=0.23.0
+JCO_VERSION=1.35.0
+if [ "$(id -u)" -eq 0 ]; then JS_TOOLS=/usr/local/lib/weft-js BIN_DIR=/usr/local/bin
+else JS_TOOLS="$HOME/.local/lib/weft-js" BIN_DIR="$HOME/.local/bin"; fi
+if ! command -v npm >/dev/null 2>&1; then
+  say "apt-get install nodejs npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if ! (cd "$JS_TOOLS" 2>/dev/null && npm ls --depth=0 "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" \
+      "@bytecodealliance/jco@$JCO_VERSION" >/dev/null 2>&1); then
+  say "npm install @bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION @bytecodealliance/jco@$JCO_VERSION in $JS_TOOLS"
+  mkdir -p "$JS_TOOLS"
+  [ -f "$JS_TOOLS/package.json" ] || echo '{"name": "weft-js-tools", "private": true}' > "$JS_TOOLS/package.json"
+  (cd "$JS_TOOLS" && npm install --no-audit --no-fund --loglevel=error \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" "@bytecodealliance/jco@$JCO_VERSION" >/dev/null)
+fi
+mkdir -p "$BIN_DIR"
+for tool in componentize-js jco; do
+  ln -sf "$JS_TOOLS/node_modules/.bin/$tool" "$BIN_DIR/$tool"
+done
 hash -r
+command -v componentize-js >/dev/null 2>&1 || {
+  say "componentize-js is installed in $BIN_DIR, which is not on PATH; add it to PATH"
+  exit 1
+}
 command -v componentize-py >/dev/null 2>&1 || {
   say "componentize-py is installed but not on PATH; add pip's script directory to PATH"
   exit 1

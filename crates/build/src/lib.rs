@@ -31,7 +31,8 @@ pub const DEFAULT_PYTHON_WORLD: &str = "wasi:http/proxy";
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(
-        "{} is not a component project: it has neither Cargo.toml (Rust) nor app.py (Python)",
+        "{} is not a component project: it has no Cargo.toml (Rust), app.py (Python) or \
+         package.json (JavaScript)",
         .0.display()
     )]
     UnknownProject(PathBuf),
@@ -82,6 +83,8 @@ pub fn build(dir: &Path, options: &BuildOptions) -> Result<Built, BuildError> {
         build_rust(&dir)?
     } else if dir.join("app.py").is_file() {
         build_python(&dir, options)?
+    } else if dir.join("package.json").is_file() {
+        build_js(&dir, options)?
     } else {
         return Err(BuildError::UnknownProject(dir));
     };
@@ -387,6 +390,193 @@ fn build_python(dir: &Path, options: &BuildOptions) -> Result<(PathBuf, &'static
     Ok((out, "componentize-py"))
 }
 
+/// The componentize-js weft's setup installs; its engine decides the WASI version JS builds for.
+pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+
+/// The world a JavaScript project without WIT of its own builds for.
+const DEFAULT_JS_WORLD: &str = "weft:guest/http";
+
+fn build_js(dir: &Path, options: &BuildOptions) -> Result<(PathBuf, &'static str), BuildError> {
+    let engine = componentize_js_engine().ok_or_else(|| {
+        BuildError::Toolchain(format!(
+            "componentize-js is not installed: run `npm install -g {COMPONENTIZE_JS}` \
+             (scripts/setup.sh does it)"
+        ))
+    })?;
+    let version = engine_wasi_version(&engine).unwrap_or_else(|| {
+        tracing::warn!(engine = %engine.display(), "cannot tell which WASI 0.2 version componentize-js serves; assuming 0.2.10");
+        "0.2.10".to_string()
+    });
+    let entry = js_entry(dir)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("app")
+        .to_string();
+    // The WIT the engine was built against: WASI's packages at its version, the project's own
+    // WIT (if any) on top, its WASI references moved to that version too.
+    let wit = tempfile::tempdir().map_err(io("cannot create a temporary WIT dir"))?;
+    let write = |path: &Path, text: &str| -> Result<(), BuildError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("cannot write the WIT"))?;
+        }
+        std::fs::write(path, retarget_wasi(text, &version)).map_err(io("cannot write the WIT"))
+    };
+    let own = dir.join("wit");
+    if own.is_dir() {
+        copy_wit(&own, wit.path(), &write)?;
+    }
+    for (file, text) in BUNDLED_WIT {
+        let is_root = !file.starts_with("deps/");
+        let target = wit.path().join(file);
+        if (is_root && own.is_dir()) || target.exists() {
+            continue;
+        }
+        write(&target, text)?;
+    }
+    let world = options
+        .world
+        .clone()
+        .or_else(|| own_world(&own, &name))
+        .unwrap_or_else(|| DEFAULT_JS_WORLD.to_string());
+    let out_dir = dir.join("build");
+    std::fs::create_dir_all(&out_dir)
+        .map_err(io(format!("cannot create {}", out_dir.display())))?;
+    let out = out_dir.join(format!("{name}.wasm"));
+    let mut command = Command::new("componentize-js");
+    command
+        .arg(&entry)
+        .arg("--wit")
+        .arg(wit.path())
+        .arg("--world-name")
+        .arg(&world)
+        .arg("-o")
+        .arg(&out);
+    run(command, dir)?;
+    Ok((out, "componentize-js"))
+}
+
+/// The module a JavaScript project starts from: package.json's `main`, else app.js, index.js or
+/// src/index.js.
+fn js_entry(dir: &Path) -> Result<PathBuf, BuildError> {
+    let manifest = std::fs::read_to_string(dir.join("package.json"))
+        .map_err(io("cannot read package.json"))?;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest)
+        .map_err(|e| BuildError::Toolchain(format!("package.json is not valid JSON: {e}")))?;
+    let declared = manifest["main"].as_str().map(|m| dir.join(m));
+    declared
+        .into_iter()
+        .chain(["app.js", "index.js", "src/index.js"].map(|f| dir.join(f)))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            BuildError::Toolchain(format!(
+                "{} has no JavaScript to build: set `main` in package.json, or write app.js",
+                dir.display()
+            ))
+        })
+}
+
+/// Copies the project's WIT files (and its deps) into `to`.
+fn copy_wit(
+    from: &Path,
+    to: &Path,
+    write: &dyn Fn(&Path, &str) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let entries = std::fs::read_dir(from).map_err(io(format!("cannot read {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io("cannot read the WIT dir"))?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_wit(&path, &target, write)?;
+        } else if path.extension().is_some_and(|x| x == "wit") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(io(format!("cannot read {}", path.display())))?;
+            write(&target, &text)?;
+        }
+    }
+    Ok(())
+}
+
+/// `text` with every `wasi:…@0.2.N` reference (and WASI package declaration) at `version`, and
+/// no `@since` gate newer than it (those items exist in the engine's version only if it has them).
+fn retarget_wasi(text: &str, version: &str) -> String {
+    let moved = retarget_references(text, version);
+    let patch = |v: &str| v.strip_prefix("0.2.").and_then(|p| p.parse::<u32>().ok());
+    let Some(target) = patch(version) else {
+        return moved;
+    };
+    let gate = "@since(version = ";
+    let mut out = String::with_capacity(moved.len());
+    let mut rest = moved.as_str();
+    while let Some(at) = rest.find(gate) {
+        let (before, from) = rest.split_at(at + gate.len());
+        out.push_str(before);
+        let end = from.find(')').unwrap_or(from.len());
+        let (gated, after) = from.split_at(end);
+        match patch(gated) {
+            Some(n) if n > target => out.push_str(version),
+            _ => out.push_str(gated),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn retarget_references(text: &str, version: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("wasi:") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        // The reference ends at the first character a WIT name cannot hold.
+        let end = from
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '-' | '@' | '.' | '{' | '}' | ',')))
+            .unwrap_or(from.len());
+        let (reference, after) = from.split_at(end);
+        match reference.find("@0.2.") {
+            Some(v) => {
+                let digits = reference[v + 5..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(reference.len(), |d| v + 5 + d);
+                out.push_str(&reference[..v + 1]);
+                out.push_str(version);
+                out.push_str(&reference[digits..]);
+            }
+            None => out.push_str(reference),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The engine (`starlingmonkey_embedding.wasm`) of the componentize-js on PATH.
+fn componentize_js_engine() -> Option<PathBuf> {
+    let bin = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("componentize-js"))
+            .find(|p| p.is_file())
+    })?;
+    let cli = bin.canonicalize().ok()?;
+    let engine = cli.parent()?.parent()?.join("lib/starlingmonkey_embedding.wasm");
+    engine.is_file().then_some(engine)
+}
+
+/// The WASI 0.2 version the engine exports its HTTP handler at (`0.2.10` for 0.23.0).
+fn engine_wasi_version(engine: &Path) -> Option<String> {
+    let bytes = std::fs::read(engine).ok()?;
+    let needle = b"wasi:http/incoming-handler@";
+    let at = bytes.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let version: String = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| char::from(*b))
+        .collect();
+    version.starts_with("0.2.").then_some(version)
+}
+
 /// The world a project with its own WIT builds by default: the one named like the project.
 fn own_world(wit_dir: &Path, project: &str) -> Option<String> {
     let declares = |text: &str| {
@@ -405,6 +595,20 @@ fn own_world(wit_dir: &Path, project: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wasi_references_move_to_the_engine_s_version_and_nothing_else_does() {
+        let text = "package wasi:http@0.2.12;\nworld w {\n  include wasi:http/proxy@0.2.12;\n  \
+                    import weft:greet/greeter@0.1.0;\n  use wasi:io/streams@0.2.3.{input-stream};\n  \
+                    @since(version = 0.2.12)\n  f: func();\n  @since(version = 0.2.0)\n}\n";
+        let moved = retarget_wasi(text, "0.2.10");
+        assert_eq!(
+            moved,
+            "package wasi:http@0.2.10;\nworld w {\n  include wasi:http/proxy@0.2.10;\n  \
+             import weft:greet/greeter@0.1.0;\n  use wasi:io/streams@0.2.10.{input-stream};\n  \
+             @since(version = 0.2.10)\n  f: func();\n  @since(version = 0.2.0)\n}\n"
+        );
+    }
 
     #[test]
     fn an_empty_dir_is_not_a_project() {

@@ -22,7 +22,10 @@ impl std::fmt::Display for Provider {
         match self {
             Provider::Wasi => write!(f, "WASI 0.2 (always)"),
             Provider::Link { capability } => {
-                write!(f, "the {capability} capability (needs a link to a {capability} node)")
+                write!(
+                    f,
+                    "the {capability} capability (needs a link to a {capability} node)"
+                )
             }
             Provider::Always { what } => write!(f, "{what} (always)"),
             Provider::Nothing { reason } => write!(f, "NOTHING: {reason}"),
@@ -31,7 +34,15 @@ impl std::fmt::Display for Provider {
 }
 
 /// The packages of WASI 0.2 the host links for everyone, and the outgoing side of wasi:http.
-const WASI: &[&str] = &["cli", "clocks", "filesystem", "io", "random", "sockets", "http"];
+const WASI: &[&str] = &[
+    "cli",
+    "clocks",
+    "filesystem",
+    "io",
+    "random",
+    "sockets",
+    "http",
+];
 
 /// Imports of weft's own capability bindings (`wit/worlds.wit`), versions included.
 fn capability_imports() -> impl Iterator<Item = &'static str> {
@@ -70,14 +81,24 @@ pub fn provider_of(import: &str) -> Provider {
                 Provider::Nothing {
                     reason: format!(
                         "weft serves WASI 0.2 (0.2.x); this is {}",
-                        if version.is_empty() { "unversioned" } else { version }
+                        if version.is_empty() {
+                            "unversioned"
+                        } else {
+                            version
+                        }
                     ),
                 }
             };
         }
     }
     let offered: Vec<&str> = capability_imports()
-        .filter(|i| i.split('@').next().and_then(|u| u.split_once('/')).map(|(p, _)| p) == Some(package))
+        .filter(|i| {
+            i.split('@')
+                .next()
+                .and_then(|u| u.split_once('/'))
+                .map(|(p, _)| p)
+                == Some(package)
+        })
         .collect();
     if offered.contains(&import) {
         if let Some(what) = free_capability(package) {
@@ -109,18 +130,25 @@ mod tests {
     #[test]
     fn each_kind_of_import_is_told_apart() {
         assert_eq!(provider_of("wasi:cli/environment@0.2.3"), Provider::Wasi);
-        assert_eq!(provider_of("wasi:http/outgoing-handler@0.2.0"), Provider::Wasi);
+        assert_eq!(
+            provider_of("wasi:http/outgoing-handler@0.2.0"),
+            Provider::Wasi
+        );
         assert!(matches!(
             provider_of("wasi:cli/environment@0.3.0"),
             Provider::Nothing { reason } if reason.contains("0.3.0")
         ));
         assert_eq!(
             provider_of("wasi:keyvalue/atomics@0.2.0-draft"),
-            Provider::Link { capability: "keyvalue" }
+            Provider::Link {
+                capability: "keyvalue"
+            }
         );
         assert_eq!(
             provider_of("wasmcloud:messaging/consumer@0.2.0"),
-            Provider::Link { capability: "messaging" }
+            Provider::Link {
+                capability: "messaging"
+            }
         );
         assert!(matches!(
             provider_of("wasi:config/store@0.2.0-draft"),

@@ -193,7 +193,9 @@ fn project_dir(image: &Path) -> Option<PathBuf> {
         return None;
     }
     let project = build_dir.parent()?;
-    (project.join("Cargo.toml").is_file() || project.join("app.py").is_file())
+    (project.join("Cargo.toml").is_file()
+        || project.join("app.py").is_file()
+        || project.join("package.json").is_file())
         .then(|| project.to_path_buf())
 }
 
@@ -362,7 +364,10 @@ impl Client {
     /// `GET /v1/components/{digest}`: a deployed component's bytes.
     pub async fn component(&self, digest: &str) -> Result<Vec<u8>, ClientError> {
         let response = self
-            .send(self.http.get(format!("{}/v1/components/{digest}", self.url)))
+            .send(
+                self.http
+                    .get(format!("{}/v1/components/{digest}", self.url)),
+            )
             .await?;
         let bytes = response
             .bytes()

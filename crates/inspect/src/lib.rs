@@ -119,8 +119,14 @@ mod tests {
     #[test]
     fn a_core_module_is_named_as_one() {
         let error = inspect("m.wasm", b"\0asm\x01\0\0\0").unwrap_err();
-        assert!(error.to_string().contains("core WebAssembly module"), "{error}");
+        assert!(
+            error.to_string().contains("core WebAssembly module"),
+            "{error}"
+        );
         let error = inspect("t.txt", b"hello").unwrap_err();
-        assert!(error.to_string().contains("not a WebAssembly file"), "{error}");
+        assert!(
+            error.to_string().contains("not a WebAssembly file"),
+            "{error}"
+        );
     }
 }

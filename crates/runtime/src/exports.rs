@@ -105,8 +105,9 @@ impl ExportServer {
     pub async fn call_wave(&self, path: &str, args: &[String]) -> Result<Vec<String>, CallFailed> {
         let signature = self.signature(path)?;
         let values = signature.parse_args(args)?;
-        let params = crate::wire::encode_all(&values, signature.params.iter().map(|(_, t)| t.clone()))
-            .map_err(|e| CallFailed(format!("cannot pass the arguments: {e}")))?;
+        let params =
+            crate::wire::encode_all(&values, signature.params.iter().map(|(_, t)| t.clone()))
+                .map_err(|e| CallFailed(format!("cannot pass the arguments: {e}")))?;
         // The signature's path is the export's full name (a version the caller left out added).
         let path = signature.path.as_str();
         let (interface, function) = match path.rsplit_once('.') {

@@ -21,7 +21,13 @@ pub struct Cli {
 pub struct Global {
     /// How log lines are written to stderr: text (colored on a terminal only) or json (one
     /// object per line, for log collectors)
-    #[arg(long, global = true, env = "WEFT_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     /// Where the host keeps its apps, compiled code and control token
     /// [default: weft under the user's data dir]
@@ -65,18 +71,23 @@ pub enum Command {
     #[command(subcommand)]
     Get(GetCommand),
     /// Start a project from a template (`weft new --list` shows them)
-    #[command(after_help = "Examples:\n  weft new my-app                 # rust-http\n  weft new \
-        python-http my-api\n  weft new rust-keyvalue counter && cd counter && weft dev")]
+    #[command(
+        after_help = "Examples:\n  weft new my-app                 # rust-http\n  weft new \
+        python-http my-api\n  weft new rust-keyvalue counter && cd counter && weft dev"
+    )]
     New(NewArgs),
     /// Build, deploy and serve the project in DIR, then rebuild and redeploy it on every save
     /// (on the running host, or one started here)
-    #[command(after_help = "A save that does not build prints the compiler's error and the \
+    #[command(
+        after_help = "A save that does not build prints the compiler's error and the \
         running version keeps serving; a save that builds replaces it with no failed request. \
         Each build deploys as a version of its own (VERSION-dev.HASH), so nothing needs \
         bumping.\n\nExamples:\n  weft dev\n  weft dev my-app\n  weft dev my-app/app.yaml \
-        --control-addr 127.0.0.1:7979")]
+        --control-addr 127.0.0.1:7979"
+    )]
     Dev(DevArgs),
-    /// Build the component project in DIR (Rust or Python) into DIR/build/<name>.wasm
+    /// Build the component project in DIR (Rust, Python or JavaScript) into
+    /// DIR/build/<name>.wasm
     Build(BuildArgs),
     /// Deploy, inspect and remove apps on a running host
     #[command(subcommand)]
@@ -96,18 +107,24 @@ pub enum Command {
     Pull(PullArgs),
     /// Show a component's world (imports, exports) as WIT, its size and digest, and what in
     /// weft satisfies each import
-    #[command(after_help = "Examples:\n  weft inspect build/hello.wasm\n  weft inspect \
-        localhost:5000/hello:1.0\n  weft inspect hello/hello --json   # a deployed app's component")]
+    #[command(
+        after_help = "Examples:\n  weft inspect build/hello.wasm\n  weft inspect \
+        localhost:5000/hello:1.0\n  weft inspect hello/hello --json   # a deployed app's component"
+    )]
     Inspect(InspectArgs),
     /// Call an exported function of a deployed component, arguments and results in WAVE
-    #[command(after_help = "Arguments are WAVE values, one per parameter: strings \"hi\", \
+    #[command(
+        after_help = "Arguments are WAVE values, one per parameter: strings \"hi\", \
         numbers 42, lists [1, 2], records {name: \"x\", n: 1}, options some(1) / none, results \
         ok(\"y\") / err(\"z\"), enums and variants by case name.\n\nExamples:\n  weft call \
         greet/greeter example:greet/greeter.greet '\"Ada\"' '[\"x\", \"y\"]'\n  weft call \
-        calc/calc add 1 2")]
+        calc/calc add 1 2"
+    )]
     Call(CallArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
-    #[command(after_help = "Example:\n  weft completions bash > ~/.local/share/bash-completion/completions/weft")]
+    #[command(
+        after_help = "Example:\n  weft completions bash > ~/.local/share/bash-completion/completions/weft"
+    )]
     Completions(CompletionsArgs),
 }
 

@@ -11,7 +11,8 @@ use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
     AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, DevArgs, GetCommand,
-    Global, InspectArgs, LatticeArgs, NewArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
+    Global, InspectArgs, LatticeArgs, NewArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs,
+    SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -104,7 +105,12 @@ fn new_project(args: NewArgs) -> Result<()> {
     };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(name));
     crate::new::create(template, name, &dir)?;
-    println!("created {} from {} in {}", name, template.name, dir.display());
+    println!(
+        "created {} from {} in {}",
+        name,
+        template.name,
+        dir.display()
+    );
     println!("next:\n  cd {}\n  weft dev", dir.display());
     Ok(())
 }
@@ -162,7 +168,10 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     };
     if let Err(e) = project.build_and_deploy(&client, &registries, true).await {
         eprintln!("error: {e:#}");
-        eprintln!("fix it and save; weft dev is watching {}", project.root.display());
+        eprintln!(
+            "fix it and save; weft dev is watching {}",
+            project.root.display()
+        );
     }
     let (_watcher, mut changes) = crate::dev::watch(&project.root)?;
     eprintln!(
@@ -287,7 +296,9 @@ async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
     }
     let missing: Vec<&str> = inspection.unsatisfied().map(|i| i.name.as_str()).collect();
     if missing.is_empty() {
-        println!("weft provides every import (those marked `needs a link` once the manifest links them)");
+        println!(
+            "weft provides every import (those marked `needs a link` once the manifest links them)"
+        );
     } else {
         println!(
             "{} import(s) nothing in weft provides: {} (a component link to a component \

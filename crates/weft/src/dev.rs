@@ -119,17 +119,16 @@ impl Project {
     ) -> Result<()> {
         let hint = if first {
             " (a first Rust build on this machine compiles the standard library for wasm, which \
-             takes minutes; componentize-py takes some seconds)"
+             takes minutes; componentize-py and componentize-js take some seconds)"
         } else {
             ""
         };
         let step = Step::start(format!("building {}{hint}", self.root.display()));
         let manifest = self.manifest.clone();
         let started = std::time::Instant::now();
-        let prepared = tokio::task::spawn_blocking(move || {
-            weft_client::prepare_deploy(&manifest, true)
-        })
-        .await?;
+        let prepared =
+            tokio::task::spawn_blocking(move || weft_client::prepare_deploy(&manifest, true))
+                .await?;
         let mut prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {

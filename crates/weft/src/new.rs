@@ -53,7 +53,10 @@ pub const TEMPLATES: &[Template] = &[
             file!("rust-http", "Cargo.toml"),
             file!("rust-http", "src/lib.rs"),
             file!("rust-http", "app.yaml"),
-            (".gitignore", include_str!("../templates/rust-http/gitignore")),
+            (
+                ".gitignore",
+                include_str!("../templates/rust-http/gitignore"),
+            ),
         ],
     },
     Template {
@@ -68,6 +71,16 @@ pub const TEMPLATES: &[Template] = &[
                 ".gitignore",
                 include_str!("../templates/rust-keyvalue/gitignore"),
             ),
+        ],
+    },
+    Template {
+        name: "js-http",
+        about: "a JavaScript HTTP handler (componentize-js, fetch events)",
+        files: &[
+            file!("js-http", "package.json"),
+            file!("js-http", "app.js"),
+            file!("js-http", "app.yaml"),
+            (".gitignore", include_str!("../templates/js-http/gitignore")),
         ],
     },
     Template {
@@ -174,6 +187,9 @@ mod tests {
         std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
         let error = create(&TEMPLATES[0], "app", dir.path()).unwrap_err();
         assert!(error.to_string().contains("not empty"), "{error}");
-        assert_eq!(std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+            "mine"
+        );
     }
 }

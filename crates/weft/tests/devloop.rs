@@ -107,10 +107,18 @@ impl Dev {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "weft dev exited with {status}:\n{}", self.log());
+                assert!(
+                    status.success(),
+                    "weft dev exited with {status}:\n{}",
+                    self.log()
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "Ctrl-C did not stop weft dev:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "Ctrl-C did not stop weft dev:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -129,7 +137,11 @@ fn new_project(dir: &Path, template: &str, name: &str) -> PathBuf {
         .args(["new", template, name])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("weft dev"), "{text}");
     dir.join(name)
@@ -142,7 +154,7 @@ fn every_template_serves_its_first_request_under_weft_dev_with_no_edit() {
     let list = Command::new(WEFT).args(["new", "--list"]).output().unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for template in ["rust-http", "python-http", "rust-keyvalue"] {
+    for template in ["rust-http", "python-http", "js-http", "rust-keyvalue"] {
         assert!(list.contains(template), "{list}");
         let name = format!("my-{template}");
         let project = new_project(dir.path(), template, &name);
@@ -206,7 +218,11 @@ fn a_save_switches_the_app_a_broken_save_keeps_it_and_no_request_fails() {
     // Broken: the compiler's error is printed and the last good version keeps answering.
     edit("let path = ", "let path: u32 = ");
     dev.wait_log("the previous version keeps serving", 1);
-    assert!(dev.log().contains("error[E0308]: mismatched types"), "{}", dev.log());
+    assert!(
+        dev.log().contains("error[E0308]: mismatched types"),
+        "{}",
+        dev.log()
+    );
     let (status, body) = support::get(&dev.url("/loop"));
     assert_eq!((status, body.contains("Howdy from loop!")), (200, true));
 
@@ -218,6 +234,10 @@ fn a_save_switches_the_app_a_broken_save_keeps_it_and_no_request_fails() {
     stop.store(true, Ordering::Relaxed);
     let failures = client.join().unwrap();
     assert!(served.load(Ordering::Relaxed) > 10, "the client barely ran");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests: {failures:?}");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {failures:?}"
+    );
     dev.stop();
 }

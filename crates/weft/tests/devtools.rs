@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{guests, write_yaml, Host, Scene, WEFT};
+use support::{extra_guest, get, guests, http_server, write_yaml, Host, Scene, WEFT};
 
 fn calc_app(s: &Scene) -> std::path::PathBuf {
     write_yaml(
@@ -50,10 +50,7 @@ fn weft_call_passes_and_prints_every_shape_of_value_in_wave() {
         call(&["weft:calc/calc.find", r#"["a", "b", "c"]"#, r#""c""#]),
         "some(2)"
     );
-    assert_eq!(
-        call(&["weft:calc/calc.find", "[]", r#""c""#]),
-        "none"
-    );
+    assert_eq!(call(&["weft:calc/calc.find", "[]", r#""c""#]), "none");
     assert_eq!(
         call(&["weft:calc/calc.shout", r#"["hi", "there"]"#, r#"some("?")"#]),
         r#""HI THERE?""#
@@ -68,24 +65,59 @@ fn weft_call_passes_and_prints_every_shape_of_value_in_wave() {
         "{x: 4, y: 2}"
     );
     // JSON output: one WAVE text per result.
-    let json: Vec<String> =
-        serde_json::from_str(&host.cli_ok(&["call", "calc/calc", "weft:calc/calc.add", "1", "2", "--json"]))
-            .unwrap();
+    let json: Vec<String> = serde_json::from_str(&host.cli_ok(&[
+        "call",
+        "calc/calc",
+        "weft:calc/calc.add",
+        "1",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(json, ["3"]);
 
     // Errors name what was expected.
     let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.add", "1"]);
-    assert!(e.contains("takes 2 argument(s), 1 given") && e.contains("add(a: s32, b: s32) -> s32"), "{e}");
-    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.move-by", "{x: 1}", "1", "feet"]);
-    assert!(e.contains("argument `p` must be a record { x: s32, y: s32 }"), "{e}");
-    let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.move-by", "{x: 1, y: 1}", "1", "miles"]);
+    assert!(
+        e.contains("takes 2 argument(s), 1 given") && e.contains("add(a: s32, b: s32) -> s32"),
+        "{e}"
+    );
+    let e = host.cli_err(&[
+        "call",
+        "calc/calc",
+        "weft:calc/calc.move-by",
+        "{x: 1}",
+        "1",
+        "feet",
+    ]);
+    assert!(
+        e.contains("argument `p` must be a record { x: s32, y: s32 }"),
+        "{e}"
+    );
+    let e = host.cli_err(&[
+        "call",
+        "calc/calc",
+        "weft:calc/calc.move-by",
+        "{x: 1, y: 1}",
+        "1",
+        "miles",
+    ]);
     assert!(e.contains("enum { metres, feet }"), "{e}");
     let e = host.cli_err(&["call", "calc/calc", "weft:calc/calc.nope"]);
-    assert!(e.contains("has no function `nope`") && e.contains("`add`"), "{e}");
+    assert!(
+        e.contains("has no function `nope`") && e.contains("`add`"),
+        "{e}"
+    );
     let e = host.cli_err(&["call", "calc/calc", "weft:other/x.f"]);
-    assert!(e.contains("exports no interface `weft:other/x`") && e.contains("weft:calc/calc@0.1.0.add"), "{e}");
+    assert!(
+        e.contains("exports no interface `weft:other/x`") && e.contains("weft:calc/calc@0.1.0.add"),
+        "{e}"
+    );
     let e = host.cli_err(&["call", "calc/other", "weft:calc/calc.add", "1", "2"]);
-    assert!(e.contains("has no component `other`") && e.contains("calc"), "{e}");
+    assert!(
+        e.contains("has no component `other`") && e.contains("calc"),
+        "{e}"
+    );
     let e = host.cli_err(&["call", "nope/calc", "weft:calc/calc.add", "1", "2"]);
     assert!(e.contains("no app named `nope`"), "{e}");
     let e = host.cli_err(&["call", "calc", "weft:calc/calc.add"]);
@@ -134,7 +166,11 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         .args(["inspect", guests().counter.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("digest:    sha256:"), "{text}");
     let line = |name: &str| {
@@ -146,7 +182,10 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     assert!(line("wasi:keyvalue/atomics@0.2.0-draft").contains("needs a link to a keyvalue node"));
     assert!(line("wasi:config/store@0.2.0-draft").contains("(always)"));
     assert!(line("wasi:io/streams@").contains("WASI 0.2"));
-    assert!(text.contains("export wasi:keyvalue/watcher@0.2.0-draft;"), "{text}");
+    assert!(
+        text.contains("export wasi:keyvalue/watcher@0.2.0-draft;"),
+        "{text}"
+    );
     assert!(text.contains("weft provides every import"), "{text}");
 
     // Python, as JSON: its own interface is printed in full.
@@ -154,7 +193,11 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         .args(["inspect", "--json", guests().greeter_py.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = std::fs::read(&guests().greeter_py).unwrap();
     assert_eq!(json["size"], bytes.len() as u64);
@@ -192,9 +235,15 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("2 import(s) nothing in weft provides"), "{text}");
+    assert!(
+        text.contains("2 import(s) nothing in weft provides"),
+        "{text}"
+    );
     assert!(text.contains("example:missing/thing@1.0.0"), "{text}");
-    assert!(text.contains("weft serves WASI 0.2 (0.2.x); this is 0.3.0"), "{text}");
+    assert!(
+        text.contains("weft serves WASI 0.2 (0.2.x); this is 0.3.0"),
+        "{text}"
+    );
 
     // Not a component: said so.
     let core = dir.path().join("core.wasm");
@@ -212,7 +261,10 @@ fn weft_inspect_reads_a_deployed_component_from_its_host() {
     let s = Scene::new();
     let host = Host::start(&[calc_app(&s).to_str().unwrap()]);
     let out = host.cli_ok(&["inspect", "calc/calc"]);
-    assert!(out.contains("move-by: func(p: point, dx: s32, unit: unit) -> point;"), "{out}");
+    assert!(
+        out.contains("move-by: func(p: point, dx: s32, unit: unit) -> point;"),
+        "{out}"
+    );
     let digest = weft_digest(&guests().calc);
     assert!(out.contains(&format!("sha256:{digest}")), "{out}");
     let e = host.cli_err(&["inspect", "calc/nope"]);
@@ -233,7 +285,11 @@ fn weft_app_validate_checks_a_manifest_and_its_components_offline() {
         .unwrap();
     // examples/counter/build/counter.wasm exists once guests() built it.
     let _ = guests();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     // The counter with its key-value link taken out: refused, naming the import.
     let s = Scene::new();
@@ -262,18 +318,28 @@ spec:
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains("imports `wasi:keyvalue/store@0.2.0-draft` but has no link to a keyvalue capability"),
+        e.contains(
+            "imports `wasi:keyvalue/store@0.2.0-draft` but has no link to a keyvalue capability"
+        ),
         "{e}"
     );
 
     // A manifest that does not parse names its problem.
-    let broken = write_yaml(s.dir.path(), "broken", "apiVersion: core.oam.dev/v1beta1\nkind: Application\n");
+    let broken = write_yaml(
+        s.dir.path(),
+        "broken",
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\n",
+    );
     let out = std::process::Command::new(WEFT)
         .args(["app", "validate", broken.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("metadata"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -285,6 +351,80 @@ fn completions_are_printed_for_each_shell() {
             .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("inspect") && text.contains("deploy"), "{shell}");
+        assert!(
+            text.contains("inspect") && text.contains("deploy"),
+            "{shell}"
+        );
     }
+}
+
+#[test]
+fn a_javascript_component_calls_a_rust_export_in_process() {
+    let s = Scene::new();
+    let manifest = write_yaml(
+        s.dir.path(),
+        "greet-js",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: greet-js
+spec:
+  components:
+    - name: greet-js
+      type: component
+      properties:
+        image: {js}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: greeter }}, namespace: weft, package: greet, interfaces: [greeter] }}
+    - name: greeter
+      type: component
+      properties:
+        image: {rust}
+{http}",
+            js = extra_guest("greet-js").display(),
+            rust = extra_guest("greeter-rs").display(),
+            http = http_server("greet-js", s.port, "/greet-js"),
+        ),
+    );
+    let _host = Host::start(&[manifest.to_str().unwrap()]);
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/greet-js?name=Ada&tags=x,y",
+        s.port
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.trim(),
+        "Hello, Ada! (from Rust) length=23 tags=X,Y (asked from JavaScript)"
+    );
+    // A string beyond ASCII crosses JS → Rust → JS unchanged; its length is counted in chars.
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/greet-js?name=Zo%C3%AB%20%F0%9F%A6%80",
+        s.port
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello, Zo\u{eb} \u{1f980}! (from Rust) length=25 "),
+        "{body}"
+    );
+
+    // Inspected: a JS component, its link-only import named as such.
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", "--json"])
+        .arg(extra_guest("greet-js"))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let imports = json["imports"].as_array().unwrap();
+    let greeter = imports
+        .iter()
+        .find(|i| i["name"] == "weft:greet/greeter@0.1.0")
+        .unwrap();
+    assert_eq!(greeter["provider"]["by"], "nothing");
+    assert!(json["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.as_str().unwrap().starts_with("wasi:http/incoming-handler@0.2.")));
 }

@@ -89,6 +89,28 @@ pub fn guests() -> &'static Guests {
     })
 }
 
+/// Builds an example only some tests use (a JavaScript one takes componentize-js ~20 s) and
+/// returns a private copy of it; built once per test process.
+pub fn extra_guest(project: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| p == project) {
+        return path.clone();
+    }
+    let _ = guests();
+    let dir = repo().join("examples").join(project);
+    let out = Command::new(WEFT).arg("build").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "weft build {project} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = private_dir().join(format!("{project}.wasm"));
+    std::fs::copy(dir.join("build").join(format!("{project}.wasm")), &copy).unwrap();
+    built.push((project.to_string(), copy.clone()));
+    copy
+}
+
 /// A directory that lives as long as the test process.
 pub fn private_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
