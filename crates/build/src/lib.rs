@@ -532,7 +532,10 @@ fn retarget_references(text: &str, version: &str) -> String {
         out.push_str(before);
         // The reference ends at the first character a WIT name cannot hold.
         let end = from
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '-' | '@' | '.' | '{' | '}' | ',')))
+            .find(|c: char| {
+                !(c.is_ascii_alphanumeric()
+                    || matches!(c, ':' | '/' | '-' | '@' | '.' | '{' | '}' | ','))
+            })
             .unwrap_or(from.len());
         let (reference, after) = from.split_at(end);
         match reference.find("@0.2.") {
@@ -560,7 +563,10 @@ fn componentize_js_engine() -> Option<PathBuf> {
             .find(|p| p.is_file())
     })?;
     let cli = bin.canonicalize().ok()?;
-    let engine = cli.parent()?.parent()?.join("lib/starlingmonkey_embedding.wasm");
+    let engine = cli
+        .parent()?
+        .parent()?
+        .join("lib/starlingmonkey_embedding.wasm");
     engine.is_file().then_some(engine)
 }
 

@@ -196,7 +196,7 @@ fn project_dir(image: &Path) -> Option<PathBuf> {
     (project.join("Cargo.toml").is_file()
         || project.join("app.py").is_file()
         || project.join("package.json").is_file())
-        .then(|| project.to_path_buf())
+    .then(|| project.to_path_buf())
 }
 
 /// A connection to a host's control API.

@@ -64,6 +64,8 @@ struct ControlState {
     metrics_open: bool,
     /// The dashboard's logged-in browsers.
     sessions: Arc<crate::dashboard::Sessions>,
+    /// This API's own URL.
+    url: Option<String>,
 }
 
 /// Who may read `/metrics`.
@@ -110,6 +112,7 @@ pub async fn serve(
         token: token.into(),
         metrics_open: metrics == MetricsAccess::Open,
         sessions: Arc::default(),
+        url: Some(endpoint.url.clone()),
     };
     let app = Router::new()
         .route("/", get(dashboard_page))
@@ -326,9 +329,6 @@ fn failed(e: impl Into<AppsError>) -> Response {
     error(status, e.to_string())
 }
 
-const NOT_IN_A_LATTICE: &str =
-    "this host is not in a lattice; start it with --nats URL to join one";
-
 async fn host_status(State(state): State<ControlState>) -> Response {
     Json(state.apps.host_status()).into_response()
 }
@@ -336,8 +336,17 @@ async fn host_status(State(state): State<ControlState>) -> Response {
 async fn lattice_hosts(State(state): State<ControlState>) -> Response {
     match &state.lattice {
         Some(member) => Json(member.lattice_hosts()).into_response(),
-        None => error(StatusCode::NOT_FOUND, NOT_IN_A_LATTICE),
+        None => match local_host(&state) {
+            Ok(host) => Json(vec![host]).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
     }
+}
+
+/// A host not in a lattice, as `weft get hosts` lists one: itself.
+fn local_host(state: &ControlState) -> Result<weft_api::LatticeHost, MemberError> {
+    let id = crate::member::host_id(state.host.state_dir(), None)?;
+    Ok(state.host.as_lattice_host(&id, state.url.clone()))
 }
 
 async fn lattice_host(State(state): State<ControlState>, UrlPath(id): UrlPath<String>) -> Response {
@@ -347,7 +356,17 @@ async fn lattice_host(State(state): State<ControlState>, UrlPath(id): UrlPath<St
             Err(MemberError::Refused(message)) => error(StatusCode::NOT_FOUND, message),
             Err(e) => failed(e),
         },
-        None => error(StatusCode::NOT_FOUND, NOT_IN_A_LATTICE),
+        None => match local_host(&state) {
+            Ok(host) if host.id == id => Json(host).into_response(),
+            Ok(host) => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no host `{id}`: this host (`{}`) is not in a lattice",
+                    host.id
+                ),
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
     }
 }
 

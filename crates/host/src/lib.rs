@@ -192,6 +192,8 @@ pub struct Host {
     remote: std::sync::OnceLock<Arc<dyn RemoteLinks>>,
     /// Set in a lattice: which host handles each schedule tick. Alone, this host does.
     tick_claims: std::sync::OnceLock<Arc<dyn ClaimTicks>>,
+    /// When this host started, in milliseconds since the epoch.
+    started_at_ms: u64,
 }
 
 /// Reaches a component of another app wherever in the lattice it runs.
@@ -324,6 +326,7 @@ impl Host {
             events: events::Events::default(),
             remote: std::sync::OnceLock::new(),
             tick_claims: std::sync::OnceLock::new(),
+            started_at_ms: now() * 1000,
         });
         // The host's own address is taken at start: bound lazily, another process (or an
         // outgoing connection's ephemeral port) could take it before the first app arrives.

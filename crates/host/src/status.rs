@@ -102,6 +102,48 @@ impl Host {
     }
 }
 
+impl Host {
+    /// This host as `weft get hosts` shows a lattice's: the only one, alive and leading.
+    pub fn as_lattice_host(&self, id: &str, control: Option<String>) -> weft_api::LatticeHost {
+        let apps = self
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|app| weft_api::InventoryApp {
+                app: app.name,
+                version: app.version,
+                phase: app.phase.to_string(),
+                reason: app.reason,
+                components: app
+                    .components
+                    .into_iter()
+                    .map(|c| weft_api::InventoryComponent {
+                        name: c.name,
+                        max_instances: c.max_instances,
+                        active_instances: c.active_instances,
+                    })
+                    .collect(),
+            })
+            .collect();
+        weft_api::LatticeHost {
+            id: id.to_string(),
+            labels: Default::default(),
+            alive: true,
+            silent_ms: 0,
+            leader: true,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: self.started_at_ms,
+            http: self
+                .ingress
+                .addresses()
+                .first()
+                .map(|a| format!("http://{a}")),
+            control,
+            apps,
+        }
+    }
+}
+
 /// What status shows of each component of `app`: routes, limits, and the instances of its
 /// workload on this host (none when it does not run here).
 fn component_statuses(

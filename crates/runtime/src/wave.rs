@@ -105,10 +105,12 @@ pub fn signature(component: &Component, path: &str) -> Result<Signature, CallFai
         }
         _ => match ty.get_export(engine, path).map(|e| e.ty) {
             Some(ComponentItem::ComponentFunc(func)) => (func, path.to_string()),
-            _ => return Err(CallFailed(format!(
+            _ => {
+                return Err(CallFailed(format!(
                 "the component exports no function `{path}`; write INTERFACE.FUNCTION, one of {}",
                 callable_list(component)
-            ))),
+            )))
+            }
         },
     };
     Ok(signature_of(path, &func))

@@ -269,6 +269,22 @@ fn weft_inspect_reads_a_deployed_component_from_its_host() {
     assert!(out.contains(&format!("sha256:{digest}")), "{out}");
     let e = host.cli_err(&["inspect", "calc/nope"]);
     assert!(e.contains("has no component `nope`"), "{e}");
+
+    // A host of its own is the one host `weft get hosts` lists, with what it runs.
+    let hosts: serde_json::Value =
+        serde_json::from_str(&host.cli_ok(&["get", "hosts", "--json"])).unwrap();
+    let hosts = hosts.as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0]["alive"], true);
+    assert_eq!(hosts[0]["apps"][0]["app"], "calc");
+    assert_eq!(hosts[0]["apps"][0]["phase"], "deployed");
+    let id = hosts[0]["id"].as_str().unwrap().to_string();
+    let text = host.cli_ok(&["get", "hosts"]);
+    assert!(text.contains(&id) && text.contains("yes"), "{text}");
+    let inventory = host.cli_ok(&["get", "inventory", &id]);
+    assert!(inventory.contains("calc"), "{inventory}");
+    let e = host.cli_err(&["get", "inventory", "elsewhere"]);
+    assert!(e.contains("not in a lattice"), "{e}");
 }
 
 fn weft_digest(path: &std::path::Path) -> String {
@@ -422,9 +438,8 @@ spec:
         .find(|i| i["name"] == "weft:greet/greeter@0.1.0")
         .unwrap();
     assert_eq!(greeter["provider"]["by"], "nothing");
-    assert!(json["exports"]
-        .as_array()
+    assert!(json["exports"].as_array().unwrap().iter().any(|e| e
+        .as_str()
         .unwrap()
-        .iter()
-        .any(|e| e.as_str().unwrap().starts_with("wasi:http/incoming-handler@0.2.")));
+        .starts_with("wasi:http/incoming-handler@0.2.")));
 }
