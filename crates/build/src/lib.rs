@@ -3,7 +3,10 @@
 //! Rust builds with rustup's `wasm32-wasip2` target when it is installed. When it is not (rustup
 //! cannot download targets on every machine), Debian's `rustc-web` toolchain builds the standard
 //! library for wasm itself (`-Zbuild-std`) and `wasm-component-ld` links the component.
-//! Python builds with `componentize-py`.
+//! Python builds with `componentize-py`, JavaScript with `componentize-js`, Go with Go's own
+//! wasip1 target and `wit-bindgen go` (see [`go`]).
+
+mod go;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +34,8 @@ pub const DEFAULT_PYTHON_WORLD: &str = "wasi:http/proxy";
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(
-        "{} is not a component project: it has no Cargo.toml (Rust), app.py (Python) or \
-         package.json (JavaScript)",
+        "{} is not a component project: it has no Cargo.toml (Rust), app.py (Python), \
+         package.json (JavaScript) or go.mod (Go)",
         .0.display()
     )]
     UnknownProject(PathBuf),
@@ -85,6 +88,8 @@ pub fn build(dir: &Path, options: &BuildOptions) -> Result<Built, BuildError> {
         build_python(&dir, options)?
     } else if dir.join("package.json").is_file() {
         build_js(&dir, options)?
+    } else if dir.join("go.mod").is_file() {
+        go::build_go(&dir, options)?
     } else {
         return Err(BuildError::UnknownProject(dir));
     };
@@ -415,25 +420,8 @@ fn build_js(dir: &Path, options: &BuildOptions) -> Result<(PathBuf, &'static str
         .to_string();
     // The WIT the engine was built against: WASI's packages at its version, the project's own
     // WIT (if any) on top, its WASI references moved to that version too.
-    let wit = tempfile::tempdir().map_err(io("cannot create a temporary WIT dir"))?;
-    let write = |path: &Path, text: &str| -> Result<(), BuildError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("cannot write the WIT"))?;
-        }
-        std::fs::write(path, retarget_wasi(text, &version)).map_err(io("cannot write the WIT"))
-    };
     let own = dir.join("wit");
-    if own.is_dir() {
-        copy_wit(&own, wit.path(), &write)?;
-    }
-    for (file, text) in BUNDLED_WIT {
-        let is_root = !file.starts_with("deps/");
-        let target = wit.path().join(file);
-        if (is_root && own.is_dir()) || target.exists() {
-            continue;
-        }
-        write(&target, text)?;
-    }
+    let wit = project_wit(&own, Some(&version))?;
     let world = options
         .world
         .clone()
@@ -474,6 +462,34 @@ fn js_entry(dir: &Path) -> Result<PathBuf, BuildError> {
                 dir.display()
             ))
         })
+}
+
+/// The project's WIT (`own`, if it exists) in a temporary dir, with WASI 0.2's packages added
+/// under deps/ where it brings none; every WASI reference moved to `retarget` when given.
+fn project_wit(own: &Path, retarget: Option<&str>) -> Result<tempfile::TempDir, BuildError> {
+    let wit = tempfile::tempdir().map_err(io("cannot create a temporary WIT dir"))?;
+    let write = |path: &Path, text: &str| -> Result<(), BuildError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("cannot write the WIT"))?;
+        }
+        let text = match retarget {
+            Some(version) => retarget_wasi(text, version),
+            None => text.to_string(),
+        };
+        std::fs::write(path, text).map_err(io("cannot write the WIT"))
+    };
+    if own.is_dir() {
+        copy_wit(own, wit.path(), &write)?;
+    }
+    for (file, text) in BUNDLED_WIT {
+        let is_root = !file.starts_with("deps/");
+        let target = wit.path().join(file);
+        if (is_root && own.is_dir()) || target.exists() {
+            continue;
+        }
+        write(&target, text)?;
+    }
+    Ok(wit)
 }
 
 /// Copies the project's WIT files (and its deps) into `to`.

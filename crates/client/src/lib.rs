@@ -195,7 +195,8 @@ fn project_dir(image: &Path) -> Option<PathBuf> {
     let project = build_dir.parent()?;
     (project.join("Cargo.toml").is_file()
         || project.join("app.py").is_file()
-        || project.join("package.json").is_file())
+        || project.join("package.json").is_file()
+        || project.join("go.mod").is_file())
     .then(|| project.to_path_buf())
 }
 

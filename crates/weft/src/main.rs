@@ -13,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
     let serves = matches!(
         cli.command,
@@ -91,4 +92,22 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `weft inspect FILE | head` closes standard output early: the command then ends quietly with
+/// SIGPIPE's status, as Unix tools do, instead of printing a panic.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
 }

@@ -84,6 +84,17 @@ pub const TEMPLATES: &[Template] = &[
         ],
     },
     Template {
+        name: "go-http",
+        about: "a Go HTTP handler (Go's wasip1 target, wit-bindgen go)",
+        files: &[
+            file!("go-http", "go.mod"),
+            file!("go-http", "wit/world.wit"),
+            file!("go-http", "export_wasi_http_incoming_handler/handler.go"),
+            file!("go-http", "app.yaml"),
+            (".gitignore", include_str!("../templates/go-http/gitignore")),
+        ],
+    },
+    Template {
         name: "python-http",
         about: "a Python HTTP handler (componentize-py)",
         files: &[

@@ -154,7 +154,13 @@ fn every_template_serves_its_first_request_under_weft_dev_with_no_edit() {
     let list = Command::new(WEFT).args(["new", "--list"]).output().unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for template in ["rust-http", "python-http", "js-http", "rust-keyvalue"] {
+    for template in [
+        "rust-http",
+        "python-http",
+        "js-http",
+        "go-http",
+        "rust-keyvalue",
+    ] {
         assert!(list.contains(template), "{list}");
         let name = format!("my-{template}");
         let project = new_project(dir.path(), template, &name);

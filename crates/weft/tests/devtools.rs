@@ -443,3 +443,87 @@ spec:
         .unwrap()
         .starts_with("wasi:http/incoming-handler@0.2.")));
 }
+
+#[test]
+fn a_go_component_s_strings_cross_to_rust_and_back_unchanged() {
+    let s = Scene::new();
+    let manifest = write_yaml(
+        s.dir.path(),
+        "greet-go",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: greet-go
+spec:
+  components:
+    - name: greet
+      type: component
+      properties:
+        image: {rust}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: greeter }}, namespace: weft, package: greet, interfaces: [greeter] }}
+    - name: greeter
+      type: component
+      properties:
+        image: {go}
+    - name: hello
+      type: component
+      properties:
+        image: {hello}
+{http}{hello_route}",
+            rust = guests().greet.display(),
+            go = extra_guest("greeter-go").display(),
+            hello = extra_guest("hello-go").display(),
+            http = http_server("greet", s.port, "/greet"),
+            hello_route = http_server("hello", s.port, "/hello-go").replace("name: http\n", "name: http2\n"),
+        ),
+    );
+    let host = Host::start(&[manifest.to_str().unwrap()]);
+    // The Rust component calls the Go one in-process: name and tags go in, a record comes back.
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{}/greet?name=Ada&tags=x,y",
+        s.port
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("Hello, Ada! (from Go)") && body.contains("X,Y"),
+        "{body}"
+    );
+    // A string beyond ASCII, straight into the Go export and back.
+    let out = host.cli_ok(&[
+        "call",
+        "greet-go/greeter",
+        "weft:greet/greeter.greet",
+        "\"Zo\u{eb} \u{1f980}\"",
+        "[\"\u{e9}t\u{e9}\"]",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "{message: \"Hello, Zo\u{eb} \u{1f980}! (from Go)\", length: 23, tags: [\"\u{c9}T\u{c9}\"]}"
+    );
+    // The Go hello answers over HTTP.
+    let (status, body) = get(&format!("http://127.0.0.1:{}/hello-go/x", s.port));
+    assert_eq!(
+        (status, body.trim()),
+        (200, "Hello from hello-go! You asked for /hello-go/x")
+    );
+
+    // Inspected: a Go component exports its interface, and WASI satisfies every import.
+    let out = std::process::Command::new(WEFT)
+        .args(["inspect", "--json"])
+        .arg(extra_guest("greeter-go"))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["exports"],
+        serde_json::json!(["weft:greet/greeter@0.1.0"])
+    );
+    assert!(json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["provider"]["by"] == "wasi"));
+}
