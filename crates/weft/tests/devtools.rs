@@ -4,27 +4,45 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
 use support::{extra_guest, get, guests, http_server, write_yaml, Host, Scene, WEFT};
 
-fn calc_app(s: &Scene) -> std::path::PathBuf {
+/// A manifest of one component and no route.
+fn single_component_app(s: &Scene, app: &str, component: &str, image: &Path) -> PathBuf {
     write_yaml(
         s.dir.path(),
-        "calc",
+        app,
         &format!(
             "apiVersion: core.oam.dev/v1beta1
 kind: Application
 metadata:
-  name: calc
+  name: {app}
 spec:
   components:
-    - name: calc
+    - name: {component}
       type: component
       properties:
         image: {}
 ",
-            guests().calc.display()
+            image.display()
         ),
     )
+}
+
+fn calc_app(s: &Scene) -> PathBuf {
+    single_component_app(s, "calc", "calc", &guests().calc)
+}
+
+/// Runs the CLI with no host.
+fn weft<const N: usize>(args: [&str; N]) -> Output {
+    Command::new(WEFT).args(args).output().unwrap()
+}
+
+/// Runs the CLI with no host, `path` last.
+fn weft_with(args: &[&str], path: impl AsRef<std::ffi::OsStr>) -> Output {
+    Command::new(WEFT).args(args).arg(path).output().unwrap()
 }
 
 #[test]
@@ -127,24 +145,7 @@ fn weft_call_passes_and_prints_every_shape_of_value_in_wave() {
 #[test]
 fn weft_call_reaches_a_python_component_and_the_host_keeps_serving() {
     let s = Scene::new();
-    let manifest = write_yaml(
-        s.dir.path(),
-        "greeter",
-        &format!(
-            "apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: greeter
-spec:
-  components:
-    - name: greeter
-      type: component
-      properties:
-        image: {}
-",
-            guests().greeter_py.display()
-        ),
-    );
+    let manifest = single_component_app(&s, "greeter", "greeter", &guests().greeter_py);
     let host = Host::start(&[manifest.to_str().unwrap()]);
     let out = host.cli_ok(&[
         "call",
@@ -162,10 +163,7 @@ spec:
 #[test]
 fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     // Rust, from a file: key-value needs a link, config and logging need none, WASI is there.
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", guests().counter.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = weft(["inspect", guests().counter.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -189,10 +187,7 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     assert!(text.contains("weft provides every import"), "{text}");
 
     // Python, as JSON: its own interface is printed in full.
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", "--json", guests().greeter_py.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = weft(["inspect", "--json", guests().greeter_py.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -230,10 +225,7 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         .unwrap(),
     )
     .unwrap();
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", odd.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = weft(["inspect", odd.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("2 import(s) nothing in weft provides"),
@@ -248,10 +240,7 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     // Not a component: said so.
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", core.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = weft(["inspect", core.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("core WebAssembly module"));
 }
@@ -294,11 +283,10 @@ fn weft_digest(path: &std::path::Path) -> String {
 
 #[test]
 fn weft_app_validate_checks_a_manifest_and_its_components_offline() {
-    let ok = std::process::Command::new(WEFT)
-        .args(["app", "validate"])
-        .arg(support::repo().join("examples/counter/app.yaml"))
-        .output()
-        .unwrap();
+    let ok = weft_with(
+        &["app", "validate"],
+        support::repo().join("examples/counter/app.yaml"),
+    );
     // examples/counter/build/counter.wasm exists once guests() built it.
     let _ = guests();
     assert!(
@@ -309,28 +297,8 @@ fn weft_app_validate_checks_a_manifest_and_its_components_offline() {
 
     // The counter with its key-value link taken out: refused, naming the import.
     let s = Scene::new();
-    let manifest = write_yaml(
-        s.dir.path(),
-        "unlinked",
-        &format!(
-            "apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: unlinked
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {}
-",
-            guests().counter.display()
-        ),
-    );
-    let out = std::process::Command::new(WEFT)
-        .args(["app", "validate", manifest.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let manifest = single_component_app(&s, "unlinked", "counter", &guests().counter);
+    let out = weft(["app", "validate", manifest.to_str().unwrap()]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -346,10 +314,7 @@ spec:
         "broken",
         "apiVersion: core.oam.dev/v1beta1\nkind: Application\n",
     );
-    let out = std::process::Command::new(WEFT)
-        .args(["app", "validate", broken.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = weft(["app", "validate", broken.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("metadata"),
@@ -361,10 +326,7 @@ spec:
 #[test]
 fn completions_are_printed_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = std::process::Command::new(WEFT)
-            .args(["completions", shell])
-            .output()
-            .unwrap();
+        let out = weft(["completions", shell]);
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(
@@ -426,11 +388,7 @@ spec:
     );
 
     // Inspected: a JS component, its link-only import named as such.
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", "--json"])
-        .arg(extra_guest("greet-js"))
-        .output()
-        .unwrap();
+    let out = weft_with(&["inspect", "--json"], extra_guest("greet-js"));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let imports = json["imports"].as_array().unwrap();
     let greeter = imports
@@ -511,11 +469,7 @@ spec:
     );
 
     // Inspected: a Go component exports its interface, and WASI satisfies every import.
-    let out = std::process::Command::new(WEFT)
-        .args(["inspect", "--json"])
-        .arg(extra_guest("greeter-go"))
-        .output()
-        .unwrap();
+    let out = weft_with(&["inspect", "--json"], extra_guest("greeter-go"));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         json["exports"],
