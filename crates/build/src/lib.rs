@@ -104,6 +104,14 @@ pub fn build(dir: &Path, options: &BuildOptions) -> Result<Built, BuildError> {
     })
 }
 
+/// Runs a manifest's own build command (`properties.build.command`) with `sh -c` in `dir`; its
+/// output is shown when it fails.
+pub fn run_command(command: &str, dir: &Path) -> Result<(), BuildError> {
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(command);
+    run(shell, dir)
+}
+
 fn run(mut command: Command, dir: &Path) -> Result<(), BuildError> {
     let shown = format!("{command:?}");
     tracing::info!(command = %shown, "building");

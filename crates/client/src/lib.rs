@@ -149,7 +149,11 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
             }
         };
         let project = project_dir(&path);
-        if build {
+        if let (true, Some(step)) = (build, &component.build) {
+            let dir = base.join(step.workdir.as_deref().unwrap_or("."));
+            weft_build::run_command(&step.command, &dir)?;
+            tracing::info!(component = %component.name, command = %step.command, "built");
+        } else if build {
             if let Some(project) = &project {
                 let built = weft_build::build(project, &weft_build::BuildOptions::default())?;
                 tracing::info!(path = %built.path.display(), "built");

@@ -117,6 +117,19 @@ pub struct Component {
     pub shared: Option<SharedRef>,
     /// How the component asks to be placed across a lattice's hosts, when it says.
     pub scaler: Option<Scaler>,
+    /// How its image is built (`properties.build`), for `--build` and `weft dev`; the client's
+    /// business only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildStep>,
+}
+
+/// `properties.build`: a command that builds the component's image, with any toolchain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildStep {
+    /// Run by `sh -c`.
+    pub command: String,
+    /// Where it runs, relative to the manifest's directory (default: that directory).
+    pub workdir: Option<String>,
 }
 
 impl Component {

@@ -103,9 +103,19 @@ pub struct Properties {
     pub secrets: Vec<RawSecret>,
     /// A component shared from another app (wadm's shared components), instead of an image.
     pub application: Option<RawSharedRef>,
+    /// How the image is built (an extension, as Spin's `[component.build]`).
+    pub build: Option<RawBuild>,
     /// Fields weft does not read (warned about at validation).
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,
+}
+
+/// `properties.build`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuild {
+    pub command: Option<String>,
+    pub workdir: Option<String>,
 }
 
 /// `properties.application`: the app and component a shared component comes from.

@@ -1,6 +1,7 @@
 //! Structural validation: every check on a manifest that needs no knowledge of capabilities.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::model::*;
 use crate::raw::{self, RawComponent, RawLink, RawManifest, RawTrait};
@@ -282,6 +283,35 @@ fn component(
         }
     }
 
+    let build = match &node.properties.build {
+        None => None,
+        Some(raw) => {
+            let command = raw
+                .command
+                .clone()
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| {
+                    v.err(
+                        format!("{at}: properties.build.command"),
+                        "missing; give the command that writes the image, e.g. \
+                         `tinygo build -target=wasip2 -o build/app.wasm .`",
+                    )
+                })?;
+            if let Some(dir) = &raw.workdir {
+                if Path::new(dir).is_absolute() || dir.split('/').any(|p| p == "..") {
+                    return Err(v.err(
+                        format!("{at}: properties.build.workdir"),
+                        format!("`{dir}` must be a path inside the manifest's directory"),
+                    ));
+                }
+            }
+            Some(BuildStep {
+                command,
+                workdir: raw.workdir.clone(),
+            })
+        }
+    };
+
     Ok(Component {
         name: node.name.clone(),
         image,
@@ -296,6 +326,7 @@ fn component(
         component_links: Vec::new(),
         shared: None,
         scaler,
+        build,
     })
 }
 
@@ -339,6 +370,7 @@ fn shared_component(
     let at = format!("component `{}`", node.name);
     let p = &node.properties;
     if p.image.is_some()
+        || p.build.is_some()
         || p.limits.is_some()
         || p.reuse.is_some()
         || !p.secrets.is_empty()
@@ -393,6 +425,7 @@ fn shared_component(
             component: shared.component.clone(),
         }),
         scaler: None,
+        build: None,
     })
 }
 

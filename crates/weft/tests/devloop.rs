@@ -247,3 +247,100 @@ fn a_save_switches_the_app_a_broken_save_keeps_it_and_no_request_fails() {
     );
     dev.stop();
 }
+
+#[test]
+fn a_manifest_s_own_build_command_serves_any_toolchain_under_weft_dev() {
+    // The "toolchain" here is a shell command that copies whichever component `which.txt`
+    // names: what any compiler's command line does, as far as weft can tell.
+    let guests = support::guests();
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("custom");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("which.txt"),
+        guests.hello.display().to_string(),
+    )
+    .unwrap();
+    let manifest = "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: custom
+spec:
+  components:
+    - name: custom
+      type: component
+      properties:
+        image: ./out/custom.wasm
+        build:
+          command: mkdir -p ../out && cp \"$(cat which.txt)\" ../out/custom.wasm
+          workdir: src
+    - name: http
+      type: capability
+      properties: { image: weft:http-server }
+      traits:
+        - type: link
+          properties:
+            target: { name: custom }
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config: [{ name: route, properties: { address: \"127.0.0.1:8080\", path: /custom } }]
+";
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::rename(project.join("which.txt"), project.join("src/which.txt")).unwrap();
+    std::fs::write(project.join("app.yaml"), manifest).unwrap();
+
+    let validated = Command::new(WEFT)
+        .args(["app", "validate"])
+        .arg(project.join("app.yaml"))
+        .output()
+        .unwrap();
+    // Not built yet: valid, with a note that the image is missing.
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+
+    let mut dev = Dev::start(&project);
+    dev.wait_for("GET", "/custom", "Hello from Rust!");
+    // A save changes what the command produces: the next build serves the other component.
+    std::fs::write(
+        project.join("src/which.txt"),
+        guests.hello_py.display().to_string(),
+    )
+    .unwrap();
+    dev.wait_for("GET", "/custom", "Hello from Python!");
+    // A command that fails prints its output; the running version stays.
+    std::fs::write(project.join("src/which.txt"), "/nonexistent/x.wasm").unwrap();
+    dev.wait_log("the previous version keeps serving", 1);
+    assert!(dev.log().contains("/nonexistent/x.wasm"), "{}", dev.log());
+    let (status, body) = support::get(&dev.url("/custom"));
+    assert_eq!((status, body.contains("Hello from Python!")), (200, true));
+    dev.stop();
+
+    // A build step must say what to run, inside the project.
+    for (build, expected) in [
+        ("{ workdir: src }", "properties.build.command"),
+        (
+            "{ command: make, workdir: ../elsewhere }",
+            "inside the manifest's directory",
+        ),
+    ] {
+        let bad = manifest.replace(
+            "build:\n          command: mkdir -p ../out && cp \"$(cat which.txt)\" ../out/custom.wasm\n          workdir: src",
+            &format!("build: {build}"),
+        );
+        assert_ne!(bad, manifest);
+        std::fs::write(project.join("bad.yaml"), bad).unwrap();
+        let out = Command::new(WEFT)
+            .args(["app", "validate"])
+            .arg(project.join("bad.yaml"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(expected), "{e}");
+    }
+}
