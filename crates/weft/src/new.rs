@@ -74,6 +74,22 @@ pub const TEMPLATES: &[Template] = &[
         ],
     },
     Template {
+        name: "rust-harness",
+        about: "an app behind a platform harness, both in Rust (the harness passes requests on \
+                through its `inner` link)",
+        files: &[
+            file!("rust-harness", "harness/Cargo.toml"),
+            file!("rust-harness", "harness/src/lib.rs"),
+            file!("rust-harness", "app/Cargo.toml"),
+            file!("rust-harness", "app/src/lib.rs"),
+            file!("rust-harness", "app.yaml"),
+            (
+                ".gitignore",
+                include_str!("../templates/rust-harness/gitignore"),
+            ),
+        ],
+    },
+    Template {
         name: "js-http",
         about: "a JavaScript HTTP handler (componentize-js, fetch events)",
         files: &[

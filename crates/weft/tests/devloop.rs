@@ -166,6 +166,19 @@ fn every_template_serves_its_first_request_under_weft_dev_with_no_edit() {
         let project = new_project(dir.path(), template, &name);
         let mut dev = Dev::start(&project);
         match template {
+            "rust-harness" => {
+                dev.wait_for(
+                    "GET",
+                    &format!("/{name}"),
+                    &format!("Hello from {name}'s app!"),
+                );
+                let response = http().get(dev.url(&format!("/{name}"))).send().unwrap();
+                let harness = response.headers()["x-harness"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                assert_eq!(harness, name);
+            }
             "rust-keyvalue" => {
                 dev.wait_for("POST", &format!("/{name}/visits"), "1");
                 let (_, body) = support::get(&dev.url(&format!("/{name}/visits")));
