@@ -74,6 +74,11 @@ pub struct PreparedDeploy {
 }
 
 impl PreparedDeploy {
+    /// The OCI references still to resolve, as written in the manifest.
+    pub fn references(&self) -> impl Iterator<Item = &str> {
+        self.references.values().map(String::as_str)
+    }
+
     /// Asks each OCI image's registry which component its reference names now (a moved tag
     /// is followed), so the deploy records that digest.
     pub async fn resolve(&mut self, registries: &weft_oci::Registries) -> Result<(), ClientError> {

@@ -137,12 +137,37 @@ impl Project {
             }
         };
         step.finish(format!("built in {:.1}s", started.elapsed().as_secs_f64()));
-        prepared.resolve(registries).await?;
+        let references: Vec<String> = prepared.references().map(str::to_string).collect();
+        if references.is_empty() {
+            prepared.resolve(registries).await?;
+        } else {
+            let step = Step::start(format!("resolving {}", references.join(", ")));
+            match prepared.resolve(registries).await {
+                Ok(()) => step.finish(format!("resolved {} image(s)", references.len())),
+                Err(e) => {
+                    step.fail();
+                    return Err(e.into());
+                }
+            }
+        }
         let declared = weft_manifest::parse(&prepared.request.manifest, "app.yaml")
             .ok()
             .and_then(|m| m.version);
         prepared.request.version = Some(dev_version(&prepared.request, declared.as_deref()));
-        let outcome = client.deploy(&prepared, registries).await?;
+        // Uploading is what takes long for a big component (CPython is 18 MB); a pull from a
+        // registry happens here too, for images the host does not hold yet.
+        let step = Step::start(format!("deploying {}", prepared.app_name));
+        let deploying = std::time::Instant::now();
+        let outcome = match client.deploy(&prepared, registries).await {
+            Ok(outcome) => {
+                step.finish(format!("sent in {:.1}s", deploying.elapsed().as_secs_f64()));
+                outcome
+            }
+            Err(e) => {
+                step.fail();
+                return Err(e.into());
+            }
+        };
         crate::commands::print_outcome(&outcome);
         Ok(())
     }
