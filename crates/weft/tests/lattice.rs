@@ -620,3 +620,53 @@ fn weft_now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn weft_call_reaches_a_component_on_another_host() {
+    let mut lattice = Lattice::start(&[("h1", "a"), ("h2", "b")]);
+    let app = write_yaml(
+        lattice.scene.dir.path(),
+        "calc",
+        &format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: calc, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: calc
+      type: component
+      properties: {{ image: {} }}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread: [{{ name: east, requirements: {{ zone: a }} }}]
+",
+            guests().calc.display()
+        ),
+    );
+    lattice
+        .host("h2")
+        .cli_ok(&["app", "deploy", app.to_str().unwrap()]);
+    let status = lattice.wait_phase("calc", "deployed", Duration::from_secs(30));
+    assert_eq!(status["hosts"], serde_json::json!({ "h1": 1 }));
+
+    // Through h2, which does not run it: the call crosses to h1 and its results come back.
+    let h2 = lattice.host("h2");
+    let out = h2.cli_ok(&["call", "calc/calc", "weft:calc/calc.add", "2", "40"]);
+    assert_eq!(out.trim(), "42");
+    let out = h2.cli_ok(&[
+        "call",
+        "calc/calc",
+        "weft:calc/calc.move-by",
+        "{x: 1, y: 2}",
+        "10",
+        "feet",
+    ]);
+    assert_eq!(out.trim(), "{x: 4, y: 2}");
+    // A wrong argument is refused by the host that runs it, naming the type it expects.
+    let e = h2.cli_err(&["call", "calc/calc", "weft:calc/calc.add", "2", "\"x\""]);
+    assert!(e.contains("host h1") && e.contains("must be a s32"), "{e}");
+    let e = h2.cli_err(&["call", "calc/nope", "weft:calc/calc.add", "2", "3"]);
+    assert!(e.contains("has no component `nope`"), "{e}");
+}
