@@ -33,23 +33,18 @@ pub struct Global {
     /// [default: weft under the user's data dir]
     #[arg(long, global = true, env = "WEFT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// How a command reaches a running host: its control API, found through the state dir unless
+/// given.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Host connection")]
+pub struct HostConnection {
     /// Control API of a running host; overrides the one found in the state dir
-    #[arg(
-        long,
-        global = true,
-        env = "WEFT_URL",
-        value_name = "URL",
-        requires = "token"
-    )]
+    #[arg(long, env = "WEFT_URL", value_name = "URL", requires = "token")]
     pub url: Option<String>,
     /// Control token for --url
-    #[arg(
-        long,
-        global = true,
-        env = "WEFT_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "WEFT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -93,7 +88,7 @@ pub enum Command {
     #[command(subcommand)]
     App(AppCommand),
     /// Show the running host: allocator, listeners, compilations
-    Status(OutputArgs),
+    Status(HostOutput),
     /// Set, list and delete secrets granted to components (values are never printed)
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -159,6 +154,8 @@ pub struct DevArgs {
     pub serve: ServeArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// `weft inspect`.
@@ -172,6 +169,8 @@ pub struct InspectArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// `weft call`.
@@ -189,6 +188,8 @@ pub struct CallArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// `weft completions`.
@@ -267,9 +268,16 @@ pub enum SecretCommand {
     /// line, so it stays out of shell history and process listings
     Put(SecretPutArgs),
     /// List secret keys
-    List,
+    List(HostArgsOnly),
     /// Delete a secret
     Delete(SecretKeyArgs),
+}
+
+/// A command that takes nothing but the host to talk to.
+#[derive(Debug, Args)]
+pub struct HostArgsOnly {
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// `weft secret put`.
@@ -280,6 +288,8 @@ pub struct SecretPutArgs {
     /// Read the value from this file instead of standard input
     #[arg(long)]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// A secret's key.
@@ -287,13 +297,15 @@ pub struct SecretPutArgs {
 pub struct SecretKeyArgs {
     /// The secret's key
     pub key: String,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// `weft get …`.
 #[derive(Debug, Subcommand)]
 pub enum GetCommand {
     /// The lattice's hosts: labels, liveness, the leader
-    Hosts(OutputArgs),
+    Hosts(HostOutput),
     /// What runs on each host (or on HOST): apps, versions, instance caps
     Inventory(InventoryArgs),
 }
@@ -305,6 +317,8 @@ pub struct InventoryArgs {
     pub host: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// How a host joins a lattice.
@@ -475,8 +489,8 @@ pub struct BuildArgs {
     /// The project directory
     #[arg(value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
-    /// WIT world of a Python project [default: the world named like the project in its own
-    /// wit/, else wasi:http/proxy]
+    /// WIT world of a Python, JavaScript or Go project [default: the world named like the
+    /// project in its own wit/, else wasi:http/proxy]
     #[arg(long)]
     pub world: Option<String>,
 }
@@ -487,7 +501,7 @@ pub enum AppCommand {
     /// Deploy a manifest (a new version replaces the running one with no failed request)
     Deploy(DeployArgs),
     /// List deployed apps
-    List(OutputArgs),
+    List(HostOutput),
     /// Show one app: version, phase, components, routes, limits
     Status(NamedArgs),
     /// Stop serving an app and forget it
@@ -521,6 +535,17 @@ pub struct DeployArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
+}
+
+/// A command on the running host whose only flag is its output format.
+#[derive(Debug, Args)]
+pub struct HostOutput {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }
 
 /// Output format.
@@ -538,4 +563,6 @@ pub struct NamedArgs {
     pub name: String,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub connection: HostConnection,
 }

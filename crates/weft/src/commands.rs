@@ -11,8 +11,8 @@ use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
     AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, DevArgs, GetCommand,
-    Global, InspectArgs, LatticeArgs, NewArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs,
-    SecretPutArgs, ServeArgs, UpArgs,
+    Global, HostArgsOnly, HostConnection, HostOutput, InspectArgs, LatticeArgs, NewArgs, PullArgs,
+    PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
 };
 
 /// Runs one command.
@@ -42,8 +42,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Get(command) => get(&global, command).await,
         Command::Build(args) => build(args).await,
-        Command::Status(output) => {
-            let status = client(&global)?.host_status().await?;
+        Command::Status(HostOutput { output, connection }) => {
+            let status = client(&global, &connection)?.host_status().await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -116,21 +116,21 @@ fn new_project(args: NewArgs) -> Result<()> {
 }
 
 /// A host already running for this state dir (or --url), if one answers.
-async fn running_host(global: &Global) -> Option<Client> {
-    let client = client(global).ok()?;
+async fn running_host(global: &Global, host: &HostConnection) -> Option<Client> {
+    let client = client(global, host).ok()?;
     client.host_status().await.ok().map(|_| client)
 }
 
 async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     let project = crate::dev::Project::find(&args.dir)?;
     let registries = args.registry.registries();
-    let (client, mut embedded) = match running_host(global).await {
+    let (client, mut embedded) = match running_host(global, &args.connection).await {
         Some(client) => {
             eprintln!("using the weft host already running");
             (client, None)
         }
         None => {
-            if global.url.is_some() {
+            if args.connection.url.is_some() {
                 anyhow::bail!("no weft host answers at --url; start one or leave --url out");
             }
             let task = tokio::spawn({
@@ -158,7 +158,7 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
                         _ => Err(anyhow::anyhow!("the host for weft dev stopped at start")),
                     };
                 }
-                if let Some(client) = running_host(global).await {
+                if let Some(client) = running_host(global, &args.connection).await {
                     break client;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -240,7 +240,7 @@ async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
     } else if names_deployed(&args.target) {
         let (app, component) = app_component(&args.target)?;
-        let client = client(global)?;
+        let client = client(global, &args.connection)?;
         let status = client.status(app).await?;
         let Some(found) = status.components.iter().find(|c| c.name == component) else {
             let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
@@ -312,7 +312,7 @@ async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
 
 async fn call(global: &Global, args: CallArgs) -> Result<()> {
     let (app, component) = app_component(&args.target)?;
-    let results = client(global)?
+    let results = client(global, &args.connection)?
         .call(app, component, &args.function, args.args)
         .await?;
     if args.output.json {
@@ -329,8 +329,8 @@ fn state_dir(global: &Global) -> PathBuf {
     global.state_dir.clone().unwrap_or_else(default_state_dir)
 }
 
-fn client(global: &Global) -> Result<Client> {
-    match (&global.url, &global.token) {
+fn client(global: &Global, host: &HostConnection) -> Result<Client> {
+    match (&host.url, &host.token) {
         (Some(url), Some(token)) => Ok(Client::new(url, token)),
         _ => Ok(Client::for_state_dir(&state_dir(global))?),
     }
@@ -622,9 +622,9 @@ async fn join(
 }
 
 async fn get(global: &Global, command: GetCommand) -> Result<()> {
-    let client = client(global)?;
     match command {
-        GetCommand::Hosts(output) => {
+        GetCommand::Hosts(HostOutput { output, connection }) => {
+            let client = client(global, &connection)?;
             let hosts = client.hosts().await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
@@ -654,6 +654,7 @@ async fn get(global: &Global, command: GetCommand) -> Result<()> {
             }
         }
         GetCommand::Inventory(args) => {
+            let client = client(global, &args.connection)?;
             let hosts = match &args.host {
                 Some(id) => vec![client.lattice_host(id).await?],
                 None => client.hosts().await?,
@@ -751,8 +752,9 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
             build,
             output,
             registry,
+            connection,
         }) => {
-            let client = client(global)?;
+            let client = client(global, &connection)?;
             let registries = registry.registries();
             let prepared = prepare(manifest, build, &registries).await?;
             let outcome = client.deploy(&prepared, &registries).await?;
@@ -762,8 +764,8 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
                 print_outcome(&outcome);
             }
         }
-        AppCommand::List(output) => {
-            let apps = client(global)?.list().await?;
+        AppCommand::List(HostOutput { output, connection }) => {
+            let apps = client(global, &connection)?.list().await?;
             if output.json {
                 println!("{}", serde_json::to_string_pretty(&apps)?);
             } else if apps.is_empty() {
@@ -776,7 +778,9 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Status(named) => {
-            let app = client(global)?.status(&named.name).await?;
+            let app = client(global, &named.connection)?
+                .status(&named.name)
+                .await?;
             if named.output.json {
                 println!("{}", serde_json::to_string_pretty(&app)?);
             } else {
@@ -813,7 +817,9 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Undeploy(named) => {
-            client(global)?.undeploy(&named.name).await?;
+            client(global, &named.connection)?
+                .undeploy(&named.name)
+                .await?;
             println!("undeployed {}", named.name);
         }
     }
@@ -853,9 +859,13 @@ fn compose(args: ComposeArgs) -> Result<()> {
 }
 
 async fn secret(global: &Global, command: SecretCommand) -> Result<()> {
-    let client = client(global)?;
     match command {
-        SecretCommand::Put(SecretPutArgs { key, file }) => {
+        SecretCommand::Put(SecretPutArgs {
+            key,
+            file,
+            connection,
+        }) => {
+            let client = client(global, &connection)?;
             let mut value = match &file {
                 Some(path) => std::fs::read(path)
                     .with_context(|| format!("cannot read the secret from {}", path.display()))?,
@@ -884,7 +894,8 @@ async fn secret(global: &Global, command: SecretCommand) -> Result<()> {
             client.put_secret(&key, value).await?;
             println!("secret `{key}` set");
         }
-        SecretCommand::List => {
+        SecretCommand::List(HostArgsOnly { connection }) => {
+            let client = client(global, &connection)?;
             let keys = client.secret_keys().await?;
             if keys.is_empty() {
                 println!("no secrets; set one with `weft secret put KEY < value-file`");
@@ -893,7 +904,8 @@ async fn secret(global: &Global, command: SecretCommand) -> Result<()> {
                 println!("{key}");
             }
         }
-        SecretCommand::Delete(SecretKeyArgs { key }) => {
+        SecretCommand::Delete(SecretKeyArgs { key, connection }) => {
+            let client = client(global, &connection)?;
             client.delete_secret(&key).await?;
             println!("secret `{key}` deleted");
         }

@@ -274,6 +274,42 @@ fn weft_inspect_reads_a_deployed_component_from_its_host() {
     assert!(inventory.contains("calc"), "{inventory}");
     let e = host.cli_err(&["get", "inventory", "elsewhere"]);
     assert!(e.contains("not in a lattice"), "{e}");
+
+    // The host's address and token given on the command line, with no state dir to find them.
+    let (address, token) = host.control();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(WEFT)
+        .arg("--state-dir")
+        .arg(elsewhere.path())
+        .args([
+            "app",
+            "list",
+            "--url",
+            &format!("http://{address}"),
+            "--token",
+            &token,
+        ])
+        .env_remove("WEFT_URL")
+        .env_remove("WEFT_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("calc"));
+    // Only commands that talk to a host take those flags.
+    let help = String::from_utf8(weft(["build", "--help"]).stdout).unwrap();
+    assert!(
+        !help.contains("--url") && help.contains("Global options"),
+        "{help}"
+    );
+    let help = String::from_utf8(weft(["call", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("Host connection") && help.contains("--url"),
+        "{help}"
+    );
 }
 
 fn weft_digest(path: &std::path::Path) -> String {
