@@ -215,12 +215,12 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
             ))
         })?;
 
-    // A project of its own (as `weft new` writes) shares one target directory with every
-    // other, so the standard library for wasm is built once per machine, not once per project.
-    let target_directory = if metadata.workspace_root == dir {
-        shared_target_dir().unwrap_or(metadata.target_directory)
-    } else {
-        metadata.target_directory
+    // A project of its own (as `weft new` writes) may share one target directory with others,
+    // so the standard library for wasm is built once: only when asked, because cargo cannot
+    // tell two standalone crates of the same name apart and would hand one the other's build.
+    let target_directory = match shared_target_dir() {
+        Some(shared) if metadata.workspace_root == dir => shared,
+        _ => metadata.target_directory,
     };
     let mut cargo = cargo_command(route.cargo());
     cargo.args([
@@ -233,11 +233,15 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
     ]);
     cargo.arg("--target-dir").arg(&target_directory);
     route.configure(&mut cargo);
-    run(cargo, dir)?;
-
     let artifact = target_directory
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", target.name.replace('-', "_")));
+    // Cargo copies a crate's output to this path when it builds it, but not again when the crate
+    // is fresh: another crate of the same name in a shared target dir may have written it since.
+    // Removed, it is always copied anew from this crate's own output.
+    let _ = std::fs::remove_file(&artifact);
+    run(cargo, dir)?;
+
     let out_dir = dir.join("build");
     std::fs::create_dir_all(&out_dir)
         .map_err(io(format!("cannot create {}", out_dir.display())))?;
@@ -250,12 +254,11 @@ fn build_rust(dir: &Path) -> Result<(PathBuf, &'static str), BuildError> {
     Ok((out, route.describe()))
 }
 
-/// Where standalone projects build: `WEFT_CARGO_TARGET_DIR`, else `weft/cargo-target` under the
-/// user's cache dir.
+/// Where standalone projects build when they share a target dir: `WEFT_CARGO_TARGET_DIR`.
 fn shared_target_dir() -> Option<PathBuf> {
     std::env::var_os("WEFT_CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| dirs::cache_dir().map(|d| d.join("weft/cargo-target")))
 }
 
 /// How Rust reaches wasm32-wasip2 on this machine.

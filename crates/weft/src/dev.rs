@@ -118,7 +118,7 @@ impl Project {
         first: bool,
     ) -> Result<()> {
         let hint = if first {
-            " (a first Rust build on this machine compiles the standard library for wasm, which \
+            " (the first Rust build of a project compiles the standard library for wasm, which \
              takes minutes; componentize-py and componentize-js take some seconds)"
         } else {
             ""
