@@ -227,6 +227,16 @@ pub struct InventoryComponent {
     pub active_instances: usize,
 }
 
+impl From<ComponentStatus> for InventoryComponent {
+    fn from(c: ComponentStatus) -> Self {
+        InventoryComponent {
+            name: c.name,
+            max_instances: c.max_instances,
+            active_instances: c.active_instances,
+        }
+    }
+}
+
 /// The file telling clients where a host's control API listens.
 pub fn endpoint_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.json")

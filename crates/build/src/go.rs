@@ -114,18 +114,10 @@ pub(crate) fn build_go(
         if file == "go.mod" {
             continue;
         }
-        let path = dir.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("cannot write the Go bindings"))?;
-        }
-        std::fs::write(&path, contents).map_err(io(format!("cannot write {}", path.display())))?;
+        crate::write_file(&dir.join(file), contents)?;
     }
     for (file, text) in GO_PKG {
-        let path = dir.join(GO_PKG_DIR).join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("cannot write the Go runtime package"))?;
-        }
-        std::fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
+        crate::write_file(&dir.join(GO_PKG_DIR).join(file), text.as_bytes())?;
     }
     check_go_mod(dir)?;
 

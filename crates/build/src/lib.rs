@@ -362,18 +362,12 @@ fn build_python(dir: &Path, options: &BuildOptions) -> Result<(PathBuf, &'static
                 .into(),
         ));
     }
+    // The project's own WIT as it is; else the bundled wasi:http WIT, written for this build.
     let bundled;
     let wit_dir = if dir.join("wit").is_dir() {
         dir.join("wit")
     } else {
-        bundled = tempfile::tempdir().map_err(io("cannot create a temporary WIT dir"))?;
-        for (name, text) in BUNDLED_WIT {
-            let path = bundled.path().join(name);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io("cannot write the bundled WIT"))?;
-            }
-            std::fs::write(&path, text).map_err(io("cannot write the bundled WIT"))?;
-        }
+        bundled = project_wit(&dir.join("wit"), None)?;
         bundled.path().to_path_buf()
     };
     let name = dir
@@ -475,19 +469,22 @@ fn js_entry(dir: &Path) -> Result<PathBuf, BuildError> {
         })
 }
 
+/// Writes `contents` to `path`, creating its directory.
+fn write_file(path: &Path, contents: &[u8]) -> Result<(), BuildError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(io(format!("cannot create {}", parent.display())))?;
+    }
+    std::fs::write(path, contents).map_err(io(format!("cannot write {}", path.display())))
+}
+
 /// The project's WIT (`own`, if it exists) in a temporary dir, with WASI 0.2's packages added
 /// under deps/ where it brings none; every WASI reference moved to `retarget` when given.
 fn project_wit(own: &Path, retarget: Option<&str>) -> Result<tempfile::TempDir, BuildError> {
     let wit = tempfile::tempdir().map_err(io("cannot create a temporary WIT dir"))?;
-    let write = |path: &Path, text: &str| -> Result<(), BuildError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io("cannot write the WIT"))?;
-        }
-        let text = match retarget {
-            Some(version) => retarget_wasi(text, version),
-            None => text.to_string(),
-        };
-        std::fs::write(path, text).map_err(io("cannot write the WIT"))
+    let write = |path: &Path, text: &str| match retarget {
+        Some(version) => write_file(path, retarget_wasi(text, version).as_bytes()),
+        None => write_file(path, text.as_bytes()),
     };
     if own.is_dir() {
         copy_wit(own, wit.path(), &write)?;

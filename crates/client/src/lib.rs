@@ -71,6 +71,8 @@ pub struct PreparedDeploy {
     /// Component → OCI reference, still to resolve ([`PreparedDeploy::resolve`]).
     references: BTreeMap<String, String>,
     pub app_name: String,
+    /// `metadata.annotations.version`, when the manifest gives one.
+    pub declared_version: Option<String>,
 }
 
 impl PreparedDeploy {
@@ -192,6 +194,7 @@ pub fn prepare_deploy(manifest_path: &Path, build: bool) -> Result<PreparedDeplo
         pulls: BTreeMap::new(),
         references,
         app_name: app.name,
+        declared_version: app.version,
     })
 }
 

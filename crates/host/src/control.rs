@@ -441,12 +441,10 @@ async fn get_component(
 ) -> Response {
     let host = state.host.clone();
     let wanted = digest.clone();
-    let local = tokio::task::spawn_blocking(move || {
-        if host.blobs().contains(&wanted)? {
-            host.blobs().get(&wanted).map(Some)
-        } else {
-            Ok(None)
-        }
+    let local = tokio::task::spawn_blocking(move || match host.blobs().get(&wanted) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(crate::BlobError::Missing(_)) => Ok(None),
+        Err(e) => Err(e),
     })
     .await;
     let found = match local {

@@ -114,15 +114,7 @@ impl Host {
                 version: app.version,
                 phase: app.phase.to_string(),
                 reason: app.reason,
-                components: app
-                    .components
-                    .into_iter()
-                    .map(|c| weft_api::InventoryComponent {
-                        name: c.name,
-                        max_instances: c.max_instances,
-                        active_instances: c.active_instances,
-                    })
-                    .collect(),
+                components: app.components.into_iter().map(Into::into).collect(),
             })
             .collect();
         weft_api::LatticeHost {

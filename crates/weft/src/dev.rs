@@ -150,10 +150,10 @@ impl Project {
                 }
             }
         }
-        let declared = weft_manifest::parse(&prepared.request.manifest, "app.yaml")
-            .ok()
-            .and_then(|m| m.version);
-        prepared.request.version = Some(dev_version(&prepared.request, declared.as_deref()));
+        prepared.request.version = Some(dev_version(
+            &prepared.request,
+            prepared.declared_version.as_deref(),
+        ));
         // Uploading is what takes long for a big component (CPython is 18 MB); a pull from a
         // registry happens here too, for images the host does not hold yet.
         let step = Step::start(format!("deploying {}", prepared.app_name));

@@ -186,11 +186,7 @@ impl Member {
                     .map(|s| {
                         s.components
                             .into_iter()
-                            .map(|c| InventoryComponent {
-                                name: c.name,
-                                max_instances: c.max_instances,
-                                active_instances: c.active_instances,
-                            })
+                            .map(InventoryComponent::from)
                             .collect()
                     })
                     .unwrap_or_default(),
