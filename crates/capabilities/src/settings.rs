@@ -47,6 +47,111 @@ impl ServerConfig {
     }
 }
 
+/// Where NATS is when a link's config does not say.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The keys of a NATS link's config that say where the server is and how to connect to it;
+/// each NATS backend takes these beside its own.
+pub const NATS_CONNECTION_KEYS: &[&str] = &[
+    "url",
+    "credentials",
+    "nkey",
+    "user",
+    "password",
+    "token",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+];
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsConnectionConfig {
+    url: Option<String>,
+    /// A `.creds` file's path on the host, or its text (from a `secret:` reference).
+    credentials: Option<String>,
+    /// An NKey user seed (best given as a `secret:` reference).
+    nkey: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// The own config of a NATS backend that takes only the connection's keys.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoOwnKeys {}
+
+/// Where a NATS backend connects, and as whom.
+pub struct NatsServer {
+    pub url: String,
+    pub auth: weft_lattice::NatsAuth,
+}
+
+impl NatsServer {
+    /// Names the connection for sharing: links with the same server but other credentials
+    /// never share a connection, so no app acts with another's rights.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.auth.fingerprint(), self.url)
+    }
+}
+
+/// A NATS backend's settings: the connection ([`NATS_CONNECTION_KEYS`]) and the backend's own
+/// keys, `own`, read into `C`. A key that is neither is refused, naming all it could be.
+pub fn nats_settings<C: DeserializeOwned>(
+    settings: &Settings,
+    own: &[&str],
+) -> Result<(NatsServer, C), ConfigError> {
+    if let Some(unknown) = settings
+        .keys()
+        .find(|k| !NATS_CONNECTION_KEYS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        let known: Vec<&str> = NATS_CONNECTION_KEYS.iter().chain(own).copied().collect();
+        return Err(ConfigError(format!(
+            "unknown key `{unknown}`; known keys: {}",
+            known.join(", ")
+        )));
+    }
+    let (connection, own): (Settings, Settings) = settings
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| NATS_CONNECTION_KEYS.contains(&k.as_str()));
+    let connection: NatsConnectionConfig = typed(&connection)?;
+    let credentials = match connection.credentials {
+        Some(text) if text.contains("-----BEGIN") => Some(weft_lattice::Secret::new(text)),
+        Some(path) => Some(weft_lattice::Secret::new(
+            std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(format!(
+                    "credentials: cannot read the .creds file {path}: {e}; give the path of a \
+                     file on this host or its text through a `secret:` reference"
+                ))
+            })?,
+        )),
+        None => None,
+    };
+    let auth = weft_lattice::NatsAuth {
+        credentials,
+        nkey: connection.nkey.map(weft_lattice::Secret::new),
+        user: connection.user,
+        password: connection.password.map(weft_lattice::Secret::new),
+        token: connection.token.map(weft_lattice::Secret::new),
+        tls_ca: connection.tls_ca,
+        tls_cert: connection.tls_cert,
+        tls_key: connection.tls_key,
+    };
+    auth.check().map_err(|e| ConfigError(e.0))?;
+    let server = NatsServer {
+        url: connection
+            .url
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_string()),
+        auth,
+    };
+    Ok((server, typed(&own)?))
+}
+
 /// The config of a backend keeping one file per capability (redb, SQLite).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,10 +4,13 @@
 //! the stream sequence of its last write, and compare-and-set is JetStream's
 //! `Nats-Expected-Last-Subject-Sequence` check.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::header::HeaderMap;
 use bytes::Bytes;
+
+use crate::auth::NatsAuth;
 
 /// A call waits this long for NATS before failing.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -19,7 +22,7 @@ const STREAM_EXISTS: u64 = 10058;
 /// Why a lattice operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LatticeError {
-    #[error("NATS at {url} is unreachable: {reason}; start it (`nats-server -js`) or fix --nats")]
+    #[error("cannot connect to NATS at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("NATS at {url}: {what}: {reason}")]
     Call {
@@ -38,6 +41,9 @@ pub enum LatticeError {
 pub struct JetStream {
     client: async_nats::Client,
     url: String,
+    /// The server's last permissions violation on this connection: a refused publish or
+    /// subscribe only shows as a timeout otherwise.
+    denied: Arc<Mutex<Option<String>>>,
 }
 
 /// The latest entry of a key: its revision and value, None for a deleted key.
@@ -60,6 +66,31 @@ pub(crate) fn api_error(reply: &serde_json::Value) -> Option<(u64, String)> {
     ))
 }
 
+/// Why a connection failed, with what to do about it.
+pub(crate) fn connect_failure(e: &async_nats::ConnectError, auth: &NatsAuth) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    let said = e.to_string();
+    let tls_trouble = ["certificate", "tls", "handshake", "alert"]
+        .iter()
+        .any(|word| said.to_ascii_lowercase().contains(word));
+    match e.kind() {
+        Kind::AuthorizationViolation => format!(
+            "the server refused these credentials ({}); check the user, its password, token, \
+             NKey or .creds file and the server's accounts",
+            auth.describe()
+        ),
+        Kind::Tls | Kind::Io if tls_trouble => format!(
+            "TLS failed: {said}; check that the TLS CA given is the one that signed the \
+             server's certificate, that the URL's host is in that certificate, and that a \
+             server verifying clients gets a client certificate its CA signed"
+        ),
+        Kind::TimedOut | Kind::Io | Kind::ServerParse => {
+            format!("{said}; start it (`nats-server -js`) or fix the URL")
+        }
+        _ => said,
+    }
+}
+
 /// Keys are subject tokens: no spaces or wildcards, no empty tokens.
 pub fn check_key(key: &str) -> Result<(), LatticeError> {
     let ok = !key.is_empty()
@@ -75,21 +106,59 @@ pub fn check_key(key: &str) -> Result<(), LatticeError> {
 }
 
 impl JetStream {
-    /// Connects to NATS at `url`; reconnects on its own when the server comes back. Messages
-    /// name the server with its credentials hidden.
-    pub async fn connect(url: &str) -> Result<Self, LatticeError> {
-        let client = async_nats::ConnectOptions::new()
+    /// Connects to NATS at `url` as `auth` says; reconnects on its own when the server comes
+    /// back. Messages name the server with its credentials hidden.
+    pub async fn connect(url: &str, auth: &NatsAuth) -> Result<Self, LatticeError> {
+        Self::connect_with_inbox(url, auth, None).await
+    }
+
+    /// [`JetStream::connect`] with replies received under `inbox_prefix` instead of
+    /// `_INBOX`, so a NATS user limited to a lattice's subjects can still make requests.
+    pub async fn connect_with_inbox(
+        url: &str,
+        auth: &NatsAuth,
+        inbox_prefix: Option<&str>,
+    ) -> Result<Self, LatticeError> {
+        let shown = redact_credentials(url);
+        let refused = |reason: String| LatticeError::Connect {
+            url: shown.clone(),
+            reason,
+        };
+        let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(CALL_TIMEOUT)
-            .request_timeout(Some(CALL_TIMEOUT))
+            .request_timeout(Some(CALL_TIMEOUT));
+        if let Some(prefix) = inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        let denied: Arc<Mutex<Option<String>>> = Arc::default();
+        let record = denied.clone();
+        let server = shown.clone();
+        options = options.event_callback(move |event| {
+            let record = record.clone();
+            let server = server.clone();
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) =
+                    event
+                {
+                    if message
+                        .to_ascii_lowercase()
+                        .contains("permissions violation")
+                    {
+                        tracing::warn!(nats = %server, "NATS refused: {message}");
+                        *record.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+                    }
+                }
+            }
+        });
+        let options = auth.apply(options).map_err(|e| refused(e.0))?;
+        let client = options
             .connect(url)
             .await
-            .map_err(|e| LatticeError::Connect {
-                url: redact_credentials(url),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| refused(connect_failure(&e, auth)))?;
         Ok(JetStream {
             client,
-            url: redact_credentials(url),
+            url: shown,
+            denied,
         })
     }
 
@@ -104,10 +173,18 @@ impl JetStream {
     }
 
     pub(crate) fn failed(&self, what: &str, reason: impl std::fmt::Display) -> LatticeError {
+        let mut reason = reason.to_string();
+        let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(denied) = denied {
+            reason = format!(
+                "{reason}; the server said: {denied}. This NATS user lacks a permission the \
+                 lattice needs (docs/nats.md lists them)"
+            );
+        }
         LatticeError::Call {
             url: self.url.clone(),
             what: what.to_string(),
-            reason: reason.to_string(),
+            reason,
         }
     }
 

@@ -2,6 +2,7 @@
 //! (subjects, heartbeats, placements, forwarded requests) and its NATS transport (JetStream
 //! key-value, a chunked blob store, the leader lease); it knows nothing of wasm or HTTP serving.
 
+pub mod auth;
 pub mod blobs;
 pub mod directory;
 pub mod jetstream;
@@ -10,6 +11,7 @@ pub mod objects;
 pub mod protocol;
 pub mod state;
 
+pub use auth::{NatsAuth, NatsAuthError, Secret};
 pub use blobs::LatticeBlobs;
 pub use directory::{Directory, KnownHost};
 pub use jetstream::{redact_credentials, Cas, CasFailed, Entry, JetStream, Kv, LatticeError};

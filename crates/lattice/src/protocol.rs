@@ -30,6 +30,11 @@ pub struct Subjects {
 }
 
 impl Subjects {
+    /// The prefix of the inboxes a host's requests get their replies on.
+    pub fn inbox_prefix(&self) -> String {
+        format!("weft.{}.inbox", self.lattice)
+    }
+
     /// The names of `lattice` (a valid token, see [`crate::is_valid_token`]).
     pub fn new(lattice: &str) -> Self {
         Subjects {

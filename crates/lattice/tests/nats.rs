@@ -56,7 +56,9 @@ impl Drop for Nats {
 #[tokio::test]
 async fn compare_and_set_accepts_only_the_revision_read() {
     let nats = Nats::start();
-    let js = JetStream::connect(&nats.url()).await.unwrap();
+    let js = JetStream::connect(&nats.url(), &Default::default())
+        .await
+        .unwrap();
     let kv = js.kv("cas").await.unwrap();
     assert!(kv.entry("k").await.unwrap().is_none());
     let first = kv.update("k", "a".into(), 0).await.unwrap().unwrap();
@@ -74,7 +76,9 @@ async fn compare_and_set_accepts_only_the_revision_read() {
 #[tokio::test]
 async fn a_stale_leader_cannot_renew_its_lease_or_overwrite_the_placements() {
     let nats = Nats::start();
-    let js = JetStream::connect(&nats.url()).await.unwrap();
+    let js = JetStream::connect(&nats.url(), &Default::default())
+        .await
+        .unwrap();
     let kv = js.kv("lease").await.unwrap();
     let ttl = Duration::from_secs(5);
     let mut a = Lease::new(kv.clone(), "a", ttl);
@@ -140,7 +144,9 @@ async fn a_stale_leader_cannot_renew_its_lease_or_overwrite_the_placements() {
 #[tokio::test]
 async fn a_blob_larger_than_one_message_round_trips_and_is_checked() {
     let nats = Nats::start();
-    let js = JetStream::connect(&nats.url()).await.unwrap();
+    let js = JetStream::connect(&nats.url(), &Default::default())
+        .await
+        .unwrap();
     let blobs = LatticeBlobs::open(&js, "t").await.unwrap();
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let digest = {

@@ -345,6 +345,50 @@ pub struct LatticeArgs {
     /// on one machine)
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+}
+
+/// How a host authenticates to the lattice's NATS server. Secrets come from files or the
+/// environment, never from the command line, where `ps` would show them.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "NATS authentication")]
+pub struct NatsAuthArgs {
+    /// A .creds file (a user JWT and its NKey seed, as `nsc` writes it)
+    #[arg(long, value_name = "FILE", env = "WEFT_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+    /// A file holding an NKey user seed (SU…)
+    #[arg(long, value_name = "FILE", env = "WEFT_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// The NATS user to connect as; its password comes from WEFT_NATS_PASSWORD or
+    /// --nats-password-file
+    #[arg(long, value_name = "NAME", env = "WEFT_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// A file holding the NATS user's password
+    #[arg(long, value_name = "FILE", env = "WEFT_NATS_PASSWORD_FILE")]
+    pub nats_password_file: Option<PathBuf>,
+    /// A file holding a NATS token (or set WEFT_NATS_TOKEN)
+    #[arg(long, value_name = "FILE", env = "WEFT_NATS_TOKEN_FILE")]
+    pub nats_token_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the NATS server's certificate; TLS is then required
+    #[arg(long, value_name = "FILE", env = "WEFT_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate for a server that verifies clients (with --nats-tls-key)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "WEFT_NATS_TLS_CERT",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's PEM private key
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "WEFT_NATS_TLS_KEY",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -142,6 +142,7 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
                         labels: Vec::new(),
                         host_id: None,
                         http: args.http,
+                        nats_auth: Default::default(),
                     },
                     serve: args.serve,
                     control_addr: Some(args.control_addr),
@@ -585,6 +586,45 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     Ok(())
 }
 
+/// The NATS credentials the flags and the environment give, their files read.
+fn nats_auth(args: &crate::cli::NatsAuthArgs) -> Result<weft_lattice::NatsAuth> {
+    use weft_lattice::Secret;
+    let read = |what: &str, path: &PathBuf| -> Result<Secret> {
+        std::fs::read_to_string(path)
+            .map(Secret::new)
+            .with_context(|| format!("cannot read the NATS {what} file {}", path.display()))
+    };
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let password = match (&args.nats_password_file, from_env("WEFT_NATS_PASSWORD")) {
+        (Some(path), _) => Some(read("password", path)?),
+        (None, text) => text.map(Secret::new),
+    };
+    let token = match (&args.nats_token_file, from_env("WEFT_NATS_TOKEN")) {
+        (Some(path), _) => Some(read("token", path)?),
+        (None, text) => text.map(Secret::new),
+    };
+    let auth = weft_lattice::NatsAuth {
+        credentials: args
+            .nats_credentials
+            .as_ref()
+            .map(|p| read("credentials", p))
+            .transpose()?,
+        nkey: args
+            .nats_nkey_file
+            .as_ref()
+            .map(|p| read("NKey seed", p))
+            .transpose()?,
+        user: args.nats_user.clone(),
+        password,
+        token,
+        tls_ca: args.nats_tls_ca.clone(),
+        tls_cert: args.nats_tls_cert.clone(),
+        tls_key: args.nats_tls_key.clone(),
+    };
+    auth.check().map_err(anyhow::Error::msg)?;
+    Ok(auth)
+}
+
 /// Joins the lattice and starts this host's controller; returns the member, the controller's
 /// stop switch and its task.
 async fn join(
@@ -599,6 +639,7 @@ async fn join(
     let host_id = weft_host::member::host_id(host.state_dir(), args.host_id.as_deref())?;
     let options = LatticeOptions {
         nats_url: url.to_string(),
+        nats_auth: nats_auth(&args.nats_auth)?,
         lattice: args.lattice.clone(),
         host_id,
         labels: args.labels.iter().cloned().collect(),

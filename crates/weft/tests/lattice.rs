@@ -153,17 +153,6 @@ spec:
     }
 }
 
-fn wait_until<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The instance caps each host runs `app` with, from `weft get inventory`.
 fn caps(lattice: &mut Lattice, app: &str) -> BTreeMap<String, u64> {
     let hosts: Vec<serde_json::Value> =

@@ -10,14 +10,11 @@ use weft_lattice::{JetStream, LatticeError, ObjectStore};
 use weft_manifest::Grant;
 
 use super::{slice, BlobError, BlobStore, Stat};
-use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::{typed, ServerConfig};
-
-/// Where NATS is when the manifest does not say.
-const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+use crate::catalog::{Backend, BackendError, Opener};
+use crate::settings::{nats_settings, NatsServer, NoOwnKeys};
 
 struct Nats {
-    url: String,
+    server: NatsServer,
     js: OnceCell<JetStream>,
 }
 
@@ -25,17 +22,17 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn BlobStore> = Backend {
     name: "nats",
     images: &["blobstore-nats"],
-    check: check_config::<ServerConfig>,
+    check: |settings| nats_settings::<NoOwnKeys>(settings, &[]).map(|_| ()),
     open: |_, grant| open(grant),
 };
 
 fn open(grant: &Grant) -> Result<Opener<dyn BlobStore>, BackendError> {
-    let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
+    let (server, NoOwnKeys {}) = nats_settings(&grant.settings, &[])?;
     Ok((
-        format!("nats:{url}"),
+        format!("nats:{}", server.identity()),
         Box::new(move || {
             Ok(Arc::new(Nats {
-                url,
+                server,
                 js: OnceCell::new(),
             }) as Arc<dyn BlobStore>)
         }),
@@ -56,7 +53,7 @@ fn seconds(rfc3339: &str) -> u64 {
 impl Nats {
     async fn js(&self) -> Result<&JetStream, BlobError> {
         self.js
-            .get_or_try_init(|| JetStream::connect(&self.url))
+            .get_or_try_init(|| JetStream::connect(&self.server.url, &self.server.auth))
             .await
             .map_err(failed)
     }

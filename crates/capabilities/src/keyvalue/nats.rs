@@ -14,21 +14,19 @@ use weft_manifest::Grant;
 
 use serde::Deserialize;
 
-use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::typed;
+use crate::catalog::{Backend, BackendError, Opener};
+use crate::settings::{nats_settings, NatsServer};
 
 use super::watch::WATCH_BUFFER;
 use super::{add, counter_value, page, Change, KeyValueStore, KvError};
 
-/// Where NATS is when the manifest does not say.
-const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// The bucket of `open("")`, unless the link config names one.
 const DEFAULT_BUCKET: &str = "weft";
 /// Compare-and-set attempts before an increment gives up under contention.
 const MAX_CAS_ATTEMPTS: usize = 10_000;
 
 struct Nats {
-    url: String,
+    server: NatsServer,
     default_bucket: String,
     js: OnceCell<JetStream>,
     /// Buckets opened (and created when missing) by this host.
@@ -39,21 +37,22 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
     name: "nats",
     images: &["keyvalue-nats"],
-    check: check_config::<Config>,
+    check: |settings| nats_settings::<Config>(settings, OWN_KEYS).map(|_| ()),
     open: |_, grant| open(grant),
 };
+
+/// The keys this backend takes beside the connection's.
+const OWN_KEYS: &[&str] = &["bucket"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    url: Option<String>,
     /// The bucket of `open("")`.
     bucket: Option<String>,
 }
 
 fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
-    let config: Config = typed(&grant.settings)?;
-    let url = config.url.unwrap_or_else(|| DEFAULT_URL.to_string());
+    let (server, config) = nats_settings::<Config>(&grant.settings, OWN_KEYS)?;
     let default_bucket = config
         .bucket
         .unwrap_or_else(|| DEFAULT_BUCKET.to_string());
@@ -63,10 +62,10 @@ fn open(grant: &Grant) -> Result<Opener<dyn KeyValueStore>, BackendError> {
         )));
     }
     Ok((
-        format!("nats:{url}#{default_bucket}"),
+        format!("nats:{}#{default_bucket}", server.identity()),
         Box::new(move || {
             Ok(Arc::new(Nats {
-                url,
+                server,
                 default_bucket,
                 js: OnceCell::new(),
                 buckets: Mutex::default(),
@@ -92,7 +91,7 @@ impl Nats {
         }
         let js = self
             .js
-            .get_or_try_init(|| JetStream::connect(&self.url))
+            .get_or_try_init(|| JetStream::connect(&self.server.url, &self.server.auth))
             .await
             .map_err(kv_error)?;
         let kv = js.kv(name).await.map_err(kv_error)?;
@@ -155,7 +154,7 @@ impl KeyValueStore for Nats {
         }
         Err(KvError(format!(
             "NATS at {}: increment: too much contention on `{key}`; try again",
-            weft_lattice::redact_credentials(&self.url)
+            weft_lattice::redact_credentials(&self.server.url)
         )))
     }
 

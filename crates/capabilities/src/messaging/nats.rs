@@ -9,14 +9,13 @@ use tokio::sync::{mpsc, OnceCell};
 use weft_manifest::Grant;
 
 use super::{gather_replies, Broker, Message, MessagingError, TimedOut, SUBSCRIPTION_BUFFER};
-use crate::catalog::{check_config, Backend, BackendError, Opener};
-use crate::settings::{typed, ServerConfig};
+use crate::catalog::{Backend, BackendError, Opener};
+use crate::settings::{nats_settings, NatsServer, NoOwnKeys};
+use weft_lattice::JetStream;
 
-const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Nats {
-    url: String,
+    server: NatsServer,
     client: OnceCell<async_nats::Client>,
 }
 
@@ -24,17 +23,17 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn Broker> = Backend {
     name: "nats",
     images: &["messaging-nats"],
-    check: check_config::<ServerConfig>,
+    check: |settings| nats_settings::<NoOwnKeys>(settings, &[]).map(|_| ()),
     open: |_, grant| open(grant),
 };
 
 fn open(grant: &Grant) -> Result<Opener<dyn Broker>, BackendError> {
-    let url = typed::<ServerConfig>(&grant.settings)?.url_or(DEFAULT_URL);
+    let (server, NoOwnKeys {}) = nats_settings(&grant.settings, &[])?;
     Ok((
-        format!("nats:{url}"),
+        format!("nats:{}", server.identity()),
         Box::new(move || {
             Ok(Arc::new(Nats {
-                url,
+                server,
                 client: OnceCell::new(),
             }) as Arc<dyn Broker>)
         }),
@@ -45,16 +44,10 @@ impl Nats {
     async fn client(&self) -> Result<&async_nats::Client, MessagingError> {
         self.client
             .get_or_try_init(|| async {
-                async_nats::ConnectOptions::new()
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .connect(self.url.as_str())
+                JetStream::connect(&self.server.url, &self.server.auth)
                     .await
-                    .map_err(|e| {
-                        MessagingError::new(format!(
-                            "NATS at {} is unreachable: {e}",
-                            weft_lattice::redact_credentials(&self.url)
-                        ))
-                    })
+                    .map(|js| js.client().clone())
+                    .map_err(|e| MessagingError::new(e.to_string()))
             })
             .await
     }
@@ -62,7 +55,7 @@ impl Nats {
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> MessagingError {
         MessagingError::new(format!(
             "NATS at {}: {what}: {e}",
-            weft_lattice::redact_credentials(&self.url)
+            weft_lattice::redact_credentials(&self.server.url)
         ))
     }
 }

@@ -47,6 +47,8 @@ const HEAD_ROOM: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct LatticeOptions {
     pub nats_url: String,
+    /// How to authenticate to NATS.
+    pub nats_auth: weft_lattice::NatsAuth,
     pub lattice: String,
     pub host_id: String,
     pub labels: BTreeMap<String, String>,
@@ -122,8 +124,15 @@ impl Member {
         if !weft_lattice::is_valid_token(&options.host_id) {
             return Err(MemberError::Name(options.host_id.clone(), "host id"));
         }
-        let js = JetStream::connect(&options.nats_url).await?;
         let subjects = Subjects::new(&options.lattice);
+        // Replies arrive under the lattice's own subjects, so a NATS user allowed only
+        // `weft.<lattice>.>` and the lattice's streams can do everything a host does.
+        let js = JetStream::connect_with_inbox(
+            &options.nats_url,
+            &options.nats_auth,
+            Some(&subjects.inbox_prefix()),
+        )
+        .await?;
         let kv = js.kv(&subjects.state_bucket()).await?;
         let blobs = LatticeBlobs::open(&js, &options.lattice).await?;
         let directory = Arc::new(Directory::listen(js.client(), &subjects).await?);
@@ -178,7 +187,8 @@ impl Member {
         tracing::info!(
             lattice = %member.options.lattice,
             host = %member.options.host_id,
-            nats = %member.options.nats_url,
+            nats = %weft_lattice::redact_credentials(&member.options.nats_url),
+            auth = %member.options.nats_auth.describe(),
             "joined the lattice"
         );
         Ok(member)

@@ -114,7 +114,7 @@ impl Member {
         status.lattice = Some(LatticeInfo {
             name: self.options.lattice.clone(),
             host: self.options.host_id.clone(),
-            nats: self.options.nats_url.clone(),
+            nats: weft_lattice::redact_credentials(&self.options.nats_url),
             leader: self
                 .leadership
                 .lock()

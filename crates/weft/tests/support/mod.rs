@@ -294,6 +294,11 @@ impl Host {
         }
     }
 
+    /// The host process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the host is not running").id()
+    }
+
     /// The control API's address (`127.0.0.1:PORT`) and its bearer token.
     pub fn control(&self) -> (String, String) {
         let endpoint = std::fs::read_to_string(self.state.path().join("control.json")).unwrap();
@@ -845,4 +850,32 @@ spec:
         http = http_server("ticker", s.port, &format!("/{app}")),
     );
     write_yaml(s.dir.path(), app, &yaml)
+}
+
+/// Polls `check` every 200 ms until it gives a value; panics naming `what` after `within`.
+pub fn wait_until<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `nats-server -c` running `config` (given its port and JetStream store dir), with the config
+/// file in the server's dir.
+pub fn nats_configured(config: impl FnOnce(u16, &Path) -> String) -> Server {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nats.conf");
+    std::fs::write(&file, config(port, &dir.path().join("js"))).unwrap();
+    let mut server = Server::start(
+        "nats-server",
+        vec!["-c".into(), file.display().to_string()],
+        port,
+    );
+    server.dir = dir;
+    server
 }

@@ -1,0 +1,424 @@
+//! End-to-end tests of an authenticated lattice: a real `nats-server` running the config shipped
+//! in `docs/nats-lattice.conf` (accounts, one user per host, permissions limited to the
+//! lattice), `weft up --nats` hosts joining it with a password, an NKey and TLS client
+//! certificates, and every kind of outsider shut out.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+/// The example NKey public key in the shipped config, replaced by one the test holds the seed
+/// of.
+const DOC_NKEY: &str = "UDJEWMCCCAY2XXMCAS6X37NKAMA3PLF6XRBPED7UYBYWTY3V3I2XE4BF";
+const HOST_A_PASSWORD: &str = "change-me-host-a";
+const TEAM_B_PASSWORD: &str = "change-me-team-b";
+
+/// A NATS server running the shipped lattice config (plus `extra`), and the seed file of its
+/// NKey user.
+struct SecuredNats {
+    server: Server,
+    seed_file: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl SecuredNats {
+    fn start(extra: &str) -> SecuredNats {
+        let shipped = std::fs::read_to_string(repo().join("docs/nats-lattice.conf")).unwrap();
+        assert!(
+            shipped.contains(DOC_NKEY),
+            "the shipped config changed its NKey user"
+        );
+        let key = nkeys::KeyPair::new_user();
+        let keys = tempfile::tempdir().unwrap();
+        let seed_file = keys.path().join("host-b.seed");
+        std::fs::write(&seed_file, format!("{}\n", key.seed().unwrap())).unwrap();
+        let server = nats_configured(|port, store| {
+            let config = shipped
+                .replace("127.0.0.1:4222", &format!("127.0.0.1:{port}"))
+                .replace("/var/lib/weft-nats", &store.display().to_string())
+                .replace(DOC_NKEY, &key.public_key());
+            format!("{config}\n{extra}\n")
+        });
+        SecuredNats {
+            server,
+            seed_file,
+            _keys: keys,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// Flags for a host of lattice `lattice` on this server.
+fn host_args(
+    nats: &str,
+    lattice: &str,
+    id: &str,
+    http: u16,
+    auth: &[impl AsRef<str>],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--nats",
+        nats,
+        "--lattice",
+        lattice,
+        "--host-id",
+        id,
+        "--http",
+        &format!("127.0.0.1:{http}"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(auth.iter().map(|a| a.as_ref().to_string()));
+    args
+}
+
+fn start_host(args: &[String], env: &[(&str, &str)]) -> Host {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    Host::start_with_env(&argv, env)
+}
+
+/// Runs `weft host ARGS…` expecting it to be refused; returns what it said.
+fn refused_host(args: &[String], env: &[(&str, &str)]) -> String {
+    let state = tempfile::tempdir().unwrap();
+    let mut command = Command::new(WEFT);
+    command
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("host")
+        .args(args)
+        .env_remove("WEFT_NATS_PASSWORD")
+        .envs(env.iter().copied());
+    let out = command.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "weft host was let in:\n{said}");
+    said
+}
+
+fn alive_hosts(host: &Host) -> Vec<String> {
+    let hosts: Vec<serde_json::Value> =
+        serde_json::from_str(&host.cli_ok(&["get", "hosts", "--json"])).unwrap();
+    let mut alive: Vec<String> = hosts
+        .iter()
+        .filter(|h| h["alive"] == true)
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    alive.sort();
+    alive
+}
+
+/// Deploys a hello app through `host` and waits until every port in `ports` answers it.
+fn deploy_hello(host: &Host, scene: &Scene, app: &str, ports: &[u16]) {
+    let manifest = scene.manifest(
+        app,
+        "v1",
+        &[route(
+            "hello",
+            &guests().hello,
+            scene.port,
+            &format!("/{app}"),
+        )],
+    );
+    host.deploy(&manifest);
+    for port in ports {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{app} to answer on port {port}"),
+            || {
+                let url = format!("http://127.0.0.1:{port}/{app}");
+                let answered = http().get(&url).send().ok()?;
+                (answered.status() == 200).then_some(())
+            },
+        );
+    }
+}
+
+/// A raw NATS client of another account, trying the lattice's subjects directly.
+fn outsider_tries_the_lattice(nats: &str, app: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            "team-b".into(),
+            TEAM_B_PASSWORD.into(),
+        )
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(nats)
+        .await
+        .expect("team-b is a user of its own account");
+        // Heartbeats (every second) and record writes never reach this account.
+        let mut spy = client.subscribe("weft.prod.>").await.unwrap();
+        let mut records = client.subscribe("$KV.weft-prod.>").await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(3), async {
+            tokio::select! {
+                m = next_subject(&mut spy) => m,
+                m = next_subject(&mut records) => m,
+            }
+        })
+        .await;
+        assert!(heard.is_err(), "another account heard {heard:?}");
+
+        // App records: the lattice's state stream is not in this account.
+        let read = client
+            .request(
+                "$JS.API.DIRECT.GET.KV_weft-prod",
+                format!(r#"{{"last_by_subj":"$KV.weft-prod.app.{app}"}}"#).into(),
+            )
+            .await;
+        assert!(read.is_err(), "another account read an app record");
+        let info = client
+            .request("$JS.API.STREAM.INFO.KV_weft-prod", "".into())
+            .await
+            .map(|m| String::from_utf8_lossy(&m.payload).to_string());
+        if let Ok(info) = &info {
+            assert!(info.contains("not found"), "{info}");
+        }
+
+        // A call to the app's component on host a: no one in this account answers.
+        let call = client
+            .request(format!("weft.prod.rpc.call.{app}.hello.a"), "".into())
+            .await;
+        assert!(call.is_err(), "another account reached a component");
+    });
+}
+
+async fn next_subject(subscriber: &mut async_nats::Subscriber) -> Option<String> {
+    use futures::StreamExt as _;
+    subscriber.next().await.map(|m| m.subject.to_string())
+}
+
+#[test]
+fn hosts_with_credentials_form_the_lattice_and_outsiders_are_refused() {
+    let nats = SecuredNats::start("");
+    let url = nats.url();
+    let scene = Scene::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let password = [("WEFT_NATS_PASSWORD", HOST_A_PASSWORD)];
+    let a = start_host(
+        &host_args(&url, "prod", "a", port_a, &["--nats-user", "host-a"]),
+        &password,
+    );
+    let seed = nats.seed_file.display().to_string();
+    let b = start_host(
+        &host_args(&url, "prod", "b", port_b, &["--nats-nkey-file", &seed]),
+        &[],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "both hosts to hear each other",
+        || (alive_hosts(&a) == ["a", "b"] && alive_hosts(&b) == ["a", "b"]).then_some(()),
+    );
+    deploy_hello(&a, &scene, "greeting", &[port_a, port_b]);
+    assert!(
+        !std::fs::read_to_string(format!("/proc/{}/cmdline", a.pid()))
+            .unwrap_or_default()
+            .contains(HOST_A_PASSWORD),
+        "the password shows on the command line"
+    );
+
+    // No credentials: the server turns the connection away.
+    let said = refused_host(
+        &host_args(&url, "prod", "c", free_port(), &[] as &[&str]),
+        &[],
+    );
+    assert!(said.contains("refused these credentials"), "{said}");
+    // A wrong password, likewise.
+    let said = refused_host(
+        &host_args(&url, "prod", "c", free_port(), &["--nats-user", "host-a"]),
+        &[("WEFT_NATS_PASSWORD", "guess")],
+    );
+    assert!(said.contains("refused these credentials"), "{said}");
+    // A lattice's user may not join another lattice of the same account: least privilege.
+    let said = refused_host(
+        &host_args(
+            &url,
+            "staging",
+            "c",
+            free_port(),
+            &["--nats-user", "host-a"],
+        ),
+        &password,
+    );
+    assert!(said.contains("Permissions Violation"), "{said}");
+    assert!(said.contains("docs/nats.md"), "{said}");
+
+    // Another account's user reads no record, reaches no component, hears nothing.
+    outsider_tries_the_lattice(&url, "greeting");
+    // And a host of that account lattice `prod` is a lattice of its own: it sees none of the
+    // real one's hosts or apps, and what it deploys never reaches them.
+    let port_x = free_port();
+    let outsider = start_host(
+        &host_args(&url, "prod", "x", port_x, &["--nats-user", "team-b"]),
+        &[("WEFT_NATS_PASSWORD", TEAM_B_PASSWORD)],
+    );
+    assert_eq!(alive_hosts(&outsider), ["x"]);
+    let listed = outsider.cli_ok(&["app", "list"]);
+    assert!(!listed.contains("greeting"), "{listed}");
+    let other = Scene::new();
+    deploy_hello(&outsider, &other, "intruder", &[port_x]);
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = a.cli_ok(&["app", "list"]);
+    assert!(!listed.contains("intruder"), "{listed}");
+    assert_eq!(alive_hosts(&a), ["a", "b"]);
+    let (status, _) = get(&format!("http://127.0.0.1:{port_a}/intruder"));
+    assert_eq!(status, 404);
+    let (status, body) = get(&format!("http://127.0.0.1:{port_b}/greeting"));
+    assert_eq!((status, body.is_empty()), (200, false));
+}
+
+/// Runs `openssl ARGS…` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA: `dir/NAME.pem` and its key `dir/NAME.key`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// A certificate for 127.0.0.1 (server and client use), `dir/NAME.pem` with `dir/NAME.key`,
+/// signed by the CA `ca`.
+fn sign(dir: &Path, ca: &str, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    let extensions = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &extensions,
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+#[test]
+fn tls_with_the_lattice_s_ca_joins_and_a_wrong_ca_or_no_client_certificate_is_refused() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    make_ca(dir, "lattice-ca");
+    make_ca(dir, "other-ca");
+    sign(dir, "lattice-ca", "server");
+    sign(dir, "lattice-ca", "client");
+    let file = |name: &str| dir.join(name).display().to_string();
+    let nats = SecuredNats::start(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}",
+        file("server.pem"),
+        file("server.key"),
+        file("lattice-ca.pem"),
+    ));
+    let url = nats.url();
+    let password = [("WEFT_NATS_PASSWORD", HOST_A_PASSWORD)];
+    let tls = |ca: &str| -> Vec<String> {
+        [
+            "--nats-user",
+            "host-a",
+            "--nats-tls-ca",
+            &file(ca),
+            "--nats-tls-cert",
+            &file("client.pem"),
+            "--nats-tls-key",
+            &file("client.key"),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let port = free_port();
+    let with_ca = tls("lattice-ca.pem");
+    let host = start_host(&host_args(&url, "prod", "a", port, &with_ca), &password);
+    assert_eq!(alive_hosts(&host), ["a"]);
+    deploy_hello(&host, &Scene::new(), "secure", &[port]);
+
+    let wrong_ca = tls("other-ca.pem");
+    let said = refused_host(
+        &host_args(&url, "prod", "b", free_port(), &wrong_ca),
+        &password,
+    );
+    assert!(said.contains("TLS failed"), "{said}");
+    let said = refused_host(
+        &host_args(
+            &url,
+            "prod",
+            "b",
+            free_port(),
+            &[
+                "--nats-user",
+                "host-a",
+                "--nats-tls-ca",
+                &file("lattice-ca.pem"),
+            ],
+        ),
+        &password,
+    );
+    assert!(said.contains("TLS failed"), "{said}");
+}
