@@ -422,3 +422,73 @@ fn tls_with_the_lattice_s_ca_joins_and_a_wrong_ca_or_no_client_certificate_is_re
     );
     assert!(said.contains("TLS failed"), "{said}");
 }
+
+/// An app counting in a NATS key-value bucket its link config connects to as `user`, the
+/// password a `secret:` reference.
+fn counter_on_nats(dir: &Path, app: &str, port: u16, nats: &str, user: &str) -> PathBuf {
+    let image = guests().counter.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: counter
+      type: component
+      properties: {{ image: {image} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {{ backend: nats, url: "{nats}", user: {user}, password: "secret:{app}-nats" }} }}]
+{http}"#,
+        http = http_server("counter", port, &format!("/{app}")),
+    );
+    write_yaml(dir, app, &yaml)
+}
+
+#[test]
+fn a_keyvalue_link_connects_with_the_credentials_its_config_names() {
+    let nats = SecuredNats::start("");
+    let host = Host::start(&[]);
+    let scene = Scene::new();
+    put_secret(&host, "good-nats", TEAM_B_PASSWORD);
+    put_secret(&host, "bad-nats", "guess");
+    let good = counter_on_nats(scene.dir.path(), "good", scene.port, &nats.url(), "team-b");
+    let bad = counter_on_nats(scene.dir.path(), "bad", scene.port, &nats.url(), "team-b");
+    host.deploy(&good);
+    host.deploy(&bad);
+    let hits = |app: &str| {
+        let response = http()
+            .post(format!("http://127.0.0.1:{}/{app}/hits", scene.port))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    assert_eq!(hits("good"), (200, "1\n".to_string()));
+    assert_eq!(hits("good"), (200, "2\n".to_string()));
+    let (status, said) = hits("bad");
+    assert_eq!(status, 503, "{said}");
+    assert!(
+        said.contains("refused these credentials (user team-b)"),
+        "{said}"
+    );
+    let log = host.log();
+    assert!(
+        !said.contains("guess") && !log.contains("guess"),
+        "{said}\n{log}"
+    );
+    assert!(!log.contains(TEAM_B_PASSWORD), "{log}");
+
+    // A config key NATS does not take is refused at deploy, naming the keys it could be.
+    let typo = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("user: team-b", "usr: team-b");
+    let typo = write_yaml(scene.dir.path(), "typo", &typo);
+    let said = host.cli_err(&["app", "deploy", typo.to_str().unwrap()]);
+    assert!(said.contains("unknown key `usr`"), "{said}");
+    assert!(said.contains("credentials, nkey, user, password"), "{said}");
+}
