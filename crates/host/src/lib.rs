@@ -55,6 +55,9 @@ pub struct HostConfig {
     /// Serve every app's routes on this address instead of the manifest's (several lattice
     /// hosts on one machine each take their own).
     pub http_address: Option<std::net::SocketAddr>,
+    /// When set, every component must carry a signature by one of these keys; it is checked
+    /// before the component is compiled.
+    pub trusted_keys: Option<weft_signing::TrustedKeys>,
 }
 
 /// Why a host operation failed. Messages say what to do next.
@@ -126,6 +129,11 @@ pub enum HostError {
     BadVersion(String),
     #[error("the call failed: {0}")]
     Call(String),
+    #[error("{what} is refused: {reason} (this host runs with --require-signature)")]
+    Unsigned {
+        what: String,
+        reason: weft_signing::SignatureError,
+    },
 }
 
 impl HostError {

@@ -461,6 +461,15 @@ impl Host {
             return Ok(loaded);
         }
         let bytes = self.blobs.get(digest)?;
+        if let Some(trusted) = &self.config.trusted_keys {
+            let signer = trusted
+                .verify(&bytes)
+                .map_err(|reason| HostError::Unsigned {
+                    what: what.to_string(),
+                    reason,
+                })?;
+            tracing::debug!(%what, key = %signer, "signature verified");
+        }
         let runtime = self.runtime.clone();
         let what = what.to_string();
         tokio::task::spawn_blocking(move || runtime.load(&what, &bytes))

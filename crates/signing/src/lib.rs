@@ -140,6 +140,12 @@ pub struct TrustedKeys {
     keys: Vec<(String, PublicKey)>,
 }
 
+impl std::fmt::Debug for TrustedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrustedKeys({})", self.ids().join(", "))
+    }
+}
+
 impl TrustedKeys {
     /// Reads a trusted-keys file: PEM public keys and `ssh-ed25519 …` lines, any number of
     /// each; `#` lines are comments.
@@ -189,8 +195,7 @@ impl TrustedKeys {
 
     /// Checks `component`'s embedded signature; returns the id of the trusted key that made it.
     pub fn verify(&self, component: &[u8]) -> Result<String, SignatureError> {
-        let info = match wasmsign2::signature_info_from_reader(&mut Cursor::new(component), None)
-        {
+        let info = match wasmsign2::signature_info_from_reader(&mut Cursor::new(component), None) {
             Ok(info) => info,
             Err(WSError::NoSignatures) => {
                 return Err(SignatureError::Unsigned {

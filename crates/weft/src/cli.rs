@@ -116,6 +116,18 @@ pub enum Command {
         calc/calc add 1 2"
     )]
     Call(CallArgs),
+    /// Sign a component with an Ed25519 key (a wasmsign2 signature embedded in it), for hosts
+    /// that run with --require-signature
+    #[command(
+        after_help = "Examples:\n  weft key generate release\n  weft sign build/app.wasm --key release.key\n  weft verify build/app.wasm --trusted-keys release.pub"
+    )]
+    Sign(SignArgs),
+    /// Check a component's signature against trusted public keys, as a host with
+    /// --require-signature does
+    Verify(VerifyArgs),
+    /// Make signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Example:\n  weft completions bash > ~/.local/share/bash-completion/completions/weft"
@@ -156,6 +168,44 @@ pub struct DevArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub connection: HostConnection,
+}
+
+/// `weft sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The component to sign
+    #[arg(value_name = "COMPONENT.wasm")]
+    pub component: PathBuf,
+    /// The secret key: a PEM file from `weft key generate`, or an unencrypted OpenSSH ed25519
+    /// key
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Write the signed component here instead of over COMPONENT.wasm
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `weft verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The component to check
+    #[arg(value_name = "COMPONENT.wasm")]
+    pub component: PathBuf,
+    /// The public keys to accept: PEM blocks and `ssh-ed25519` lines
+    #[arg(long, value_name = "FILE")]
+    pub trusted_keys: PathBuf,
+}
+
+/// `weft key`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new Ed25519 key pair: NAME.key (secret, mode 0600) and NAME.pub (for hosts'
+    /// trusted-keys files)
+    Generate {
+        /// The files' path without extension, e.g. keys/release
+        #[arg(value_name = "NAME")]
+        name: PathBuf,
+    },
 }
 
 /// `weft inspect`.
@@ -451,6 +501,18 @@ pub struct ServeArgs {
     /// token (Prometheus: `authorization: { credentials_file: STATE_DIR/control-token }`)
     #[arg(long)]
     pub metrics_open: bool,
+    /// Run only components signed by a key in --trusted-keys; others are refused before they
+    /// are compiled
+    #[arg(long, requires = "trusted_keys", help_heading = "Signatures")]
+    pub require_signature: bool,
+    /// The public keys --require-signature accepts: PEM blocks and `ssh-ed25519` lines
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "require_signature",
+        help_heading = "Signatures"
+    )]
+    pub trusted_keys: Option<PathBuf>,
     /// Keep no metrics (saves the counting on every request); /metrics then answers 404
     #[arg(long, conflicts_with_all = ["metrics_addr", "metrics_open"])]
     pub no_metrics: bool,

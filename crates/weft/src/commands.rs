@@ -11,8 +11,9 @@ use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
 use crate::cli::{
     AppCommand, BuildArgs, CallArgs, Cli, Command, ComposeArgs, DeployArgs, DevArgs, GetCommand,
-    Global, HostArgsOnly, HostConnection, HostOutput, InspectArgs, LatticeArgs, NewArgs, PullArgs,
-    PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, UpArgs,
+    Global, HostArgsOnly, HostConnection, HostOutput, InspectArgs, KeyCommand, LatticeArgs,
+    NewArgs, PullArgs, PushArgs, SecretCommand, SecretKeyArgs, SecretPutArgs, ServeArgs, SignArgs,
+    UpArgs, VerifyArgs,
 };
 
 /// Runs one command.
@@ -78,6 +79,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::New(args) => new_project(args),
         Command::Dev(args) => dev(&global, args).await,
         Command::Call(args) => call(&global, args).await,
+        Command::Sign(args) => sign(args),
+        Command::Verify(args) => verify(args),
+        Command::Key(KeyCommand::Generate { name }) => generate_key(&name),
         Command::Completions(args) => {
             use clap::CommandFactory as _;
             clap_complete::generate(
@@ -493,6 +497,10 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
         keep_versions: args.serve.keep_versions.into(),
         strict: args.serve.strict,
         http_address: args.lattice.http,
+        trusted_keys: match &args.serve.trusted_keys {
+            Some(path) => Some(weft_signing::TrustedKeys::from_file(path)?),
+            None => None,
+        },
     };
     let host: Arc<Host> = Host::start(config).await?;
     let lattice = match &args.lattice.nats {
@@ -1023,4 +1031,71 @@ fn print_status(app: &AppStatus) {
             println!("  called on: {event}");
         }
     }
+}
+
+/// `weft sign`: embeds the key's signature, writing over the component unless told otherwise.
+fn sign(args: SignArgs) -> Result<()> {
+    let key = weft_signing::SigningKey::from_file(&args.key)?;
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?;
+    let signed = key.sign(&bytes)?;
+    let output = args.output.unwrap_or(args.component);
+    write_atomically(&output, &signed)?;
+    println!("signed {} with key {}", output.display(), key.id());
+    Ok(())
+}
+
+/// `weft verify`: exits non-zero, saying why, unless a trusted key signed the component.
+fn verify(args: VerifyArgs) -> Result<()> {
+    let trusted = weft_signing::TrustedKeys::from_file(&args.trusted_keys)?;
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?;
+    match trusted.verify(&bytes) {
+        Ok(key) => {
+            println!("{}: signed by trusted key {key}", args.component.display());
+            Ok(())
+        }
+        Err(reason) => anyhow::bail!("{} is refused: {reason}", args.component.display()),
+    }
+}
+
+/// `weft key generate NAME`: NAME.key readable by its owner only, and NAME.pub.
+fn generate_key(name: &std::path::Path) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = weft_signing::SigningKey::generate();
+    let secret = name.with_extension("key");
+    let public = name.with_extension("pub");
+    for path in [&secret, &public] {
+        if path.exists() {
+            anyhow::bail!(
+                "{} exists; move it away or choose another name (a key is never overwritten)",
+                path.display()
+            );
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)
+        .and_then(|mut file| file.write_all(key.secret_pem().as_bytes()))
+        .with_context(|| format!("cannot write {}", secret.display()))?;
+    std::fs::write(&public, key.public_pem())
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "key {}: secret {} (keep it private), public {} (add it to hosts' --trusted-keys file)",
+        key.id(),
+        secret.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, so a reader never sees half.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let partial = path.with_extension("wasm.partial");
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -492,3 +492,120 @@ fn a_keyvalue_link_connects_with_the_credentials_its_config_names() {
     assert!(said.contains("unknown key `usr`"), "{said}");
     assert!(said.contains("credentials, nkey, user, password"), "{said}");
 }
+
+/// Runs `weft ARGS…` in `dir`, expecting success; returns its stdout.
+fn weft_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(WEFT)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_host_requiring_signatures_runs_the_signed_component_and_refuses_every_other() {
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path();
+    let made = weft_ok(dir, &["key", "generate", "release"]);
+    assert!(made.contains("release.key"), "{made}");
+    weft_ok(dir, &["key", "generate", "other"]);
+    let id_of = |name: &str| {
+        let out = weft_ok(
+            dir,
+            &[
+                "sign",
+                "probe.wasm",
+                "--key",
+                name,
+                "-o",
+                "probe-signed.wasm",
+            ],
+        );
+        out.split("with key ").nth(1).unwrap().trim().to_string()
+    };
+    std::fs::copy(&guests().hello, dir.join("probe.wasm")).unwrap();
+    let (release, other) = (id_of("release.key"), id_of("other.key"));
+    let mode = std::fs::metadata(dir.join("release.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let unsigned = dir.join("unsigned.wasm");
+    std::fs::copy(&guests().hello, &unsigned).unwrap();
+    let sign_as = |key: &str, out: &str| {
+        weft_ok(
+            dir,
+            &["sign", "unsigned.wasm", "--key", key, "--output", out],
+        );
+        dir.join(out)
+    };
+    let signed = sign_as("release.key", "signed.wasm");
+    let by_other = sign_as("other.key", "by-other.wasm");
+    let altered = dir.join("altered.wasm");
+    let mut bytes = std::fs::read(&signed).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&altered, bytes).unwrap();
+
+    let verified = weft_ok(
+        dir,
+        &["verify", "signed.wasm", "--trusted-keys", "release.pub"],
+    );
+    assert!(verified.contains(&release), "{verified}");
+    let out = Command::new(WEFT)
+        .args(["verify", "by-other.wasm", "--trusted-keys", "release.pub"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    let trusted = dir.join("release.pub").display().to_string();
+    let host = Host::start(&["--require-signature", "--trusted-keys", &trusted]);
+    let scene = Scene::new();
+    let deploy = |app: &str, image: &Path| {
+        let manifest = scene.manifest(
+            app,
+            "v1",
+            &[route("hello", image, scene.port, &format!("/{app}"))],
+        );
+        host.cli(&["app", "deploy", manifest.to_str().unwrap()])
+    };
+    let ok = deploy("signed", &signed);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refusals = [
+        ("unsigned", &unsigned, "it is not signed".to_string()),
+        (
+            "other",
+            &by_other,
+            format!(
+                "signed by key {other}, which this host does not trust; it expects a signature \
+                 by key {release}"
+            ),
+        ),
+        ("altered", &altered, "altered after signing".to_string()),
+    ];
+    for (app, image, reason) in refusals {
+        let out = deploy(app, image);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{app} was deployed");
+        assert!(said.contains(&reason), "{app}: {said}");
+        assert!(
+            said.contains(&release),
+            "{app} names no expected key: {said}"
+        );
+        let (status, _) = get(&format!("http://127.0.0.1:{}/{app}", scene.port));
+        assert_eq!(status, 404, "{app}");
+    }
+    let (status, body) = get(&format!("http://127.0.0.1:{}/signed", scene.port));
+    assert_eq!((status, body.is_empty()), (200, false));
+}
