@@ -864,6 +864,78 @@ def bench_isolation(images, smoke, rev=None):
                  "GET /v1/apps ms"), rows)
 
 
+def park(port, path, count):
+    """`count` requests sent on their own connections and never read: parked until closed."""
+    parked = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        parked.append(s)
+    return parked
+
+
+def bench_noisy(images, smoke):
+    """A well-behaved app (hello) alone, then beside each of three misbehaving apps and all
+    three at once: one looping on the CPU to its timeout, one filling memory to its limit, one
+    holding 1,000 parked requests. Each is its own app, as tenants of one host are."""
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    parked_count = 50 if smoke else int(os.environ.get("PARKED", "1000"))
+    port = free_port()
+    tmp = tempfile.mkdtemp()
+    files = []
+    for name, project, path, props, instances in [
+            ("hello", "hello", "/hello", "", 100),
+            ("looper", "misbehave", "/looper", "limits: { timeout: 2s }", 100),
+            ("hogger", "misbehave", "/hogger", "limits: { memory: 64MiB }", 100),
+            ("parker", "misbehave", "/parker", "limits: { timeout: 60s }", 1000)]:
+        f = os.path.join(tmp, f"{name}.yaml")
+        open(f, "w").write(manifest(name, images[project], port, path, props, instances))
+        files.append(f)
+    weft = Weft(files)
+    rows = []
+    try:
+        alone = wrk(port, "/hello", duration, 4)
+        measured = [("alone", alone)]
+        for what, loopers, hoggers, parked in (
+                ("4 requests looping to their 2s timeout", 4, 0, 0),
+                ("4 requests filling 64 MiB", 0, 4, 0),
+                (f"{parked_count} parked requests", 0, 0, parked_count),
+                ("all three at once", 4, 4, parked_count)):
+            stop = threading.Event()
+
+            def misbehave(path):
+                while not stop.is_set():
+                    try:
+                        get(port, path)
+                    except OSError:
+                        pass
+            workers = ([threading.Thread(target=misbehave, args=("/looper/loop",), daemon=True)
+                        for _ in range(loopers)]
+                       + [threading.Thread(target=misbehave, args=("/hogger/hog",), daemon=True)
+                          for _ in range(hoggers)])
+            for w in workers:
+                w.start()
+            sockets = park(port, "/parker/sleep/60000", parked)
+            time.sleep(1.0)
+            loaded = wrk(port, "/hello", duration, 4)
+            stop.set()
+            for s in sockets:
+                s.close()
+            for w in workers:
+                w.join(timeout=30)
+            measured.append((what, loaded))
+        for what, r in measured:
+            failed = r["non2xx"] + sum(int(n) for n in re.findall(r"\d+", r["socket_errors"]))
+            rows.append((what, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                         f"{r['p99'] / alone['p99']:.2f}x", failed))
+    finally:
+        weft.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_table(f"Noisy neighbours: hello (its own app) beside misbehaving apps on one host "
+                f"(wrk -t2 -c4 {duration} on hello)",
+                ("hello beside", "req/s", "p50 ms", "p99 ms", "p99 vs alone", "failed"), rows)
+
+
 def bench_oci(images, smoke):
     """`weft app deploy` of an app whose image is an OCI reference on a local docker-registry:
     cold (a fresh host: pull and compile) and warm (the same digest again, under a new app name:
@@ -1157,7 +1229,8 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "oci", "sql", "metrics", "all"])
+                                          "failover", "baseline", "isolation", "noisy", "oci", "sql", "metrics",
+                                          "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -1166,12 +1239,12 @@ def main():
     if args.rev and args.smoke:
         parser.error("--rev compares release builds; leave out --smoke")
     # These compare weft with itself: they need wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench not in ("baseline", "isolation", "oci", "sql", "metrics")
+    if not args.smoke and (args.bench not in ("baseline", "isolation", "noisy", "oci", "sql", "metrics")
                            or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
-               "oci", "sql", "metrics"]
+               "noisy", "oci", "sql", "metrics"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
