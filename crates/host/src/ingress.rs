@@ -318,6 +318,9 @@ async fn dispatch(
     req: http::Request<Incoming>,
     max_request_body: u64,
 ) -> http::Response<WorkloadBody> {
+    if let Some((status, message)) = crate::connections::head_beyond_limits(&req) {
+        return text_response(status, message);
+    }
     let host = request_host(req.headers());
     let (target, span) = {
         let table = table.load();

@@ -609,3 +609,36 @@ fn a_host_requiring_signatures_runs_the_signed_component_and_refuses_every_other
     let (status, body) = get(&format!("http://127.0.0.1:{}/signed", scene.port));
     assert_eq!((status, body.is_empty()), (200, false));
 }
+
+#[test]
+fn a_request_beyond_the_head_limits_is_refused_saying_which_and_the_app_keeps_serving() {
+    let host = Host::start(&[]);
+    let scene = Scene::new();
+    let manifest = scene.manifest(
+        "limits",
+        "v1",
+        &[route("hello", &guests().hello, scene.port, "/limits")],
+    );
+    host.deploy(&manifest);
+    let url = format!("http://127.0.0.1:{}/limits", scene.port);
+    let send = |request: reqwest::blocking::RequestBuilder| {
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let long = format!("{url}?q={}", "x".repeat(9 * 1024));
+    let (status, said) = send(http().get(&long));
+    assert_eq!(status, 414, "{said}");
+    assert!(said.contains("longer than the limit of 8192"), "{said}");
+    let mut many = http().get(&url);
+    for i in 0..150 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let (status, said) = send(many);
+    assert_eq!(status, 431, "{said}");
+    assert!(said.contains("more than the limit of 100"), "{said}");
+    let (status, said) = send(http().get(&url).header("x-big", "y".repeat(70 * 1024)));
+    assert_eq!(status, 431, "{said}");
+    assert!(said.contains("more than the limit of 65536"), "{said}");
+    let (status, said) = send(http().get(&url));
+    assert_eq!((status, said.is_empty()), (200, false));
+}
