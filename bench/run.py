@@ -642,23 +642,101 @@ def bench_lattice(images, smoke):
         lattice.stop()
 
 
+def test_pki(directory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in
+    `directory`; returns the flags that make a host use them."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench-ca", "-keyout", "ca.key", "-out", "ca.pem")
+    open(os.path.join(directory, "san.ext"), "w").write(
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n")
+    for name in ("server", "client"):
+        openssl("req", *ec, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")
+    return ["--nats-tls-ca", os.path.join(directory, "ca.pem"),
+            "--nats-tls-cert", os.path.join(directory, "client.pem"),
+            "--nats-tls-key", os.path.join(directory, "client.key")]
+
+
+def bench_tls(images, smoke):
+    """A component call to another host and a request forwarded to another host, over plain
+    NATS and over NATS with TLS (client certificates verified): what TLS adds per call."""
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    rounds = 1 if smoke else int(os.environ.get("ROUNDS", "2"))
+    for project in ("greet", "greeter-rs"):
+        sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL)
+    greet = os.path.join(REPO, "examples", "greet", "build", "greet.wasm")
+    greeter = os.path.join(REPO, "examples", "greeter-rs", "build", "greeter-rs.wasm")
+    shared_greeter = """
+    - name: greeter
+      type: component
+      properties: { application: { name: greeter, component: greeter } }"""
+    results = {}
+    for _ in range(rounds):
+        for tls in (False, True):
+            lattice = Lattice(tls=tls)
+            try:
+                h1 = lattice.hosts[0]
+                digests = {img: h1.upload(img) for img in (greet, greeter, images["hello"])}
+                h1.deploy(lattice_app("greeter", greeter, "b", 100, 0), {greeter: digests[greeter]})
+                h1.deploy(lattice_app("greetremote", greet, "a", 100, 0, "/remote", GREETER_LINK, shared_greeter),
+                          {greet: digests[greet]})
+                h1.deploy(lattice_app("one", images["hello"], "a", 100, 0, "/one"),
+                          {images["hello"]: digests[images["hello"]]})
+                wait_deployed(h1, ["greeter", "greetremote", "one"])
+                status, body, _ = get(lattice.ports[0], "/remote?name=a")
+                assert status == 200 and "Hello, a! (from Rust)" in body, (status, body)
+                call = wrk(lattice.ports[0], "/remote?name=a", duration, 1)
+                forwarded = wrk(lattice.ports[1], "/one", duration, 1)
+                assert call["non2xx"] == 0 and forwarded["non2xx"] == 0, (call, forwarded)
+                results.setdefault(tls, []).append((call, forwarded))
+            finally:
+                lattice.stop()
+    rows = []
+    for what, index in (("component call to another host", 0), ("request forwarded to another host", 1)):
+        for tls in (False, True):
+            runs = [r[index] for r in results[tls]]
+            p50 = statistics.median(r["p50"] for r in runs)
+            p99 = statistics.median(r["p99"] for r in runs)
+            rps = statistics.median(r["rps"] for r in runs)
+            rows.append((what, "TLS, client certificates" if tls else "plain", f"{rps:.0f}",
+                         f"{p50:.3f}", f"{p99:.3f}"))
+        plain, secure = rows[-2], rows[-1]
+        rows.append((what, "added by TLS", "", f"{float(secure[3]) - float(plain[3]):+.3f}",
+                     f"{float(secure[4]) - float(plain[4]):+.3f}"))
+    print_table(f"Cross-host latency over plain NATS vs NATS with TLS (wrk -t1 -c1 {duration}, "
+                f"median of {rounds} alternating rounds)",
+                ("what", "NATS", "req/s", "p50 ms", "p99 ms"), rows)
+
+
 class Lattice:
     """A `nats-server -js` and three `weft up --nats` hosts labelled zone=a, b, c (h1, h2 also
     pool=ab)."""
 
-    def __init__(self):
+    def __init__(self, tls=False):
         self.nats_port = free_port()
         self.nats_dir = tempfile.mkdtemp(prefix="weft-bench-nats-")
-        self.nats = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-js", "-sd", self.nats_dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-js", "-sd", self.nats_dir]
+        tls_args = []
+        if tls:
+            tls_args = test_pki(self.nats_dir)
+            config = os.path.join(self.nats_dir, "nats.conf")
+            d = self.nats_dir
+            open(config, "w").write(
+                f'listen: 127.0.0.1:{self.nats_port}\njetstream {{ store_dir: "{d}/js" }}\n'
+                f'tls {{ cert_file: "{d}/server.pem", key_file: "{d}/server.key", '
+                f'ca_file: "{d}/ca.pem", verify: true }}\n')
+            command = ["nats-server", "-c", config]
+        self.nats = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ports = [free_port() for _ in range(3)]
         wait_port(self.nats_port, self.nats)
         started = {}
         # h3 starts first, so it takes the lease and the leader is not a host of pool ab.
         for i, zone in reversed(list(enumerate(("a", "b", "c")))):
             pool = ["--label", "pool=ab"] if zone in ("a", "b") else []
-            started[i] = Weft(args=["--nats", f"nats://127.0.0.1:{self.nats_port}", "--lattice", "bench",
+            started[i] = Weft(args=["--nats", f"nats://127.0.0.1:{self.nats_port}", "--lattice", "bench", *tls_args,
                                     "--label", f"zone={zone}", *pool, "--host-id", f"h{i + 1}",
                                     "--http", f"127.0.0.1:{self.ports[i]}"])
             if i == 2:
@@ -1229,8 +1307,8 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "noisy", "oci", "sql", "metrics",
-                                          "all"])
+                                          "failover", "baseline", "isolation", "noisy", "tls", "oci", "sql",
+                                          "metrics", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -1239,12 +1317,12 @@ def main():
     if args.rev and args.smoke:
         parser.error("--rev compares release builds; leave out --smoke")
     # These compare weft with itself: they need wrk, not the peers setup.sh installs.
-    if not args.smoke and (args.bench not in ("baseline", "isolation", "noisy", "oci", "sql", "metrics")
+    if not args.smoke and (args.bench not in ("baseline", "isolation", "noisy", "tls", "oci", "sql", "metrics")
                            or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
-               "noisy", "oci", "sql", "metrics"]
+               "noisy", "tls", "oci", "sql", "metrics"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
