@@ -21,6 +21,11 @@ impl Validator<'_> {
     }
 }
 
+/// The most nodes (components and capabilities) one app may declare.
+pub const MAX_NODES: usize = 1_000;
+/// The most traits (links, routes, scalers) one app may declare, all nodes together.
+pub const MAX_TRAITS: usize = 10_000;
+
 pub(crate) fn validate(raw: RawManifest, origin: &str) -> Result<Manifest, ManifestError> {
     let v = Validator { origin };
     if raw.api_version != "core.oam.dev/v1beta1" {
@@ -50,6 +55,25 @@ pub(crate) fn validate(raw: RawManifest, origin: &str) -> Result<Manifest, Manif
     }
     if raw.spec.components.is_empty() {
         return Err(v.err("spec.components", "the app has no components"));
+    }
+    if raw.spec.components.len() > MAX_NODES {
+        return Err(v.err(
+            "spec.components",
+            format!(
+                "{} nodes are more than an app may have ({MAX_NODES}); split it into apps",
+                raw.spec.components.len()
+            ),
+        ));
+    }
+    let traits: usize = raw.spec.components.iter().map(|n| n.traits.len()).sum();
+    if traits > MAX_TRAITS {
+        return Err(v.err(
+            "spec.components",
+            format!(
+                "{traits} traits (links, routes, scalers) are more than an app may have \
+                 ({MAX_TRAITS}); split it into apps"
+            ),
+        ));
     }
 
     let mut kinds: BTreeMap<&str, &str> = BTreeMap::new();
@@ -646,4 +670,32 @@ fn secrets(
 
 fn check_secret_key(v: &Validator<'_>, field: &str, key: &str) -> Result<(), ManifestError> {
     check_name(v, &format!("{field}.properties.key"), key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_with(nodes: usize) -> String {
+        let mut text = String::from(
+            "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: { name: big }\nspec:\n  components:\n",
+        );
+        for i in 0..nodes {
+            text.push_str(&format!(
+                "    - {{ name: c{i}, type: component, properties: {{ image: c.wasm }} }}\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn an_app_past_the_node_limit_is_refused_naming_it() {
+        assert!(crate::parse(&app_with(MAX_NODES), "big.yaml").is_ok());
+        let e = crate::parse(&app_with(MAX_NODES + 1), "big.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("1001 nodes are more than an app may have (1000)"),
+            "{e}"
+        );
+    }
 }
