@@ -645,6 +645,12 @@ async fn join(
     tokio::task::JoinHandle<()>,
 )> {
     let host_id = weft_host::member::host_id(host.state_dir(), args.host_id.as_deref())?;
+    if weft_lattice::redact_credentials(url) != url {
+        tracing::warn!(
+            "the --nats URL holds credentials, which `ps` shows to every user of this machine; \
+             give them with --nats-user and WEFT_NATS_PASSWORD (or --nats-credentials) instead"
+        );
+    }
     let options = LatticeOptions {
         nats_url: url.to_string(),
         nats_auth: nats_auth(&args.nats_auth)?,
