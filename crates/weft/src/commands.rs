@@ -645,7 +645,8 @@ async fn join(
     tokio::task::JoinHandle<()>,
 )> {
     let host_id = weft_host::member::host_id(host.state_dir(), args.host_id.as_deref())?;
-    if weft_lattice::redact_credentials(url) != url {
+    let from_env = std::env::var("WEFT_NATS").is_ok_and(|v| v == url);
+    if weft_lattice::redact_credentials(url) != url && !from_env {
         tracing::warn!(
             "the --nats URL holds credentials, which `ps` shows to every user of this machine; \
              give them with --nats-user and WEFT_NATS_PASSWORD (or --nats-credentials) instead"
