@@ -18,31 +18,8 @@ fn counter_app(
     backend: &str,
     url: Option<&str>,
 ) -> PathBuf {
-    let image = guests().counter.display().to_string();
     let url = url.map(|u| format!(", url: \"{u}\"")).unwrap_or_default();
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: {app}, annotations: {{ version: v1 }} }}
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {image}
-        secrets: [{{ name: token, properties: {{ key: {app}-token }} }}]
-      traits:
-        - type: link
-          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
-    - name: kv
-      type: capability
-      properties:
-        image: weft:keyvalue
-        config: [{{ name: kv, properties: {{ backend: {backend}{url} }} }}]
-{http}"#,
-        http = http_server("counter", port, path),
-    );
-    write_yaml(dir, app, &yaml)
+    counter_app_on(dir, app, port, path, &format!("backend: {backend}{url}"))
 }
 
 fn post(url: &str, body: &str) -> (u16, String) {

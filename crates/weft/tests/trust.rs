@@ -426,28 +426,9 @@ fn tls_with_the_lattice_s_ca_joins_and_a_wrong_ca_or_no_client_certificate_is_re
 /// An app counting in a NATS key-value bucket its link config connects to as `user`, the
 /// password a `secret:` reference.
 fn counter_on_nats(dir: &Path, app: &str, port: u16, nats: &str, user: &str) -> PathBuf {
-    let image = guests().counter.display().to_string();
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: {app}, annotations: {{ version: v1 }} }}
-spec:
-  components:
-    - name: counter
-      type: component
-      properties: {{ image: {image} }}
-      traits:
-        - type: link
-          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
-    - name: kv
-      type: capability
-      properties:
-        image: weft:keyvalue
-        config: [{{ name: kv, properties: {{ backend: nats, url: "{nats}", user: {user}, password: "secret:{app}-nats" }} }}]
-{http}"#,
-        http = http_server("counter", port, &format!("/{app}")),
-    );
-    write_yaml(dir, app, &yaml)
+    let kv =
+        format!("backend: nats, url: \"{nats}\", user: {user}, password: \"secret:{app}-nats\"");
+    counter_app_on(dir, app, port, &format!("/{app}"), &kv)
 }
 
 #[test]

@@ -879,3 +879,33 @@ pub fn nats_configured(config: impl FnOnce(u16, &Path) -> String) -> Server {
     server.dir = dir;
     server
 }
+
+/// A manifest serving the counter component at `path`, its key-value link's config `kv` (the
+/// properties inside the braces, e.g. `backend: redis, url: "…"`), its `token` secret granted
+/// from the key `<app>-token`.
+pub fn counter_app_on(dir: &Path, app: &str, port: u16, path: &str, kv: &str) -> PathBuf {
+    let image = guests().counter.display().to_string();
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app}, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+        secrets: [{{ name: token, properties: {{ key: {app}-token }} }}]
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store, atomics] }}
+    - name: kv
+      type: capability
+      properties:
+        image: weft:keyvalue
+        config: [{{ name: kv, properties: {{ {kv} }} }}]
+{http}"#,
+        http = http_server("counter", port, path),
+    );
+    write_yaml(dir, app, &yaml)
+}
