@@ -110,7 +110,10 @@ impl NatsAuth {
     ) -> Result<async_nats::ConnectOptions, NatsAuthError> {
         self.check()?;
         if let Some(creds) = &self.credentials {
-            options = options.credentials(creds.reveal()).map_err(|e| {
+            // The parser wants each armour line to end in a newline, the last one included,
+            // and `Secret` trims it away.
+            let text = format!("{}\n", creds.reveal());
+            options = options.credentials(&text).map_err(|e| {
                 NatsAuthError(format!(
                     "the NATS credentials are not a .creds file (a user JWT and an NKey seed): \
                      {e}"

@@ -623,3 +623,126 @@ fn a_request_beyond_the_head_limits_is_refused_saying_which_and_the_app_keeps_se
     let (status, said) = send(http().get(&url));
     assert_eq!((status, said.is_empty()), (200, false));
 }
+
+/// A NATS JWT (v2): `claims` with issuer and subject filled in, signed by `issuer` as
+/// nats-server checks (Ed25519 over `header.claims`, both base64url without padding).
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{}", std::process::id()),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let claims = b64.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let signature = b64.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}
+
+#[test]
+fn a_host_with_a_creds_file_joins_an_operator_mode_server_and_another_account_s_is_refused() {
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
+        "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1,
+        "consumer": -1,
+    });
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "weft-operator",
+        serde_json::json!({ "system_account": system.public_key(), "type": "operator",
+                            "version": 2 }),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({ "type": "account", "version": 2 }),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "weft-prod",
+        serde_json::json!({ "limits": unlimited, "type": "account", "version": 2 }),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "host-a",
+        serde_json::json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                            "type": "user", "version": 2 }),
+    );
+    // A user signed by an account the server does not know.
+    let stranger = nkeys::KeyPair::new_account();
+    let stranger_jwt = nats_jwt(
+        &stranger,
+        &user.public_key(),
+        "stranger",
+        serde_json::json!({ "pub": {}, "sub": {}, "type": "user", "version": 2 }),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let creds = |name: &str, jwt: &str| {
+        let path = keys.path().join(format!("{name}.creds"));
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 ************************* IMPORTANT *************************\n\
+                 NKEY Seed printed below can be used to sign and prove identity.\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let good = creds("host-a", &user_jwt);
+    let bad = creds("stranger", &stranger_jwt);
+    let nats = nats_configured(|port, store| {
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
+             operator: {operator_jwt}\nsystem_account: {}\nresolver: MEMORY\n\
+             resolver_preload: {{ {}: {system_jwt}, {}: {account_jwt} }}\n",
+            store.display(),
+            system.public_key(),
+            system.public_key(),
+            account.public_key()
+        )
+    });
+    let port = free_port();
+    let host = start_host(
+        &host_args(
+            &nats.url(),
+            "prod",
+            "a",
+            port,
+            &["--nats-credentials", &good],
+        ),
+        &[],
+    );
+    assert_eq!(alive_hosts(&host), ["a"]);
+    deploy_hello(&host, &Scene::new(), "decentral", &[port]);
+    let said = refused_host(
+        &host_args(
+            &nats.url(),
+            "prod",
+            "b",
+            free_port(),
+            &["--nats-credentials", &bad],
+        ),
+        &[],
+    );
+    assert!(
+        said.contains("refused these credentials (credentials)"),
+        "{said}"
+    );
+}
