@@ -746,3 +746,35 @@ fn a_host_with_a_creds_file_joins_an_operator_mode_server_and_another_account_s_
         "{said}"
     );
 }
+
+#[test]
+fn a_host_with_the_server_s_token_joins_and_a_wrong_token_is_refused() {
+    let nats = nats_configured(|port, store| {
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
+             authorization {{ token: \"lattice-token-1\" }}\n",
+            store.display()
+        )
+    });
+    let keys = tempfile::tempdir().unwrap();
+    let token_file = keys.path().join("token");
+    std::fs::write(&token_file, "lattice-token-1\n").unwrap();
+    let token_file = token_file.display().to_string();
+    let port = free_port();
+    let host = start_host(
+        &host_args(
+            &nats.url(),
+            "prod",
+            "a",
+            port,
+            &["--nats-token-file", &token_file],
+        ),
+        &[],
+    );
+    assert_eq!(alive_hosts(&host), ["a"]);
+    let said = refused_host(
+        &host_args(&nats.url(), "prod", "b", free_port(), &[] as &[&str]),
+        &[("WEFT_NATS_TOKEN", "guess")],
+    );
+    assert!(said.contains("refused these credentials (token)"), "{said}");
+}
