@@ -99,12 +99,13 @@ impl NatsServer {
     }
 }
 
-/// A NATS backend's settings: the connection ([`NATS_CONNECTION_KEYS`]) and the backend's own
-/// keys, `own`, read into `C`. A key that is neither is refused, naming all it could be.
-pub fn nats_settings<C: DeserializeOwned>(
+/// A NATS backend's settings, read without touching the host: the connection's keys and the
+/// backend's own keys, `own`, read into `C`. A key that is neither is refused, naming all it
+/// could be.
+fn nats_config<C: DeserializeOwned>(
     settings: &Settings,
     own: &[&str],
-) -> Result<(NatsServer, C), ConfigError> {
+) -> Result<(NatsConnectionConfig, C), ConfigError> {
     if let Some(unknown) = settings
         .keys()
         .find(|k| !NATS_CONNECTION_KEYS.contains(&k.as_str()) && !own.contains(&k.as_str()))
@@ -119,18 +120,26 @@ pub fn nats_settings<C: DeserializeOwned>(
         .clone()
         .into_iter()
         .partition(|(k, _)| NATS_CONNECTION_KEYS.contains(&k.as_str()));
-    let connection: NatsConnectionConfig = typed(&connection)?;
+    Ok((typed(&connection)?, typed(&own)?))
+}
+
+/// How to connect; a `.creds` path is read only when `read_files`, so a manifest is checked
+/// anywhere (on the CLI's machine, on the host a deploy enters) and the file is read on the
+/// host that connects.
+fn nats_server(
+    connection: NatsConnectionConfig,
+    read_files: bool,
+) -> Result<NatsServer, ConfigError> {
     let credentials = match connection.credentials {
-        Some(text) if text.contains("-----BEGIN") => Some(weft_lattice::Secret::new(text)),
-        Some(path) => Some(weft_lattice::Secret::new(
-            std::fs::read_to_string(&path).map_err(|e| {
+        Some(path) if read_files && !path.contains("-----BEGIN") => Some(
+            weft_lattice::Secret::new(std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError(format!(
                     "credentials: cannot read the .creds file {path}: {e}; give the path of a \
                      file on this host or its text through a `secret:` reference"
                 ))
-            })?,
-        )),
-        None => None,
+            })?),
+        ),
+        given => given.map(weft_lattice::Secret::new),
     };
     let auth = weft_lattice::NatsAuth {
         credentials,
@@ -143,13 +152,31 @@ pub fn nats_settings<C: DeserializeOwned>(
         tls_key: connection.tls_key,
     };
     auth.check().map_err(|e| ConfigError(e.0))?;
-    let server = NatsServer {
+    Ok(NatsServer {
         url: connection
             .url
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_string()),
         auth,
-    };
-    Ok((server, typed(&own)?))
+    })
+}
+
+/// Checks a NATS backend's settings without reading any file: what a deploy validates.
+pub fn check_nats_settings<C: DeserializeOwned>(
+    settings: &Settings,
+    own: &[&str],
+) -> Result<(), ConfigError> {
+    let (connection, _) = nats_config::<C>(settings, own)?;
+    nats_server(connection, false).map(|_| ())
+}
+
+/// A NATS backend's settings as the host that connects uses them: where, as whom, and the
+/// backend's own config.
+pub fn nats_settings<C: DeserializeOwned>(
+    settings: &Settings,
+    own: &[&str],
+) -> Result<(NatsServer, C), ConfigError> {
+    let (connection, own) = nats_config::<C>(settings, own)?;
+    Ok((nats_server(connection, true)?, own))
 }
 
 /// The config of a backend keeping one file per capability (redb, SQLite).

@@ -57,7 +57,7 @@ impl NatsAuth {
         self.tls_ca.is_some() || self.tls_cert.is_some()
     }
 
-    /// Refuses settings that contradict each other, naming how to fix them.
+    /// Refuses settings that contradict each other, naming how to fix them; reads no file.
     pub fn check(&self) -> Result<(), NatsAuthError> {
         let ways: Vec<&str> = [
             ("credentials", self.credentials.is_some()),
@@ -89,6 +89,15 @@ impl NatsAuth {
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `options` with these credentials and TLS settings applied.
+    pub fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, NatsAuthError> {
+        self.check()?;
         for path in [&self.tls_ca, &self.tls_cert, &self.tls_key]
             .into_iter()
             .flatten()
@@ -100,15 +109,6 @@ impl NatsAuth {
                 )));
             }
         }
-        Ok(())
-    }
-
-    /// `options` with these credentials and TLS settings applied.
-    pub fn apply(
-        &self,
-        mut options: async_nats::ConnectOptions,
-    ) -> Result<async_nats::ConnectOptions, NatsAuthError> {
-        self.check()?;
         if let Some(creds) = &self.credentials {
             // The parser wants each armour line to end in a newline, the last one included,
             // and `Secret` trims it away.
@@ -237,7 +237,14 @@ mod tests {
             tls_ca: Some("/nonexistent/ca.pem".into()),
             ..NatsAuth::default()
         };
-        assert!(missing.check().unwrap_err().0.contains("not a file"));
+        assert!(
+            missing.check().is_ok(),
+            "files are checked where they are used"
+        );
+        let e = missing
+            .apply(async_nats::ConnectOptions::new())
+            .unwrap_err();
+        assert!(e.0.contains("not a file"), "{e}");
         let public_key = NatsAuth {
             nkey: Some(Secret::new("UABC")),
             ..NatsAuth::default()

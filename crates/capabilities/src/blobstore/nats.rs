@@ -11,7 +11,7 @@ use weft_manifest::Grant;
 
 use super::{slice, BlobError, BlobStore, Stat};
 use crate::catalog::{Backend, BackendError, Opener};
-use crate::settings::{nats_settings, NatsServer, NoOwnKeys};
+use crate::settings::{check_nats_settings, nats_settings, NatsServer, NoOwnKeys};
 
 struct Nats {
     server: NatsServer,
@@ -22,7 +22,7 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn BlobStore> = Backend {
     name: "nats",
     images: &["blobstore-nats"],
-    check: |settings| nats_settings::<NoOwnKeys>(settings, &[]).map(|_| ()),
+    check: |settings| check_nats_settings::<NoOwnKeys>(settings, &[]),
     open: |_, grant| open(grant),
 };
 

@@ -15,7 +15,7 @@ use weft_manifest::Grant;
 use serde::Deserialize;
 
 use crate::catalog::{Backend, BackendError, Opener};
-use crate::settings::{nats_settings, NatsServer};
+use crate::settings::{check_nats_settings, nats_settings, NatsServer};
 
 use super::watch::WATCH_BUFFER;
 use super::{add, counter_value, page, Change, KeyValueStore, KvError};
@@ -37,7 +37,7 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn KeyValueStore> = Backend {
     name: "nats",
     images: &["keyvalue-nats"],
-    check: |settings| nats_settings::<Config>(settings, OWN_KEYS).map(|_| ()),
+    check: |settings| check_nats_settings::<Config>(settings, OWN_KEYS),
     open: |_, grant| open(grant),
 };
 

@@ -10,7 +10,7 @@ use weft_manifest::Grant;
 
 use super::{gather_replies, Broker, Message, MessagingError, TimedOut, SUBSCRIPTION_BUFFER};
 use crate::catalog::{Backend, BackendError, Opener};
-use crate::settings::{nats_settings, NatsServer, NoOwnKeys};
+use crate::settings::{check_nats_settings, nats_settings, NatsServer, NoOwnKeys};
 use weft_lattice::JetStream;
 
 
@@ -23,7 +23,7 @@ struct Nats {
 pub(super) const BACKEND: Backend<dyn Broker> = Backend {
     name: "nats",
     images: &["messaging-nats"],
-    check: |settings| nats_settings::<NoOwnKeys>(settings, &[]).map(|_| ()),
+    check: |settings| check_nats_settings::<NoOwnKeys>(settings, &[]),
     open: |_, grant| open(grant),
 };
 
