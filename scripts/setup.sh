@@ -15,8 +15,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 # docker-registry (distribution 2.8) is the OCI registry the push/pull/deploy-by-reference tests use;
 # postgresql's server binaries run the SQL tests' database (the tests start their own cluster).
 # prometheus scrapes a host in the metrics test; chromium and chromium-driver (chromedriver) drive
-# the dashboard test's headless browser.
-apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus chromium chromium-driver)
+# the dashboard test's headless browser. openssl makes the test CAs and certificates of the NATS
+# TLS tests and benchmark.
+apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus chromium chromium-driver openssl)
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   apt_packages+=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 fi
