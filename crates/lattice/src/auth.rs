@@ -179,16 +179,12 @@ impl NatsAuth {
     /// A short description for logs: the way of authenticating and whether TLS is on, no
     /// secret.
     pub fn describe(&self) -> String {
-        let way = if self.credentials.is_some() {
-            "credentials"
-        } else if self.nkey.is_some() {
-            "nkey"
-        } else if let Some(user) = &self.user {
-            return format!("user {user}{}", if self.wants_tls() { ", TLS" } else { "" });
-        } else if self.token.is_some() {
-            "token"
-        } else {
-            "no credentials"
+        let way = match (&self.credentials, &self.nkey, &self.user, &self.token) {
+            (Some(_), ..) => "credentials".to_string(),
+            (_, Some(_), ..) => "nkey".to_string(),
+            (_, _, Some(user), _) => format!("user {user}"),
+            (.., Some(_)) => "token".to_string(),
+            _ => "no credentials".to_string(),
         };
         format!("{way}{}", if self.wants_tls() { ", TLS" } else { "" })
     }

@@ -602,15 +602,18 @@ fn nats_auth(args: &crate::cli::NatsAuthArgs) -> Result<weft_lattice::NatsAuth> 
             .map(Secret::new)
             .with_context(|| format!("cannot read the NATS {what} file {}", path.display()))
     };
-    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let password = match (&args.nats_password_file, from_env("WEFT_NATS_PASSWORD")) {
-        (Some(path), _) => Some(read("password", path)?),
-        (None, text) => text.map(Secret::new),
+    // A file given on the command line wins over the variable.
+    let secret = |what: &str, file: &Option<PathBuf>, variable: &str| -> Result<Option<Secret>> {
+        match file {
+            Some(path) => read(what, path).map(Some),
+            None => Ok(std::env::var(variable)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new)),
+        }
     };
-    let token = match (&args.nats_token_file, from_env("WEFT_NATS_TOKEN")) {
-        (Some(path), _) => Some(read("token", path)?),
-        (None, text) => text.map(Secret::new),
-    };
+    let password = secret("password", &args.nats_password_file, "WEFT_NATS_PASSWORD")?;
+    let token = secret("token", &args.nats_token_file, "WEFT_NATS_TOKEN")?;
     let auth = weft_lattice::NatsAuth {
         credentials: args
             .nats_credentials

@@ -85,6 +85,15 @@ fn start_host(args: &[String], env: &[(&str, &str)]) -> Host {
     Host::start_with_env(&argv, env)
 }
 
+/// Host `a` joining lattice `prod` on `nats` with `auth` flags, checked to be the lattice's only
+/// live host; returns it and its HTTP port.
+fn join_alone(nats: &str, auth: &[impl AsRef<str>], env: &[(&str, &str)]) -> (Host, u16) {
+    let port = free_port();
+    let host = start_host(&host_args(nats, "prod", "a", port, auth), env);
+    assert_eq!(alive_hosts(&host), ["a"]);
+    (host, port)
+}
+
 /// Runs `weft host ARGS…` expecting it to be refused; returns what it said.
 fn refused_host(args: &[String], env: &[(&str, &str)]) -> String {
     let state = tempfile::tempdir().unwrap();
@@ -393,10 +402,7 @@ fn tls_with_the_lattice_s_ca_joins_and_a_wrong_ca_or_no_client_certificate_is_re
         .map(|a| a.to_string())
         .collect()
     };
-    let port = free_port();
-    let with_ca = tls("lattice-ca.pem");
-    let host = start_host(&host_args(&url, "prod", "a", port, &with_ca), &password);
-    assert_eq!(alive_hosts(&host), ["a"]);
+    let (host, port) = join_alone(&url, &tls("lattice-ca.pem"), &password);
     deploy_hello(&host, &Scene::new(), "secure", &[port]);
 
     let wrong_ca = tls("other-ca.pem");
@@ -718,18 +724,7 @@ fn a_host_with_a_creds_file_joins_an_operator_mode_server_and_another_account_s_
             account.public_key()
         )
     });
-    let port = free_port();
-    let host = start_host(
-        &host_args(
-            &nats.url(),
-            "prod",
-            "a",
-            port,
-            &["--nats-credentials", &good],
-        ),
-        &[],
-    );
-    assert_eq!(alive_hosts(&host), ["a"]);
+    let (host, port) = join_alone(&nats.url(), &["--nats-credentials", &good], &[]);
     deploy_hello(&host, &Scene::new(), "decentral", &[port]);
     let said = refused_host(
         &host_args(
@@ -760,18 +755,7 @@ fn a_host_with_the_server_s_token_joins_and_a_wrong_token_is_refused() {
     let token_file = keys.path().join("token");
     std::fs::write(&token_file, "lattice-token-1\n").unwrap();
     let token_file = token_file.display().to_string();
-    let port = free_port();
-    let host = start_host(
-        &host_args(
-            &nats.url(),
-            "prod",
-            "a",
-            port,
-            &["--nats-token-file", &token_file],
-        ),
-        &[],
-    );
-    assert_eq!(alive_hosts(&host), ["a"]);
+    let _joined = join_alone(&nats.url(), &["--nats-token-file", &token_file], &[]);
     let said = refused_host(
         &host_args(&nats.url(), "prod", "b", free_port(), &[] as &[&str]),
         &[("WEFT_NATS_TOKEN", "guess")],
