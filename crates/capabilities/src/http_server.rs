@@ -51,7 +51,7 @@ impl CapabilitySpec for HttpServer {
     fn deliver(&self, link: &CapabilityLink<'_>) -> Result<Delivered, SpecError> {
         check_delivery(
             link,
-            ("wasi", "http", &["incoming-handler"]),
+            ("wasi", "http", &["incoming-handler", "handler"]),
             "HTTP routes lead to components",
             "an http-server link serves",
         )?;

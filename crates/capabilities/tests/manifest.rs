@@ -494,7 +494,8 @@ fn a_component_link_for_http_is_served_in_process_by_its_name() {
         app.components[0].http_links,
         vec![HttpLink {
             authority: "inner".into(),
-            target: "app".into()
+            target: "app".into(),
+            handler: false,
         }]
     );
     let looped = HARNESSED.replace(

@@ -223,6 +223,11 @@ impl Host {
                     .map(|l| (l.authority.clone(), assembly.workloads[&l.target].clone()))
                     .collect(),
             ),
+            next_handler: component
+                .http_links
+                .iter()
+                .find(|l| l.handler)
+                .map(|l| assembly.workloads[&l.target].clone()),
         })
     }
 

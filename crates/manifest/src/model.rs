@@ -24,6 +24,10 @@ pub const TIMEOUT_CEILING: Duration = Duration::from_secs(60 * 60);
 /// The most concurrent instances of one component on one host: the instance allocator holds
 /// 2000 component instances for all apps together.
 pub const INSTANCES_CEILING: u32 = 1000;
+/// Requests one instance of a WASI 0.3 component serves at once by default.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+/// The most requests one instance may serve at once.
+pub const CONCURRENCY_CEILING: u32 = 10_000;
 /// Requests one reused instance serves by default before it is replaced.
 pub const DEFAULT_REUSE_REQUESTS: u32 = 10_000;
 /// How long an idle reused instance is kept by default.
@@ -204,13 +208,18 @@ pub struct SharedRef {
     pub component: String,
 }
 
-/// A component→component link for `wasi:http/incoming-handler`: the source's outgoing requests
-/// to `http://{authority}/…` are served in-process by `target`, without touching the network.
+/// A component→component link for `wasi:http/incoming-handler` (or 0.3's `handler`): the
+/// source's outgoing requests to `http://{authority}/…` are served in-process by `target`,
+/// without touching the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpLink {
     /// The link's name, or the target's when the link names none.
     pub authority: String,
     pub target: String,
+    /// The link names `handler`: the source is a WASI 0.3 middleware, and `target` serves its
+    /// `wasi:http/handler` import (the next handler in the chain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handler: bool,
 }
 
 /// A capability granted to a component by one link.
@@ -285,6 +294,10 @@ pub struct Limits {
     pub max_memory: u64,
     pub timeout: Duration,
     pub max_instances: u32,
+    /// Requests one instance of a WASI 0.3 component serves at once (`properties.concurrency`);
+    /// None means [`DEFAULT_CONCURRENCY`]. A WASI 0.2 component serves one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// Which limits the manifest states; the others are defaults, which a host whose ceilings
     /// are lower lowers to them instead of refusing the app.
     #[serde(default)]
@@ -305,6 +318,7 @@ impl Default for Limits {
             max_memory: DEFAULT_MAX_MEMORY,
             timeout: DEFAULT_TIMEOUT,
             max_instances: DEFAULT_MAX_INSTANCES,
+            concurrency: None,
             stated: StatedLimits::default(),
         }
     }

@@ -98,6 +98,8 @@ pub struct Properties {
     pub limits: Option<RawLimits>,
     /// Opt-in warm instance reuse (an extension to wadm's format).
     pub reuse: Option<RawReuse>,
+    /// Requests one instance of a WASI 0.3 component serves at once (an extension).
+    pub concurrency: Option<u32>,
     /// Secrets granted to this component, by the name it asks for them under.
     #[serde(default)]
     pub secrets: Vec<RawSecret>,

@@ -251,6 +251,16 @@ fn component(
         }
     }
 
+    if let Some(concurrency) = node.properties.concurrency {
+        if !(1..=CONCURRENCY_CEILING).contains(&concurrency) {
+            return Err(v.err(
+                format!("{at}: properties.concurrency"),
+                format!("must be between 1 and {CONCURRENCY_CEILING}"),
+            ));
+        }
+        limits.concurrency = Some(concurrency);
+    }
+
     let reuse = match &node.properties.reuse {
         None => None,
         Some(raw) => {
@@ -397,6 +407,7 @@ fn shared_component(
         || p.build.is_some()
         || p.limits.is_some()
         || p.reuse.is_some()
+        || p.concurrency.is_some()
         || !p.secrets.is_empty()
         || !p.config.is_empty()
     {
@@ -506,10 +517,11 @@ fn capability_node(
     kinds: &BTreeMap<&str, &str>,
 ) -> Result<CapabilityNode, ManifestError> {
     let at = format!("component `{}`", node.name);
-    if node.properties.limits.is_some() || node.properties.reuse.is_some() {
+    let p = &node.properties;
+    if p.limits.is_some() || p.reuse.is_some() || p.concurrency.is_some() {
         return Err(v.err(
             format!("{at}: properties"),
-            "limits and reuse apply to components, not capabilities",
+            "limits, reuse and concurrency apply to components, not capabilities",
         ));
     }
     if !node.properties.secrets.is_empty() {
@@ -550,7 +562,7 @@ fn component_links(
         if link.target == component.name {
             return Err(v.err(field, "a component cannot link to itself"));
         }
-        if !link.is_within("wasi", "http", &["incoming-handler"]) {
+        if !link.is_within("wasi", "http", &["incoming-handler", "handler"]) {
             if link.namespace == "wasi" {
                 return Err(v.err(
                     field,
@@ -582,9 +594,18 @@ fn component_links(
                 format!("two component links answer on `http://{authority}/`; give them different `name:`s"),
             ));
         }
+        let handler = link.interfaces.iter().any(|i| i == "handler");
+        if handler && component.http_links.iter().any(|l| l.handler) {
+            return Err(v.err(
+                field,
+                "a middleware passes requests to one next handler: link `handler` to one \
+                 component",
+            ));
+        }
         component.http_links.push(HttpLink {
             authority,
             target: link.target.clone(),
+            handler,
         });
     }
     Ok(())

@@ -54,6 +54,8 @@ fn base_config() -> Config {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
+        // WASI 0.3 components: async lifts and lowers, streams and futures.
+        .wasm_component_model_async(true)
         .parallel_compilation(true);
     config
 }

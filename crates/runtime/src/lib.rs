@@ -9,6 +9,8 @@ mod guest_log;
 mod handler;
 mod links;
 mod long_running;
+mod middleware;
+mod service;
 mod state;
 pub mod wave;
 pub mod wire;
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::Engine;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 pub use budget::{default_memory_budget, BudgetSpent, MemoryBudget};
 pub use engine::{Allocator, EPOCH_TICK};
@@ -33,7 +36,7 @@ pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 pub use wasmtime_wasi_http::Error as HttpError;
 pub use weft_api::digest_of;
 pub use weft_capabilities::Grants;
-pub use workload::{text_response, Workload, WorkloadBody};
+pub use workload::{text_response, HttpPre, Workload, WorkloadBody};
 
 use cache::CompileCache;
 use engine::EpochTicker;
@@ -52,7 +55,8 @@ pub enum RuntimeError {
     #[error("{what} cannot be linked: {reason}")]
     Link { what: String, reason: String },
     #[error(
-        "{what} is routed HTTP requests but exports no `wasi:http/incoming-handler@0.2.x`: {reason}"
+        "{what} is routed HTTP requests but exports neither `wasi:http/incoming-handler@0.2.x` \
+         nor `wasi:http/handler@0.3.0`: {reason}"
     )]
     NoHttpHandler { what: String, reason: String },
     #[error(
@@ -68,6 +72,12 @@ pub enum RuntimeError {
         "{what} is linked to a schedule but exports no `weft:schedule/handler@0.1.0`: {reason}"
     )]
     NoScheduleHandler { what: String, reason: String },
+    #[error(
+        "{what} sets properties.concurrency, but it exports `wasi:http/incoming-handler@0.2.x`, \
+         whose instances serve one request at a time; remove concurrency (properties.reuse \
+         keeps instances warm), or build it for `wasi:http/handler@0.3.0`"
+    )]
+    ConcurrencyNeedsP3 { what: String },
     #[error(transparent)]
     NotGranted(weft_capabilities::CapabilityError),
     #[error("cannot set up the runtime: {0}")]
@@ -82,6 +92,7 @@ pub struct Code {
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
     proxy_pre: OnceLock<Result<ProxyPre<InstanceState>, String>>,
+    service_pre: OnceLock<Result<ServicePre<InstanceState>, String>>,
     /// The component as the handler of each kind of [`Events`], indexed by it.
     event_pres: [OnceLock<Result<handler::HandlerPre, String>>; 3],
 }
@@ -123,6 +134,15 @@ impl Code {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+
+    /// Whether it exports WASI 0.3's `wasi:http/handler` (rather than 0.2's incoming-handler).
+    pub fn exports_p3_handler(&self) -> bool {
+        let engine = self.component.engine();
+        self.component
+            .component_type()
+            .exports(engine)
+            .any(|(name, _)| name.starts_with("wasi:http/handler@0.3"))
+    }
 }
 
 /// A compiled component and whether this load had to compile it.
@@ -163,6 +183,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| setup(&e))?;
+        // WASI 0.3 beside 0.2: their interfaces are versioned apart, so one linker serves both.
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+        middleware::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
         weft_capabilities::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
         let cache = CompileCache::new(cache_dir, &engine).map_err(|e| setup(&e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| setup(&e))?;
@@ -229,6 +253,7 @@ impl Runtime {
             digest,
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
+            service_pre: Default::default(),
             event_pres: Default::default(),
         });
         live.insert(code.digest.clone(), Arc::downgrade(&code));
@@ -294,6 +319,18 @@ impl Runtime {
             self.instance_pre(what, loaded)?;
         }
         let imports = loaded.code.imports();
+        if access.next_handler.is_none() && imports.iter().any(|i| i == middleware::HANDLER_IMPORT)
+        {
+            return Err(RuntimeError::Link {
+                what: what.into(),
+                reason: format!(
+                    "it imports `{}`, so it is a middleware, but no link names the next \
+                     handler: add a link from it with namespace wasi, package http, \
+                     interfaces [handler], targeting the component it passes requests to",
+                    middleware::HANDLER_IMPORT
+                ),
+            });
+        }
         access
             .grants
             .check_imports(what, imports.iter().map(String::as_str))
@@ -317,7 +354,7 @@ impl Runtime {
                 what: what.into(),
                 reason: format!(
                     "{reason}; weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
-                     sockets), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, \
+                     sockets), WASI 0.3.0 (cli, clocks, filesystem, random, sockets, http), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, \
                      wasi:logging, wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus"
                 ),
             })
@@ -335,16 +372,33 @@ impl Runtime {
         meter: WorkloadMeter,
     ) -> Result<Arc<Workload>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
-        let proxy = match &access.linked {
+        let p3 = loaded.code.exports_p3_handler();
+        if !p3 && limits.concurrency.is_some() {
+            return Err(RuntimeError::ConcurrencyNeedsP3 { what: what.into() });
+        }
+        let reason = |e: wasmtime::Error| format!("{e:#}");
+        let pre = match &access.linked {
             // Linked to peers: its own linker, its own pre-instantiation.
-            Some(linked) => ProxyPre::new(linked.pre.clone()).map_err(|e| format!("{e:#}")),
+            Some(linked) if p3 => ServicePre::new(linked.pre.clone())
+                .map(HttpPre::P3)
+                .map_err(reason),
+            Some(linked) => ProxyPre::new(linked.pre.clone())
+                .map(HttpPre::P2)
+                .map_err(reason),
             None => {
                 let pre = self.instance_pre(what, loaded)?;
-                loaded
-                    .code
-                    .proxy_pre
-                    .get_or_init(|| ProxyPre::new(pre).map_err(|e| format!("{e:#}")))
-                    .clone()
+                let code = &loaded.code;
+                if p3 {
+                    code.service_pre
+                        .get_or_init(|| ServicePre::new(pre).map_err(reason))
+                        .clone()
+                        .map(HttpPre::P3)
+                } else {
+                    code.proxy_pre
+                        .get_or_init(|| ProxyPre::new(pre).map_err(reason))
+                        .clone()
+                        .map(HttpPre::P2)
+                }
             }
         }
         .map_err(|reason| RuntimeError::NoHttpHandler {
@@ -355,7 +409,7 @@ impl Runtime {
             self.clone(),
             what.to_string(),
             loaded.code.clone(),
-            proxy,
+            pre,
             limits,
             reuse,
             access,

@@ -24,7 +24,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: OutgoingPolicy,
+    pub(crate) hooks: OutgoingPolicy,
     capabilities: CapabilityCtx,
     pub(crate) limiter: MemoryLimiter,
     /// Instances of linked components in this store, by the import name each serves.
@@ -55,6 +55,8 @@ impl InstanceState {
             hooks: OutgoingPolicy {
                 allowed: access.outgoing.clone(),
                 local: access.local.clone(),
+                next_handler: access.next_handler.clone(),
+                to_next_handler: false,
             },
             capabilities: CapabilityCtx::new(access.grants.clone()),
             peers: Default::default(),
@@ -103,6 +105,9 @@ pub struct Access {
     pub local: Arc<BTreeMap<String, Arc<Workload>>>,
     /// Components serving this one's imports in-process, when it has such links.
     pub linked: Option<Arc<crate::links::Linked>>,
+    /// For a WASI 0.3 middleware: the component its `wasi:http/handler` import passes
+    /// requests to.
+    pub next_handler: Option<Arc<Workload>>,
 }
 
 impl Access {
@@ -113,6 +118,7 @@ impl Access {
             grants,
             local: Arc::default(),
             linked: None,
+            next_handler: None,
         }
     }
 }
@@ -154,6 +160,10 @@ impl AllowedHosts {
 pub struct OutgoingPolicy {
     allowed: Option<Arc<AllowedHosts>>,
     local: Arc<BTreeMap<String, Arc<Workload>>>,
+    next_handler: Option<Arc<Workload>>,
+    /// Set by a middleware's `wasi:http/handler.handle` for the one request it sends through
+    /// here (see `middleware.rs`): that request goes to `next_handler`, whatever its authority.
+    pub(crate) to_next_handler: bool,
 }
 
 type SendResult = Result<
@@ -175,14 +185,18 @@ impl WasiHttpHooks for OutgoingPolicy {
         // itself runs on a task of its own and carries the span there.
         let span = weft_telemetry::http_client_span(request.method(), request.uri());
         weft_telemetry::inject_http(&span, request.headers_mut());
+        let next_handler = std::mem::take(&mut self.to_next_handler)
+            .then(|| self.next_handler.clone())
+            .flatten();
         // A linked component answers in-process: the request never touches the network, and the
         // link itself is the grant, so the allow-list does not apply.
-        if let Some(target) = request
-            .uri()
-            .authority()
-            .and_then(|a| self.local.get(a.as_str()))
-            .cloned()
-        {
+        if let Some(target) = next_handler.or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| self.local.get(a.as_str()))
+                .cloned()
+        }) {
             return Box::new(
                 async move {
                     let response = target.serve(request).await;

@@ -1,5 +1,6 @@
-//! A workload: one component pre-instantiated for HTTP, served with a fresh instance per request
-//! under its limits (concurrent instances, memory, execution time).
+//! A workload: one component pre-instantiated for HTTP, under its limits (concurrent instances,
+//! memory, execution time). A WASI 0.2 handler gets a fresh instance per request (or a warm one
+//! when it opts in); a WASI 0.3 handler's instances serve many requests at once (`service.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,10 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+
 use crate::long_running::{CallRecord, Demotable, Pace};
+use crate::service::Service;
 use crate::state::{Access, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
 
@@ -26,7 +30,7 @@ pub struct Workload {
     runtime: Arc<Runtime>,
     name: Arc<str>,
     code: Arc<Code>,
-    pre: ProxyPre<InstanceState>,
+    handler: Handler,
     limits: weft_manifest::Limits,
     reuse: Option<weft_manifest::Reuse>,
     access: Access,
@@ -35,7 +39,23 @@ pub struct Workload {
     warm: Mutex<Vec<WarmInstance>>,
     /// How long its requests usually run, to tell one that runs long.
     pace: Arc<Pace>,
-    meter: weft_metrics::WorkloadMeter,
+    meter: Arc<weft_metrics::WorkloadMeter>,
+}
+
+/// Which `wasi:http` a component exports, pre-instantiated.
+pub enum HttpPre {
+    /// `wasi:http/incoming-handler@0.2.x`.
+    P2(ProxyPre<InstanceState>),
+    /// `wasi:http/handler@0.3.0`.
+    P3(ServicePre<InstanceState>),
+}
+
+/// How a workload's requests reach its instances.
+enum Handler {
+    /// One request per instance.
+    P2(ProxyPre<InstanceState>),
+    /// Many requests per instance.
+    P3(Service),
 }
 
 /// An instance that finished a request cleanly and may serve another.
@@ -53,6 +73,8 @@ pub(crate) enum Failure {
     /// The host's memory budget is spent: not the guest's fault, worth a retry.
     Busy(String),
     Trap(String),
+    /// Every instance is full and no more may start before the request's timeout.
+    Full,
 }
 
 impl Workload {
@@ -62,18 +84,33 @@ impl Workload {
         runtime: Arc<Runtime>,
         name: String,
         code: Arc<Code>,
-        pre: ProxyPre<InstanceState>,
+        pre: HttpPre,
         limits: weft_manifest::Limits,
         reuse: Option<weft_manifest::Reuse>,
         access: Access,
         meter: weft_metrics::WorkloadMeter,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
+        let name: Arc<str> = name.into();
+        let meter = Arc::new(meter);
+        let handler = match pre {
+            HttpPre::P2(pre) => Handler::P2(pre),
+            HttpPre::P3(pre) => Handler::P3(Service::new(
+                runtime.clone(),
+                name.clone(),
+                pre,
+                limits,
+                reuse,
+                access.clone(),
+                permits.clone(),
+                meter.clone(),
+            )),
+        };
         Workload {
             runtime,
-            name: name.into(),
+            name,
             code,
-            pre,
+            handler,
             limits,
             reuse,
             access,
@@ -118,9 +155,18 @@ impl Workload {
         self.pruned_pool().map_or(0, |warm| warm.len())
     }
 
-    /// Idle instances kept warm right now.
+    /// Idle instances kept warm right now (for a WASI 0.3 handler: live instances, busy or
+    /// idle, since each serves many requests).
     pub fn warm_instances(&self) -> usize {
-        self.warm_lock().len()
+        match &self.handler {
+            Handler::P2(_) => self.warm_lock().len(),
+            Handler::P3(service) => service.instances(),
+        }
+    }
+
+    /// Whether it serves WASI 0.3 (`wasi:http/handler@0.3.0`), many requests per instance.
+    pub fn is_p3(&self) -> bool {
+        matches!(self.handler, Handler::P3(_))
     }
 
     /// The name this workload was created under (`app/component`).
@@ -138,7 +184,7 @@ impl Workload {
         self.limits
     }
 
-    /// Instances running right now.
+    /// Instances running right now (holding a slot of its instance limit).
     pub fn active_instances(&self) -> usize {
         self.limits.max_instances as usize - self.permits.available_permits()
     }
@@ -176,6 +222,16 @@ impl Workload {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // Moved into the instance's future, which may outlive this call while it streams.
+        let pre = match &self.handler {
+            Handler::P2(pre) => pre.clone(),
+            Handler::P3(service) => {
+                return match service.serve(req).await {
+                    Ok(response) => response,
+                    Err(failure) => self.failed(failure),
+                }
+            }
+        };
         let timeout = self.limits.timeout;
         let permit = match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await
         {
@@ -239,7 +295,7 @@ impl Workload {
                                     store.data_mut().peers.insert(interface.clone(), instance);
                                 }
                             }
-                            (workload.pre.instantiate_async(&mut store).await?, 0)
+                            (pre.instantiate_async(&mut store).await?, 0)
                         }
                     };
                     proxy
@@ -328,6 +384,7 @@ impl std::fmt::Display for Failure {
             Failure::Memory(reason) | Failure::Busy(reason) | Failure::Trap(reason) => {
                 f.write_str(reason)
             }
+            Failure::Full => f.write_str("every instance is full"),
         }
     }
 }
@@ -354,7 +411,21 @@ impl Workload {
             Failure::Memory(_) => weft_metrics::Cause::Memory,
             Failure::Busy(_) => weft_metrics::Cause::HostMemory,
             Failure::Trap(_) => weft_metrics::Cause::Trap,
+            Failure::Full => weft_metrics::Cause::InstanceLimit,
         });
+        if let Failure::Full = failure {
+            return text_response(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} is at its limit of {} instances serving {} requests each; try again later",
+                    self.name,
+                    self.limits.max_instances,
+                    self.limits
+                        .concurrency
+                        .unwrap_or(weft_manifest::DEFAULT_CONCURRENCY)
+                ),
+            );
+        }
         failure_response(&self.name, failure)
     }
 }
@@ -387,6 +458,10 @@ fn failure_response(name: &str, failure: Failure) -> http::Response<WorkloadBody
             );
             response
         }
+        Failure::Full => text_response(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} has no instance free; try again later"),
+        ),
         Failure::Trap(reason) => {
             tracing::warn!(workload = %name, %reason, "request failed");
             text_response(

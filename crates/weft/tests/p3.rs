@@ -1,0 +1,246 @@
+//! End-to-end: WASI 0.3 components (`wasi:http/handler@0.3.0`, native async) served beside 0.2
+//! ones, many requests per instance, a trap failing only its own instance's requests, and a 0.3
+//! middleware chained in front of 0.2 and 0.3 components.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use support::{extra_guest, get, guests, http, route, Host, Route, Scene};
+
+/// The WASI 0.3 hello (`examples/hello-p3`).
+fn hello_p3() -> std::path::PathBuf {
+    extra_guest("hello-p3")
+}
+
+/// GET `url`; its status, the instance that answered (`x-instance`) and its body.
+fn get_on(url: &str) -> (u16, Option<String>, String) {
+    let response = http()
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let instance = response
+        .headers()
+        .get("x-instance")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, instance, response.text().unwrap())
+}
+
+/// Sends `count` GETs of `url` at once; their answers and the wall time until the last one.
+fn all_at_once(url: &str, count: usize) -> (Vec<(u16, Option<String>, String)>, Duration) {
+    let barrier = Arc::new(Barrier::new(count + 1));
+    let threads: Vec<_> = (0..count)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let client = http();
+                barrier.wait();
+                let response = client.get(&url).send().unwrap();
+                let status = response.status().as_u16();
+                let instance = response
+                    .headers()
+                    .get("x-instance")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (status, instance, response.text().unwrap())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    let answers = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (answers, started.elapsed())
+}
+
+#[test]
+fn a_wasi_0_3_component_is_served_beside_a_0_2_one_from_the_same_kind_of_manifest() {
+    let g = guests();
+    let p3 = hello_p3();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let app = s.manifest(
+        "mixed",
+        "v1",
+        &[
+            route("hello", &g.hello, port, "/hello"),
+            route("hello-p3", &p3, port, "/p3"),
+        ],
+    );
+    host.deploy(&app);
+
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Rust! You asked for /hello\n")
+    );
+    let (status, instance, body) = get_on(&format!("http://127.0.0.1:{port}/p3"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello from a WASI 0.3 component!"),
+        "{body}"
+    );
+    assert!(instance.is_some(), "the 0.3 hello names its instance");
+
+    // Bodies stream both ways through a 0.3 handler.
+    let payload = "0123456789abcdef".repeat(64 * 1024);
+    let echoed = http()
+        .post(format!("http://127.0.0.1:{port}/p3/echo"))
+        .body(payload.clone())
+        .send()
+        .unwrap();
+    assert_eq!(echoed.status(), 200);
+    assert!(
+        echoed.text().unwrap() == payload,
+        "the 1 MiB body came back changed"
+    );
+
+    // Consecutive requests share the instance: 0.3 instances serve many requests.
+    let (_, again, body) = get_on(&format!("http://127.0.0.1:{port}/p3"));
+    assert_eq!(again, instance, "{body}");
+
+    // Concurrency is a 0.3 component's property; on a 0.2 one it is refused, saying why.
+    let refused = s.manifest(
+        "refused",
+        "v1",
+        &[Route {
+            properties: "concurrency: 10",
+            ..route("hello", &g.hello, port, "/refused")
+        }],
+    );
+    let err = host.cli_err(&["app", "deploy", refused.to_str().unwrap()]);
+    assert!(
+        err.contains("sets properties.concurrency")
+            && err.contains("wasi:http/incoming-handler@0.2")
+            && err.contains("wasi:http/handler@0.3.0"),
+        "{err}"
+    );
+    let (status, _) = get(&format!("http://127.0.0.1:{port}/hello"));
+    assert_eq!(
+        status, 200,
+        "the refused deploy cost the running app nothing"
+    );
+}
+
+#[test]
+fn a_hundred_requests_awaiting_200_ms_are_served_together_by_at_most_two_instances() {
+    let p3 = hello_p3();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    host.deploy(&s.manifest("sleepy", "v1", &[route("sleepy", &p3, port, "/")]));
+    // Compiled and instantiated once before the clock starts.
+    let (status, _, body) = get_on(&format!("http://127.0.0.1:{port}/sleep?ms=1"));
+    assert_eq!(status, 200, "{body}");
+
+    let (answers, wall) = all_at_once(&format!("http://127.0.0.1:{port}/sleep?ms=200"), 100);
+    let instances: BTreeSet<_> = answers.iter().filter_map(|(_, i, _)| i.clone()).collect();
+    for (status, _, body) in &answers {
+        assert_eq!((*status, body.as_str()), (200, "slept 200 ms\n"));
+    }
+    assert!(
+        instances.len() <= 2,
+        "{} instances served 100 I/O-bound requests in {wall:?}",
+        instances.len()
+    );
+    // One at a time they would take 20 s; together, about one sleep.
+    assert!(wall < Duration::from_secs(3), "{wall:?}");
+
+    let status = host.cli_ok(&["app", "status", "sleepy"]);
+    assert!(status.contains("sleepy"), "{status}");
+}
+
+#[test]
+fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
+    let p3 = hello_p3();
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    // Two instances of four requests each: the first four fill one, the next two go to a
+    // second, and so does the trap.
+    let app = s
+        .manifest(
+            "traps",
+            "v1",
+            &[
+                Route {
+                    properties: "concurrency: 4",
+                    ..route("traps", &p3, port, "/")
+                },
+                route("bystander", &g.hello, port, "/hello"),
+            ],
+        )
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace(
+            "        concurrency: 4\n",
+            "        concurrency: 4\n      traits:\n        - type: spreadscaler\n          properties: { instances: 2 }\n",
+        );
+    std::fs::write(&app, text).unwrap();
+    host.deploy(std::path::Path::new(&app));
+
+    let send = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        std::thread::spawn(move || get_on(&url))
+    };
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(send("/sleep?ms=1500"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut second = Vec::new();
+    for _ in 0..2 {
+        second.push(send("/sleep?ms=1500"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let trap = send("/trap?ms=300");
+
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
+    assert_eq!(status, 200, "another component keeps serving: {body}");
+
+    let (status, _, body) = trap.join().unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("component `traps` of app `traps` failed") && body.contains("guest trapped"),
+        "{body}"
+    );
+    for answer in second {
+        let (status, _, body) = answer.join().unwrap();
+        assert_eq!(
+            status, 500,
+            "a request in flight on the trapping instance: {body}"
+        );
+        assert!(
+            body.contains("the instance serving it failed while the request was in flight")
+                && body.contains("guest trapped"),
+            "{body}"
+        );
+    }
+    let survivors: Vec<_> = first.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut on = BTreeSet::new();
+    for (status, instance, body) in &survivors {
+        assert_eq!((*status, body.as_str()), (200, "slept 1500 ms\n"));
+        on.insert(instance.clone());
+    }
+    assert_eq!(
+        on.len(),
+        1,
+        "the four survivors shared one instance: {on:?}"
+    );
+
+    // The trapped instance is never reused: the next request gets a fresh one.
+    let (status, instance, body) = get_on(&format!("http://127.0.0.1:{port}/"));
+    assert_eq!(status, 200, "{body}");
+    let _ = instance;
+    assert!(
+        host.log().contains("asked to trap by /trap"),
+        "the guest's panic is logged"
+    );
+}
