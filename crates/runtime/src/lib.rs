@@ -166,6 +166,9 @@ pub struct Runtime {
     live: Mutex<HashMap<String, Weak<Code>>>,
     /// What all guest instances together may hold.
     budget: Arc<MemoryBudget>,
+    /// Live instances of WASI 0.3 workloads, which outlive requests: idle ones are reclaimed
+    /// sooner when there are many.
+    pub(crate) live_p3: Arc<std::sync::atomic::AtomicUsize>,
     _ticker: EpochTicker,
 }
 
@@ -199,6 +202,7 @@ impl Runtime {
             compilations: AtomicU64::new(0),
             live: Mutex::default(),
             budget: MemoryBudget::new(memory_budget),
+            live_p3: Arc::default(),
             _ticker: ticker,
         }))
     }

@@ -28,6 +28,15 @@ use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure, WorkloadBody};
 use crate::Runtime;
 
+/// How often an instance's expiry is looked at again, whatever its deadline.
+const RECHECK: Duration = Duration::from_secs(1);
+/// Live WASI 0.3 instances on a host past which idle ones are kept only [`IDLE_WHEN_CROWDED`]:
+/// half of what the instance allocator holds, so thousands of apps that each served a request
+/// do not keep the pool full.
+const CROWDED: usize = 1000;
+/// How long an idle instance is kept on a crowded host.
+const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(1);
+
 /// Past a request's timeout, how long its instance may still take to hand back control before
 /// it is dropped with every request on it.
 const EXPIRY_GRACE: Duration = Duration::from_millis(100);
@@ -57,15 +66,37 @@ pub(crate) struct Pool {
 }
 
 /// Live instances and the requests in flight on them.
-#[derive(Default)]
 struct Load {
     instances: AtomicUsize,
     in_flight: AtomicUsize,
     /// Why an instance last failed, and when: what its requests in flight are told.
     last_failure: std::sync::Mutex<Option<(Instant, String)>>,
+    /// Live WASI 0.3 instances of every workload on the host.
+    on_host: Arc<AtomicUsize>,
+    /// Set once the workload is replaced or removed: its idle instances go at once.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Load {
+    fn new(on_host: Arc<AtomicUsize>) -> Self {
+        Load {
+            instances: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_failure: Default::default(),
+            on_host,
+            retired: Default::default(),
+        }
+    }
+
+    /// How long an idle instance is kept: `idle`, or less on a crowded host.
+    fn idle_allowance(&self, idle: Duration) -> Duration {
+        if self.on_host.load(Ordering::Relaxed) >= CROWDED {
+            idle.min(IDLE_WHEN_CROWDED)
+        } else {
+            idle
+        }
+    }
+
     /// Why an instance of this workload failed within the last second, if one did.
     fn recent_failure(&self) -> Option<String> {
         let last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,6 +115,17 @@ struct Saturated;
 #[derive(Debug, thiserror::Error)]
 #[error("at its instance limit")]
 struct AtInstanceLimit;
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Its workers hold the handler until they exit; idle ones now exit at their next look.
+        self.handler
+            .state()
+            .load
+            .retired
+            .store(true, Ordering::Relaxed);
+    }
+}
 
 impl Service {
     // Each argument is a part of the workload the pool needs; only `Workload::new` calls this.
@@ -107,7 +149,6 @@ impl Service {
         });
         Service {
             handler: ProxyHandler::new(Pool {
-                runtime,
                 name,
                 pre,
                 limits,
@@ -116,7 +157,8 @@ impl Service {
                 lifetime_requests: reuse.max_requests as usize,
                 idle: reuse.idle,
                 permits,
-                load: Arc::default(),
+                load: Arc::new(Load::new(runtime.live_p3.clone())),
+                runtime,
                 meter,
             }),
         }
@@ -263,6 +305,7 @@ impl HandlerState for Pool {
             let state = store.data_mut();
             state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
             state.long_running_after = Duration::MAX;
+            state.hooks.serve_apart = true;
         }
         store.set_epoch_deadline(1);
         let live = self.meter.instance(true);
@@ -289,6 +332,7 @@ impl HandlerState for Pool {
             expiration: Expiry {
                 timeout: self.limits.timeout,
                 idle: self.idle,
+                load: self.load.clone(),
                 timer: None,
             },
             state: Worker {
@@ -328,14 +372,16 @@ impl InstanceSlot {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |instances| {
                 may_start(instances, in_flight).then_some(instances + 1)
             })
-            .ok()
-            .map(|_| InstanceSlot(load.clone()))
+            .ok()?;
+        load.on_host.fetch_add(1, Ordering::Relaxed);
+        Some(InstanceSlot(load.clone()))
     }
 }
 
 impl Drop for InstanceSlot {
     fn drop(&mut self) {
         self.0.instances.fetch_sub(1, Ordering::AcqRel);
+        self.0.on_host.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -392,11 +438,13 @@ impl WorkerState for Worker {
 }
 
 /// When an instance goes: a request on it far past its timeout (the guest never yielded), or
-/// nothing to do for the idle time.
+/// nothing to do for the idle time (shorter when the host is crowded, at once when its workload
+/// was replaced or removed).
 pub(crate) struct Expiry {
     timeout: Duration,
     idle: Duration,
-    timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+    load: Arc<Load>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl WorkerExpiration for Expiry {
@@ -407,19 +455,31 @@ impl WorkerExpiration for Expiry {
         start: Instant,
     ) -> Poll<()> {
         let this = self.get_mut();
-        let at = match status {
-            WorkerStatus::Idle => start + this.idle,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => {
-                start + this.timeout + EXPIRY_GRACE
+        loop {
+            let at = match status {
+                WorkerStatus::Idle if this.load.retired.load(Ordering::Relaxed) => {
+                    return Poll::Ready(())
+                }
+                WorkerStatus::Idle => start + this.load.idle_allowance(this.idle),
+                WorkerStatus::Requests | WorkerStatus::PostReturn => {
+                    start + this.timeout + EXPIRY_GRACE
+                }
+            };
+            let now = Instant::now();
+            if now >= at {
+                return Poll::Ready(());
             }
-        };
-        match &mut this.timer {
-            Some((when, sleep)) if *when == at => sleep.as_mut().poll(cx),
-            timer => {
-                let mut sleep = Box::pin(tokio::time::sleep_until(at.into()));
-                let poll = sleep.as_mut().poll(cx);
-                *timer = Some((at, sleep));
-                poll
+            // Looked at again at least every RECHECK: the workload may be retired or the host
+            // fill up in the meantime.
+            let wake = tokio::time::Instant::from(at.min(now + RECHECK));
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+            if timer.is_elapsed() || timer.deadline() > wake {
+                timer.as_mut().reset(wake);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }

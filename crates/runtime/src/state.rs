@@ -57,6 +57,7 @@ impl InstanceState {
                 local: access.local.clone(),
                 next_handler: access.next_handler.clone(),
                 to_next_handler: false,
+                serve_apart: false,
             },
             capabilities: CapabilityCtx::new(access.grants.clone()),
             peers: Default::default(),
@@ -164,6 +165,10 @@ pub struct OutgoingPolicy {
     /// Set by a middleware's `wasi:http/handler.handle` for the one request it sends through
     /// here (see `middleware.rs`): that request goes to `next_handler`, whatever its authority.
     pub(crate) to_next_handler: bool,
+    /// Set for a WASI 0.3 store: its host calls run inside its own event loop, where another
+    /// store's guest (an in-process target) cannot run, so a target is served on a task of its
+    /// own.
+    pub(crate) serve_apart: bool,
 }
 
 type SendResult = Result<
@@ -197,16 +202,26 @@ impl WasiHttpHooks for OutgoingPolicy {
                 .and_then(|a| self.local.get(a.as_str()))
                 .cloned()
         }) {
-            return Box::new(
-                async move {
-                    let response = target.serve(request).await;
-                    Ok((
-                        response,
-                        Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-                    ))
-                }
-                .instrument(span),
-            );
+            let served = async move { target.serve(request).await }.instrument(span);
+            let serving = if self.serve_apart {
+                Err(tokio::spawn(served))
+            } else {
+                Ok(served)
+            };
+            return Box::new(async move {
+                let response = match serving {
+                    Ok(here) => here.await,
+                    Err(task) => task.await.map_err(|e| {
+                        wasmtime_wasi_http::Error::InternalError(Some(format!(
+                            "the linked component's task failed: {e}"
+                        )))
+                    })?,
+                };
+                Ok((
+                    response,
+                    Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+                ))
+            });
         }
         let allowed = self
             .allowed

@@ -244,3 +244,229 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
         "the guest's panic is logged"
     );
 }
+
+/// An app whose route goes through the WASI 0.3 harness (`harness`, its own image) to `inner`.
+fn behind_the_p3_harness(
+    dir: &std::path::Path,
+    app: &str,
+    inner: &std::path::Path,
+    port: u16,
+) -> std::path::PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties:
+        image: {harness}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+      traits:
+        - type: link
+          properties: {{ target: {{ name: inner }}, namespace: wasi, package: http, interfaces: [handler] }}
+    - name: inner
+      type: component
+      properties: {{ image: {inner} }}
+{http}"#,
+        harness = extra_guest("harness-p3").display(),
+        inner = inner.display(),
+        http = support::http_server("harness", port, &format!("/{app}")),
+    );
+    support::write_yaml(dir, app, &yaml)
+}
+
+#[test]
+fn a_wasi_0_3_middleware_harness_chains_to_a_0_2_and_to_a_0_3_component() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let _ = support::put_secret(&host, "platform-token", "chain");
+    host.deploy(&behind_the_p3_harness(s.dir.path(), "old", &g.hello, port));
+    host.deploy(&behind_the_p3_harness(
+        s.dir.path(),
+        "new",
+        &hello_p3(),
+        port,
+    ));
+
+    for (app, says) in [
+        ("old", "Hello from Rust! You asked for /old/x"),
+        ("new", "Hello from a WASI 0.3 component!"),
+    ] {
+        let url = format!("http://127.0.0.1:{port}/{app}/x");
+        let response = http().get(&url).bearer_auth("chain").send().unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{app}: {:?}\n{}",
+            response.headers().clone(),
+            host.log()
+        );
+        assert_eq!(response.headers()["x-harness-version"], "1.0.0", "{app}");
+        assert!(response.headers().contains_key("x-request-id"), "{app}");
+        let body = response.text().unwrap();
+        assert!(body.starts_with(says), "{app}: {body}");
+
+        // Bodies pass through the middleware as streams, both ways.
+        let payload = "weft".repeat(256 * 1024);
+        let echoed = http()
+            .post(&url)
+            .bearer_auth("chain")
+            .body(payload.clone())
+            .send()
+            .unwrap();
+        assert_eq!(echoed.status().as_u16(), 200, "{app}");
+        assert!(
+            echoed.text().unwrap() == payload,
+            "{app}: the 1 MiB body came back changed"
+        );
+
+        let refused = http().get(&url).bearer_auth("wrong").send().unwrap();
+        assert_eq!(refused.status().as_u16(), 401, "{app}");
+        assert_eq!(refused.text().unwrap(), "missing or wrong bearer token\n");
+    }
+
+    // A middleware with nothing linked to its next handler is refused, saying what to add.
+    let unlinked =
+        std::fs::read_to_string(behind_the_p3_harness(s.dir.path(), "lone", &g.hello, port))
+            .unwrap()
+            .replace("interfaces: [handler]", "interfaces: [incoming-handler]");
+    let file = support::write_yaml(s.dir.path(), "lone", &unlinked);
+    let err = host.cli_err(&["app", "deploy", file.to_str().unwrap()]);
+    assert!(
+        err.contains("wasi:http/handler@0.3.0") && err.contains("interfaces [handler]"),
+        "{err}"
+    );
+}
+
+/// The platform app owning the 0.3 harness.
+fn platform(dir: &std::path::Path, version: &str, harness: &std::path::Path) -> std::path::PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: platform, annotations: {{ version: {version} }} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties:
+        image: {}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+"#,
+        harness.display()
+    );
+    support::write_yaml(dir, &format!("platform-{version}"), &yaml)
+}
+
+/// An app behind the platform's shared 0.3 harness, its own component a 0.3 hello.
+fn dependent(dir: &std::path::Path, app: &str, port: u16) -> std::path::PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties: {{ application: {{ name: platform, component: harness }} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: hello }}, namespace: wasi, package: http, interfaces: [handler] }}
+    - name: hello
+      type: component
+      properties: {{ image: {} }}
+{http}"#,
+        hello_p3().display(),
+        http = support::http_server("harness", port, &format!("/{app}")),
+    );
+    support::write_yaml(dir, app, &yaml)
+}
+
+#[test]
+fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() {
+    let v1 = support::stamped_build("harness-p3", "1.0.0");
+    let v2 = support::stamped_build("harness-p3", "2.0.0");
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let _ = support::put_secret(&host, "platform-token", "fleet");
+    host.deploy(&platform(s.dir.path(), "v1", &v1));
+    const APPS: usize = 1000;
+    for i in 0..APPS {
+        host.deploy(&dependent(s.dir.path(), &format!("app-{i}"), s.port));
+    }
+    let version_of = |i: usize| {
+        let url = format!("http://127.0.0.1:{}/app-{i}/", s.port);
+        let response = http().get(url).bearer_auth("fleet").send().unwrap();
+        assert_eq!(response.status().as_u16(), 200, "app-{i}");
+        response.headers()["x-harness-version"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(version_of(0), "1.0.0");
+    assert_eq!(version_of(APPS - 1), "1.0.0");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = (0..4)
+        .map(|t| {
+            let stop = stop.clone();
+            let port = s.port;
+            std::thread::spawn(move || {
+                let client = http();
+                let (mut ok, mut failed, mut seen) = (0u64, Vec::new(), BTreeSet::new());
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let result = client
+                        .get(format!("http://127.0.0.1:{port}/app-{}/", i % APPS))
+                        .bearer_auth("fleet")
+                        .send();
+                    match result {
+                        Ok(r) if r.status().is_success() => {
+                            seen.insert(
+                                r.headers()["x-harness-version"]
+                                    .to_str()
+                                    .unwrap()
+                                    .to_string(),
+                            );
+                            ok += 1;
+                        }
+                        Ok(r) => failed.push(format!(
+                            "app-{}: {} {}",
+                            i % APPS,
+                            r.status(),
+                            r.text().unwrap_or_default()
+                        )),
+                        Err(e) => failed.push(format!("app-{}: {e}", i % APPS)),
+                    }
+                    i += 4;
+                }
+                (ok, failed, seen)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let outcome = host.deploy(&platform(s.dir.path(), "v2", &v2));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = BTreeSet::new();
+    let mut ok = 0;
+    for handle in loops {
+        let (n, failed, versions) = handle.join().unwrap();
+        assert!(failed.is_empty(), "failed during the patch: {failed:?}");
+        ok += n;
+        seen.extend(versions);
+    }
+    assert!(ok > 0);
+    assert_eq!(outcome["relinked"], APPS as u64, "{outcome}");
+    assert_eq!(
+        outcome["compiled"], 1,
+        "the harness compiles once: {outcome}"
+    );
+    assert!(seen.contains("1.0.0") && seen.contains("2.0.0"), "{seen:?}");
+    for i in 0..APPS {
+        assert_eq!(version_of(i), "2.0.0", "app-{i}");
+    }
+}

@@ -119,8 +119,14 @@ pub fn private_dir() -> &'static Path {
 
 /// Builds the harness example stamped with `version`; returns a private copy of it.
 pub fn harness_build(version: &str) -> PathBuf {
+    stamped_build("harness", version)
+}
+
+/// Builds the harness example `project` (`harness`, `harness-p3`) stamped with `version`;
+/// returns a private copy of it.
+pub fn stamped_build(project: &str, version: &str) -> PathBuf {
     let _ = guests();
-    let dir = repo().join("examples/harness");
+    let dir = repo().join("examples").join(project);
     let out = Command::new(WEFT)
         .arg("build")
         .arg(&dir)
@@ -132,8 +138,8 @@ pub fn harness_build(version: &str) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let copy = private_dir().join(format!("harness-{version}.wasm"));
-    std::fs::copy(dir.join("build/harness.wasm"), &copy).unwrap();
+    let copy = private_dir().join(format!("{project}-{version}.wasm"));
+    std::fs::copy(dir.join(format!("build/{project}.wasm")), &copy).unwrap();
     copy
 }
 
