@@ -323,18 +323,6 @@ impl Runtime {
             self.instance_pre(what, loaded)?;
         }
         let imports = loaded.code.imports();
-        if access.next_handler.is_none() && imports.iter().any(|i| i == middleware::HANDLER_IMPORT)
-        {
-            return Err(RuntimeError::Link {
-                what: what.into(),
-                reason: format!(
-                    "it imports `{}`, so it is a middleware, but no link names the next \
-                     handler: add a link from it with namespace wasi, package http, \
-                     interfaces [handler], targeting the component it passes requests to",
-                    middleware::HANDLER_IMPORT
-                ),
-            });
-        }
         access
             .grants
             .check_imports(what, imports.iter().map(String::as_str))
@@ -376,6 +364,24 @@ impl Runtime {
         meter: WorkloadMeter,
     ) -> Result<Arc<Workload>, RuntimeError> {
         self.check_imports(what, loaded, &access)?;
+        // Checked where it serves: a platform app may own a middleware it never serves itself.
+        if access.next_handler.is_none()
+            && loaded
+                .code
+                .imports()
+                .iter()
+                .any(|i| i == middleware::HANDLER_IMPORT)
+        {
+            return Err(RuntimeError::Link {
+                what: what.into(),
+                reason: format!(
+                    "it imports `{}`, so it is a middleware, but no link names the next \
+                     handler: add a link from it with namespace wasi, package http, \
+                     interfaces [handler], targeting the component it passes requests to",
+                    middleware::HANDLER_IMPORT
+                ),
+            });
+        }
         let p3 = loaded.code.exports_p3_handler();
         if !p3 && limits.concurrency.is_some() {
             return Err(RuntimeError::ConcurrencyNeedsP3 { what: what.into() });

@@ -30,12 +30,10 @@ use crate::Runtime;
 
 /// How often an instance's expiry is looked at again, whatever its deadline.
 const RECHECK: Duration = Duration::from_secs(1);
-/// Live WASI 0.3 instances on a host past which idle ones are kept only [`IDLE_WHEN_CROWDED`]:
-/// half of what the instance allocator holds, so thousands of apps that each served a request
-/// do not keep the pool full.
+/// Live WASI 0.3 instances on a host past which idle ones are not kept: half of what the
+/// instance allocator holds, so thousands of apps that each served a request do not keep it
+/// full.
 const CROWDED: usize = 1000;
-/// How long an idle instance is kept on a crowded host.
-const IDLE_WHEN_CROWDED: Duration = Duration::from_secs(1);
 
 /// Past a request's timeout, how long its instance may still take to hand back control before
 /// it is dropped with every request on it.
@@ -88,10 +86,10 @@ impl Load {
         }
     }
 
-    /// How long an idle instance is kept: `idle`, or less on a crowded host.
+    /// How long an idle instance is kept: `idle`, or not at all on a crowded host.
     fn idle_allowance(&self, idle: Duration) -> Duration {
         if self.on_host.load(Ordering::Relaxed) >= CROWDED {
-            idle.min(IDLE_WHEN_CROWDED)
+            Duration::ZERO
         } else {
             idle
         }
@@ -210,7 +208,11 @@ impl Service {
                 }
                 Err(error) => return Err(request_failure(error, timeout)),
             };
-            let waits = error.error.is::<Saturated>() || error.error.is::<AtInstanceLimit>();
+            // Worth waiting for: an instance with room, or a slot of the host's instance pool,
+            // which idle instances give back.
+            let waits = error.error.is::<Saturated>()
+                || error.error.is::<AtInstanceLimit>()
+                || error.error.is::<wasmtime::PoolConcurrencyLimitError>();
             if !waits {
                 return Err(Failure::Trap(format!(
                     "cannot start an instance: {:#}",
