@@ -13,6 +13,7 @@
     python3 bench/run.py oci         # deploy by OCI reference: cold (pull + compile) and warm
     python3 bench/run.py sql         # SQLite and PostgreSQL through the todo component vs native Rust
     python3 bench/run.py metrics     # throughput with metrics on vs --no-metrics; one scrape at N apps
+    python3 bench/run.py p3          # WASI 0.3 vs 0.2 on weft vs wasmtime serve -Sp3: I/O-bound, CPU-bound
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -88,7 +89,7 @@ def build(smoke):
     else:
         sh("cargo", "build", "--release", "--locked", "--quiet", "-p", "weft", cwd=REPO)
     images = {}
-    for project in ("hello", "hello-py", "misbehave"):
+    for project in ("hello", "hello-py", "misbehave", "hello-p3"):
         sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL)
         images[project] = os.path.join(REPO, "examples", project, "build", f"{project}.wasm")
     return images
@@ -1301,6 +1302,138 @@ def bench_metrics(images, smoke):
         weft.stop()
 
 
+class PeakRss:
+    """The highest resident set of process `pid` while it runs, sampled every 50 ms."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.done = pid, 0, False
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        while not self.done:
+            try:
+                for line in open(f"/proc/{self.pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        self.peak = max(self.peak, int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.05)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        return self.peak
+
+
+class PeakInstances:
+    """The most instances component `name` of app `name` ran at once, polled from status."""
+
+    def __init__(self, weft, name):
+        self.weft, self.name, self.peak, self.done = weft, name, 0, False
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        while not self.done:
+            status = self.weft.api("GET", f"/v1/apps/{self.name}")
+            for c in status["components"]:
+                self.peak = max(self.peak, c["active_instances"])
+            time.sleep(0.05)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        return self.peak
+
+
+def bench_p3(images, smoke):
+    """WASI 0.3 on weft (many requests per instance) against the same logic as a WASI 0.2
+    component on weft (one request per instance) and against `wasmtime serve -Sp3` on the same
+    0.3 component at its best settings: an I/O-bound handler awaiting 20 ms at 1,000
+    connections, and the CPU-bound hello."""
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    connections = 50 if smoke else int(os.environ.get("CONNECTIONS", "1000"))
+    tmp = tempfile.mkdtemp()
+    port_p3, port_p2 = free_port(), free_port()
+
+    def app(name, project, port, path, instances):
+        f = os.path.join(tmp, f"{name}.yaml")
+        open(f, "w").write(manifest(name, images[project], port, path, instances=instances))
+        return f
+
+    # Each on a host of its own, so each resident set is its own.
+    weft_p3 = Weft([app("io-p3", "hello-p3", port_p3, "/", 100)])
+    weft_p2 = Weft([app("io-p2", "misbehave", port_p2, "/", 1000),
+                    app("cpu-p2", "hello", port_p2, "/hello", 100)])
+    wasmtime = None
+    if shutil.which("wasmtime"):
+        wasmtime_port = free_port()
+        # Its best for this component: 0.3 instances reused up to weft's concurrency (100 at
+        # once, 100,000 in a life, kept 30 s idle, its default 16 / 128 / 1 s), no connection cap
+        # below the load, and the pooling settings weft uses.
+        wasmtime_flags = ["-Scli", "-Sp3", "-Wcomponent-model-async",
+                          "-O", "pooling-allocator,pooling-memory-keep-resident=1048576,"
+                                "pooling-table-keep-resident=131072,pooling-pagemap-scan=auto",
+                          "--max-instance-concurrent-reuse-count", "100",
+                          "--max-instance-reuse-count", "100000",
+                          "--idle-instance-timeout", "30s",
+                          "--max-concurrent-connections", "4000", "--max-concurrent-requests", "4000"]
+        wasmtime = subprocess.Popen(["wasmtime", "serve", *wasmtime_flags, "--addr", f"127.0.0.1:{wasmtime_port}",
+                                     images["hello-p3"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(wasmtime_port, wasmtime)
+    try:
+        checks = [(port_p3, "/sleep?ms=20", "slept 20 ms"), (port_p2, "/sleep/20", ""),
+                  (port_p3, "/", "Hello from a WASI 0.3"), (port_p2, "/hello", "Hello from Rust")]
+        if wasmtime:
+            checks += [(wasmtime_port, "/sleep?ms=20", "slept 20 ms"), (wasmtime_port, "/", "Hello from a WASI 0.3")]
+        for p, path, expect in checks:
+            status, body, _ = get(p, path)
+            assert status == 200 and body.startswith(expect), (p, path, status, body)
+
+        def run(label, port, path, pid, weft=None, app_name=None):
+            rss = PeakRss(pid)
+            instances = PeakInstances(weft, app_name) if weft else None
+            r = wrk(port, path, duration, connections)
+            r["rss"] = rss.stop()
+            r["instances"] = instances.stop() if instances else None
+            assert r["non2xx"] == 0 and not r["socket_errors"], (label, r)
+            return label, r
+
+        io = [run("weft, WASI 0.3 (`/sleep?ms=20`)", port_p3, "/sleep?ms=20", weft_p3.proc.pid, weft_p3, "io-p3"),
+              run("weft, WASI 0.2, same logic (misbehave `/sleep/20`)", port_p2, "/sleep/20", weft_p2.proc.pid,
+                  weft_p2, "io-p2")]
+        if wasmtime:
+            io.append(run("wasmtime serve -Sp3, best settings", wasmtime_port, "/sleep?ms=20", wasmtime.pid))
+        base = io[2][1]["rps"] if wasmtime else None
+        rows = [(label, f"{r['rps']:.0f}", f"{r['p99']:.1f}",
+                 r["instances"] if r["instances"] is not None else "not reported",
+                 f"{r['rss'] / 1024:.0f}", f"{r['rps'] / base:.2f}x" if base else "n/a") for label, r in io]
+        print_table(f"I/O-bound handler awaiting 20 ms, {connections} connections (wrk -t2 -c{connections} "
+                    f"-d{duration}; instances and RSS are the peaks during the run)",
+                    ("server", "req/s", "p99 ms", "instances", "peak RSS MiB", "vs wasmtime serve -Sp3"), rows)
+
+        cpu = [run("weft, WASI 0.3 hello", port_p3, "/", weft_p3.proc.pid, weft_p3, "io-p3"),
+               run("weft, WASI 0.2 hello (fresh instance per request)", port_p2, "/hello", weft_p2.proc.pid,
+                   weft_p2, "cpu-p2")]
+        if wasmtime:
+            cpu.append(run("wasmtime serve -Sp3 hello, best settings", wasmtime_port, "/", wasmtime.pid))
+        cpu_connections = connections
+        base = cpu[1][1]["rps"]
+        rows = [(label, f"{r['rps']:.0f}", f"{r['p99']:.2f}",
+                 r["instances"] if r["instances"] is not None else "not reported",
+                 f"{r['rps'] / base:.2f}x") for label, r in cpu]
+        print_table(f"CPU-bound hello, WASI 0.3 vs 0.2 (wrk -t2 -c{cpu_connections} -d{duration})",
+                    ("server", "req/s", "p99 ms", "instances", "vs weft 0.2"), rows)
+        if wasmtime:
+            print(f"\n(wasmtime serve {' '.join(wasmtime_flags)})")
+    finally:
+        weft_p3.stop()
+        weft_p2.stop()
+        if wasmtime:
+            wasmtime.terminate()
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1308,7 +1441,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
                                           "failover", "baseline", "isolation", "noisy", "tls", "oci", "sql",
-                                          "metrics", "all"])
+                                          "metrics", "p3", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -1322,7 +1455,7 @@ def main():
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
     chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
-               "noisy", "tls", "oci", "sql", "metrics"]
+               "noisy", "tls", "oci", "sql", "metrics", "p3"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
         if name == "baseline":
