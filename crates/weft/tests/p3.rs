@@ -470,3 +470,61 @@ fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() 
         assert_eq!(version_of(i), "2.0.0", "app-{i}");
     }
 }
+
+#[test]
+fn a_0_3_component_keeps_its_timeout_memory_limit_instance_limit_and_idle_reclaim() {
+    let p3 = hello_p3();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let app = s.manifest(
+        "bounded",
+        "v1",
+        &[Route {
+            properties: "concurrency: 2\n        limits: { timeout: 1s, memory: 64MiB }\n        reuse: { idle: 1s }",
+            ..route("bounded", &p3, port, "/")
+        }],
+    );
+    let text = std::fs::read_to_string(&app).unwrap().replace(
+        "        reuse: { idle: 1s }\n",
+        "        reuse: { idle: 1s }\n      traits:\n        - type: spreadscaler\n          properties: { instances: 1 }\n",
+    );
+    std::fs::write(&app, text).unwrap();
+    host.deploy(&app);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    let (status, _, body) = get_on(&url("/hog?mib=200"));
+    assert_eq!(status, 500, "{body}\n{}", host.log());
+    assert!(body.contains("memory limit of 67108864 bytes"), "{body}");
+    let (status, _, body) = get_on(&url("/hog?mib=8"));
+    assert_eq!((status, body.as_str()), (200, "held 8 MiB\n"));
+
+    // One instance, two requests at a time: a third waits for room and is then served by it.
+    let started = Instant::now();
+    let (answers, _) = all_at_once(&url("/sleep?ms=400"), 3);
+    let instances: BTreeSet<_> = answers.iter().map(|(_, i, _)| i.clone()).collect();
+    for (status, _, body) in &answers {
+        assert_eq!((*status, body.as_str()), (200, "slept 400 ms\n"));
+    }
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(780),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Idle past `reuse.idle`, the instance is reclaimed.
+    let active = || {
+        let status: serde_json::Value =
+            serde_json::from_str(&host.cli_ok(&["app", "status", "bounded", "--json"])).unwrap();
+        status["components"][0]["active_instances"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(active(), 1);
+    support::wait_until(
+        Duration::from_secs(10),
+        "the idle instance is reclaimed",
+        || (active() == 0).then_some(()),
+    );
+}

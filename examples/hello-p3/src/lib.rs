@@ -6,6 +6,7 @@
 //!   others meanwhile) and answers when it fires.
 //! - `GET /trap?ms=N` awaits N ms, then panics: the instance traps, and with it every request
 //!   in flight on it.
+//! - `GET /hog?mib=N` touches N MiB of memory, then answers (the memory limit holds).
 //! - `POST /` echoes the request body.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +61,14 @@ impl wasip3::exports::http::handler::Guest for Hello {
         if path.starts_with("/trap") {
             monotonic_clock::wait_for(query_ms(&path) * 1_000_000).await;
             panic!("asked to trap by {path}");
+        }
+        if path.starts_with("/hog") {
+            let mib = path
+                .split_once("mib=")
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+                .unwrap_or(1);
+            let held = vec![1u8; mib << 20];
+            return respond(200, format!("held {} MiB\n", held.len() >> 20).into_bytes());
         }
         if matches!(request.get_method(), wasip3::http::types::Method::Post) {
             let (_, trailers) = wit_future::new(|| Ok(()));
