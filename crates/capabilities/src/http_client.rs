@@ -32,9 +32,13 @@ impl CapabilitySpec for HttpClient {
     }
 
     fn grant(&self, link: &CapabilityLink<'_>) -> Result<Granted, SpecError> {
-        if !link.link.is_within("wasi", "http", &["outgoing-handler"]) {
+        if !link
+            .link
+            .is_within("wasi", "http", &["outgoing-handler", "client"])
+        {
             return Err(SpecError::new(format!(
-                "an http-client link grants `wasi:http/outgoing-handler`, not `{}`",
+                "an http-client link grants `wasi:http/outgoing-handler` (WASI 0.3: `client`), \
+                 not `{}`",
                 link.link.describe()
             )));
         }

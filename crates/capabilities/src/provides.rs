@@ -9,6 +9,10 @@ use serde::Serialize;
 pub enum Provider {
     /// WASI 0.2, linked for every component.
     Wasi,
+    /// WASI 0.3.0, linked for every component.
+    Wasi3,
+    /// A WASI 0.3 middleware's next handler: the component its `handler` link names.
+    NextHandler,
     /// A capability reached only through a link to a node of this kind in the manifest.
     Link { capability: &'static str },
     /// A capability every component may import; what it reaches is granted in its properties.
@@ -21,6 +25,11 @@ impl std::fmt::Display for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Provider::Wasi => write!(f, "WASI 0.2 (always)"),
+            Provider::Wasi3 => write!(f, "WASI 0.3.0 (always)"),
+            Provider::NextHandler => write!(
+                f,
+                "the next handler (needs a link from this middleware with interfaces [handler])"
+            ),
             Provider::Link { capability } => {
                 write!(
                     f,
@@ -43,6 +52,10 @@ const WASI: &[&str] = &[
     "sockets",
     "http",
 ];
+
+/// The packages of WASI 0.3.0 the host links for everyone (0.3 has no `io`: streams and futures
+/// are the component model's own).
+const WASI_3: &[&str] = &["cli", "clocks", "filesystem", "random", "sockets", "http"];
 
 /// Imports of weft's own capability bindings (`wit/worlds.wit`), versions included.
 fn capability_imports() -> impl Iterator<Item = &'static str> {
@@ -73,14 +86,19 @@ pub fn provider_of(import: &str) -> Provider {
                 .into(),
         };
     };
+    if unversioned == "wasi:http/handler" && version == "0.3.0" {
+        return Provider::NextHandler;
+    }
     if let Some(name) = package.strip_prefix("wasi:") {
         if WASI.contains(&name) {
             return if version.starts_with("0.2.") {
                 Provider::Wasi
+            } else if version == "0.3.0" && WASI_3.contains(&name) {
+                Provider::Wasi3
             } else {
                 Provider::Nothing {
                     reason: format!(
-                        "weft serves WASI 0.2 (0.2.x); this is {}",
+                        "weft serves WASI 0.2 (0.2.x) and 0.3.0; this is {}",
                         if version.is_empty() {
                             "unversioned"
                         } else {
@@ -134,9 +152,19 @@ mod tests {
             provider_of("wasi:http/outgoing-handler@0.2.0"),
             Provider::Wasi
         );
+        assert_eq!(provider_of("wasi:cli/environment@0.3.0"), Provider::Wasi3);
+        assert_eq!(provider_of("wasi:http/client@0.3.0"), Provider::Wasi3);
+        assert_eq!(
+            provider_of("wasi:http/handler@0.3.0"),
+            Provider::NextHandler
+        );
         assert!(matches!(
-            provider_of("wasi:cli/environment@0.3.0"),
+            provider_of("wasi:io/streams@0.3.0"),
             Provider::Nothing { reason } if reason.contains("0.3.0")
+        ));
+        assert!(matches!(
+            provider_of("wasi:cli/environment@0.3.0-rc-2025-09-16"),
+            Provider::Nothing { reason } if reason.contains("0.3.0-rc-2025-09-16")
         ));
         assert_eq!(
             provider_of("wasi:keyvalue/atomics@0.2.0-draft"),

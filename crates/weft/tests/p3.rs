@@ -528,3 +528,88 @@ fn a_0_3_component_keeps_its_timeout_memory_limit_instance_limit_and_idle_reclai
         || (active() == 0).then_some(()),
     );
 }
+
+#[test]
+fn a_0_3_guest_awaits_an_outgoing_request_and_a_key_value_read_together() {
+    let g = guests();
+    let fetch = extra_guest("fetch-p3");
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: both, annotations: {{ version: v1 }} }}
+spec:
+  components:
+    - name: fetch
+      type: component
+      properties: {{ image: {fetch} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store] }}
+        - type: link
+          properties:
+            target: {{ name: client }}
+            namespace: wasi
+            package: http
+            interfaces: [client]
+            source: {{ config: [{{ name: egress, properties: {{ allowed_hosts: "127.0.0.1:{port}" }} }}] }}
+    - name: hello
+      type: component
+      properties: {{ image: {hello} }}
+    - name: kv
+      type: capability
+      properties: {{ image: weft:keyvalue, config: [{{ name: kv, properties: {{ backend: memory }} }}] }}
+    - name: client
+      type: capability
+      properties: {{ image: weft:http-client }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: fetch }}
+            namespace: wasi
+            package: http
+            interfaces: [handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /fetch }} }}] }}
+        - type: link
+          properties:
+            target: {{ name: hello }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /hello }} }}] }}
+"#,
+        fetch = fetch.display(),
+        hello = g.hello.display(),
+    );
+    host.deploy(&support::write_yaml(s.dir.path(), "both", &yaml));
+
+    let stored = http()
+        .put(format!("http://127.0.0.1:{port}/fetch/greeting"))
+        .body("hi from key-value")
+        .send()
+        .unwrap();
+    assert_eq!(stored.status().as_u16(), 200, "{}", stored.text().unwrap());
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?url=http://127.0.0.1:{port}/hello/there"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "greeting: hi from key-value\nfetched: 200 Hello from Rust! You asked for /hello/there\n"
+    );
+
+    // The allow-list holds for a 0.3 guest's outgoing requests too.
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?url=http://127.0.0.2:{port}/hello"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("greeting: hi from key-value") && body.contains("HttpRequestDenied"),
+        "{body}"
+    );
+}
