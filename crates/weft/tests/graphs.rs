@@ -95,27 +95,6 @@ fn a_component_link_is_not_a_way_out() {
     assert!(body.contains("HttpRequestDenied"), "{body}");
 }
 
-/// The platform app: it owns the harness (its image and its secret), and serves nothing itself.
-fn platform_app(dir: &Path, version: &str, harness: &Path) -> PathBuf {
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: platform, annotations: {{ version: {version} }} }}
-spec:
-  components:
-    - name: harness
-      type: component
-      properties:
-        image: {}
-        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
-"#,
-        harness.display()
-    );
-    let file = dir.join(format!("platform-{version}.yaml"));
-    std::fs::write(&file, yaml).unwrap();
-    file
-}
-
 /// An app whose route goes through the platform's harness to its own hello component.
 fn dependent_app(dir: &Path, app: &str, port: u16) -> PathBuf {
     let yaml = format!(
@@ -164,52 +143,12 @@ fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
     assert_eq!(version_of(0), "1.0.0");
     assert_eq!(version_of(APPS - 1), "1.0.0");
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loops: Vec<_> = (0..4)
-        .map(|t| {
-            let stop = stop.clone();
-            let port = s.port;
-            std::thread::spawn(move || {
-                let client = http();
-                let (mut ok, mut failed, mut seen) =
-                    (0u64, Vec::new(), std::collections::BTreeSet::new());
-                let mut i = t;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let result = client
-                        .get(format!("http://127.0.0.1:{port}/app-{}/", i % APPS))
-                        .bearer_auth("fleet")
-                        .send();
-                    match result {
-                        Ok(r) if r.status().is_success() => {
-                            seen.insert(
-                                r.headers()["x-harness-version"]
-                                    .to_str()
-                                    .unwrap()
-                                    .to_string(),
-                            );
-                            ok += 1;
-                        }
-                        Ok(r) => failed.push(format!("app-{}: {}", i % APPS, r.status())),
-                        Err(e) => failed.push(format!("app-{}: {e}", i % APPS)),
-                    }
-                    i += 4;
-                }
-                (ok, failed, seen)
-            })
-        })
-        .collect();
+    let load = support::FleetLoad::start(s.port, APPS, "fleet");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let outcome = host.deploy(&platform_app(s.dir.path(), "v2", &v2));
     std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut ok = 0;
-    for handle in loops {
-        let (n, failed, versions) = handle.join().unwrap();
-        assert!(failed.is_empty(), "failed during the upgrade: {failed:?}");
-        ok += n;
-        seen.extend(versions);
-    }
+    let (ok, failed, seen) = load.stop();
+    assert!(failed.is_empty(), "failed during the patch: {failed:?}");
     assert!(ok > 0);
     assert_eq!(outcome["relinked"], APPS as u64, "{outcome}");
     assert_eq!(

@@ -342,25 +342,6 @@ fn a_wasi_0_3_middleware_harness_chains_to_a_0_2_and_to_a_0_3_component() {
     );
 }
 
-/// The platform app owning the 0.3 harness.
-fn platform(dir: &std::path::Path, version: &str, harness: &std::path::Path) -> std::path::PathBuf {
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: platform, annotations: {{ version: {version} }} }}
-spec:
-  components:
-    - name: harness
-      type: component
-      properties:
-        image: {}
-        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
-"#,
-        harness.display()
-    );
-    support::write_yaml(dir, &format!("platform-{version}"), &yaml)
-}
-
 /// An app behind the platform's shared 0.3 harness, its own component a 0.3 hello.
 fn dependent(dir: &std::path::Path, app: &str, port: u16) -> std::path::PathBuf {
     let yaml = format!(
@@ -392,7 +373,7 @@ fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() 
     let host = Host::start(&[]);
     let s = Scene::new();
     let _ = support::put_secret(&host, "platform-token", "fleet");
-    host.deploy(&platform(s.dir.path(), "v1", &v1));
+    host.deploy(&support::platform_app(s.dir.path(), "v1", &v1));
     const APPS: usize = 1000;
     for i in 0..APPS {
         host.deploy(&dependent(s.dir.path(), &format!("app-{i}"), s.port));
@@ -409,56 +390,12 @@ fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() 
     assert_eq!(version_of(0), "1.0.0");
     assert_eq!(version_of(APPS - 1), "1.0.0");
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loops: Vec<_> = (0..4)
-        .map(|t| {
-            let stop = stop.clone();
-            let port = s.port;
-            std::thread::spawn(move || {
-                let client = http();
-                let (mut ok, mut failed, mut seen) = (0u64, Vec::new(), BTreeSet::new());
-                let mut i = t;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let result = client
-                        .get(format!("http://127.0.0.1:{port}/app-{}/", i % APPS))
-                        .bearer_auth("fleet")
-                        .send();
-                    match result {
-                        Ok(r) if r.status().is_success() => {
-                            seen.insert(
-                                r.headers()["x-harness-version"]
-                                    .to_str()
-                                    .unwrap()
-                                    .to_string(),
-                            );
-                            ok += 1;
-                        }
-                        Ok(r) => failed.push(format!(
-                            "app-{}: {} {}",
-                            i % APPS,
-                            r.status(),
-                            r.text().unwrap_or_default()
-                        )),
-                        Err(e) => failed.push(format!("app-{}: {e}", i % APPS)),
-                    }
-                    i += 4;
-                }
-                (ok, failed, seen)
-            })
-        })
-        .collect();
+    let load = support::FleetLoad::start(s.port, APPS, "fleet");
     std::thread::sleep(Duration::from_millis(500));
-    let outcome = host.deploy(&platform(s.dir.path(), "v2", &v2));
+    let outcome = host.deploy(&support::platform_app(s.dir.path(), "v2", &v2));
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut seen = BTreeSet::new();
-    let mut ok = 0;
-    for handle in loops {
-        let (n, failed, versions) = handle.join().unwrap();
-        assert!(failed.is_empty(), "failed during the patch: {failed:?}");
-        ok += n;
-        seen.extend(versions);
-    }
+    let (ok, failed, seen) = load.stop();
+    assert!(failed.is_empty(), "failed during the patch: {failed:?}");
     assert!(ok > 0);
     assert_eq!(outcome["relinked"], APPS as u64, "{outcome}");
     assert_eq!(

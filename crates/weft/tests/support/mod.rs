@@ -915,3 +915,93 @@ spec:
     );
     write_yaml(dir, app, &yaml)
 }
+
+/// What a load thread saw: requests answered, failures, harness versions.
+pub type Seen = (u64, Vec<String>, BTreeSet<String>);
+
+/// Requests to `/app-{i}/` of `apps` apps, round robin from 4 threads with a bearer token, until
+/// stopped: what a fleet of apps sees while its harness is patched.
+pub struct FleetLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Seen>>,
+}
+
+impl FleetLoad {
+    /// Starts the 4 threads against `port`.
+    pub fn start(port: u16, apps: usize, token: &str) -> FleetLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..4)
+            .map(|t| {
+                let stop = stop.clone();
+                let token = token.to_string();
+                std::thread::spawn(move || {
+                    let client = http();
+                    let (mut ok, mut failed, mut seen) = (0u64, Vec::new(), BTreeSet::new());
+                    let mut i = t;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let app = i % apps;
+                        let result = client
+                            .get(format!("http://127.0.0.1:{port}/app-{app}/"))
+                            .bearer_auth(&token)
+                            .send();
+                        match result {
+                            Ok(r) if r.status().is_success() => {
+                                seen.insert(
+                                    r.headers()["x-harness-version"]
+                                        .to_str()
+                                        .unwrap()
+                                        .to_string(),
+                                );
+                                ok += 1;
+                            }
+                            Ok(r) => failed.push(format!(
+                                "app-{app}: {} {}",
+                                r.status(),
+                                r.text().unwrap_or_default()
+                            )),
+                            Err(e) => failed.push(format!("app-{app}: {e}")),
+                        }
+                        i += 4;
+                    }
+                    (ok, failed, seen)
+                })
+            })
+            .collect();
+        FleetLoad { stop, threads }
+    }
+
+    /// Stops the threads; returns the requests answered, the failures and the harness versions
+    /// seen.
+    pub fn stop(self) -> Seen {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failed, mut seen) = (0, Vec::new(), BTreeSet::new());
+        for thread in self.threads {
+            let (n, f, s) = thread.join().unwrap();
+            ok += n;
+            failed.extend(f);
+            seen.extend(s);
+        }
+        (ok, failed, seen)
+    }
+}
+
+/// The platform app: it owns the harness (its image and its secret), and serves nothing itself.
+pub fn platform_app(dir: &Path, version: &str, harness: &Path) -> PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: platform, annotations: {{ version: {version} }} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties:
+        image: {}
+        secrets: [{{ name: token, properties: {{ key: platform-token }} }}]
+"#,
+        harness.display()
+    );
+    let file = dir.join(format!("platform-{version}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
