@@ -1,51 +1,65 @@
 //! WASI 0.3 HTTP handlers (`wasi:http/handler@0.3.0`): one instance serves many requests at
-//! once, up to the component's concurrency; more instances start when every live one is full
-//! (or, for CPU-bound bursts, up to one per core), up to its instance limit; idle ones are
-//! reclaimed. wasmtime-wasi-http's `ProxyHandler` runs each instance's event loop; this module
-//! decides when instances start, how long requests and idle instances live, and what a request
-//! is told when its instance fails.
+//! once, up to the component's concurrency. A request goes to the live instance with the fewest
+//! in flight that has room; a new instance starts when none has room, or while there are fewer
+//! than one per core (so CPU-bound work spreads over them), up to the instance limit; past it a
+//! request waits for room. Idle instances are reclaimed.
+//!
+//! Each instance is a task running its store's event loop (`Store::run_concurrent`), taking
+//! requests from its own queue and calling the guest through wasmtime-wasi-http's `Prepared`.
+//! (wasmtime-wasi-http's `ProxyHandler` starts a new instance whenever every instance is busy
+//! for a moment, which gives a burst of I/O-bound requests one instance each.)
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::component::GuestTaskId;
-use wasmtime::{Store, StoreContextMut};
-use wasmtime_wasi_http::handler::{
-    ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
-    TrapOrPanicError, WorkerExpiration, WorkerState, WorkerStatus,
-};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::Accessor;
+use wasmtime::AsContextMut as _;
+use wasmtime_wasi_http::handler::{ExpirationError, Prepared, Proxy};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpView};
 
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure, WorkloadBody};
 use crate::Runtime;
 
-/// How often an instance's expiry is looked at again, whatever its deadline.
+/// How often an idle instance looks again at whether it should go.
 const RECHECK: Duration = Duration::from_secs(1);
 /// Live WASI 0.3 instances on a host past which idle ones are not kept: half of what the
 /// instance allocator holds, so thousands of apps that each served a request do not keep it
 /// full.
 const CROWDED: usize = 1000;
-
-/// Past a request's timeout, how long its instance may still take to hand back control before
-/// it is dropped with every request on it.
+/// The longest a request waiting for room waits before it looks again.
+const RETRY_AFTER: Duration = Duration::from_millis(2);
+/// Past a request's timeout, how long its instance may still run before it is dropped with
+/// every request on it.
 const EXPIRY_GRACE: Duration = Duration::from_millis(100);
+/// Set in [`Slot::load`] once an instance takes no more requests.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// What each request in flight on an instance that failed is told, before the reason.
+const INSTANCE_FAILED: &str =
+    "the instance serving it failed while the request was in flight (the next request gets a \
+     new instance)";
+
+/// A request for an instance, and where its answer goes.
+type Job = (
+    http::Request<WasiBody>,
+    oneshot::Sender<wasmtime::Result<http::Response<WasiBody>>>,
+);
 
 /// The instances of one WASI 0.3 workload.
 pub(crate) struct Service {
-    handler: ProxyHandler<Pool>,
+    pool: Arc<Pool>,
 }
 
-/// What every instance of the workload is made from, and how many run.
-pub(crate) struct Pool {
+/// What every instance of the workload is made from, and the live ones.
+struct Pool {
     runtime: Arc<Runtime>,
     name: Arc<str>,
     pre: ServicePre<InstanceState>,
@@ -59,69 +73,66 @@ pub(crate) struct Pool {
     idle: Duration,
     /// The workload's instance limit, shared with its count of active instances.
     permits: Arc<Semaphore>,
-    load: Arc<Load>,
     meter: Arc<weft_metrics::WorkloadMeter>,
-}
-
-/// Live instances and the requests in flight on them.
-struct Load {
-    instances: AtomicUsize,
-    in_flight: AtomicUsize,
+    live: Mutex<Vec<Arc<Slot>>>,
+    /// Notified as each request ends: room for one waiting.
+    room: Notify,
     /// Why an instance last failed, and when: what its requests in flight are told.
-    last_failure: std::sync::Mutex<Option<(Instant, String)>>,
-    /// Live WASI 0.3 instances of every workload on the host.
-    on_host: Arc<AtomicUsize>,
+    last_failure: Mutex<Option<(Instant, String)>>,
     /// Set once the workload is replaced or removed: its idle instances go at once.
-    retired: std::sync::atomic::AtomicBool,
+    retired: AtomicBool,
 }
 
-impl Load {
-    fn new(on_host: Arc<AtomicUsize>) -> Self {
-        Load {
-            instances: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            last_failure: Default::default(),
-            on_host,
-            retired: Default::default(),
-        }
-    }
-
-    /// How long an idle instance is kept: `idle`, or not at all on a crowded host.
-    fn idle_allowance(&self, idle: Duration) -> Duration {
-        if self.on_host.load(Ordering::Relaxed) >= CROWDED {
-            Duration::ZERO
-        } else {
-            idle
-        }
-    }
-
-    /// Why an instance of this workload failed within the last second, if one did.
-    fn recent_failure(&self) -> Option<String> {
-        let last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
-        last.as_ref()
-            .filter(|(when, _)| when.elapsed() < Duration::from_secs(1))
-            .map(|(_, reason)| reason.clone())
-    }
+/// One live instance as requests see it.
+struct Slot {
+    /// Requests given to it and not yet answered, with [`CLOSED`] set once it takes no more.
+    load: AtomicUsize,
+    /// Requests given to it in its life.
+    served: AtomicUsize,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
-/// No new instance: live ones have room, they are only busy for the moment.
-#[derive(Debug, thiserror::Error)]
-#[error("every instance is busy; the request waits for one")]
-struct Saturated;
+impl Slot {
+    /// Takes a request if it has room.
+    fn reserve(&self, concurrency: usize, lifetime: usize) -> bool {
+        let taken = self
+            .load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & CLOSED == 0 && n < concurrency).then_some(n + 1)
+            })
+            .is_ok();
+        if taken && self.served.fetch_add(1, Ordering::Relaxed) + 1 >= lifetime {
+            self.close();
+        }
+        taken
+    }
 
-/// No new instance: the workload is at its instance limit.
-#[derive(Debug, thiserror::Error)]
-#[error("at its instance limit")]
-struct AtInstanceLimit;
+    fn in_flight(&self) -> usize {
+        self.load.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// Takes no more requests; those it has finish.
+    fn close(&self) {
+        self.load.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Closes it if it has nothing in flight; whether it did.
+    fn close_if_idle(&self) -> bool {
+        self.load
+            .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            || self.load.load(Ordering::Acquire) == CLOSED
+    }
+
+    fn finished_one(&self) {
+        self.load.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Drop for Service {
     fn drop(&mut self) {
-        // Its workers hold the handler until they exit; idle ones now exit at their next look.
-        self.handler
-            .state()
-            .load
-            .retired
-            .store(true, Ordering::Relaxed);
+        // Its instances hold the pool until they exit; idle ones now exit at their next look.
+        self.pool.retired.store(true, Ordering::Relaxed);
     }
 }
 
@@ -146,7 +157,8 @@ impl Service {
             idle: weft_manifest::DEFAULT_REUSE_IDLE,
         });
         Service {
-            handler: ProxyHandler::new(Pool {
+            pool: Arc::new(Pool {
+                runtime,
                 name,
                 pre,
                 limits,
@@ -155,20 +167,22 @@ impl Service {
                 lifetime_requests: reuse.max_requests as usize,
                 idle: reuse.idle,
                 permits,
-                load: Arc::new(Load::new(runtime.live_p3.clone())),
-                runtime,
                 meter,
+                live: Mutex::default(),
+                room: Notify::new(),
+                last_failure: Mutex::default(),
+                retired: AtomicBool::new(false),
             }),
         }
     }
 
     /// Live instances, busy or idle.
     pub(crate) fn instances(&self) -> usize {
-        self.handler.state().load.instances.load(Ordering::Relaxed)
+        self.pool.live_lock().len()
     }
 
-    /// Serves one request on an instance with room for it. Never fails: what goes wrong becomes
-    /// a 5xx response saying why.
+    /// Serves one request on an instance with room for it. What goes wrong is a [`Failure`]
+    /// saying why.
     pub(crate) async fn serve<B>(
         &self,
         req: http::Request<B>,
@@ -177,77 +191,273 @@ impl Service {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let pool = self.handler.state();
+        let pool = &self.pool;
         let timeout = pool.limits.timeout;
         let deadline = Instant::now() + timeout;
         let mut request =
             with_scheme_and_authority(req.map(|b| b.map_err(Into::into).boxed_unsync()));
-        let mut attempts = 0u32;
         loop {
-            let error = match self.handler.handle((), request).await {
-                Ok(response) => return Ok(response),
-                Err(error) => error,
-            };
-            let error = match error.downcast::<InstantiationError<()>>() {
-                Ok(refused) => refused,
-                Err(error) if error.is::<TrapOrPanicError>() => {
-                    // The instance's requests hear of its end before its worker records why;
-                    // the worker does so right after, on its own thread.
-                    let mut reason = pool.load.recent_failure();
-                    for _ in 0..100 {
-                        if reason.is_some() {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        reason = pool.load.recent_failure();
-                    }
-                    return Err(Failure::Trap(match reason {
-                        Some(reason) => format!("{INSTANCE_FAILED}: {reason}"),
-                        None => INSTANCE_FAILED.into(),
-                    }));
+            let slot = match Pool::place(pool) {
+                Some(slot) => slot,
+                None if Instant::now() >= deadline => return Err(Failure::Full),
+                None => {
+                    let _ = tokio::time::timeout(RETRY_AFTER, pool.room.notified()).await;
+                    continue;
                 }
-                Err(error) => return Err(request_failure(error, timeout)),
             };
-            // Worth waiting for: an instance with room, or a slot of the host's instance pool,
-            // which idle instances give back.
-            let waits = error.error.is::<Saturated>()
-                || error.error.is::<AtInstanceLimit>()
-                || error.error.is::<wasmtime::PoolConcurrencyLimitError>();
-            if !waits {
-                return Err(Failure::Trap(format!(
-                    "cannot start an instance: {:#}",
-                    error.error
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(Failure::Full);
-            }
-            request = error
-                .request
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner());
-            // A busy instance frees up within microseconds; a full one when a request ends.
-            attempts += 1;
-            if attempts < 4 {
-                tokio::task::yield_now().await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let (answer, answered) = oneshot::channel();
+            match slot.jobs.send((request, answer)) {
+                Ok(()) => return pool.answer(answered.await).await,
+                // The instance ended between taking the request and receiving it.
+                Err(mpsc::error::SendError((back, _))) => {
+                    slot.finished_one();
+                    request = back;
+                }
             }
         }
     }
 }
 
-/// What each request in flight on an instance that failed is told, before the reason.
-const INSTANCE_FAILED: &str =
-    "the instance serving it failed while the request was in flight (the next request gets a \
-     new instance)";
-
-/// What a request whose call failed is told.
-fn request_failure(error: wasmtime::Error, timeout: Duration) -> Failure {
-    if error.is::<ExpirationError>() {
-        return Failure::Timeout(timeout);
+impl Pool {
+    fn live_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
-    classify(error, timeout)
+
+    /// A live instance that took the request, or a new one started for it; None when every
+    /// instance is full and no more may start.
+    fn place(pool: &Arc<Pool>) -> Option<Arc<Slot>> {
+        let mut live = pool.live_lock();
+        let least = live
+            .iter()
+            .filter(|s| s.load.load(Ordering::Acquire) & CLOSED == 0)
+            .min_by_key(|s| s.in_flight())
+            .cloned();
+        let spread = live.len() < parallelism();
+        if let Some(slot) = &least {
+            let busy = slot.in_flight() > 0;
+            if !(busy && spread && pool.permits.available_permits() > 0)
+                && slot.reserve(pool.concurrency, pool.lifetime_requests)
+            {
+                return Some(slot.clone());
+            }
+        }
+        let permit = pool.permits.clone().try_acquire_owned().ok()?;
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let slot = Arc::new(Slot {
+            load: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            jobs,
+        });
+        slot.reserve(pool.concurrency, pool.lifetime_requests);
+        live.push(slot.clone());
+        tokio::spawn(Pool::run_instance(
+            pool.clone(),
+            slot.clone(),
+            queue,
+            permit,
+        ));
+        Some(slot)
+    }
+
+    /// What the request is answered, from what its instance sent back.
+    async fn answer(
+        &self,
+        sent: Result<wasmtime::Result<http::Response<WasiBody>>, oneshot::Canceled>,
+    ) -> Result<http::Response<WorkloadBody>, Failure> {
+        let timeout = self.limits.timeout;
+        match sent {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is::<ExpirationError>() => Err(Failure::Timeout(timeout)),
+            Ok(Err(error)) => Err(classify(error, timeout)),
+            Err(oneshot::Canceled) => {
+                // The instance ended with the request in flight; it records why as it goes.
+                let mut reason = self.recent_failure();
+                for _ in 0..100 {
+                    if reason.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    reason = self.recent_failure();
+                }
+                Err(Failure::Trap(match reason {
+                    Some(reason) => format!("{INSTANCE_FAILED}: {reason}"),
+                    None => INSTANCE_FAILED.into(),
+                }))
+            }
+        }
+    }
+
+    /// Why an instance of this workload failed within the last second, if one did.
+    fn recent_failure(&self) -> Option<String> {
+        let last = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(when, _)| when.elapsed() < Duration::from_secs(1))
+            .map(|(_, reason)| reason.clone())
+    }
+
+    fn record_failure(&self, reason: String) {
+        tracing::warn!(workload = %self.name, %reason, "instance dropped with the requests in flight on it");
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), reason));
+    }
+
+    /// How long an idle instance is kept: `idle`; not at all once the workload is retired or
+    /// the host crowded.
+    fn idle_allowance(&self) -> Duration {
+        if self.retired.load(Ordering::Relaxed)
+            || self.runtime.live_p3.load(Ordering::Relaxed) >= CROWDED
+        {
+            Duration::ZERO
+        } else {
+            self.idle
+        }
+    }
+
+    /// One instance: instantiates it, serves what its queue brings until it is idle long
+    /// enough, has served its lifetime, or fails; then leaves the live list.
+    async fn run_instance(
+        pool: Arc<Pool>,
+        slot: Arc<Slot>,
+        mut queue: mpsc::UnboundedReceiver<Job>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let _permit = permit;
+        let _live = pool.meter.instance(true);
+        pool.runtime.live_p3.fetch_add(1, Ordering::Relaxed);
+        let outcome = pool.instance_life(&slot, &mut queue).await;
+        slot.close();
+        pool.live_lock().retain(|s| !Arc::ptr_eq(s, &slot));
+        pool.runtime.live_p3.fetch_sub(1, Ordering::Relaxed);
+        if let Err(reason) = outcome {
+            pool.record_failure(reason.clone());
+            // Requests that reached its queue but never started are told too.
+            queue.close();
+            while let Ok((_, answer)) = queue.try_recv() {
+                let _ = answer.send(Err(wasmtime::format_err!("{INSTANCE_FAILED}: {reason}")));
+            }
+        }
+        pool.room.notify_waiters();
+    }
+
+    /// Instantiates and serves; the reason when the instance failed.
+    async fn instance_life(
+        &self,
+        slot: &Arc<Slot>,
+        queue: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<(), String> {
+        let timeout = self.limits.timeout;
+        let mut store = self
+            .runtime
+            .limited_store(&self.name, &self.limits, &self.access);
+        {
+            // Requests time out one by one; the store itself never does.
+            let state = store.data_mut();
+            state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+            state.long_running_after = Duration::MAX;
+            state.hooks.serve_apart = true;
+        }
+        store.set_epoch_deadline(1);
+        let instantiate = async {
+            for peer in self.access.linked.iter().flat_map(|l| &l.peers) {
+                let instance = peer.pre.instantiate_async(&mut store).await?;
+                for interface in &peer.interfaces {
+                    store.data_mut().peers.insert(interface.clone(), instance);
+                }
+            }
+            self.pre.instantiate_async(&mut store).await
+        };
+        let proxy = match tokio::time::timeout(timeout, instantiate).await {
+            Ok(Ok(service)) => Proxy::P3(service),
+            Ok(Err(e)) => return Err(format!("cannot start an instance: {e:#}")),
+            Err(_) => {
+                return Err(format!(
+                    "instantiation ran past the execution timeout of {timeout:?}"
+                ))
+            }
+        };
+        let served = store
+            .run_concurrent(async |accessor| self.serve_queue(accessor, &proxy, slot, queue).await)
+            .await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(reason),
+            Err(error) => Err(classify(error, timeout).to_string()),
+        }
+    }
+
+    /// The instance's event loop: starts each request its queue brings, answers each as the
+    /// guest responds, and returns once it should go (an error when it failed).
+    async fn serve_queue(
+        &self,
+        accessor: &Accessor<InstanceState>,
+        proxy: &Proxy,
+        slot: &Slot,
+        queue: &mut mpsc::UnboundedReceiver<Job>,
+    ) -> Result<(), String> {
+        let timeout = self.limits.timeout;
+        let view: fn(&mut InstanceState) -> WasiHttpCtxView<'_> =
+            <InstanceState as WasiHttpView>::http;
+        let mut calls = FuturesUnordered::new();
+        let mut idle_since = Instant::now();
+        // When a request on it ran out of time: the instance takes no more, and goes once the
+        // rest finish or that request's guest code has had its grace.
+        let mut expired_at: Option<Instant> = None;
+        loop {
+            let idle = calls.is_empty();
+            let idle_until = idle_since + self.idle_allowance();
+            let look_again = Instant::now() + RECHECK;
+            tokio::select! {
+                biased;
+                Some(done) = calls.next(), if !calls.is_empty() => {
+                    slot.finished_one();
+                    self.room.notify_one();
+                    match done {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            slot.close();
+                            expired_at.get_or_insert_with(Instant::now);
+                        }
+                        Err(error) => return Err(classify(error, timeout).to_string()),
+                    }
+                    if calls.is_empty() {
+                        idle_since = Instant::now();
+                    }
+                }
+                Some((request, answer)) = queue.recv() => {
+                    let prepared = accessor.with(|mut store| {
+                        Prepared::new(store.as_context_mut(), proxy, request, view, answer)
+                    });
+                    match prepared {
+                        Ok(call) => calls.push(call.run(accessor, tokio::time::sleep(timeout))),
+                        // Its answer went with it: the request hears the instance failed.
+                        Err(e) => {
+                            slot.finished_one();
+                            tracing::warn!(workload = %self.name, "request refused: {e:#}");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(
+                    (expired_at.unwrap_or(idle_since) + timeout + EXPIRY_GRACE).into()
+                ), if expired_at.is_some() => {
+                    return Err(format!(
+                        "a request ran past its execution timeout of {timeout:?} and the guest \
+                         did not end it"
+                    ));
+                }
+                _ = tokio::time::sleep_until(idle_until.min(look_again).into()), if idle => {
+                    let quiet = std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx));
+                    let done_streaming =
+                        futures::FutureExt::now_or_never(quiet).is_some();
+                    let ends = (Instant::now() >= idle_since + self.idle_allowance()
+                        || slot.load.load(Ordering::Acquire) & CLOSED != 0)
+                        && done_streaming;
+                    if ends && slot.close_if_idle() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// wasi:http 0.3 hands a handler the request's scheme and authority; an incoming request's URI
@@ -274,215 +484,8 @@ fn with_scheme_and_authority<B>(req: http::Request<B>) -> http::Request<B> {
     http::Request::from_parts(parts, body)
 }
 
-/// How many instances a burst of CPU-bound requests may spread over: one per core.
+/// How many instances requests spread over before any takes a second: one per core.
 fn parallelism() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-impl HandlerState for Pool {
-    type StoreData = InstanceState;
-    type WorkerExpiration = Expiry;
-    type WorkerState = Worker;
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiry, Worker>> {
-        // The handler asks for an instance whenever none is ready to take a request: either all
-        // are full, or they are running guest code right now. Only the first is worth a new
-        // instance beyond one per core; the second passes in microseconds.
-        // The slot is taken before instantiating, so that a burst cannot start several.
-        let slot = InstanceSlot::reserve(&self.load, |instances, in_flight| {
-            instances < parallelism() || in_flight >= instances * self.concurrency
-        })
-        .ok_or(Saturated)?;
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AtInstanceLimit)?;
-        let mut store = self
-            .runtime
-            .limited_store(&self.name, &self.limits, &self.access);
-        {
-            // Requests time out one by one (`on_request_start`); the store itself never does.
-            let state = store.data_mut();
-            state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-            state.long_running_after = Duration::MAX;
-            state.hooks.serve_apart = true;
-        }
-        store.set_epoch_deadline(1);
-        let live = self.meter.instance(true);
-        let instantiate = async {
-            for peer in self.access.linked.iter().flat_map(|l| &l.peers) {
-                let instance = peer.pre.instantiate_async(&mut store).await?;
-                for interface in &peer.interfaces {
-                    store.data_mut().peers.insert(interface.clone(), instance);
-                }
-            }
-            self.pre.instantiate_async(&mut store).await
-        };
-        let service = match tokio::time::timeout(self.limits.timeout, instantiate).await {
-            Ok(service) => service?,
-            Err(_) => wasmtime::bail!(
-                "instantiation ran past the execution timeout of {:?}",
-                self.limits.timeout
-            ),
-        };
-        Ok(Instance {
-            store,
-            proxy: Proxy::P3(service),
-            view: <InstanceState as WasiHttpView>::http,
-            expiration: Expiry {
-                timeout: self.limits.timeout,
-                idle: self.idle,
-                load: self.load.clone(),
-                timer: None,
-            },
-            state: Worker {
-                name: self.name.clone(),
-                timeout: self.limits.timeout,
-                concurrency: self.concurrency,
-                lifetime_requests: self.lifetime_requests,
-                load: self.load.clone(),
-                _slot: slot,
-                _permit: permit,
-                _live: live,
-            },
-        })
-    }
-}
-
-/// One instance's bookkeeping; dropped with it.
-pub(crate) struct Worker {
-    name: Arc<str>,
-    timeout: Duration,
-    concurrency: usize,
-    lifetime_requests: usize,
-    load: Arc<Load>,
-    _slot: InstanceSlot,
-    _permit: OwnedSemaphorePermit,
-    _live: Option<weft_metrics::LiveInstance>,
-}
-
-/// Counts a live instance (or one starting) until dropped.
-struct InstanceSlot(Arc<Load>);
-
-impl InstanceSlot {
-    /// A slot, when `may_start(instances, in_flight)` allows one more instance.
-    fn reserve(load: &Arc<Load>, may_start: impl Fn(usize, usize) -> bool) -> Option<Self> {
-        let in_flight = load.in_flight.load(Ordering::Relaxed);
-        load.instances
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |instances| {
-                may_start(instances, in_flight).then_some(instances + 1)
-            })
-            .ok()?;
-        load.on_host.fetch_add(1, Ordering::Relaxed);
-        Some(InstanceSlot(load.clone()))
-    }
-}
-
-impl Drop for InstanceSlot {
-    fn drop(&mut self) {
-        self.0.instances.fetch_sub(1, Ordering::AcqRel);
-        self.0.on_host.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a request in flight until dropped (when it responds, expires or its instance fails).
-struct InFlight(Arc<Load>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl WorkerState for Worker {
-    type StoreData = InstanceState;
-    type RequestData = ();
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.lifetime_requests {
-            ShouldAccept::Never
-        } else if concurrent < self.concurrency {
-            ShouldAccept::Yes
-        } else {
-            ShouldAccept::No
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        _store: StoreContextMut<'_, InstanceState>,
-        _data: (),
-        _task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        self.load.in_flight.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight(self.load.clone());
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let _in_flight = in_flight;
-            tokio::time::sleep(timeout).await;
-        })
-    }
-
-    fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        if let Err(error) = result {
-            let reason = classify(error, self.timeout).to_string();
-            tracing::warn!(workload = %self.name, %reason, "instance dropped with the requests in flight on it");
-            *self
-                .load
-                .last_failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), reason));
-        }
-        drop(store);
-    }
-}
-
-/// When an instance goes: a request on it far past its timeout (the guest never yielded), or
-/// nothing to do for the idle time (shorter when the host is crowded, at once when its workload
-/// was replaced or removed).
-pub(crate) struct Expiry {
-    timeout: Duration,
-    idle: Duration,
-    load: Arc<Load>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl WorkerExpiration for Expiry {
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        status: WorkerStatus,
-        start: Instant,
-    ) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            let at = match status {
-                WorkerStatus::Idle if this.load.retired.load(Ordering::Relaxed) => {
-                    return Poll::Ready(())
-                }
-                WorkerStatus::Idle => start + this.load.idle_allowance(this.idle),
-                WorkerStatus::Requests | WorkerStatus::PostReturn => {
-                    start + this.timeout + EXPIRY_GRACE
-                }
-            };
-            let now = Instant::now();
-            if now >= at {
-                return Poll::Ready(());
-            }
-            // Looked at again at least every RECHECK: the workload may be retired or the host
-            // fill up in the meantime.
-            let wake = tokio::time::Instant::from(at.min(now + RECHECK));
-            let timer = this
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
-            if timer.is_elapsed() || timer.deadline() > wake {
-                timer.as_mut().reset(wake);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-    }
 }

@@ -160,8 +160,7 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
     let host = Host::start(&[]);
     let s = Scene::new();
     let port = s.port;
-    // Two instances of four requests each: the first four fill one, the next two go to a
-    // second, and so does the trap.
+    // Two instances of up to four requests each; requests go to the one with fewer in flight.
     let app = s
         .manifest(
             "traps",
@@ -190,16 +189,13 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
         let url = format!("http://127.0.0.1:{port}{path}");
         std::thread::spawn(move || get_on(&url))
     };
-    let mut first = Vec::new();
-    for _ in 0..4 {
-        first.push(send("/sleep?ms=1500"));
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    let mut second = Vec::new();
-    for _ in 0..2 {
-        second.push(send("/sleep?ms=1500"));
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let sleepers: Vec<_> = (0..6)
+        .map(|_| {
+            let sleeper = send("/sleep?ms=1500");
+            std::thread::sleep(Duration::from_millis(30));
+            sleeper
+        })
+        .collect();
     let trap = send("/trap?ms=300");
 
     let (status, body) = get(&format!("http://127.0.0.1:{port}/hello"));
@@ -211,29 +207,31 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
         body.contains("component `traps` of app `traps` failed") && body.contains("guest trapped"),
         "{body}"
     );
-    for answer in second {
-        let (status, _, body) = answer.join().unwrap();
-        assert_eq!(
-            status, 500,
-            "a request in flight on the trapping instance: {body}"
-        );
-        assert!(
-            body.contains("the instance serving it failed while the request was in flight")
-                && body.contains("guest trapped"),
-            "{body}"
-        );
+    // The sleepers on the trapping instance fail, each told why; those on the other instance
+    // finish as if nothing happened.
+    let (mut failed, mut survivors) = (0, BTreeSet::new());
+    for sleeper in sleepers {
+        let (status, instance, body) = sleeper.join().unwrap();
+        if status == 200 {
+            assert_eq!(body, "slept 1500 ms\n");
+            survivors.insert(instance);
+        } else {
+            assert_eq!(status, 500, "{body}");
+            assert!(
+                body.contains("the instance serving it failed while the request was in flight")
+                    && body.contains("guest trapped"),
+                "{body}"
+            );
+            failed += 1;
+        }
     }
-    let survivors: Vec<_> = first.into_iter().map(|t| t.join().unwrap()).collect();
-    let mut on = BTreeSet::new();
-    for (status, instance, body) in &survivors {
-        assert_eq!((*status, body.as_str()), (200, "slept 1500 ms\n"));
-        on.insert(instance.clone());
-    }
+    assert!(failed >= 1, "the trap's instance had sleepers in flight");
     assert_eq!(
-        on.len(),
+        survivors.len(),
         1,
-        "the four survivors shared one instance: {on:?}"
+        "the survivors all ran on the other instance: {survivors:?}"
     );
+    assert!(failed < 6, "the other instance's sleepers survived");
 
     // The trapped instance is never reused: the next request gets a fresh one.
     let (status, instance, body) = get_on(&format!("http://127.0.0.1:{port}/"));
