@@ -220,7 +220,8 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         wat::parse_str(
             r#"(component
                  (import "example:missing/thing@1.0.0" (instance (export "poke" (func))))
-                 (import "wasi:cli/environment@0.3.0" (instance)))"#,
+                 (import "wasi:cli/environment@0.3.0-rc-2025-09-16" (instance))
+                 (import "wasi:cli/stdout@0.3.0" (instance)))"#,
         )
         .unwrap(),
     )
@@ -233,7 +234,11 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     );
     assert!(text.contains("example:missing/thing@1.0.0"), "{text}");
     assert!(
-        text.contains("weft serves WASI 0.2 (0.2.x); this is 0.3.0"),
+        text.contains("weft serves WASI 0.2 (0.2.x) and 0.3.0; this is 0.3.0-rc-2025-09-16"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasi:cli/stdout@0.3.0") && text.contains("WASI 0.3.0 (always)"),
         "{text}"
     );
 

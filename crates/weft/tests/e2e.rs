@@ -478,7 +478,9 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
     let m = s.manifest("hello", "v5", &[route("hello", &empty, port, "/hello")]);
     let err = host.cli_err(&["app", "deploy", m.to_str().unwrap()]);
     assert!(
-        err.contains("exports no `wasi:http/incoming-handler"),
+        err.contains(
+            "exports neither `wasi:http/incoming-handler@0.2.x` nor `wasi:http/handler@0.3.0`"
+        ),
         "{err}"
     );
     still_serving();
