@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::Either;
 use tracing::Instrument as _;
 
 use crate::budget::{Charge, MemoryBudget};
@@ -204,19 +205,19 @@ impl WasiHttpHooks for OutgoingPolicy {
         }) {
             let served = async move { target.serve(request).await }.instrument(span);
             let serving = if self.serve_apart {
-                Err(tokio::spawn(served))
-            } else {
-                Ok(served)
-            };
-            return Box::new(async move {
-                let response = match serving {
-                    Ok(here) => here.await,
-                    Err(task) => task.await.map_err(|e| {
+                let task = tokio::spawn(served);
+                Either::Right(async move {
+                    task.await.map_err(|e| {
                         wasmtime_wasi_http::Error::InternalError(Some(format!(
                             "the linked component's task failed: {e}"
                         )))
-                    })?,
-                };
+                    })
+                })
+            } else {
+                Either::Left(async move { Ok(served.await) })
+            };
+            return Box::new(async move {
+                let response = serving.await?;
                 Ok((
                     response,
                     Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,

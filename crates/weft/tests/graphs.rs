@@ -95,30 +95,6 @@ fn a_component_link_is_not_a_way_out() {
     assert!(body.contains("HttpRequestDenied"), "{body}");
 }
 
-/// An app whose route goes through the platform's harness to its own hello component.
-fn dependent_app(dir: &Path, app: &str, port: u16) -> PathBuf {
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: {app} }}
-spec:
-  components:
-    - name: harness
-      type: component
-      properties: {{ application: {{ name: platform, component: harness }} }}
-      traits:
-        - type: link
-          properties: {{ name: inner, target: {{ name: hello }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
-    - name: hello
-      type: component
-      properties: {{ image: {} }}
-{http}"#,
-        guests().hello.display(),
-        http = http_server("harness", port, &format!("/{app}")),
-    );
-    write_yaml(dir, app, &yaml)
-}
-
 #[test]
 fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
     let v1 = harness_build("1.0.0");
@@ -129,7 +105,13 @@ fn a_harness_upgrade_patches_200_apps_under_load_with_no_failed_request() {
     host.deploy(&platform_app(s.dir.path(), "v1", &v1));
     const APPS: usize = 200;
     for i in 0..APPS {
-        host.deploy(&dependent_app(s.dir.path(), &format!("app-{i}"), s.port));
+        host.deploy(&dependent_app(
+            s.dir.path(),
+            &format!("app-{i}"),
+            s.port,
+            &guests().hello,
+            "incoming-handler",
+        ));
     }
     let url = |i: usize| format!("http://127.0.0.1:{}/app-{i}/", s.port);
     let version_of = |i: usize| {
@@ -266,7 +248,13 @@ fn a_restarted_host_brings_back_the_platform_before_the_apps_that_use_it() {
     // Deployed in an order that sorts the dependents first by name, to show order is by use.
     host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
     for name in ["a-first", "b-second"] {
-        host.deploy(&dependent_app(s.dir.path(), name, s.port));
+        host.deploy(&dependent_app(
+            s.dir.path(),
+            name,
+            s.port,
+            &guests().hello,
+            "incoming-handler",
+        ));
     }
     host.stop();
     host.restart(&[]);
@@ -290,7 +278,13 @@ fn an_app_that_cannot_re_link_stays_on_the_harness_it_runs_and_is_reported() {
     let s = Scene::new();
     let _ = put_secret(&host, "platform-token", "stay");
     host.deploy(&platform_app(s.dir.path(), "v1", &guests().harness));
-    host.deploy(&dependent_app(s.dir.path(), "keeps", s.port));
+    host.deploy(&dependent_app(
+        s.dir.path(),
+        "keeps",
+        s.port,
+        &guests().hello,
+        "incoming-handler",
+    ));
     // v2 of the platform no longer has a component named `harness`.
     let renamed = std::fs::read_to_string(platform_app(s.dir.path(), "v2", &guests().harness))
         .unwrap()

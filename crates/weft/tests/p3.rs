@@ -340,30 +340,6 @@ fn a_wasi_0_3_middleware_harness_chains_to_a_0_2_and_to_a_0_3_component() {
     );
 }
 
-/// An app behind the platform's shared 0.3 harness, its own component a 0.3 hello.
-fn dependent(dir: &std::path::Path, app: &str, port: u16) -> std::path::PathBuf {
-    let yaml = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata: {{ name: {app} }}
-spec:
-  components:
-    - name: harness
-      type: component
-      properties: {{ application: {{ name: platform, component: harness }} }}
-      traits:
-        - type: link
-          properties: {{ target: {{ name: hello }}, namespace: wasi, package: http, interfaces: [handler] }}
-    - name: hello
-      type: component
-      properties: {{ image: {} }}
-{http}"#,
-        hello_p3().display(),
-        http = support::http_server("harness", port, &format!("/{app}")),
-    );
-    support::write_yaml(dir, app, &yaml)
-}
-
 #[test]
 fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() {
     let v1 = support::stamped_build("harness-p3", "1.0.0");
@@ -374,7 +350,13 @@ fn the_fleet_patch_swaps_a_0_3_harness_under_1000_apps_with_no_failed_request() 
     host.deploy(&support::platform_app(s.dir.path(), "v1", &v1));
     const APPS: usize = 1000;
     for i in 0..APPS {
-        host.deploy(&dependent(s.dir.path(), &format!("app-{i}"), s.port));
+        host.deploy(&support::dependent_app(
+            s.dir.path(),
+            &format!("app-{i}"),
+            s.port,
+            &hello_p3(),
+            "handler",
+        ));
     }
     let version_of = |i: usize| {
         let url = format!("http://127.0.0.1:{}/app-{i}/", s.port);

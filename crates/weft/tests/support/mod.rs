@@ -1005,3 +1005,29 @@ spec:
     std::fs::write(&file, yaml).unwrap();
     file
 }
+
+/// An app whose route goes through the platform's shared harness to its own component `inner`
+/// (image `inner`), linked by `interface` (`incoming-handler` for the 0.2 harness, `handler`
+/// for the 0.3 middleware).
+pub fn dependent_app(dir: &Path, app: &str, port: u16, inner: &Path, interface: &str) -> PathBuf {
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: {app} }}
+spec:
+  components:
+    - name: harness
+      type: component
+      properties: {{ application: {{ name: platform, component: harness }} }}
+      traits:
+        - type: link
+          properties: {{ name: inner, target: {{ name: hello }}, namespace: wasi, package: http, interfaces: [{interface}] }}
+    - name: hello
+      type: component
+      properties: {{ image: {} }}
+{http}"#,
+        inner.display(),
+        http = http_server("harness", port, &format!("/{app}")),
+    );
+    write_yaml(dir, app, &yaml)
+}
