@@ -413,24 +413,15 @@ impl Workload {
             Failure::Trap(_) => weft_metrics::Cause::Trap,
             Failure::Full => weft_metrics::Cause::InstanceLimit,
         });
-        if let Failure::Full = failure {
-            return text_response(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{} is at its limit of {} instances serving {} requests each; try again later",
-                    self.name,
-                    self.limits.max_instances,
-                    self.limits
-                        .concurrency
-                        .unwrap_or(weft_manifest::DEFAULT_CONCURRENCY)
-                ),
-            );
-        }
-        failure_response(&self.name, failure)
+        failure_response(&self.name, &self.limits, failure)
     }
 }
 
-fn failure_response(name: &str, failure: Failure) -> http::Response<WorkloadBody> {
+fn failure_response(
+    name: &str,
+    limits: &weft_manifest::Limits,
+    failure: Failure,
+) -> http::Response<WorkloadBody> {
     match failure {
         Failure::Timeout(timeout) => {
             tracing::warn!(workload = %name, ?timeout, "request cut off at its execution timeout");
@@ -460,7 +451,13 @@ fn failure_response(name: &str, failure: Failure) -> http::Response<WorkloadBody
         }
         Failure::Full => text_response(
             http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("{name} has no instance free; try again later"),
+            format!(
+                "{name} is at its limit of {} instances serving {} requests each; try again later",
+                limits.max_instances,
+                limits
+                    .concurrency
+                    .unwrap_or(weft_manifest::DEFAULT_CONCURRENCY)
+            ),
         ),
         Failure::Trap(reason) => {
             tracing::warn!(workload = %name, %reason, "request failed");

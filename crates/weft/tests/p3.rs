@@ -17,16 +17,32 @@ fn hello_p3() -> std::path::PathBuf {
 
 /// GET `url`; its status, the instance that answered (`x-instance`) and its body.
 fn get_on(url: &str) -> (u16, Option<String>, String) {
-    let response = http()
-        .get(url)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    answer_of(
+        http()
+            .get(url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}")),
+    )
+}
+
+/// A response's status, the instance that answered (`x-instance`) and its body.
+fn answer_of(response: reqwest::blocking::Response) -> (u16, Option<String>, String) {
     let status = response.status().as_u16();
     let instance = response
         .headers()
         .get("x-instance")
         .map(|v| v.to_str().unwrap().to_string());
     (status, instance, response.text().unwrap())
+}
+
+/// Gives the component whose properties end with the line `last` a spreadscaler of `instances`.
+fn limit_instances(manifest: &std::path::Path, last: &str, instances: u32) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    assert!(text.contains(last), "{text}");
+    let scaler = format!(
+        "{last}      traits:\n        - type: spreadscaler\n          properties: {{ instances: {instances} }}\n"
+    );
+    std::fs::write(manifest, text.replace(last, &scaler)).unwrap();
 }
 
 /// Sends `count` GETs of `url` at once; their answers and the wall time until the last one.
@@ -39,13 +55,7 @@ fn all_at_once(url: &str, count: usize) -> (Vec<(u16, Option<String>, String)>, 
             std::thread::spawn(move || {
                 let client = http();
                 barrier.wait();
-                let response = client.get(&url).send().unwrap();
-                let status = response.status().as_u16();
-                let instance = response
-                    .headers()
-                    .get("x-instance")
-                    .map(|v| v.to_str().unwrap().to_string());
-                (status, instance, response.text().unwrap())
+                answer_of(client.get(&url).send().unwrap())
             })
         })
         .collect();
@@ -176,13 +186,7 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
         .to_str()
         .unwrap()
         .to_string();
-    let text = std::fs::read_to_string(&app)
-        .unwrap()
-        .replace(
-            "        concurrency: 4\n",
-            "        concurrency: 4\n      traits:\n        - type: spreadscaler\n          properties: { instances: 2 }\n",
-        );
-    std::fs::write(&app, text).unwrap();
+    limit_instances(std::path::Path::new(&app), "        concurrency: 4\n", 2);
     host.deploy(std::path::Path::new(&app));
 
     let send = |path: &str| {
@@ -402,11 +406,7 @@ fn a_0_3_component_keeps_its_timeout_memory_limit_instance_limit_and_idle_reclai
             ..route("bounded", &p3, port, "/")
         }],
     );
-    let text = std::fs::read_to_string(&app).unwrap().replace(
-        "        reuse: { idle: 1s }\n",
-        "        reuse: { idle: 1s }\n      traits:\n        - type: spreadscaler\n          properties: { instances: 1 }\n",
-    );
-    std::fs::write(&app, text).unwrap();
+    limit_instances(&app, "        reuse: { idle: 1s }\n", 1);
     host.deploy(&app);
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
 
