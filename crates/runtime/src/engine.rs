@@ -1,5 +1,5 @@
-//! The host's one wasmtime `Engine` and the epoch ticker at which guests yield and timeouts are
-//! enforced.
+//! The host's wasmtime engines, one per [`EngineKind`], and the epoch ticker at which guests
+//! yield and timeouts are enforced.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,11 +32,43 @@ impl std::fmt::Display for Allocator {
     }
 }
 
-/// Builds the engine: the pooling allocator when its address-space reservation succeeds, the
-/// on-demand allocator when it does not (small or restricted machines must still start).
-pub fn build_engine(pooling: bool) -> Result<(Engine, Allocator), wasmtime::Error> {
+/// Which engine compiles and runs a component. An engine with component-model concurrency gives
+/// every store the data structures of concurrent execution, which made a fresh WASI 0.2
+/// instance a third slower (bench/RESULTS.md); so only components that use it get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// Components without component-model async: WASI 0.2 and plain exports.
+    Plain,
+    /// Components with async lifts or lowers, streams or futures: WASI 0.3.
+    Concurrent,
+}
+
+impl EngineKind {
+    /// The engine a component needs, told by validating it without component-model async:
+    /// what fails only that way needs the concurrent engine. A component that fails for any
+    /// other reason goes there too, and its compile error comes from there.
+    pub fn of(bytes: &[u8]) -> EngineKind {
+        use wasmparser::WasmFeatures as F;
+        // The features wasmtime refuses without concurrency support.
+        let concurrency = F::CM_ASYNC
+            | F::CM_MORE_ASYNC_BUILTINS
+            | F::CM_ASYNC_STACKFUL
+            | F::CM_THREADING
+            | F::CM_ERROR_CONTEXT;
+        let mut validator = wasmparser::Validator::new_with_features(F::all() - concurrency);
+        match validator.validate_all(bytes) {
+            Ok(_) => EngineKind::Plain,
+            Err(_) => EngineKind::Concurrent,
+        }
+    }
+}
+
+/// Builds an engine of `kind`: the pooling allocator when its address-space reservation
+/// succeeds, the on-demand allocator when it does not (small or restricted machines must still
+/// start).
+pub fn build_engine(pooling: bool, kind: EngineKind) -> Result<(Engine, Allocator), wasmtime::Error> {
     if pooling {
-        let mut config = base_config();
+        let mut config = base_config(kind);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
@@ -45,18 +77,21 @@ pub fn build_engine(pooling: bool) -> Result<(Engine, Allocator), wasmtime::Erro
             ),
         }
     }
-    Ok((Engine::new(&base_config())?, Allocator::OnDemand))
+    Ok((Engine::new(&base_config(kind))?, Allocator::OnDemand))
 }
 
-fn base_config() -> Config {
+fn base_config(kind: EngineKind) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        // WASI 0.3 components: async lifts and lowers, streams and futures.
-        .wasm_component_model_async(true)
         .parallel_compilation(true);
+    match kind {
+        EngineKind::Plain => config.concurrency_support(false),
+        // WASI 0.3 components: async lifts and lowers, streams and futures.
+        EngineKind::Concurrent => config.wasm_component_model_async(true),
+    };
     config
 }
 
@@ -84,25 +119,27 @@ fn pooling_config() -> PoolingAllocationConfig {
     pooling
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engines' epochs every [`EPOCH_TICK`] until dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
 impl EpochTicker {
-    /// Starts the ticker thread.
-    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+    /// Starts the ticker thread, one for all `engines`.
+    pub fn start(engines: &[&Engine]) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
+        let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("weft-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    for engine in &weak {
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => return,
+                        }
                     }
                 }
             })?;

@@ -59,7 +59,7 @@ impl ExportServer {
         };
         let mut store = self
             .runtime
-            .limited_store(&self.name, &self.limits, &self.access);
+            .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let pre = self.pre.clone();

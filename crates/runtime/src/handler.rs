@@ -60,6 +60,16 @@ impl HandlerPre {
                 .map_err(|new| format!("{old:#}; {new:#}")),
         }
     }
+
+    /// The engine its stores are made by.
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            HandlerPre::V0_2(pre) => pre.instance_pre().engine(),
+            HandlerPre::V0_3(pre) => pre.instance_pre().engine(),
+            HandlerPre::Watcher(pre) => pre.instance_pre().engine(),
+            HandlerPre::Schedule(pre) => pre.instance_pre().engine(),
+        }
+    }
 }
 
 /// A component ready to handle messages or key changes.
@@ -127,7 +137,7 @@ impl EventHandler {
             .map_err(|_| CallFailed("the handler is shutting down".into()))?;
         let mut store = self
             .runtime
-            .limited_store(&self.name, &self.limits, &self.access);
+            .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
         let _live = self.meter.instance(true);
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);

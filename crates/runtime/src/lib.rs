@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 pub use budget::{default_memory_budget, BudgetSpent, MemoryBudget};
-pub use engine::{Allocator, EPOCH_TICK};
+pub use engine::{Allocator, EngineKind, EPOCH_TICK};
 pub use exports::ExportServer;
 pub use handler::{Event, EventHandler};
 pub use links::{CallFailed, LinkTarget, Linked, RemoteCall, RemoteTarget};
@@ -88,6 +88,8 @@ pub enum RuntimeError {
 pub struct Code {
     component: Component,
     digest: String,
+    /// The engine it was compiled for, whose linker links it.
+    kind: EngineKind,
     /// Linked against the host's linker on first use and shared from then on, so a thousand apps
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
@@ -135,6 +137,11 @@ impl Code {
         &self.digest
     }
 
+    /// The engine it runs on.
+    pub fn kind(&self) -> EngineKind {
+        self.kind
+    }
+
     /// Whether it exports WASI 0.3's `wasi:http/handler` (rather than 0.2's incoming-handler).
     pub fn exports_p3_handler(&self) -> bool {
         let engine = self.component.engine();
@@ -152,15 +159,47 @@ pub struct LoadedComponent {
     pub compiled: bool,
 }
 
-/// The host's engine, linker, compile cache and counters.
-pub struct Runtime {
+/// One engine with what compiles and links for it.
+struct EngineSide {
     engine: Engine,
-    /// WASI 0.2 and wasi:http. Outgoing HTTP is linked for everyone, because every component
-    /// built for the `wasi:http/proxy` world imports it (componentize-py's always do); what a
+    /// WASI and wasi:http. Outgoing HTTP is linked for everyone, because every component built
+    /// for the `wasi:http/proxy` world imports it (componentize-py's always do); what a
     /// component may reach is decided per request by its http-client link.
     linker: Linker<InstanceState>,
     cache: CompileCache,
     allocator: Allocator,
+}
+
+impl EngineSide {
+    fn new(cache_dir: &Path, pooling: bool, kind: EngineKind) -> Result<Self, RuntimeError> {
+        let setup = |e: &dyn std::fmt::Display| RuntimeError::Setup(e.to_string());
+        let (engine, allocator) = engine::build_engine(pooling, kind).map_err(|e| setup(&e))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| setup(&e))?;
+        if kind == EngineKind::Concurrent {
+            // WASI 0.3 beside 0.2: their interfaces are versioned apart, so one linker serves
+            // both; only a concurrent engine can run 0.3's.
+            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+            middleware::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+        }
+        weft_capabilities::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+        let cache = CompileCache::new(cache_dir, &engine).map_err(|e| setup(&e))?;
+        Ok(EngineSide {
+            engine,
+            linker,
+            cache,
+            allocator,
+        })
+    }
+}
+
+/// The host's engines, linkers, compile caches and counters.
+pub struct Runtime {
+    plain: EngineSide,
+    concurrent: EngineSide,
     compilations: AtomicU64,
     /// Code in use, by digest: a thousand apps running one component share one copy.
     live: Mutex<HashMap<String, Weak<Code>>>,
@@ -180,25 +219,19 @@ impl Runtime {
         pooling: bool,
         memory_budget: u64,
     ) -> Result<Arc<Self>, RuntimeError> {
-        let setup = |e: &dyn std::fmt::Display| RuntimeError::Setup(e.to_string());
-        let (engine, allocator) = engine::build_engine(pooling).map_err(|e| setup(&e))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| setup(&e))?;
-        // WASI 0.3 beside 0.2: their interfaces are versioned apart, so one linker serves both.
-        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
-        middleware::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
-        weft_capabilities::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
-        let cache = CompileCache::new(cache_dir, &engine).map_err(|e| setup(&e))?;
-        let ticker = EpochTicker::start(&engine).map_err(|e| setup(&e))?;
-        tracing::info!(%allocator, cache = %cache_dir.display(), "runtime ready");
+        let plain = EngineSide::new(cache_dir, pooling, EngineKind::Plain)?;
+        let concurrent = EngineSide::new(cache_dir, pooling, EngineKind::Concurrent)?;
+        let ticker = EpochTicker::start(&[&plain.engine, &concurrent.engine])
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        tracing::info!(
+            allocator = %plain.allocator,
+            concurrent_allocator = %concurrent.allocator,
+            cache = %cache_dir.display(),
+            "runtime ready"
+        );
         Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            cache,
-            allocator,
+            plain,
+            concurrent,
             compilations: AtomicU64::new(0),
             live: Mutex::default(),
             budget: MemoryBudget::new(memory_budget),
@@ -212,9 +245,17 @@ impl Runtime {
         &self.budget
     }
 
-    /// The instance allocator in use.
+    /// The instance allocator in use (for WASI 0.2 components; 0.3's engine has its own pool
+    /// and falls back on its own).
     pub fn allocator(&self) -> Allocator {
-        self.allocator
+        self.plain.allocator
+    }
+
+    fn side(&self, kind: EngineKind) -> &EngineSide {
+        match kind {
+            EngineKind::Plain => &self.plain,
+            EngineKind::Concurrent => &self.concurrent,
+        }
     }
 
     /// How many components this runtime has compiled (cache misses) since it started.
@@ -250,11 +291,12 @@ impl Runtime {
             });
         }
         // Compiling under the lock means two deploys of one new component compile it once.
-        let (component, compiled) = self.load_uncached(what, bytes, &digest)?;
+        let (component, kind, compiled) = self.load_uncached(what, bytes, &digest)?;
         weft_metrics::component_loaded(compiled);
         let code = Arc::new(Code {
             component,
             digest,
+            kind,
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
             service_pre: Default::default(),
@@ -269,45 +311,52 @@ impl Runtime {
         what: &str,
         bytes: &[u8],
         digest: &str,
-    ) -> Result<(Component, bool), RuntimeError> {
-        let path = self.cache.path_for(digest);
-        if path.exists() {
+    ) -> Result<(Component, EngineKind, bool), RuntimeError> {
+        // A cached artifact says which engine compiled it, sparing the validation that tells.
+        for kind in [EngineKind::Plain, EngineKind::Concurrent] {
+            let side = self.side(kind);
+            let path = side.cache.path_for(digest);
+            if !path.exists() {
+                continue;
+            }
             // SAFETY: the cache directory is private to this host and keyed by the engine's
             // compatibility hash; its files were written by `precompile_component` of an engine
             // with these exact settings. A file that fails to load is recompiled below.
             #[allow(unsafe_code)]
-            let cached = unsafe { Component::deserialize_file(&self.engine, &path) };
+            let cached = unsafe { Component::deserialize_file(&side.engine, &path) };
             match cached {
                 Ok(component) => {
-                    tracing::debug!(%what, %digest, "compiled code loaded from cache");
-                    return Ok((component, false));
+                    tracing::debug!(%what, %digest, ?kind, "compiled code loaded from cache");
+                    return Ok((component, kind, false));
                 }
                 Err(e) => tracing::warn!(%what, "cached code unusable ({e}); recompiling"),
             }
         }
         let started = std::time::Instant::now();
+        let kind = EngineKind::of(bytes);
+        let side = self.side(kind);
         let artifact =
-            self.engine
+            side.engine
                 .precompile_component(bytes)
                 .map_err(|e| RuntimeError::Compile {
                     what: what.into(),
                     reason: format!("{e:#}"),
                 })?;
         self.compilations.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.cache.store(digest, &artifact) {
+        if let Err(e) = side.cache.store(digest, &artifact) {
             tracing::warn!(%what, "cannot write the compile cache ({e}); continuing without it");
         }
         // SAFETY: `artifact` was produced just above by this engine's `precompile_component`.
         #[allow(unsafe_code)]
         let component =
-            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+            unsafe { Component::deserialize(&side.engine, &artifact) }.map_err(|e| {
                 RuntimeError::Compile {
                     what: what.into(),
                     reason: format!("{e:#}"),
                 }
             })?;
-        tracing::info!(%what, %digest, elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
-        Ok((component, true))
+        tracing::info!(%what, %digest, ?kind, elapsed_ms = started.elapsed().as_millis() as u64, "compiled");
+        Ok((component, kind, true))
     }
 
     /// Checks that every import of a loaded component is satisfied by what this host links (or,
@@ -337,7 +386,8 @@ impl Runtime {
         let code = &loaded.code;
         code.instance_pre
             .get_or_init(|| {
-                self.linker
+                self.side(code.kind)
+                    .linker
                     .instantiate_pre(&code.component)
                     .map_err(|e| format!("{e:#}"))
             })
@@ -466,19 +516,20 @@ impl Runtime {
         )))
     }
 
-    /// A store for one call of `name`: its memory limit, and its timeout. At every epoch tick
+    /// A store of `engine` for one call of `name`: its memory limit, and its timeout. At every epoch tick
     /// a running guest yields to the async runtime, so a busy guest shares its worker thread
     /// with every other request instead of holding it; a call that keeps running is marked
     /// long-running (see [`long_running`]); once the timeout has passed, the guest traps at the
     /// next tick.
     pub(crate) fn limited_store(
         &self,
+        engine: &Engine,
         name: &Arc<str>,
         limits: &weft_manifest::Limits,
         access: &Access,
     ) -> wasmtime::Store<InstanceState> {
         let mut store = wasmtime::Store::new(
-            &self.engine,
+            engine,
             InstanceState::new(name, limits.max_memory, &self.budget, access),
         );
         store.limiter(|state| &mut state.limiter);
@@ -493,10 +544,6 @@ impl Runtime {
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store
-    }
-
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
     }
 }
 

@@ -64,6 +64,14 @@ pub struct RemoteTarget<'a> {
     pub via: Arc<dyn RemoteCall>,
 }
 
+/// How a user names the components an engine runs.
+fn generation(kind: crate::EngineKind) -> &'static str {
+    match kind {
+        crate::EngineKind::Plain => "WASI 0.2",
+        crate::EngineKind::Concurrent => "WASI 0.3 (component-model async)",
+    }
+}
+
 /// Strips `@version` from an import or export name.
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(base, _)| base)
@@ -83,11 +91,23 @@ impl Runtime {
             what: what.into(),
             reason,
         };
-        let engine = self.engine();
-        let mut linker: Linker<InstanceState> = self.linker.clone();
+        let kind = source.code.kind();
+        let engine = source.code.component.engine();
+        let mut linker: Linker<InstanceState> = self.side(kind).linker.clone();
         let mut peers = Vec::new();
         let source_type = source.code.component.component_type();
         for target in targets {
+            if target.loaded.code.kind() != kind {
+                return Err(fail(format!(
+                    "it is a {} component and `{}` a {} one; a link runs both in one store, \
+                     which takes one generation: build them for the same WASI version, or \
+                     reach `{}` over HTTP (an http link) instead",
+                    generation(kind),
+                    target.name,
+                    generation(target.loaded.code.kind()),
+                    target.name
+                )));
+            }
             let target_type = target.loaded.code.component.component_type();
             let exports: Vec<String> = target_type
                 .exports(engine)

@@ -348,7 +348,12 @@ impl Pool {
         let timeout = self.limits.timeout;
         let mut store = self
             .runtime
-            .limited_store(&self.name, &self.limits, &self.access);
+            .limited_store(
+                self.pre.instance_pre().engine(),
+                &self.name,
+                &self.limits,
+                &self.access,
+            );
         {
             // Requests time out one by one; the store itself never does.
             let state = store.data_mut();

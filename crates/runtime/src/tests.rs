@@ -119,3 +119,59 @@ fn meter() -> crate::WorkloadMeter {
         component: "c".into(),
     })
 }
+
+/// A component that needs component-model async: it imports a function taking a stream.
+fn concurrent_component() -> Vec<u8> {
+    wat::parse_str(r#"(component (import "acme:pipe/sink" (instance (export "take" (func (param "s" (stream u8)))))))"#)
+        .unwrap()
+}
+
+#[test]
+fn components_go_to_the_engine_they_need() {
+    let plain = wat::parse_str("(component)").unwrap();
+    assert_eq!(EngineKind::of(&plain), EngineKind::Plain);
+    assert_eq!(
+        EngineKind::of(&concurrent_component()),
+        EngineKind::Concurrent
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    assert_eq!(rt.load("p", &plain).unwrap().code.kind(), EngineKind::Plain);
+    let loaded = rt.load("c", &concurrent_component()).unwrap();
+    assert_eq!(loaded.code.kind(), EngineKind::Concurrent);
+    drop((loaded, rt));
+    // The cache remembers which engine compiled it.
+    let again = runtime(dir.path());
+    let loaded = again.load("c", &concurrent_component()).unwrap();
+    assert!(!loaded.compiled);
+    assert_eq!(loaded.code.kind(), EngineKind::Concurrent);
+}
+
+#[test]
+fn a_link_across_wasi_generations_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let source = wat::parse_str(
+        r#"(component (import "acme:pipe/sink" (instance (export "ping" (func)))))"#,
+    )
+    .unwrap();
+    let source = rt.load("source", &source).unwrap();
+    let target = rt.load("target", &concurrent_component()).unwrap();
+    let interfaces = vec!["acme:pipe/sink".to_string()];
+    let err = rt
+        .link_components(
+            "source",
+            &source,
+            &[LinkTarget {
+                name: "target",
+                loaded: &target,
+                interfaces: &interfaces,
+            }],
+            &[],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("WASI 0.2 component"), "{err}");
+    assert!(err.contains("`target` a WASI 0.3"), "{err}");
+}

@@ -251,8 +251,12 @@ impl Workload {
         let (mut store, warm) = match self.take_warm() {
             Some(instance) => (instance.store, Some((instance.proxy, instance.served))),
             None => (
-                self.runtime
-                    .limited_store(&self.name, &self.limits, &self.access),
+                self.runtime.limited_store(
+                    self.code.component.engine(),
+                    &self.name,
+                    &self.limits,
+                    &self.access,
+                ),
                 None,
             ),
         };
