@@ -66,7 +66,10 @@ impl EngineKind {
 /// Builds an engine of `kind`: the pooling allocator when its address-space reservation
 /// succeeds, the on-demand allocator when it does not (small or restricted machines must still
 /// start).
-pub fn build_engine(pooling: bool, kind: EngineKind) -> Result<(Engine, Allocator), wasmtime::Error> {
+pub fn build_engine(
+    pooling: bool,
+    kind: EngineKind,
+) -> Result<(Engine, Allocator), wasmtime::Error> {
     if pooling {
         let mut config = base_config(kind);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));

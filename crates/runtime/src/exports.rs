@@ -57,9 +57,9 @@ impl ExportServer {
                     )
                 })?
         };
-        let mut store = self
-            .runtime
-            .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
+        let mut store =
+            self.runtime
+                .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let pre = self.pre.clone();

@@ -135,9 +135,9 @@ impl EventHandler {
             .acquire()
             .await
             .map_err(|_| CallFailed("the handler is shutting down".into()))?;
-        let mut store = self
-            .runtime
-            .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
+        let mut store =
+            self.runtime
+                .limited_store(self.pre.engine(), &self.name, &self.limits, &self.access);
         let _live = self.meter.instance(true);
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
         let mut record = CallRecord::new(&self.pace, &long_running);

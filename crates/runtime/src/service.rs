@@ -346,14 +346,12 @@ impl Pool {
         queue: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Result<(), String> {
         let timeout = self.limits.timeout;
-        let mut store = self
-            .runtime
-            .limited_store(
-                self.pre.instance_pre().engine(),
-                &self.name,
-                &self.limits,
-                &self.access,
-            );
+        let mut store = self.runtime.limited_store(
+            self.pre.instance_pre().engine(),
+            &self.name,
+            &self.limits,
+            &self.access,
+        );
         {
             // Requests time out one by one; the store itself never does.
             let state = store.data_mut();
