@@ -1399,35 +1399,58 @@ def bench_p3(images, smoke):
             r["instances"] = instances.stop() if instances else None
             timeouts = re.search(r"timeout (\d+)", r["socket_errors"])
             r["failed"] = r["non2xx"] + (int(timeouts.group(1)) if timeouts else 0)
-            assert r["non2xx"] == 0, (label, r)
+            # weft must answer every request; the peer's failures are counted and shown.
+            assert weft is None or r["non2xx"] == 0, (label, r)
             return label, r
 
-        io = [run("weft, WASI 0.3 (`/sleep?ms=20`)", port_p3, "/sleep?ms=20", weft_p3.proc.pid, weft_p3, "io-p3"),
-              run("weft, WASI 0.2, same logic (misbehave `/sleep/20`)", port_p2, "/sleep/20", weft_p2.proc.pid,
-                  weft_p2, "io-p2")]
-        if wasmtime:
-            io.append(run("wasmtime serve -Sp3, best settings", wasmtime_port, "/sleep?ms=20", wasmtime.pid))
+        # This machine is shared: each server runs `rounds` times, alternating with the others,
+        # and its median round (by req/s) is reported, with the highest peaks of any round.
+        rounds = 1 if smoke else int(os.environ.get("ROUNDS", "3"))
+
+        def alternate(runs):
+            results = [[] for _ in runs]
+            for _ in range(rounds):
+                for i, args in enumerate(runs):
+                    results[i].append(run(*args)[1])
+            chosen = []
+            for args, rs in zip(runs, results):
+                median = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+                median["rss"] = max(r["rss"] for r in rs)
+                peaks = [r["instances"] for r in rs if r["instances"] is not None]
+                median["instances"] = max(peaks) if peaks else None
+                median["failed"] = sum(r["failed"] for r in rs)
+                chosen.append((args[0], median))
+            return chosen
+
+        io = alternate([("weft, WASI 0.3 (`/sleep?ms=20`)", port_p3, "/sleep?ms=20", weft_p3.proc.pid, weft_p3,
+                         "io-p3"),
+                        ("weft, WASI 0.2, same logic (misbehave `/sleep/20`)", port_p2, "/sleep/20",
+                         weft_p2.proc.pid, weft_p2, "io-p2")]
+                       + ([("wasmtime serve -Sp3, best settings", wasmtime_port, "/sleep?ms=20", wasmtime.pid)]
+                          if wasmtime else []))
         base = io[2][1]["rps"] if wasmtime else None
         rows = [(label, f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", r["failed"],
                  r["instances"] if r["instances"] is not None else "not reported",
                  f"{r['rss'] / 1024:.0f}", f"{r['rps'] / base:.2f}x" if base else "n/a") for label, r in io]
         print_table(f"I/O-bound handler awaiting 20 ms, {connections} connections (wrk -t2 -c{connections} "
-                    f"-d{duration}; instances and RSS are the peaks during the run; failed: non-2xx "
-                    f"answers and requests wrk gave up on after 2 s)",
+                    f"-d{duration}, {rounds} alternating rounds, the median shown; instances and RSS are "
+                    f"the peaks of all rounds; failed: non-2xx answers and requests wrk gave up on after "
+                    f"2 s, all rounds)",
                     ("server", "req/s", "p50 ms", "p99 ms", "failed", "instances", "peak RSS MiB",
                      "vs wasmtime serve -Sp3"), rows)
 
-        cpu = [run("weft, WASI 0.3 hello", port_p3, "/", weft_p3.proc.pid, weft_p3, "io-p3"),
-               run("weft, WASI 0.2 hello (fresh instance per request)", port_p2, "/hello", weft_p2.proc.pid,
-                   weft_p2, "cpu-p2")]
-        if wasmtime:
-            cpu.append(run("wasmtime serve -Sp3 hello, best settings", wasmtime_port, "/", wasmtime.pid))
+        cpu = alternate([("weft, WASI 0.3 hello", port_p3, "/", weft_p3.proc.pid, weft_p3, "io-p3"),
+                         ("weft, WASI 0.2 hello (fresh instance per request)", port_p2, "/hello",
+                          weft_p2.proc.pid, weft_p2, "cpu-p2")]
+                        + ([("wasmtime serve -Sp3 hello, best settings", wasmtime_port, "/", wasmtime.pid)]
+                           if wasmtime else []))
         cpu_connections = connections
         base = cpu[1][1]["rps"]
         rows = [(label, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["failed"],
                  r["instances"] if r["instances"] is not None else "not reported",
                  f"{r['rps'] / base:.2f}x") for label, r in cpu]
-        print_table(f"CPU-bound hello, WASI 0.3 vs 0.2 (wrk -t2 -c{cpu_connections} -d{duration})",
+        print_table(f"CPU-bound hello, WASI 0.3 vs 0.2 (wrk -t2 -c{cpu_connections} -d{duration}, "
+                    f"{rounds} alternating rounds, the median shown)",
                     ("server", "req/s", "p50 ms", "p99 ms", "failed", "instances", "vs weft 0.2"), rows)
         if wasmtime:
             print(f"\n(wasmtime serve {' '.join(wasmtime_flags)})")
