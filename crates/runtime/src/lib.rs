@@ -394,11 +394,7 @@ impl Runtime {
             .clone()
             .map_err(|reason| RuntimeError::Link {
                 what: what.into(),
-                reason: format!(
-                    "{reason}; weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
-                     sockets), WASI 0.3.0 (cli, clocks, filesystem, random, sockets, http), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, \
-                     wasi:logging, wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus"
-                ),
+                reason: format!("{reason}; {}", provided_to(code.kind)),
             })
     }
 
@@ -566,3 +562,21 @@ pub(crate) fn restart_deadline(
 
 #[cfg(test)]
 mod tests;
+
+/// What weft links for a component of this kind, for an error naming an import it lacks: a WASI
+/// 0.2 component is linked without the WASI 0.3 interfaces, so naming them to it would mislead.
+fn provided_to(kind: EngineKind) -> &'static str {
+    match kind {
+        EngineKind::Plain => {
+            "to a WASI 0.2 component weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
+             sockets), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, wasi:logging, \
+             wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus (a component that imports \
+             WASI 0.3 interfaces must be built for WASI 0.3 throughout)"
+        }
+        EngineKind::Concurrent => {
+            "to a WASI 0.3 component weft provides WASI 0.3.0 (cli, clocks, filesystem, random, \
+             sockets, http), WASI 0.2, wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, \
+             wasi:logging, wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus"
+        }
+    }
+}

@@ -39,6 +39,9 @@ fn names_the_unsatisfied_import() {
         .unwrap()
         .to_string();
     assert!(err.contains("acme:ledger/books@1.0.0"), "{err}");
+    // A WASI 0.2 component is linked without WASI 0.3: the error must not offer it.
+    assert!(err.contains("to a WASI 0.2 component"), "{err}");
+    assert!(!err.contains("0.3.0"), "{err}");
 }
 
 fn none() -> std::sync::Arc<Grants> {
