@@ -1357,25 +1357,28 @@ def bench_p3(images, smoke):
     tmp = tempfile.mkdtemp()
     port_p3, port_p2 = free_port(), free_port()
 
-    def app(name, project, port, path, instances):
+    def app(name, project, port, path, instances, properties=""):
         f = os.path.join(tmp, f"{name}.yaml")
-        open(f, "w").write(manifest(name, images[project], port, path, instances=instances))
+        open(f, "w").write(manifest(name, images[project], port, path, properties, instances=instances))
         return f
 
     # Each on a host of its own, so each resident set is its own.
-    weft_p3 = Weft([app("io-p3", "hello-p3", port_p3, "/", 100)])
+    # CONCURRENCY sets requests per 0.3 instance on both weft and wasmtime serve (default 100,
+    # weft's default), for a sweep run side by side.
+    concurrency = int(os.environ.get("CONCURRENCY", "100"))
+    weft_p3 = Weft([app("io-p3", "hello-p3", port_p3, "/", 100, f"concurrency: {concurrency}")])
     weft_p2 = Weft([app("io-p2", "misbehave", port_p2, "/", 1000),
                     app("cpu-p2", "hello", port_p2, "/hello", 100)])
     wasmtime = None
     if shutil.which("wasmtime"):
         wasmtime_port = free_port()
-        # Its best for this component: 0.3 instances reused up to weft's concurrency (100 at
+        # Its best for this component: 0.3 instances reused up to weft's concurrency (CONCURRENCY at
         # once, 100,000 in a life, kept 30 s idle, its default 16 / 128 / 1 s), no connection cap
         # below the load, and the pooling settings weft uses.
         wasmtime_flags = ["-Scli", "-Sp3", "-Wcomponent-model-async",
                           "-O", "pooling-allocator,pooling-memory-keep-resident=1048576,"
                                 "pooling-table-keep-resident=131072,pooling-pagemap-scan=auto",
-                          "--max-instance-concurrent-reuse-count", "100",
+                          "--max-instance-concurrent-reuse-count", str(concurrency),
                           "--max-instance-reuse-count", "100000",
                           "--idle-instance-timeout", "30s",
                           "--max-concurrent-connections", "4000", "--max-concurrent-requests", "4000"]
