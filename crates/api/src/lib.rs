@@ -25,6 +25,33 @@ pub struct DeployRequest {
     pub version: Option<String>,
 }
 
+/// `POST /v1/apps` with many deploys: applied in order, each on its own; the apps that pass are
+/// stored and switched on together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployBatch {
+    pub apps: Vec<DeployRequest>,
+}
+
+/// What a batch deploy did with each app, in the request's order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    pub results: Vec<BatchResult>,
+}
+
+/// What became of one app of a batch deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchResult {
+    Deployed(DeployOutcome),
+    Refused {
+        /// Where the refused manifest came from, as its request said.
+        origin: String,
+        /// The HTTP status a deploy of this app alone would have answered.
+        status: u16,
+        error: String,
+    },
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployOutcome {

@@ -4,11 +4,12 @@ mod validate;
 
 pub use validate::{validate, Validation};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use weft_api::{
-    ApiError, AppStatus, ControlEndpoint, DeployOutcome, DeployRequest, HostStatus, LatticeHost,
+    ApiError, AppStatus, BatchOutcome, ControlEndpoint, DeployBatch, DeployOutcome, DeployRequest,
+    HostStatus, LatticeHost,
 };
 use weft_manifest::ImageSource;
 
@@ -311,19 +312,56 @@ impl Client {
         prepared: &PreparedDeploy,
         registries: &weft_oci::Registries,
     ) -> Result<DeployOutcome, ClientError> {
-        for digest in prepared.digests() {
-            let url = format!("{}/v1/components/{digest}", self.url);
-            if !self.has_component(&url).await? {
-                let bytes = prepared.bytes_of(digest, registries).await?;
-                self.send(self.http.put(&url).body(bytes)).await?;
-            }
-        }
+        self.upload_missing(prepared, registries, &mut BTreeSet::new())
+            .await?;
         self.json(
             self.http
                 .post(format!("{}/v1/apps", self.url))
                 .json(&prepared.request),
         )
         .await
+    }
+
+    /// Uploads every component the apps need that the host lacks, then deploys them all in one
+    /// batch: the host stores and switches on the apps that pass together, and says why each
+    /// other one was refused.
+    pub async fn deploy_many(
+        &self,
+        prepared: &[PreparedDeploy],
+        registries: &weft_oci::Registries,
+    ) -> Result<BatchOutcome, ClientError> {
+        // Thousands of apps on one component ask the host about it once.
+        let mut checked = BTreeSet::new();
+        for deploy in prepared {
+            self.upload_missing(deploy, registries, &mut checked)
+                .await?;
+        }
+        let batch = DeployBatch {
+            apps: prepared.iter().map(|p| p.request.clone()).collect(),
+        };
+        self.json(self.http.post(format!("{}/v1/apps", self.url)).json(&batch))
+            .await
+    }
+
+    /// Uploads the components of `prepared` the host lacks, skipping the digests in `checked`
+    /// and adding those it checks.
+    async fn upload_missing(
+        &self,
+        prepared: &PreparedDeploy,
+        registries: &weft_oci::Registries,
+        checked: &mut BTreeSet<String>,
+    ) -> Result<(), ClientError> {
+        for digest in prepared.digests() {
+            if !checked.insert(digest.to_string()) {
+                continue;
+            }
+            let url = format!("{}/v1/components/{digest}", self.url);
+            if !self.has_component(&url).await? {
+                let bytes = prepared.bytes_of(digest, registries).await?;
+                self.send(self.http.put(&url).body(bytes)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn has_component(&self, url: &str) -> Result<bool, ClientError> {

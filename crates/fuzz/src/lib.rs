@@ -33,12 +33,18 @@ pub fn manifest(data: &[u8]) {
 
 /// The control API's request bodies, and for a deploy what the host does next with it.
 pub fn control_json(data: &[u8]) {
-    if let Ok(request) = serde_json::from_slice::<weft_api::DeployRequest>(data) {
+    let parse = |request: &weft_api::DeployRequest| {
         let _ = weft_manifest::parse_app(
             &request.manifest,
             &request.origin,
             weft_capabilities::catalog::catalog(),
         );
+    };
+    if let Ok(request) = serde_json::from_slice::<weft_api::DeployRequest>(data) {
+        parse(&request);
+    }
+    if let Ok(batch) = serde_json::from_slice::<weft_api::DeployBatch>(data) {
+        batch.apps.iter().for_each(parse);
     }
     let _ = serde_json::from_slice::<weft_api::CallRequest>(data);
 }

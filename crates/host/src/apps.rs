@@ -55,6 +55,17 @@ impl AppsError {
 pub trait Apps: Send + Sync {
     /// Checks and deploys an app whose images were uploaded.
     async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, AppsError>;
+    /// Deploys many apps in order, one result each; one app's failure is its own.
+    async fn deploy_many(
+        &self,
+        requests: Vec<DeployRequest>,
+    ) -> Vec<Result<DeployOutcome, AppsError>> {
+        let mut results = Vec::with_capacity(requests.len());
+        for request in requests {
+            results.push(self.deploy(request).await);
+        }
+        results
+    }
     /// Stops serving an app and forgets it.
     async fn undeploy(&self, name: &str) -> Result<(), AppsError>;
     /// Every app's status.
@@ -77,6 +88,17 @@ pub trait Apps: Send + Sync {
 impl Apps for Host {
     async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, AppsError> {
         Ok(Host::deploy(self, request).await?)
+    }
+
+    async fn deploy_many(
+        &self,
+        requests: Vec<DeployRequest>,
+    ) -> Vec<Result<DeployOutcome, AppsError>> {
+        Host::deploy_many(self, requests)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(AppsError::from))
+            .collect()
     }
 
     async fn undeploy(&self, name: &str) -> Result<(), AppsError> {

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
-use crate::api::{ApiError, ControlEndpoint, DeployRequest};
+use crate::api::{
+    ApiError, BatchOutcome, BatchResult, ControlEndpoint, DeployBatch, DeployRequest,
+};
 use crate::apps::{apps_of, Apps, AppsError, Fault};
 use crate::member::{Member, MemberError};
 use crate::{Host, HostError};
@@ -23,8 +25,11 @@ const MAX_COMPONENT_BYTES: usize = 512 * 1024 * 1024;
 /// The largest secret value.
 const MAX_SECRET_BYTES: usize = 64 * 1024;
 
-/// The largest body of any other request: a deploy's manifest and options.
+/// The largest body of any other request.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest deploy: a batch carries thousands of manifests.
+const MAX_DEPLOY_BYTES: usize = 64 * 1024 * 1024;
 
 pub use weft_api::{endpoint_path, token_path};
 
@@ -222,7 +227,9 @@ async fn serve_connections(listener: tokio::net::TcpListener, app: Router) -> st
 
 /// The largest body a route accepts.
 fn body_limit(path: &str) -> usize {
-    if path.starts_with("/v1/components/") {
+    if path == "/v1/apps" {
+        MAX_DEPLOY_BYTES
+    } else if path.starts_with("/v1/components/") {
         MAX_COMPONENT_BYTES
     } else if path.starts_with("/v1/secrets/") {
         MAX_SECRET_BYTES
@@ -319,14 +326,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The one mapping from a failure to the status a client sees.
 fn failed(e: impl Into<AppsError>) -> Response {
     let e = e.into();
-    let status = match e.fault() {
+    error(status_of(&e), e.to_string())
+}
+
+fn status_of(e: &AppsError) -> StatusCode {
+    match e.fault() {
         Fault::NotFound => StatusCode::NOT_FOUND,
         Fault::Conflict => StatusCode::CONFLICT,
         Fault::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         Fault::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
+    }
 }
 
 async fn host_status(State(state): State<ControlState>) -> Response {
@@ -385,17 +395,75 @@ async fn app_status(State(state): State<ControlState>, UrlPath(name): UrlPath<St
 }
 
 async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
-    let request: DeployRequest = match serde_json::from_slice(&body) {
+    let bad =
+        |e: serde_json::Error| error(StatusCode::BAD_REQUEST, format!("bad deploy request: {e}"));
+    let request: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad deploy request: {e}")),
+        Err(e) => return bad(e),
     };
-    match state.apps.deploy(request).await {
+    if request.get("apps").is_some() {
+        let batch: DeployBatch = match serde_json::from_value(request) {
+            Ok(batch) => batch,
+            Err(e) => return bad(e),
+        };
+        return Json(deploy_batch(&state, batch).await).into_response();
+    }
+    let request: DeployRequest = match serde_json::from_value(request) {
+        Ok(request) => request,
+        Err(e) => return bad(e),
+    };
+    // A deploy runs to its end even when its client goes away: it is not cut between storing
+    // a version and switching to it, or before the apps using it are re-linked.
+    let apps = state.apps.clone();
+    let deployed = match tokio::spawn(async move { apps.deploy(request).await }).await {
+        Ok(deployed) => deployed,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("deploy failed: {e}"),
+            )
+        }
+    };
+    match deployed {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => {
             tracing::warn!("deploy refused: {e}");
             failed(e)
         }
     }
+}
+
+/// Deploys every app of a batch; each refused one is answered with what its own deploy would
+/// have said.
+async fn deploy_batch(state: &ControlState, batch: DeployBatch) -> BatchOutcome {
+    let origins: Vec<String> = batch.apps.iter().map(|r| r.origin.clone()).collect();
+    let apps = state.apps.clone();
+    let results = tokio::spawn(async move { apps.deploy_many(batch.apps).await })
+        .await
+        .unwrap_or_else(|e| {
+            let failed = || {
+                Err(AppsError::Host(HostError::Setup(format!(
+                    "deploy failed: {e}"
+                ))))
+            };
+            origins.iter().map(|_| failed()).collect()
+        });
+    let results = results
+        .into_iter()
+        .zip(origins)
+        .map(|(result, origin)| match result {
+            Ok(outcome) => BatchResult::Deployed(outcome),
+            Err(e) => {
+                tracing::warn!(%origin, "deploy refused: {e}");
+                BatchResult::Refused {
+                    origin,
+                    status: status_of(&e).as_u16(),
+                    error: e.to_string(),
+                }
+            }
+        })
+        .collect();
+    BatchOutcome { results }
 }
 
 async fn call(

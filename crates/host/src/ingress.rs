@@ -49,25 +49,22 @@ pub trait Forward: Send + Sync {
     ) -> futures::future::BoxFuture<'static, http::Response<WorkloadBody>>;
 }
 
-/// The routes of one listen address, keyed by (host, path prefix).
-#[derive(Default)]
+/// The routes of one listen address, keyed by (host, path prefix). A persistent map: a deploy
+/// copies it in constant time and changes only its own routes, so the ten-thousandth app costs
+/// what the first did.
+#[derive(Default, Clone)]
 struct RouteTable {
-    routes: HashMap<RouteKey, RouteEntry>,
+    routes: imbl::HashMap<RouteKey, RouteEntry>,
 }
 
 type RouteKey = (Option<String>, String);
 
 impl RouteTable {
-    fn new(entries: Vec<RouteEntry>) -> Self {
-        let routes = entries
-            .into_iter()
-            .map(|e| ((e.route.host.clone(), e.route.path.clone()), e))
-            .collect();
-        RouteTable { routes }
-    }
-
     fn find(&self, host: Option<&str>, path: &str) -> Option<&RouteEntry> {
-        most_specific(&self.routes, host, path)
+        if self.routes.is_empty() {
+            return None;
+        }
+        most_specific(|key| self.routes.get(key), host, path)
     }
 }
 
@@ -75,19 +72,16 @@ impl RouteTable {
 /// longest path prefix wins, prefixes ending on segment boundaries (`/hello` serves `/hello` and
 /// `/hello/x`, never `/helloworld`). The walk goes through the path's prefixes from longest to
 /// shortest, so its cost does not grow with the number of routes.
-fn most_specific<'a, V>(
-    routes: &'a HashMap<RouteKey, V>,
+fn most_specific<'a, V: 'a>(
+    get: impl Fn(&RouteKey) -> Option<&'a V>,
     host: Option<&str>,
     path: &str,
 ) -> Option<&'a V> {
-    if routes.is_empty() {
-        return None;
-    }
     let hosts = host.map(str::to_string).into_iter().map(Some).chain([None]);
     for host in hosts {
         let mut key = (host, path.to_string());
         loop {
-            if let Some(entry) = routes.get(&key) {
+            if let Some(entry) = get(&key) {
                 return Some(entry);
             }
             let prefix = &mut key.1;
@@ -125,10 +119,51 @@ pub enum IngressError {
     },
 }
 
+/// The routes of every app, and each address's table built from them.
+#[derive(Default)]
+struct Routes {
+    by_app: HashMap<String, Vec<RouteEntry>>,
+    /// The table of each address, as last handed to its listener.
+    tables: HashMap<SocketAddr, RouteTable>,
+    /// Which app serves each (address, host, path), to find clashes without a scan.
+    owners: HashMap<RoutePlace, String>,
+}
+
+/// Where a route is served: its address, host and path.
+pub(crate) type RoutePlace = (SocketAddr, RouteKey);
+
+/// The place `route` takes.
+pub(crate) fn key_of(route: &HttpRoute) -> RoutePlace {
+    (route.address, (route.host.clone(), route.path.clone()))
+}
+
+/// Fails on the first of `routes` whose place `owner` says another app than `app` serves.
+pub(crate) fn first_clash<'a>(
+    app: &str,
+    routes: &[HttpRoute],
+    owner: impl Fn(&RoutePlace) -> Option<&'a String>,
+) -> Result<(), IngressError> {
+    for route in routes {
+        if let Some(other) = owner(&key_of(route)).filter(|other| *other != app) {
+            return Err(IngressError::Conflict {
+                address: route.address,
+                host: route
+                    .host
+                    .clone()
+                    .map(|h| format!(" (host {h})"))
+                    .unwrap_or_default(),
+                path: route.path.clone(),
+                other: other.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// All listeners of the host and the routes of every app.
 pub struct Ingress {
     listeners: Mutex<BTreeMap<SocketAddr, Listener>>,
-    routes: Mutex<BTreeMap<String, Vec<RouteEntry>>>,
+    routes: Mutex<Routes>,
     max_request_body: u64,
 }
 
@@ -148,30 +183,14 @@ impl Ingress {
         }
     }
 
+    fn routes_lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Fails when another app already serves one of `routes`.
     pub fn check_conflicts(&self, app: &str, routes: &[HttpRoute]) -> Result<(), IngressError> {
-        let all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        for (other, entries) in all.iter().filter(|(name, _)| *name != app) {
-            for entry in entries {
-                if let Some(route) = routes.iter().find(|r| {
-                    r.address == entry.route.address
-                        && r.host == entry.route.host
-                        && r.path == entry.route.path
-                }) {
-                    return Err(IngressError::Conflict {
-                        address: route.address,
-                        host: route
-                            .host
-                            .clone()
-                            .map(|h| format!(" (host {h})"))
-                            .unwrap_or_default(),
-                        path: route.path.clone(),
-                        other: other.clone(),
-                    });
-                }
-            }
-        }
-        Ok(())
+        let all = self.routes_lock();
+        first_clash(app, routes, |key| all.owners.get(key))
     }
 
     /// Binds every address in `addresses` that has no listener yet.
@@ -179,6 +198,8 @@ impl Ingress {
         &self,
         addresses: impl IntoIterator<Item = SocketAddr>,
     ) -> Result<(), IngressError> {
+        // Routes before listeners, as `set_routes_of` takes them.
+        let routes = self.routes_lock();
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for address in addresses {
             if listeners.contains_key(&address) {
@@ -191,7 +212,8 @@ impl Ingress {
             };
             let listener =
                 bind(address).map_err(|source| IngressError::Bind { address, source })?;
-            let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+            let current = routes.tables.get(&address).cloned().unwrap_or_default();
+            let table = Arc::new(ArcSwap::from_pointee(current));
             let task = tokio::spawn(accept_loop(listener, table.clone(), self.max_request_body));
             tracing::info!(%address, "HTTP ingress listening");
             listeners.insert(address, Listener { table, task });
@@ -205,31 +227,49 @@ impl Ingress {
         self.set_routes_of(vec![(app.to_string(), entries)]);
     }
 
-    /// Replaces the routes of many apps, rebuilding each affected listener's table once.
+    /// Replaces the routes of many apps, swapping each affected listener's table once. The
+    /// work is in the routes that change, not in the routes the host serves.
     pub fn set_routes_of(&self, apps: Vec<(String, Vec<RouteEntry>)>) {
-        let mut all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.routes_lock();
+        let Routes {
+            by_app,
+            tables,
+            owners,
+        } = &mut *all;
         let mut affected: BTreeSet<SocketAddr> = BTreeSet::new();
-        for (app, entries) in apps {
-            affected.extend(entries.iter().map(|e| e.route.address));
-            if let Some(old) = all.get(&app) {
-                affected.extend(old.iter().map(|e| e.route.address));
+        // Every old route goes before any new one goes in: within one call a route may move
+        // from one app to another.
+        for (app, _) in &apps {
+            for old in by_app.remove(app).unwrap_or_default() {
+                let (address, key) = key_of(&old.route);
+                affected.insert(address);
+                if owners.get(&(address, key.clone())) == Some(app) {
+                    owners.remove(&(address, key.clone()));
+                    if let Some(table) = tables.get_mut(&address) {
+                        table.routes.remove(&key);
+                    }
+                }
             }
-            if entries.is_empty() {
-                all.remove(&app);
-            } else {
-                all.insert(app, entries);
+        }
+        for (app, entries) in apps {
+            for entry in &entries {
+                let (address, key) = key_of(&entry.route);
+                affected.insert(address);
+                owners.insert((address, key.clone()), app.clone());
+                tables
+                    .entry(address)
+                    .or_default()
+                    .routes
+                    .insert(key, entry.clone());
+            }
+            if !entries.is_empty() {
+                by_app.insert(app, entries);
             }
         }
         let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for address in affected {
-            let table: Vec<RouteEntry> = all
-                .values()
-                .flatten()
-                .filter(|e| e.route.address == address)
-                .cloned()
-                .collect();
-            if let Some(listener) = listeners.get(&address) {
-                listener.table.store(Arc::new(RouteTable::new(table)));
+            if let (Some(listener), Some(table)) = (listeners.get(&address), tables.get(&address)) {
+                listener.table.store(Arc::new(table.clone()));
             }
         }
     }
@@ -241,8 +281,9 @@ impl Ingress {
         host: Option<&str>,
         path: &str,
     ) -> Option<Arc<Workload>> {
-        let all = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let all = self.routes_lock();
         let routes: HashMap<RouteKey, Arc<Workload>> = all
+            .by_app
             .get(app)?
             .iter()
             .filter_map(|e| match &e.target {
@@ -252,7 +293,7 @@ impl Ingress {
                 RouteTarget::Remote { .. } => None,
             })
             .collect();
-        most_specific(&routes, host, path).cloned()
+        most_specific(|key| routes.get(key), host, path).cloned()
     }
 
     /// The addresses being listened on.
@@ -496,7 +537,7 @@ mod tests {
                 (key, format!("{}{p}", h.unwrap_or("*")))
             })
             .collect();
-        most_specific(&keyed, host, path).cloned()
+        most_specific(|key| keyed.get(key), host, path).cloned()
     }
 
     #[test]
@@ -526,5 +567,79 @@ mod tests {
         assert_eq!(find(&routes, None, "/helloworld"), None);
         assert_eq!(find(&routes, None, "/"), None);
         assert_eq!(find(&routes, None, "/hello/").as_deref(), Some("*/hello"));
+    }
+
+    /// Stands for another host: only which app a route names matters here.
+    struct Elsewhere;
+
+    impl Forward for Elsewhere {
+        fn forward(
+            self: Arc<Self>,
+            _app: &str,
+            _req: IngressRequest,
+        ) -> futures::future::BoxFuture<'static, http::Response<WorkloadBody>> {
+            Box::pin(async { text_response(http::StatusCode::BAD_GATEWAY, "elsewhere") })
+        }
+    }
+
+    fn entry(app: &str, path: &str) -> RouteEntry {
+        RouteEntry {
+            route: HttpRoute {
+                component: app.into(),
+                address: "127.0.0.1:1".parse().unwrap(),
+                host: None,
+                path: path.into(),
+            },
+            target: RouteTarget::Remote {
+                app: app.into(),
+                via: Arc::new(Elsewhere),
+            },
+        }
+    }
+
+    /// The app serving `path`, as the listener's table says.
+    fn served_by(ingress: &Ingress, path: &str) -> Option<String> {
+        let routes = ingress.routes_lock();
+        let table = routes.tables.get(&"127.0.0.1:1".parse().unwrap())?;
+        match &table.find(None, path)?.target {
+            RouteTarget::Remote { app, .. } => Some(app.to_string()),
+            RouteTarget::Local(_) => None,
+        }
+    }
+
+    #[test]
+    fn routes_change_per_app_and_may_move_between_apps_in_one_swap() {
+        let ingress = Ingress::default();
+        ingress.set_app_routes("a", vec![entry("a", "/x"), entry("a", "/y")]);
+        ingress.set_app_routes("b", vec![entry("b", "/z")]);
+        let clash = ingress
+            .check_conflicts("c", &[entry("c", "/x").route])
+            .unwrap_err();
+        assert!(
+            matches!(&clash, IngressError::Conflict { other, path, .. } if other == "a" && path == "/x"),
+            "{clash}"
+        );
+        assert!(ingress
+            .check_conflicts("a", &[entry("a", "/x").route])
+            .is_ok());
+        // `/x` moves from a to b in one change.
+        ingress.set_routes_of(vec![
+            ("a".into(), vec![entry("a", "/y")]),
+            ("b".into(), vec![entry("b", "/z"), entry("b", "/x")]),
+        ]);
+        assert_eq!(served_by(&ingress, "/x/deep").as_deref(), Some("b"));
+        assert!(ingress
+            .check_conflicts("b", &[entry("b", "/x").route])
+            .is_ok());
+        assert!(ingress
+            .check_conflicts("a", &[entry("a", "/x").route])
+            .is_err());
+        ingress.set_app_routes("a", Vec::new());
+        assert_eq!(served_by(&ingress, "/y"), None);
+        assert_eq!(served_by(&ingress, "/x").as_deref(), Some("b"));
+        assert!(ingress
+            .check_conflicts("c", &[entry("c", "/y").route])
+            .is_ok());
+        assert!(ingress.local_workload("b", None, "/x").is_none());
     }
 }

@@ -104,6 +104,8 @@ pub enum HostError {
     VersionConflict { app: String, version: String },
     #[error("no app named `{0}` is deployed (see `weft app list`)")]
     NotFound(String),
+    #[error("app `{0}` is given more than once in one deploy; give each app once")]
+    Repeated(String),
     #[error("{what} uses component `{component}` of app `{app}`, but {reason}")]
     SharedUnavailable {
         what: String,
@@ -181,6 +183,78 @@ struct AppEntry {
     _subscriptions: subscriptions::Running,
     /// Apps whose components this one uses, and the version of each it runs with.
     uses: BTreeMap<String, String>,
+}
+
+/// A deploy request checked against what runs and what is stored.
+enum Admitted {
+    /// This exact version serves already.
+    Unchanged(DeployOutcome),
+    /// A version to prepare, and the version it replaces.
+    New {
+        stored: StoredApp,
+        app: App,
+        previous: Option<String>,
+    },
+}
+
+/// One prepared app of a batch, waiting to be stored and switched on.
+struct Ready {
+    /// Its place in the batch's requests.
+    index: usize,
+    stored: StoredApp,
+    prepared: Prepared,
+    previous: Option<String>,
+}
+
+/// The prepared apps of a batch deploy and the routes they claim.
+#[derive(Default)]
+struct Batch {
+    ready: Vec<Ready>,
+    /// Where each route of the batch's apps is served → the app that will serve it.
+    claimed: std::collections::HashMap<ingress::RoutePlace, String>,
+}
+
+impl Batch {
+    fn add(
+        &mut self,
+        index: usize,
+        stored: StoredApp,
+        prepared: Prepared,
+        previous: Option<String>,
+    ) {
+        for route in &prepared.app.routes {
+            self.claimed
+                .insert(ingress::key_of(route), prepared.app.name.clone());
+        }
+        self.ready.push(Ready {
+            index,
+            stored,
+            prepared,
+            previous,
+        });
+    }
+
+    fn holds(&self, name: &str) -> bool {
+        self.ready.iter().any(|r| r.prepared.app.name == name)
+    }
+
+    /// Whether `app` can only be prepared against this batch serving: it uses one of its apps'
+    /// components, or one of its routes is served now by an app this batch replaces.
+    fn must_serve_first(&self, app: &App, ingress: &Ingress) -> bool {
+        if self.ready.is_empty() {
+            return false;
+        }
+        app.uses().iter().any(|used| self.holds(used))
+            || matches!(
+                ingress.check_conflicts(&app.name, &app.routes),
+                Err(IngressError::Conflict { other, .. }) if self.holds(&other)
+            )
+    }
+
+    /// Fails when an earlier app of this batch takes one of `app`'s routes.
+    fn check_routes(&self, app: &App) -> Result<(), IngressError> {
+        ingress::first_clash(&app.name, &app.routes, |place| self.claimed.get(place))
+    }
 }
 
 /// A running host.
@@ -426,9 +500,87 @@ impl Host {
     /// Validates, compiles and links a deploy, then switches the app to it atomically. On any
     /// error the running version, the stored state and every other app are untouched.
     pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, HostError> {
-        let (stored, app) = self.stored_of(request)?;
-        let version = stored.version.clone();
+        let mut results = self.deploy_many(vec![request]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(HostError::Setup("a deploy gave no result".into())))
+    }
+
+    /// Deploys many apps in order, each checked and prepared as [`deploy`](Self::deploy) does,
+    /// with one result per request in the same order. Those that pass are stored in one
+    /// transaction and switched on with one route-table swap per listener; an app that fails
+    /// costs only itself. An app that uses a component of an app earlier in the batch, or takes
+    /// a route an earlier one gives up, is prepared once that app is serving.
+    pub async fn deploy_many(
+        &self,
+        requests: Vec<DeployRequest>,
+    ) -> Vec<Result<DeployOutcome, HostError>> {
         let _guard = self.deploy_lock.lock().await;
+        let mut results: Vec<Option<Result<DeployOutcome, HostError>>> =
+            std::iter::repeat_with(|| None)
+                .take(requests.len())
+                .collect();
+        let mut names = std::collections::HashSet::new();
+        let mut batch = Batch::default();
+        for (index, request) in requests.into_iter().enumerate() {
+            // Thousands of apps prepared in a row must not hold this worker from the requests
+            // queued behind them.
+            if index % 32 == 31 {
+                tokio::task::yield_now().await;
+            }
+            let (stored, app, previous) = match self.admit(request, &mut names) {
+                Ok(Admitted::New {
+                    stored,
+                    app,
+                    previous,
+                }) => (stored, app, previous),
+                Ok(Admitted::Unchanged(outcome)) => {
+                    results[index] = Some(Ok(outcome));
+                    continue;
+                }
+                Err(e) => {
+                    results[index] = Some(Err(e));
+                    continue;
+                }
+            };
+            if batch.must_serve_first(&app, &self.ingress) {
+                self.switch_on(std::mem::take(&mut batch), &mut results)
+                    .await;
+            }
+            if let Err(e) = batch.check_routes(&app) {
+                results[index] = Some(Err(e.into()));
+                continue;
+            }
+            let name = app.name.clone();
+            let version = stored.version.clone();
+            match self.prepare(&stored, app).await {
+                Ok(prepared) => batch.add(index, stored, prepared, previous),
+                Err(e) => {
+                    self.events
+                        .record("refused", format!("{name} {version} not deployed: {e}"));
+                    results[index] = Some(Err(e));
+                }
+            }
+        }
+        self.switch_on(batch, &mut results).await;
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(HostError::Setup("a deploy gave no result".into()))))
+            .collect()
+    }
+
+    /// What a deploy request is before it is prepared: the version running already, or a new
+    /// one that does not clash with a stored version of the same name.
+    fn admit(
+        &self,
+        request: DeployRequest,
+        names: &mut std::collections::HashSet<String>,
+    ) -> Result<Admitted, HostError> {
+        let (stored, app) = self.stored_of(request)?;
+        if !names.insert(app.name.clone()) {
+            return Err(HostError::Repeated(app.name));
+        }
+        let version = stored.version.clone();
         let previous = self.apps_lock().get(&app.name).map(|e| {
             let same = e.stored.manifest == stored.manifest
                 && e.stored.images == stored.images
@@ -438,7 +590,7 @@ impl Host {
         });
         if let Some((running, same, phase, warnings)) = &previous {
             if *running == version && *same && *phase == Phase::Deployed {
-                return Ok(DeployOutcome {
+                return Ok(Admitted::Unchanged(DeployOutcome {
                     app: app.name,
                     version,
                     previous: Some(running.clone()),
@@ -448,7 +600,7 @@ impl Host {
                     relink_failures: Vec::new(),
                     // The running version's, host-side warnings included.
                     warnings: warnings.clone().unwrap_or(app.warnings),
-                });
+                }));
             }
         }
         if let Some(old) = self.store.version(&app.name, &version)? {
@@ -459,55 +611,112 @@ impl Host {
                 });
             }
         }
+        Ok(Admitted::New {
+            stored,
+            app,
+            previous: previous.map(|p| p.0),
+        })
+    }
 
-        let name = app.name.clone();
-        let prepared = match self.prepare(&stored, app).await {
-            Ok(prepared) => prepared,
+    /// Stores a batch of prepared apps in one transaction and switches them on together, then
+    /// re-links the apps that use them; fills in each one's result.
+    async fn switch_on(
+        &self,
+        batch: Batch,
+        results: &mut [Option<Result<DeployOutcome, HostError>>],
+    ) {
+        if batch.ready.is_empty() {
+            return;
+        }
+        let stored: Vec<StoredApp> = batch.ready.iter().map(|r| r.stored.clone()).collect();
+        let dropped = match self
+            .store
+            .put_current_many(&stored, self.config.keep_versions)
+        {
+            Ok(dropped) => dropped,
             Err(e) => {
-                self.events
-                    .record("refused", format!("{name} {version} not deployed: {e}"));
-                return Err(e);
+                for ready in batch.ready {
+                    results[ready.index] = Some(Err(e.clone().into()));
+                }
+                return;
             }
         };
-        let warnings = prepared.app.warnings.clone();
-        let compiled = prepared.compiled;
-        let dropped = self.store.put_current(&stored, self.config.keep_versions)?;
-        self.activate(stored, prepared);
+        let mut outcomes = Vec::with_capacity(batch.ready.len());
+        let mut switched = Vec::with_capacity(batch.ready.len());
+        for ready in batch.ready {
+            let name = ready.prepared.app.name.clone();
+            tracing::info!(app = %name, version = %ready.stored.version, compiled = ready.prepared.compiled, "deployed");
+            outcomes.push((
+                ready.index,
+                DeployOutcome {
+                    app: name,
+                    version: ready.stored.version.clone(),
+                    previous: ready.previous,
+                    compiled: ready.prepared.compiled,
+                    unchanged: false,
+                    relinked: 0,
+                    relink_failures: Vec::new(),
+                    warnings: ready.prepared.app.warnings.clone(),
+                },
+            ));
+            switched.push((ready.stored, ready.prepared));
+        }
+        self.activate_many(switched);
         // Only dropped versions can leave components unused on the deploy path; uploads of
         // refused deploys are left to the periodic sweep.
         if dropped > 0 {
             self.collect_garbage();
         }
-        tracing::info!(app = %name, %version, compiled, "deployed");
-        self.events
-            .record("deployed", format!("{name} {version} deployed"));
-        let (relinked, relink_failures) = self.relink_dependents(&name).await;
-        if relinked > 0 || !relink_failures.is_empty() {
-            self.events.record(
-                "relinked",
-                format!(
-                    "{relinked} apps re-linked to {name} {version}{}",
-                    if relink_failures.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} left on the previous version", relink_failures.len())
-                    }
+        self.events.record(
+            "deployed",
+            match outcomes.as_slice() {
+                [(_, one)] => format!("{} {} deployed", one.app, one.version),
+                many => format!(
+                    "{} apps deployed: {}{}",
+                    many.len(),
+                    many.iter()
+                        .take(5)
+                        .map(|(_, o)| format!("{} {}", o.app, o.version))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if many.len() > 5 { ", …" } else { "" }
                 ),
-            );
+            },
+        );
+        let used: BTreeSet<String> = self
+            .apps_lock()
+            .values()
+            .flat_map(|e| e.uses.keys().cloned())
+            .collect();
+        for (index, mut outcome) in outcomes {
+            if used.contains(&outcome.app) {
+                let (relinked, failures) = self.relink_dependents(&outcome.app).await;
+                self.record_relinks(&outcome, relinked, &failures);
+                outcome.relinked = relinked;
+                outcome.relink_failures = failures;
+            }
+            results[index] = Some(Ok(outcome));
         }
-        if relinked > 0 || !relink_failures.is_empty() {
-            tracing::info!(app = %name, relinked, failed = relink_failures.len(), "dependents re-linked");
+    }
+
+    /// Tells the log and the dashboard how re-linking the users of a deployed app went.
+    fn record_relinks(&self, deployed: &DeployOutcome, relinked: u32, failures: &[String]) {
+        if relinked == 0 && failures.is_empty() {
+            return;
         }
-        Ok(DeployOutcome {
-            app: name,
-            version,
-            previous: previous.map(|p| p.0),
-            compiled,
-            unchanged: false,
-            relinked,
-            relink_failures,
-            warnings,
-        })
+        let (name, version) = (&deployed.app, &deployed.version);
+        self.events.record(
+            "relinked",
+            format!(
+                "{relinked} apps re-linked to {name} {version}{}",
+                if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} left on the previous version", failures.len())
+                }
+            ),
+        );
+        tracing::info!(app = %name, relinked, failed = failures.len(), "dependents re-linked");
     }
 
     /// Checks a deploy as `deploy` would (manifest, images, compilation, imports against

@@ -55,7 +55,7 @@ impl StoredApp {
 }
 
 /// Why the state store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("state store {path}: {message}")]
 pub struct StoreError {
     path: String,
@@ -134,28 +134,40 @@ impl StateStore {
     /// `keep` most recent versions (the current one always) and dropping older ones; returns
     /// how many it dropped.
     pub fn put_current(&self, app: &StoredApp, keep: usize) -> Result<usize, StoreError> {
+        self.put_current_many(std::slice::from_ref(app), keep)
+    }
+
+    /// [`put_current`](Self::put_current) for many apps in one transaction: one commit (one
+    /// sync to disk) however many apps, all stored or none.
+    pub fn put_current_many(&self, apps: &[StoredApp], keep: usize) -> Result<usize, StoreError> {
         let mut dropped = 0;
-        let json = serde_json::to_vec(app).map_err(|e| self.err(e))?;
+        let records: Vec<Vec<u8>> = apps
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
         self.write(|txn| {
             let mut versions = txn.open_table(VERSIONS)?;
-            versions.insert(key(&app.name, &app.version).as_str(), json.as_slice())?;
-            txn.open_table(CURRENT)?
-                .insert(app.name.as_str(), app.version.as_str())?;
-            let mut older: Vec<(u64, String)> = Vec::new();
-            for (k, v) in versions_of(&versions, &app.name)? {
-                let Ok(stored) = serde_json::from_slice::<StoredApp>(&v) else {
-                    continue;
-                };
-                if stored.version != app.version {
-                    older.push((stored.deployed_at, k));
+            let mut current = txn.open_table(CURRENT)?;
+            for (app, json) in apps.iter().zip(&records) {
+                versions.insert(key(&app.name, &app.version).as_str(), json.as_slice())?;
+                current.insert(app.name.as_str(), app.version.as_str())?;
+                let mut older: Vec<(u64, String)> = Vec::new();
+                for (k, v) in versions_of(&versions, &app.name)? {
+                    let Ok(stored) = serde_json::from_slice::<StoredApp>(&v) else {
+                        continue;
+                    };
+                    if stored.version != app.version {
+                        older.push((stored.deployed_at, k));
+                    }
                 }
+                older.sort();
+                let excess = (older.len() + 1).saturating_sub(keep.max(1));
+                for (_, k) in older.into_iter().take(excess) {
+                    versions.remove(k.as_str())?;
+                }
+                dropped += excess;
             }
-            older.sort();
-            let excess = (older.len() + 1).saturating_sub(keep.max(1));
-            for (_, k) in older.into_iter().take(excess) {
-                versions.remove(k.as_str())?;
-            }
-            dropped = excess;
             Ok(())
         })?;
         Ok(dropped)
@@ -254,6 +266,16 @@ mod tests {
         }
     }
 
+    /// The versions kept of `name`, oldest first.
+    fn versions_of_app(store: &StateStore, name: &str) -> Vec<String> {
+        store
+            .versions(name)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.version)
+            .collect()
+    }
+
     #[test]
     fn versions_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -267,12 +289,7 @@ mod tests {
         let store = StateStore::open(&path).unwrap();
         let current = store.current_apps().unwrap();
         assert_eq!(current, vec![app("a", "v2", 2), app("ab", "v1", 3)]);
-        let versions: Vec<_> = store
-            .versions("a")
-            .unwrap()
-            .into_iter()
-            .map(|a| a.version)
-            .collect();
+        let versions = versions_of_app(&store, "a");
         assert_eq!(versions, ["v1", "v2"]);
         assert!(store.remove("a").unwrap());
         assert!(store.versions("a").unwrap().is_empty());
@@ -295,12 +312,7 @@ mod tests {
                 store.put_current(&big(version), 3).unwrap();
             }
             store.put_current(&app("b", "v1", 1), 3).unwrap();
-            let kept: Vec<_> = store
-                .versions("a")
-                .unwrap()
-                .into_iter()
-                .map(|a| a.version)
-                .collect();
+            let kept = versions_of_app(&store, "a");
             assert_eq!(kept, ["v298", "v299", "v300"]);
             assert_eq!(
                 store.referenced_digests().unwrap(),
@@ -320,5 +332,29 @@ mod tests {
         );
         assert_eq!(store.current_apps().unwrap().len(), 2);
         assert_eq!(store.versions("a").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn many_apps_go_in_one_transaction_and_keep_their_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path).unwrap();
+            store.put_current(&app("a", "v1", 1), 2).unwrap();
+            store.put_current(&app("a", "v2", 2), 2).unwrap();
+            let batch: Vec<StoredApp> = (0..500)
+                .map(|i| app(&format!("app{i}"), "v1", 3))
+                .chain([app("a", "v3", 3)])
+                .collect();
+            assert_eq!(store.put_current_many(&batch, 2).unwrap(), 1);
+        }
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.current_apps().unwrap().len(), 501);
+        let kept = versions_of_app(&store, "a");
+        assert_eq!(kept, ["v2", "v3"]);
+        assert_eq!(
+            store.version("app499", "v1").unwrap(),
+            Some(app("app499", "v1", 3))
+        );
     }
 }

@@ -604,7 +604,9 @@ pub struct BuildArgs {
 /// `weft app …`.
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Deploy a manifest (a new version replaces the running one with no failed request)
+    /// Deploy manifests (a new version replaces the running one with no failed request); several
+    /// go in one batch: the host stores and switches on those that pass together
+    #[command(after_help = "Examples:\n  weft app deploy app.yaml\n  weft app deploy apps/*.yaml")]
     Deploy(DeployArgs),
     /// List deployed apps
     List(HostOutput),
@@ -631,9 +633,9 @@ pub struct ValidateArgs {
 /// `weft app deploy`.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The app manifest
-    #[arg(value_name = "APP.yaml")]
-    pub manifest: PathBuf,
+    /// The app manifests
+    #[arg(value_name = "APP.yaml", required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
     /// Build each component project before deploying
     #[arg(long)]
     pub build: bool,

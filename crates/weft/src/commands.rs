@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use weft_client::{default_state_dir, prepare_deploy, Client, PreparedDeploy};
 use weft_controller::Controller;
+use weft_host::api::BatchResult;
 use weft_host::member::{LatticeOptions, Member};
 use weft_host::{AppStatus, DeployOutcome, Host, HostConfig};
 
@@ -807,7 +808,7 @@ fn print_app_line(app: &AppStatus) {
 async fn app(global: &Global, command: AppCommand) -> Result<()> {
     match command {
         AppCommand::Deploy(DeployArgs {
-            manifest,
+            manifests,
             build,
             output,
             registry,
@@ -815,12 +816,43 @@ async fn app(global: &Global, command: AppCommand) -> Result<()> {
         }) => {
             let client = client(global, &connection)?;
             let registries = registry.registries();
-            let prepared = prepare(manifest, build, &registries).await?;
-            let outcome = client.deploy(&prepared, &registries).await?;
+            // Every manifest is read (and built) before anything is sent: a broken file stops
+            // the whole command, with nothing deployed.
+            let mut prepared = Vec::with_capacity(manifests.len());
+            for manifest in manifests {
+                prepared.push(prepare(manifest, build, &registries).await?);
+            }
+            if let [one] = prepared.as_slice() {
+                let outcome = client.deploy(one, &registries).await?;
+                if output.json {
+                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                } else {
+                    print_outcome(&outcome);
+                }
+                return Ok(());
+            }
+            let batch = client.deploy_many(&prepared, &registries).await?;
             if output.json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-            } else {
-                print_outcome(&outcome);
+                println!("{}", serde_json::to_string_pretty(&batch)?);
+            }
+            let mut refused = 0;
+            for result in &batch.results {
+                match result {
+                    BatchResult::Deployed(outcome) if !output.json => print_outcome(outcome),
+                    BatchResult::Deployed(_) => {}
+                    BatchResult::Refused { origin, error, .. } => {
+                        refused += 1;
+                        if !output.json {
+                            eprintln!("error: {origin}: {error}");
+                        }
+                    }
+                }
+            }
+            if refused > 0 {
+                anyhow::bail!(
+                    "{refused} of {} apps were not deployed (the others are serving)",
+                    batch.results.len()
+                );
             }
         }
         AppCommand::List(HostOutput { output, connection }) => {

@@ -497,6 +497,87 @@ fn bad_deploys_are_refused_and_the_running_version_keeps_answering() {
 }
 
 #[test]
+fn a_batch_deploy_serves_the_apps_that_pass_and_names_each_refusal() {
+    let g = guests();
+    let s = Scene::new();
+    let port = s.port;
+    let mut host = Host::start(&[]);
+    host.deploy(&s.manifest(
+        "running",
+        "v1",
+        &[route("running", &g.hello, port, "/taken")],
+    ));
+    let app = |name: &str, version: &str, path: &str| {
+        s.manifest(name, version, &[route(name, &g.hello, port, path)])
+    };
+    let batch = [
+        app("app0", "v1", "/app0"),
+        app("app1", "v1", "/app1"),
+        // Takes a route an earlier app of the batch takes.
+        app("clash", "v1", "/app1"),
+        // Takes a route another app serves.
+        app("thief", "v1", "/taken"),
+        // The same app twice in one batch.
+        app("app0", "v2", "/other"),
+        // A running app gives up its route, and a later app of the batch takes it.
+        app("running", "v2", "/moved"),
+        app("newcomer", "v1", "/taken"),
+        app("app2", "v1", "/app2"),
+    ];
+    let mut args = vec!["app", "deploy", "--json"];
+    args.extend(batch.iter().map(|p| p.to_str().unwrap()));
+    let out = host.cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 of 8 apps were not deployed (the others are serving)"),
+        "{stderr}"
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = outcome["results"].as_array().unwrap();
+    let refusal = |i: usize| {
+        let refused = &results[i]["refused"];
+        assert_eq!(refused["status"], 422, "{refused}");
+        assert!(refused["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with(batch[i].file_name().unwrap().to_str().unwrap()));
+        refused["error"].as_str().unwrap().to_string()
+    };
+    assert!(refusal(2).contains("/app1 is already served by app `app1`"));
+    assert!(refusal(3).contains("/taken is already served by app `running`"));
+    assert!(refusal(4).contains("app `app0` is given more than once in one deploy"));
+    for (i, name) in [
+        (0, "app0"),
+        (1, "app1"),
+        (5, "running"),
+        (6, "newcomer"),
+        (7, "app2"),
+    ] {
+        assert_eq!(results[i]["deployed"]["app"], name, "{}", results[i]);
+    }
+    assert_eq!(results[5]["deployed"]["previous"], "v1");
+
+    let answers = |host: &Host| {
+        for path in ["/app0", "/app1", "/app2", "/moved", "/taken"] {
+            let (status, body) = get(&format!("http://127.0.0.1:{port}{path}"));
+            assert_eq!(status, 200, "{path}: {body}\n{}", host.log());
+        }
+        assert_eq!(get(&format!("http://127.0.0.1:{port}/other")).0, 404);
+    };
+    answers(&host);
+    // Stored together: a restarted host serves the same apps.
+    host.stop();
+    host.restart(&[]);
+    answers(&host);
+    let list = host.cli_ok(&["app", "list"]);
+    for name in ["app0", "app1", "app2", "running", "newcomer"] {
+        assert!(list.contains(name), "{list}");
+    }
+    assert!(!list.contains("clash") && !list.contains("thief"), "{list}");
+}
+
+#[test]
 fn redeploying_an_unchanged_component_compiles_nothing() {
     let g = guests();
     let host = Host::start(&[]);
@@ -1053,10 +1134,10 @@ fn control_api_bodies_are_bounded_per_route() {
     };
     let secret = declare("PUT", "/v1/secrets/big", 128 * 1024);
     assert!(secret.starts_with("HTTP/1.1 413"), "{secret}");
-    let manifest = declare("POST", "/v1/apps", 8 * 1024 * 1024);
+    let manifest = declare("POST", "/v1/apps", 80 * 1024 * 1024);
     assert!(manifest.starts_with("HTTP/1.1 413"), "{manifest}");
     assert!(
-        manifest.contains("larger than the 4194304 bytes /v1/apps accepts"),
+        manifest.contains("larger than the 67108864 bytes /v1/apps accepts"),
         "{manifest}"
     );
     // Component uploads are larger (rust_and_python_apps_served_through_the_cli uploads an
