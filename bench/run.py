@@ -2,6 +2,7 @@
 """weft's benchmarks: each builds what it needs, runs side by side in one run, prints ratios.
 
     python3 bench/run.py http        # hello and hello-py: weft fresh / weft warm / wasmtime serve
+    python3 bench/run.py scaling     # Rust hello fresh on 1 core and 2 (taskset): weft vs wasmtime serve
     python3 bench/run.py coldstart   # first request of each of N idle apps, fresh connections
     python3 bench/run.py density     # N apps on one host: deploy time, RSS per idle app
     python3 bench/run.py inflight    # memory per in-flight request at N concurrent requests
@@ -134,11 +135,11 @@ def http_route(target, port, path):
 class Weft:
     """A `weft up` process on a fresh state dir, driven through its control API."""
 
-    def __init__(self, manifests=(), args=(), binary=None, env=None):
+    def __init__(self, manifests=(), args=(), binary=None, env=None, prefix=()):
         self.state = tempfile.mkdtemp(prefix="weft-bench-")
         self.log = open(os.path.join(self.state, "weft.log"), "w")
         self.proc = subprocess.Popen(
-            [binary or WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
+            [*prefix, binary or WEFT, "--state-dir", self.state, "up", "--control-addr", "127.0.0.1:0", *args, *manifests],
             stdout=self.log, stderr=self.log, env={**os.environ, "WEFT_LOG": "warn", **(env or {})},
         )
         deadline = time.time() + 600
@@ -259,10 +260,11 @@ WASMTIME_POOLING_TUNED = ("pooling-allocator,pooling-memory-keep-resident=104857
                           "pooling-table-keep-resident=131072,pooling-pagemap-scan=auto")
 
 
-def wasmtime_serve(image, flags):
-    """`wasmtime serve` of `image` with `flags` on a free port: (port, process)."""
+def wasmtime_serve(image, flags, prefix=()):
+    """`wasmtime serve` of `image` with `flags` on a free port (run under `prefix`, e.g. taskset):
+    (port, process)."""
     port = free_port()
-    proc = subprocess.Popen(["wasmtime", "serve", *flags, "--addr", f"127.0.0.1:{port}", image],
+    proc = subprocess.Popen([*prefix, "wasmtime", "serve", *flags, "--addr", f"127.0.0.1:{port}", image],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
     return port, proc
@@ -325,6 +327,57 @@ def bench_http(images, smoke):
     finally:
         weft.stop()
         for _, proc in peers.values():
+            proc.terminate()
+
+
+def bench_scaling(images, smoke):
+    """The Rust hello, a fresh instance per request, with each server started on 1 core and on
+    2 (`taskset`, so each sizes its threads to what it is given): how weft and tuned `wasmtime
+    serve` grow with cores. wrk is not pinned: on a 2-core machine it shares the cores."""
+    duration = "1s" if smoke else os.environ.get("DURATION", "10s")
+    connections = int(os.environ.get("CONNECTIONS", "16"))
+    rounds = 1 if smoke else int(os.environ.get("ROUNDS", "3"))
+    cores = sorted({1, min(2, os.cpu_count() or 1), os.cpu_count() or 1})
+    tmp = tempfile.mkdtemp()
+    servers, wefts, peers = [], [], []
+    try:
+        for n in cores:
+            pin = ["taskset", "-c", f"0-{n - 1}"]
+            port = free_port()
+            f = os.path.join(tmp, f"hello-{n}.yaml")
+            open(f, "w").write(manifest("hello", images["hello"], port, "/hello"))
+            wefts.append(Weft([f], prefix=pin))
+            servers.append(("weft fresh", n, port, "/hello"))
+            if shutil.which("wasmtime"):
+                p, proc = wasmtime_serve(images["hello"], ["-Scli", "-O", WASMTIME_POOLING_TUNED], prefix=pin)
+                peers.append(proc)
+                servers.append(("wasmtime serve, tuned", n, p, "/"))
+        for _, _, p, path in servers:
+            status, body, _ = get(p, path)
+            assert status == 200 and body.startswith("Hello from Rust"), (p, status, body)
+        runs = {(label, n): [] for label, n, _, _ in servers}
+        for _ in range(rounds):
+            for label, n, p, path in servers:
+                runs[(label, n)].append(wrk(p, path, duration, connections)["rps"])
+        rps = {key: statistics.median(rs) for key, rs in runs.items()}
+        labels = list(dict.fromkeys(label for label, _, _, _ in servers))
+        rows = []
+        for label in labels:
+            row = [label] + [f"{rps[(label, n)]:.0f}" for n in cores]
+            row.append(f"{rps[(label, cores[-1])] / rps[(label, cores[0])]:.2f}x")
+            rows.append(row)
+        if len(labels) == 2:
+            rows.append(["weft / wasmtime serve"] + [f"{rps[(labels[0], n)] / rps[(labels[1], n)]:.2f}x"
+                                                     for n in cores] + [""])
+        print_table(f"Scaling with cores: Rust hello, fresh instance per request (wrk -t2 -c{connections}, "
+                    f"{duration} per run, median of {rounds} alternating rounds; servers under taskset, "
+                    f"wrk not pinned; tuned = -Scli -O {WASMTIME_POOLING_TUNED})",
+                    ["server", *[f"{n} core{'s' if n > 1 else ''} req/s" for n in cores],
+                     f"{cores[-1]} / {cores[0]}"], rows)
+    finally:
+        for weft in wefts:
+            weft.stop()
+        for proc in peers:
             proc.terminate()
 
 
@@ -1499,9 +1552,9 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "coldstart", "density", "inflight", "fleet", "lattice",
-                                          "failover", "baseline", "isolation", "noisy", "tls", "oci", "sql",
-                                          "metrics", "p3", "all"])
+    parser.add_argument("bench", choices=["http", "scaling", "coldstart", "density", "inflight", "fleet",
+                                          "lattice", "failover", "baseline", "isolation", "noisy", "tls", "oci",
+                                          "sql", "metrics", "p3", "all"])
     parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
@@ -1514,7 +1567,7 @@ def main():
                            or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = (["http", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
+    chosen = (["http", "scaling", "coldstart", "density", "inflight", "fleet", "lattice", "failover", "isolation",
                "noisy", "tls", "oci", "sql", "metrics", "p3"]
               if args.bench == "all" else [args.bench])
     for name in chosen:

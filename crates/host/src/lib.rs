@@ -191,8 +191,8 @@ enum Admitted {
     Unchanged(DeployOutcome),
     /// A version to prepare, and the version it replaces.
     New {
-        stored: StoredApp,
-        app: App,
+        stored: Box<StoredApp>,
+        app: Box<App>,
         previous: Option<String>,
     },
 }
@@ -533,7 +533,7 @@ impl Host {
                     stored,
                     app,
                     previous,
-                }) => (stored, app, previous),
+                }) => (*stored, *app, previous),
                 Ok(Admitted::Unchanged(outcome)) => {
                     results[index] = Some(Ok(outcome));
                     continue;
@@ -612,8 +612,8 @@ impl Host {
             }
         }
         Ok(Admitted::New {
-            stored,
-            app,
+            stored: Box::new(stored),
+            app: Box::new(app),
             previous: previous.map(|p| p.0),
         })
     }
