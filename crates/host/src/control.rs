@@ -395,20 +395,24 @@ async fn app_status(State(state): State<ControlState>, UrlPath(name): UrlPath<St
 }
 
 async fn deploy(State(state): State<ControlState>, body: Bytes) -> Response {
+    /// Only whether the body is a batch: its apps are skipped over, not kept.
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        apps: Option<serde::de::IgnoredAny>,
+    }
     let bad =
         |e: serde_json::Error| error(StatusCode::BAD_REQUEST, format!("bad deploy request: {e}"));
-    let request: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(request) => request,
+    match serde_json::from_slice::<Shape>(&body) {
+        Ok(Shape { apps: Some(_) }) => {
+            return match serde_json::from_slice::<DeployBatch>(&body) {
+                Ok(batch) => Json(deploy_batch(&state, batch).await).into_response(),
+                Err(e) => bad(e),
+            }
+        }
+        Ok(Shape { apps: None }) => {}
         Err(e) => return bad(e),
-    };
-    if request.get("apps").is_some() {
-        let batch: DeployBatch = match serde_json::from_value(request) {
-            Ok(batch) => batch,
-            Err(e) => return bad(e),
-        };
-        return Json(deploy_batch(&state, batch).await).into_response();
     }
-    let request: DeployRequest = match serde_json::from_value(request) {
+    let request: DeployRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return bad(e),
     };

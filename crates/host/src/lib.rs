@@ -628,7 +628,7 @@ impl Host {
         if batch.ready.is_empty() {
             return;
         }
-        let stored: Vec<StoredApp> = batch.ready.iter().map(|r| r.stored.clone()).collect();
+        let stored: Vec<&StoredApp> = batch.ready.iter().map(|r| &r.stored).collect();
         let dropped = match self
             .store
             .put_current_many(&stored, self.config.keep_versions)

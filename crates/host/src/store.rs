@@ -134,12 +134,12 @@ impl StateStore {
     /// `keep` most recent versions (the current one always) and dropping older ones; returns
     /// how many it dropped.
     pub fn put_current(&self, app: &StoredApp, keep: usize) -> Result<usize, StoreError> {
-        self.put_current_many(std::slice::from_ref(app), keep)
+        self.put_current_many(&[app], keep)
     }
 
     /// [`put_current`](Self::put_current) for many apps in one transaction: one commit (one
     /// sync to disk) however many apps, all stored or none.
-    pub fn put_current_many(&self, apps: &[StoredApp], keep: usize) -> Result<usize, StoreError> {
+    pub fn put_current_many(&self, apps: &[&StoredApp], keep: usize) -> Result<usize, StoreError> {
         let mut dropped = 0;
         let records: Vec<Vec<u8>> = apps
             .iter()
@@ -346,6 +346,7 @@ mod tests {
                 .map(|i| app(&format!("app{i}"), "v1", 3))
                 .chain([app("a", "v3", 3)])
                 .collect();
+            let batch: Vec<&StoredApp> = batch.iter().collect();
             assert_eq!(store.put_current_many(&batch, 2).unwrap(), 1);
         }
         let store = StateStore::open(&path).unwrap();
