@@ -454,20 +454,19 @@ async fn up(global: &Global, args: UpArgs) -> Result<()> {
     .await
 }
 
-/// Stores a given app's components and deploys it on this host.
-async fn deploy_given(
+/// Stores a given app's components on this host, fetching those of OCI images.
+async fn store_components(
     host: &Host,
-    apps: &dyn weft_host::apps::Apps,
-    deploy: PreparedDeploy,
+    deploy: &PreparedDeploy,
     registries: &weft_oci::Registries,
-) -> Result<DeployOutcome> {
+) -> Result<()> {
     for digest in deploy.digests() {
         if !host.blobs().contains(digest)? {
             let bytes = deploy.bytes_of(digest, registries).await?;
             host.blobs().put(digest, &bytes)?;
         }
     }
-    Ok(apps.deploy(deploy.request).await?)
+    Ok(())
 }
 
 async fn serve(global: &Global, args: Serving) -> Result<()> {
@@ -510,15 +509,27 @@ async fn serve(global: &Global, args: Serving) -> Result<()> {
     };
     let apps = weft_host::apps::apps_of(&host, lattice.as_ref().map(|(m, _, _)| m));
     // One app that cannot be served (its port is taken, an import nothing provides) is reported
-    // and left out; the others are served, as when a restarted host restores its apps.
+    // and left out; the others are served, as when a restarted host restores its apps. They go
+    // in one batch: stored together, switched on together.
+    let not_served = |name: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(app = %name, "not served: {e:#}");
+        eprintln!("error: app `{name}` is not served: {e:#}");
+    };
+    let mut requests = Vec::with_capacity(deploys.len());
+    let mut names = Vec::with_capacity(deploys.len());
     for deploy in deploys {
-        let name = deploy.app_name.clone();
-        match deploy_given(&host, apps.as_ref(), deploy, &args.registries).await {
-            Ok(outcome) => print_outcome(&outcome),
-            Err(e) => {
-                tracing::error!(app = %name, "not served: {e:#}");
-                eprintln!("error: app `{name}` is not served: {e:#}");
+        match store_components(&host, &deploy, &args.registries).await {
+            Ok(()) => {
+                names.push(deploy.app_name);
+                requests.push(deploy.request);
             }
+            Err(e) => not_served(&deploy.app_name, &e),
+        }
+    }
+    for (name, result) in names.iter().zip(apps.deploy_many(requests).await) {
+        match result {
+            Ok(outcome) => print_outcome(&outcome),
+            Err(e) => not_served(name, &e),
         }
     }
 
