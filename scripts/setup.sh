@@ -16,8 +16,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 # postgresql's server binaries run the SQL tests' database (the tests start their own cluster).
 # prometheus scrapes a host in the metrics test; chromium and chromium-driver (chromedriver) drive
 # the dashboard test's headless browser. openssl makes the test CAs and certificates of the NATS
-# TLS tests and benchmark.
-apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus chromium chromium-driver openssl)
+# TLS tests and benchmark. wrk drives the load of the benchmarks, which the test suite also runs
+# once at tiny sizes.
+apt_packages=(pkg-config redis-server nats-server docker-registry postgresql prometheus chromium chromium-driver openssl wrk)
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   apt_packages+=(rustc-web cargo-web rust-web-src lld-19 wasi-libc)
 fi
