@@ -7,6 +7,7 @@ mod engine;
 mod exports;
 mod guest_log;
 mod handler;
+mod linked_http;
 mod links;
 mod long_running;
 mod middleware;
@@ -178,6 +179,9 @@ impl EngineSide {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| setup(&e))?;
+        if kind == EngineKind::Plain {
+            linked_http::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
+        }
         if kind == EngineKind::Concurrent {
             // WASI 0.3 beside 0.2: their interfaces are versioned apart, so one linker serves
             // both; only a concurrent engine can run 0.3's.

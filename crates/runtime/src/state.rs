@@ -172,6 +172,17 @@ pub struct OutgoingPolicy {
     pub(crate) serve_apart: bool,
 }
 
+impl OutgoingPolicy {
+    /// The linked component a request to `authority` goes to, if any: the next handler for the
+    /// one request a middleware passes on, else the component linked under that authority.
+    pub(crate) fn local_target(&mut self, authority: Option<&str>) -> Option<Arc<Workload>> {
+        std::mem::take(&mut self.to_next_handler)
+            .then(|| self.next_handler.clone())
+            .flatten()
+            .or_else(|| self.local.get(authority?).cloned())
+    }
+}
+
 type SendResult = Result<
     (
         http::Response<HyperOutgoingBody>,
@@ -191,18 +202,10 @@ impl WasiHttpHooks for OutgoingPolicy {
         // itself runs on a task of its own and carries the span there.
         let span = weft_telemetry::http_client_span(request.method(), request.uri());
         weft_telemetry::inject_http(&span, request.headers_mut());
-        let next_handler = std::mem::take(&mut self.to_next_handler)
-            .then(|| self.next_handler.clone())
-            .flatten();
         // A linked component answers in-process: the request never touches the network, and the
         // link itself is the grant, so the allow-list does not apply.
-        if let Some(target) = next_handler.or_else(|| {
-            request
-                .uri()
-                .authority()
-                .and_then(|a| self.local.get(a.as_str()))
-                .cloned()
-        }) {
+        let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+        if let Some(target) = self.local_target(authority.as_deref()) {
             let served = async move { target.serve(request).await }.instrument(span);
             let serving = if self.serve_apart {
                 let task = tokio::spawn(served);
