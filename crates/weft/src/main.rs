@@ -19,6 +19,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
+    errors_without_backtraces();
     quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
     let serves = matches!(
@@ -116,4 +117,16 @@ fn quiet_on_closed_stdout() {
         }
         default_hook(info);
     }));
+}
+
+/// On a serving host, errors are ordinary values on the request path: a header a guest may not
+/// set, a capability call refused, a guest's trap. With `RUST_BACKTRACE` set (as many machines
+/// have it), each would capture a stack trace, tens of microseconds a time; a `perf` profile of
+/// the harness hop put 2-3% of it there. Panics keep their backtraces; `RUST_LIB_BACKTRACE=1`
+/// brings errors' back.
+fn errors_without_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Before any thread starts, so no other thread reads the environment meanwhile.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }
