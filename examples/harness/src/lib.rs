@@ -135,8 +135,9 @@ fn relay(
     request_id: &str,
 ) -> Result<u16, (ResponseOutparam, String)> {
     let headers = request.headers().clone();
+    // The token stays here. (`host` needs no deleting: it is not among the headers a guest
+    // sees, and the runtime sets it from the authority.)
     let _ = headers.delete("authorization");
-    let _ = headers.delete("host");
     let _ = headers.set("x-request-id", &[request_id.as_bytes().to_vec()]);
     let outgoing = OutgoingRequest::new(headers);
     let _ = outgoing.set_method(&request.method());
