@@ -82,6 +82,57 @@ fn bodies_stream_through_the_harness_both_ways() {
 }
 
 #[test]
+fn the_0_2_harness_fronts_a_0_3_component_and_a_trapping_one() {
+    // The harness starts its inner on its own task; an inner on the other engine, and one that
+    // traps while it is started there, come back to the harness like any other answer (a trap
+    // is the inner's 500, which the harness relays).
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let _ = put_secret(&host, "platform-token", "t");
+    host.deploy(&guarded_app(
+        s.dir.path(),
+        "p3",
+        s.port,
+        &extra_guest("hello-p3"),
+    ));
+    host.deploy(&guarded_app(s.dir.path(), "bad", s.port, &g.misbehave));
+    let call = |path: &str| {
+        let response = http()
+            .get(format!("http://127.0.0.1:{}{path}", s.port))
+            .bearer_auth("t")
+            .send()
+            .unwrap();
+        let version = response.headers().get("x-harness-version").cloned();
+        (
+            response.status().as_u16(),
+            version,
+            response.text().unwrap(),
+        )
+    };
+    for _ in 0..3 {
+        let (status, version, body) = call("/p3/page");
+        assert_eq!(status, 200, "{body}\n{}", host.log());
+        assert_eq!(version.unwrap(), "1.0.0");
+        assert!(
+            body.starts_with("Hello from a WASI 0.3 component"),
+            "{body}"
+        );
+
+        let (status, version, body) = call("/bad/trap");
+        assert_eq!(status, 500, "{body}");
+        assert_eq!(
+            version.unwrap(),
+            "1.0.0",
+            "the harness relays its inner's failure"
+        );
+        assert!(body.contains("guest trapped"), "{body}");
+    }
+    let (status, _, body) = call("/p3/again");
+    assert_eq!(status, 200, "the host serves on after the traps: {body}");
+}
+
+#[test]
 fn a_component_link_is_not_a_way_out() {
     // The inner answers only through the harness: a request to its name from a component
     // without the link is refused like any ungranted host.
