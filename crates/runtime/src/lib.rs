@@ -3,6 +3,7 @@
 
 mod budget;
 mod cache;
+mod driven_body;
 mod engine;
 mod exports;
 mod guest_log;

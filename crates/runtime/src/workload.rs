@@ -17,6 +17,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
+use crate::driven_body::DrivenBody;
 use crate::long_running::{CallRecord, Demotable, Pace};
 use crate::service::Service;
 use crate::state::{Access, InstanceState, MemoryLimitExceeded};
@@ -344,8 +345,12 @@ impl Workload {
                 // The sender went away without a response: the instance failed before setting one.
                 return self.failed(failure_of(instance.await));
             }
+            // The guest goes on writing its body as the connection reads it, on the same task;
+            // the capability calls it makes meanwhile stay in its trace.
+            Ok(Ok(Ok(response))) => Ok(Ok(response.map(|body| {
+                DrivenBody::new(body, instance, tracing::Span::current()).boxed_unsync()
+            }))),
             Ok(response) => {
-                // The capability calls it makes while streaming its body stay in its trace.
                 tokio::spawn(instance.instrument(tracing::Span::current()));
                 response
             }
