@@ -416,6 +416,9 @@ def bench_coldstart(images, smoke):
             status, body, elapsed = get(port, f"/cold{i}")
             assert status == 200 and body.startswith("Hello from Rust"), (status, body)
             times.append(elapsed * 1000)
+        # A second request to each app: a fresh instance again, but of an app already served once,
+        # so the difference to the first is what a cold app costs beyond instantiating.
+        again = sorted(get(port, f"/cold{i}")[2] * 1000 for i in range(count))
         # The same client against an instance-free answer (weft's own 404) on a fresh connection:
         # what the client and TCP cost without any Wasm, to read the figures against.
         floor = sorted(get(port, "/none")[2] * 1000 for _ in range(min(count, 200)))
@@ -423,6 +426,7 @@ def bench_coldstart(images, smoke):
         q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))]
         print_table(f"Cold start: first request of each of {count} idle apps", ("measure", "p50 ms", "p99 ms"), [
             ("first request, fresh instance, new connection", f"{q(times, .5):.3f}", f"{q(times, .99):.3f}"),
+            ("second request of the same app, fresh instance, new connection", f"{q(again, .5):.3f}", f"{q(again, .99):.3f}"),
             ("floor: 404 from the router, new connection", f"{q(floor, .5):.3f}", f"{q(floor, .99):.3f}"),
         ])
     finally:
