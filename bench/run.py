@@ -263,9 +263,14 @@ def machine():
 # `wasmtime serve`'s pooling settings at their best for the Rust hello: the ones weft uses.
 WASMTIME_POOLING_TUNED = ("pooling-allocator,pooling-memory-keep-resident=1048576,"
                           "pooling-table-keep-resident=131072,pooling-pagemap-scan=auto")
-# For CPython, whose instances dirty tens of MiB, keeping all of its memory resident is its best
-# (of 1, 16 and 64 MiB side by side: 235, 245, 250 req/s on 2026-12-03).
-WASMTIME_POOLING_TUNED_PY = WASMTIME_POOLING_TUNED.replace("keep-resident=1048576", "keep-resident=67108864")
+# For CPython, which dirties a few hundred pages scattered over its 11.5 MB image each request:
+# more than the 32 regions a PAGEMAP_SCAN reset records, so with the scan on the rest is
+# decommitted and faulted back in on every request whatever stays resident. Without the scan,
+# resetting the first 16 MiB by copy is its best (2026-12-04, side by side: 505 req/s at 64 MiB
+# with the scan; 621, 761, 639, 645 req/s at 12, 16, 24, 64 MiB without it).
+WASMTIME_POOLING_TUNED_PY = (WASMTIME_POOLING_TUNED
+                             .replace("keep-resident=1048576", "keep-resident=16777216")
+                             .replace("pagemap-scan=auto", "pagemap-scan=n"))
 
 
 def wasmtime_serve(image, flags, prefix=()):
@@ -326,7 +331,7 @@ def bench_http(images, smoke):
                           sum(x["non2xx"] for x in runs[label]), ratio))
         print_table(f"HTTP throughput (wrk -t2 -c{connections}, {duration} per run, median of {rounds} "
                     f"alternating rounds; tuned = -Scli -O {WASMTIME_POOLING_TUNED}, for Python "
-                    f"with pooling-memory-keep-resident=67108864)",
+                    f"with pooling-memory-keep-resident=16777216,pooling-pagemap-scan=n)",
                     ("server", "req/s", "p50 ms", "p99 ms", "non-2xx", "ratio vs wasmtime serve, tuned"),
                     table)
         for label, rs in runs.items():
