@@ -370,6 +370,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_whose_thread_is_off_the_cpu_counts_only_what_it_ran() {
+        // A thread put to sleep inside a poll stands for one the kernel preempted: the poll
+        // takes 30 ms of wall time and next to no CPU time.
+        let flag = LongRunning::default();
+        let clock = flag.clone();
+        let call = Demotable::new(
+            async move {
+                std::thread::sleep(Duration::from_millis(30));
+                clock.ran()
+            },
+            flag.clone(),
+        );
+        let during = call.await;
+        let after = flag.ran();
+        assert!(during < Duration::from_millis(5), "{during:?}");
+        assert!(after < Duration::from_millis(5), "{after:?}");
+    }
+
+    #[tokio::test]
     async fn a_call_is_clocked_only_while_it_runs() {
         let flag = LongRunning::default();
         let clock = flag.clone();
