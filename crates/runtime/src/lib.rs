@@ -12,6 +12,7 @@ mod linked_http;
 mod links;
 mod long_running;
 mod middleware;
+mod read_ahead;
 mod service;
 mod state;
 pub mod wave;

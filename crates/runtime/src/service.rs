@@ -266,7 +266,7 @@ impl Pool {
     ) -> Result<http::Response<WorkloadBody>, Failure> {
         let timeout = self.limits.timeout;
         match sent {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(crate::read_ahead::read_ahead(response).await),
             Ok(Err(error)) if error.is::<ExpirationError>() => Err(Failure::Timeout(timeout)),
             Ok(Err(error)) => Err(classify(error, timeout)),
             Err(oneshot::Canceled) => {

@@ -95,6 +95,21 @@ fn a_wasi_0_3_component_is_served_beside_a_0_2_one_from_the_same_kind_of_manifes
     );
     assert!(instance.is_some(), "the 0.3 hello names its instance");
 
+    // A short body the guest streams and closes at once goes out whole, with its length,
+    // rather than chunked.
+    let whole = http()
+        .get(format!("http://127.0.0.1:{port}/p3"))
+        .send()
+        .unwrap();
+    let length = whole.headers().get("content-length").cloned();
+    let chunked = whole.headers().get("transfer-encoding").cloned();
+    let text = whole.text().unwrap();
+    assert_eq!(
+        (length, chunked),
+        (Some(text.len().to_string().parse().unwrap()), None),
+        "{text}"
+    );
+
     // Bodies stream both ways through a 0.3 handler.
     let payload = "0123456789abcdef".repeat(64 * 1024);
     let echoed = http()
