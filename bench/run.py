@@ -15,7 +15,7 @@
     python3 bench/run.py oci         # deploy by OCI reference: cold (pull + compile) and warm
     python3 bench/run.py sql         # SQLite and PostgreSQL through the todo component vs native Rust
     python3 bench/run.py metrics     # throughput with metrics on vs --no-metrics; one scrape at N apps
-    python3 bench/run.py p3          # WASI 0.3 vs 0.2 on weft vs wasmtime serve -Sp3: I/O-bound, CPU-bound
+    python3 bench/run.py p3 [--rev REV]  # WASI 0.3 vs 0.2 on weft vs wasmtime serve -Sp3 (and weft at REV): I/O-bound, CPU-bound
     python3 bench/run.py all
     python3 bench/run.py all --smoke # tiny sizes: checks every bench completes with right answers
 
@@ -1481,18 +1481,20 @@ class PeakInstances:
         return self.peak
 
 
-def bench_p3(images, smoke):
+def bench_p3(images, smoke, rev=None):
     """WASI 0.3 on weft (many requests per instance) against the same logic as a WASI 0.2
     component on weft (one request per instance) and against `wasmtime serve -Sp3` on the same
     0.3 component at its best settings: an I/O-bound handler awaiting 20 ms at 1,000
-    connections, and the CPU-bound hello."""
+    connections, and the CPU-bound hello; with `rev`, weft built at that revision serves the 0.3
+    rows too, alternating with this tree."""
+    baseline = build_baseline(rev) if rev else None
     duration = "1s" if smoke else os.environ.get("DURATION", "10s")
     connections = 50 if smoke else int(os.environ.get("CONNECTIONS", "1000"))
     tmp = tempfile.mkdtemp()
     port_p3, port_p2 = free_port(), free_port()
 
     def app(name, project, port, path, instances, properties=""):
-        f = os.path.join(tmp, f"{name}.yaml")
+        f = os.path.join(tmp, f"{name}-{port}.yaml")
         open(f, "w").write(manifest(name, images[project], port, path, properties, instances=instances))
         return f
 
@@ -1501,6 +1503,9 @@ def bench_p3(images, smoke):
     # weft's default), for a sweep run side by side.
     concurrency = int(os.environ.get("CONCURRENCY", "100"))
     weft_p3 = Weft([app("io-p3", "hello-p3", port_p3, "/", 100, f"concurrency: {concurrency}")])
+    port_rev = free_port()
+    weft_rev = (Weft([app("io-p3", "hello-p3", port_rev, "/", 100, f"concurrency: {concurrency}")], binary=baseline)
+                if baseline else None)
     weft_p2 = Weft([app("io-p2", "misbehave", port_p2, "/", 1000),
                     app("cpu-p2", "hello", port_p2, "/hello", 100)])
     wasmtime = None
@@ -1518,6 +1523,8 @@ def bench_p3(images, smoke):
     try:
         checks = [(port_p3, "/sleep?ms=20", "slept 20 ms"), (port_p2, "/sleep/20", ""),
                   (port_p3, "/", "Hello from a WASI 0.3"), (port_p2, "/hello", "Hello from Rust")]
+        if weft_rev:
+            checks += [(port_rev, "/sleep?ms=20", "slept 20 ms"), (port_rev, "/", "Hello from a WASI 0.3")]
         if wasmtime:
             checks += [(wasmtime_port, "/sleep?ms=20", "slept 20 ms"), (wasmtime_port, "/", "Hello from a WASI 0.3")]
         for p, path, expect in checks:
@@ -1560,7 +1567,9 @@ def bench_p3(images, smoke):
                         ("weft, WASI 0.2, same logic (misbehave `/sleep/20`)", port_p2, "/sleep/20",
                          weft_p2.proc.pid, weft_p2, "io-p2")]
                        + ([("wasmtime serve -Sp3, best settings", wasmtime_port, "/sleep?ms=20", wasmtime.pid)]
-                          if wasmtime else []))
+                          if wasmtime else [])
+                       + ([(f"weft at {rev}, WASI 0.3 (`/sleep?ms=20`)", port_rev, "/sleep?ms=20",
+                            weft_rev.proc.pid, weft_rev, "io-p3")] if weft_rev else []))
         base = io[2][1]["rps"] if wasmtime else None
         rows = [(label, f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", r["failed"],
                  r["instances"] if r["instances"] is not None else "not reported",
@@ -1576,7 +1585,9 @@ def bench_p3(images, smoke):
                          ("weft, WASI 0.2 hello (fresh instance per request)", port_p2, "/hello",
                           weft_p2.proc.pid, weft_p2, "cpu-p2")]
                         + ([("wasmtime serve -Sp3 hello, best settings", wasmtime_port, "/", wasmtime.pid)]
-                           if wasmtime else []))
+                           if wasmtime else [])
+                        + ([(f"weft at {rev}, WASI 0.3 hello", port_rev, "/", weft_rev.proc.pid, weft_rev,
+                             "io-p3")] if weft_rev else []))
         cpu_connections = connections
         base = cpu[1][1]["rps"]
         rows = [(label, f"{r['rps']:.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", r["failed"],
@@ -1590,6 +1601,8 @@ def bench_p3(images, smoke):
     finally:
         weft_p3.stop()
         weft_p2.stop()
+        if weft_rev:
+            weft_rev.stop()
         if wasmtime:
             wasmtime.terminate()
 
@@ -1602,7 +1615,7 @@ def main():
     parser.add_argument("bench", choices=["http", "scaling", "coldstart", "density", "inflight", "fleet", "hop",
                                           "lattice", "failover", "baseline", "isolation", "noisy", "tls", "oci",
                                           "sql", "metrics", "p3", "all"])
-    parser.add_argument("--rev", help="baseline, isolation: the git revision to compare this tree against")
+    parser.add_argument("--rev", help="baseline, isolation, p3: the git revision to compare this tree against")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks answers, not speed")
     args = parser.parse_args()
     if args.bench == "baseline" and not args.rev:
@@ -1623,6 +1636,8 @@ def main():
             bench_baseline(images, args.smoke, args.rev)
         elif name == "isolation":
             bench_isolation(images, args.smoke, args.rev)
+        elif name == "p3":
+            bench_p3(images, args.smoke, args.rev)
         else:
             globals()[f"bench_{name}"](images, args.smoke)
     rev = f" --rev {args.rev}" if args.rev else ""
