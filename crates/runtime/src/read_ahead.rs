@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, SizeHint};
 
@@ -70,19 +70,14 @@ pub(crate) async fn read_ahead(
         }
     };
     let body = if whole {
-        let mut chunks = read
+        let mut chunks: Vec<Bytes> = read
             .into_iter()
-            .filter_map(|frame| frame.ok()?.into_data().ok());
-        let all = match (chunks.next(), chunks.next()) {
-            (None, _) => Bytes::new(),
-            (Some(only), None) => only,
-            (Some(first), Some(second)) => {
-                let mut all = BytesMut::with_capacity(bytes);
-                for chunk in [first, second].into_iter().chain(chunks) {
-                    all.extend_from_slice(&chunk);
-                }
-                all.freeze()
-            }
+            .filter_map(|frame| frame.ok()?.into_data().ok())
+            .collect();
+        // One chunk, the usual case, goes out without a copy.
+        let all = match chunks.len() {
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
         };
         Full::new(all)
             .map_err(|never| match never {})
