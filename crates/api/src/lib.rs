@@ -145,6 +145,10 @@ pub struct ComponentStatus {
     pub warm_instances: usize,
     /// The reuse policy, when the component opted in.
     pub reuse: Option<String>,
+    /// What it runs on: its WASI generation and how its memory is reset (empty when it serves
+    /// no requests here).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
 }
 
 /// `GET /v1/host`.

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use weft_capabilities::keyvalue::KEYVALUE;
 use weft_capabilities::messaging::MESSAGING;
 use weft_manifest::{App, Component};
-use weft_runtime::{Access, Events, ExportServer, LoadedComponent, RemoteTarget, Workload};
+use weft_runtime::{
+    Access, EngineKind, Events, ExportServer, LoadedComponent, RemoteTarget, Workload,
+};
 
 use crate::ingress::{RouteEntry, RouteTarget};
 use crate::{subscriptions, Host, HostError, Phase, RemoteLinks, StoredApp};
@@ -98,16 +100,22 @@ impl Host {
             if remote.is_some() && declared.shared.is_some() && called_only(&app, &declared.name) {
                 continue;
             }
-            let node = self
+            let mut node = self
                 .resolve_source(stored, &app, declared, &mut assembly)
                 .await?;
+            let engine = self.link_engine(&node, &assembly, remote);
+            if let Some(kind) = engine.filter(|&kind| kind != node.loaded.code.kind()) {
+                node.loaded = self
+                    .load_for(&node.what, node.loaded.code.digest(), kind)
+                    .await?;
+            }
             let imports = node.loaded.code.imports();
             warnings.extend(weft_capabilities::secrets_warning(
                 &node.what,
                 &node.component,
                 imports.iter().map(String::as_str),
             ));
-            let access = self.access(&node, &assembly, remote)?;
+            let access = self.access(&node, &assembly, remote, engine).await?;
             self.serve(&node, declared, &access, &mut assembly)?;
             self.subscribe(&node, &access, &mut assembly).await?;
             assembly
@@ -184,11 +192,12 @@ impl Host {
     /// Step 2: what the component may reach: its component links (in-process, or over NATS to
     /// another app's component elsewhere), its capability grants, its outgoing-HTTP policy and
     /// the components it calls over HTTP in-process.
-    fn access(
+    async fn access(
         &self,
         node: &Node<'_>,
         assembly: &Assembly,
         remote: Option<&Arc<dyn RemoteLinks>>,
+        engine: Option<EngineKind>,
     ) -> Result<Access, HostError> {
         let component = &node.component;
         let mut grants = self.backends.grants_for(&node.owner, component)?;
@@ -209,7 +218,7 @@ impl Host {
             grants.hand(&MESSAGING);
         }
         Ok(Access {
-            linked: self.link(node, assembly, remote)?,
+            linked: self.link(node, assembly, remote, engine).await?,
             outgoing: component
                 .outgoing_http
                 .clone()
@@ -231,18 +240,57 @@ impl Host {
         })
     }
 
-    /// The component's links to interfaces of other components, composed into its code.
-    fn link(
+    /// The engine that the component and the targets of its in-process links run on, in one
+    /// store: the large-image one when any of them needs it, so that an interpreter linked to
+    /// a small component keeps its fast reset. None without such links, or when they span WASI
+    /// generations (the link itself refuses that, naming both).
+    fn link_engine(
         &self,
         node: &Node<'_>,
         assembly: &Assembly,
         remote: Option<&Arc<dyn RemoteLinks>>,
+    ) -> Option<EngineKind> {
+        let source = node.loaded.code.kind();
+        let kinds: Vec<EngineKind> = node
+            .component
+            .component_links
+            .iter()
+            .filter(|link| remote.is_none() || !self.reached_remotely(node, &link.target))
+            .filter_map(|link| assembly.loaded.get(&link.target))
+            .map(|loaded| loaded.code.kind())
+            .collect();
+        if kinds.is_empty() || kinds.iter().any(|k| k.generation() != source.generation()) {
+            return None;
+        }
+        if source == EngineKind::LargeImage || kinds.contains(&EngineKind::LargeImage) {
+            Some(EngineKind::LargeImage)
+        } else {
+            Some(source)
+        }
+    }
+
+    /// Whether link target `target` of `node`'s app runs with its own app elsewhere.
+    fn reached_remotely(&self, node: &Node<'_>, target: &str) -> bool {
+        node.app
+            .components
+            .iter()
+            .any(|c| c.name == target && c.shared.is_some())
+    }
+
+    /// The component's links to interfaces of other components, composed into its code. Local
+    /// targets are loaded for `engine`, the one the source runs on.
+    async fn link(
+        &self,
+        node: &Node<'_>,
+        assembly: &Assembly,
+        remote: Option<&Arc<dyn RemoteLinks>>,
+        engine: Option<EngineKind>,
     ) -> Result<Option<Arc<weft_runtime::Linked>>, HostError> {
         let component = &node.component;
         if component.component_links.is_empty() {
             return Ok(None);
         }
-        let mut targets = Vec::new();
+        let mut locals = Vec::new();
         let mut remotes = Vec::new();
         for link in &component.component_links {
             let declared = node.app.components.iter().find(|c| c.name == link.target);
@@ -267,12 +315,21 @@ impl Host {
                     what: node.what.clone(),
                     target: link.target.clone(),
                 })?;
-            targets.push(weft_runtime::LinkTarget {
-                name: &target.name,
-                loaded: &assembly.loaded[&target.name],
-                interfaces: &link.interfaces,
-            });
+            let mut loaded = assembly.loaded[&target.name].clone();
+            if let Some(kind) = engine.filter(|&kind| kind != loaded.code.kind()) {
+                let what = format!("component `{}` of app `{}`", target.name, node.app.name);
+                loaded = self.load_for(&what, loaded.code.digest(), kind).await?;
+            }
+            locals.push((target, loaded, &link.interfaces));
         }
+        let targets: Vec<_> = locals
+            .iter()
+            .map(|(target, loaded, interfaces)| weft_runtime::LinkTarget {
+                name: &target.name,
+                loaded,
+                interfaces,
+            })
+            .collect();
         Ok(Some(self.runtime.link_components(
             &node.what,
             &node.loaded,
@@ -465,6 +522,27 @@ impl Host {
         if let Some(loaded) = self.runtime.loaded(digest) {
             return Ok(loaded);
         }
+        self.compile(what, digest, None).await
+    }
+
+    /// The component with `digest` compiled for engine `kind` (see `link_engine`).
+    async fn load_for(
+        &self,
+        what: &str,
+        digest: &str,
+        kind: EngineKind,
+    ) -> Result<LoadedComponent, HostError> {
+        self.compile(what, digest, Some(kind)).await
+    }
+
+    /// Reads the stored component, checks its signature when the host trusts only signed ones,
+    /// and compiles it (or finds it compiled) for `engine`, or for its own engine when None.
+    async fn compile(
+        &self,
+        what: &str,
+        digest: &str,
+        engine: Option<EngineKind>,
+    ) -> Result<LoadedComponent, HostError> {
         let bytes = self.blobs.get(digest)?;
         if let Some(trusted) = &self.config.trusted_keys {
             let signer = trusted
@@ -477,10 +555,13 @@ impl Host {
         }
         let runtime = self.runtime.clone();
         let what = what.to_string();
-        tokio::task::spawn_blocking(move || runtime.load(&what, &bytes))
-            .await
-            .map_err(|e| HostError::Setup(format!("compiler task failed: {e}")))?
-            .map_err(HostError::from)
+        tokio::task::spawn_blocking(move || match engine {
+            None => runtime.load(&what, &bytes),
+            Some(kind) => runtime.load_for(&what, &bytes, kind),
+        })
+        .await
+        .map_err(|e| HostError::Setup(format!("compiler task failed: {e}")))?
+        .map_err(HostError::from)
     }
 }
 

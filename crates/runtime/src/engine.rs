@@ -16,6 +16,15 @@ const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of each pooled table reset in place rather than returned to the kernel.
 const TABLE_KEEP_RESIDENT: usize = 128 << 10;
 
+/// A component whose largest core module initialises more data than this runs on the
+/// [`EngineKind::LargeImage`] engine.
+pub const LARGE_IMAGE_BYTES: u64 = 4 << 20;
+
+/// Bytes of each linear memory the large-image engine resets by copy: CPython's 11.5 MB image
+/// and the heap its requests grow (side by side on `wasmtime serve`, 12, 16, 24 and 64 MiB
+/// served 621, 761, 639 and 645 req/s: bench/RESULTS.md).
+const LARGE_IMAGE_KEEP_RESIDENT: usize = 16 << 20;
+
 /// Which instance allocator the engine ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -34,20 +43,74 @@ impl std::fmt::Display for Allocator {
 
 /// Which engine compiles and runs a component. An engine with component-model concurrency gives
 /// every store the data structures of concurrent execution, which made a fresh WASI 0.2
-/// instance a third slower (bench/RESULTS.md); so only components that use it get it.
+/// instance a third slower (bench/RESULTS.md); so only components that use it get it. How a
+/// pooled memory is reset between instances is an engine setting too, and what suits a guest of
+/// a megabyte is wrong for an interpreter's image of ten, so those get an engine of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EngineKind {
     /// Components without component-model async: WASI 0.2 and plain exports.
     Plain,
-    /// Components with async lifts or lowers, streams or futures: WASI 0.3.
+    /// Like [`EngineKind::Plain`], for a large memory image (over [`LARGE_IMAGE_BYTES`]: CPython,
+    /// JavaScript engines). A reset copies the image back over the first
+    /// [`LARGE_IMAGE_KEEP_RESIDENT`] bytes: such a guest dirties hundreds of pages scattered over
+    /// its image per request, more than the 32 regions a `PAGEMAP_SCAN` reset records, so on the
+    /// plain engine every page past the 32nd was returned to the kernel and faulted back in
+    /// on the next request, with a TLB shootdown on every core each time.
+    LargeImage,
+    /// Components with async lifts or lowers, streams or futures: WASI 0.3. Their instances
+    /// serve many requests each, so a reset's cost does not count.
     Concurrent,
 }
 
 impl EngineKind {
-    /// The engine a component needs, told by validating it without component-model async:
-    /// what fails only that way needs the concurrent engine. A component that fails for any
-    /// other reason goes there too, and its compile error comes from there.
+    /// Every engine, in the order a cached artifact is looked for.
+    pub const ALL: [EngineKind; 3] = [
+        EngineKind::Concurrent,
+        EngineKind::Plain,
+        EngineKind::LargeImage,
+    ];
+
+    /// The engine a component needs. Component-model async is told by validating it without
+    /// that feature: what fails only that way needs the concurrent engine. A component that
+    /// fails for any other reason goes there too, and its compile error comes from there.
     pub fn of(bytes: &[u8]) -> EngineKind {
+        match EngineKind::concurrency_of(bytes) {
+            EngineKind::Plain => EngineKind::by_image(bytes),
+            kind => kind,
+        }
+    }
+
+    /// Between the two engines of WASI 0.2 components, the one for `bytes`'s memory image;
+    /// without validating it.
+    pub fn by_image(bytes: &[u8]) -> EngineKind {
+        if largest_data_image(bytes) > LARGE_IMAGE_BYTES {
+            EngineKind::LargeImage
+        } else {
+            EngineKind::Plain
+        }
+    }
+
+    /// The WASI generation a user builds for: the engines of one generation differ only in how
+    /// they reset memory, and a component compiled for one can be compiled for the other.
+    pub fn generation(self) -> &'static str {
+        match self {
+            EngineKind::Plain | EngineKind::LargeImage => "WASI 0.2",
+            EngineKind::Concurrent => "WASI 0.3 (component-model async)",
+        }
+    }
+
+    /// What `weft app status` says a component runs on.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EngineKind::Plain => "WASI 0.2; memory reset by the pages a request dirtied",
+            EngineKind::LargeImage => {
+                "WASI 0.2, large memory image; memory reset by copying the image back"
+            }
+            EngineKind::Concurrent => "WASI 0.3; many requests per instance",
+        }
+    }
+
+    fn concurrency_of(bytes: &[u8]) -> EngineKind {
         use wasmparser::WasmFeatures as F;
         // The features wasmtime refuses without concurrency support.
         let concurrency = F::CM_ASYNC
@@ -63,6 +126,33 @@ impl EngineKind {
     }
 }
 
+/// Bytes of data the component's largest core module puts in its memories at instantiation
+/// (active data segments): what a fresh instance's memory image holds. Nested modules are
+/// counted one by one; an unparsable component counts as empty (its compile error says why).
+pub fn largest_data_image(bytes: &[u8]) -> u64 {
+    use wasmparser::{Encoding, Payload};
+    let (mut largest, mut current) = (0u64, 0u64);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            }) => current = 0,
+            Ok(Payload::DataSection(reader)) => {
+                for data in reader.into_iter().flatten() {
+                    if matches!(data.kind, wasmparser::DataKind::Active { .. }) {
+                        current += data.data.len() as u64;
+                    }
+                }
+            }
+            Ok(Payload::End(_)) => largest = largest.max(current),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    largest
+}
+
 /// Builds an engine of `kind`: the pooling allocator when its address-space reservation
 /// succeeds, the on-demand allocator when it does not (small or restricted machines must still
 /// start).
@@ -72,7 +162,7 @@ pub fn build_engine(
 ) -> Result<(Engine, Allocator), wasmtime::Error> {
     if pooling {
         let mut config = base_config(kind);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(kind)));
         match Engine::new(&config) {
             Ok(engine) => return Ok((engine, Allocator::Pooling)),
             Err(e) => tracing::warn!(
@@ -91,14 +181,14 @@ fn base_config(kind: EngineKind) -> Config {
         .memory_init_cow(true)
         .parallel_compilation(true);
     match kind {
-        EngineKind::Plain => config.concurrency_support(false),
+        EngineKind::Plain | EngineKind::LargeImage => config.concurrency_support(false),
         // WASI 0.3 components: async lifts and lowers, streams and futures.
         EngineKind::Concurrent => config.wasm_component_model_async(true),
     };
     config
 }
 
-fn pooling_config() -> PoolingAllocationConfig {
+fn pooling_config(kind: EngineKind) -> PoolingAllocationConfig {
     let mut pooling = PoolingAllocationConfig::default();
     pooling
         .total_component_instances(2000)
@@ -119,6 +209,11 @@ fn pooling_config() -> PoolingAllocationConfig {
         .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .pagemap_scan(Enabled::Auto);
+    if kind == EngineKind::LargeImage {
+        pooling
+            .linear_memory_keep_resident(LARGE_IMAGE_KEEP_RESIDENT)
+            .pagemap_scan(Enabled::No);
+    }
     pooling
 }
 

@@ -93,6 +93,9 @@ pub struct Code {
     digest: String,
     /// The engine it was compiled for, whose linker links it.
     kind: EngineKind,
+    /// Whether `kind` is the engine the component picks itself, rather than one a link made it
+    /// share with its linked components (see [`Runtime::load_for`]).
+    natural: bool,
     /// Linked against the host's linker on first use and shared from then on, so a thousand apps
     /// running one component cost one link, not a thousand. Errors are kept as their reason.
     instance_pre: OnceLock<Result<InstancePre<InstanceState>, String>>,
@@ -181,7 +184,7 @@ impl EngineSide {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| setup(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| setup(&e))?;
-        if kind == EngineKind::Plain {
+        if kind != EngineKind::Concurrent {
             linked_http::add_to_linker(&mut linker).map_err(|e| setup(&e))?;
         }
         if kind == EngineKind::Concurrent {
@@ -205,10 +208,11 @@ impl EngineSide {
 /// The host's engines, linkers, compile caches and counters.
 pub struct Runtime {
     plain: EngineSide,
+    large_image: EngineSide,
     concurrent: EngineSide,
     compilations: AtomicU64,
-    /// Code in use, by digest: a thousand apps running one component share one copy.
-    live: Mutex<HashMap<String, Weak<Code>>>,
+    /// Code in use, by digest and engine: a thousand apps running one component share one copy.
+    live: Mutex<HashMap<(String, EngineKind), Weak<Code>>>,
     /// What all guest instances together may hold.
     budget: Arc<MemoryBudget>,
     /// Live instances of WASI 0.3 workloads, which outlive requests: idle ones are reclaimed
@@ -226,17 +230,20 @@ impl Runtime {
         memory_budget: u64,
     ) -> Result<Arc<Self>, RuntimeError> {
         let plain = EngineSide::new(cache_dir, pooling, EngineKind::Plain)?;
+        let large_image = EngineSide::new(cache_dir, pooling, EngineKind::LargeImage)?;
         let concurrent = EngineSide::new(cache_dir, pooling, EngineKind::Concurrent)?;
-        let ticker = EpochTicker::start(&[&plain.engine, &concurrent.engine])
+        let ticker = EpochTicker::start(&[&plain.engine, &large_image.engine, &concurrent.engine])
             .map_err(|e| RuntimeError::Setup(e.to_string()))?;
         tracing::info!(
             allocator = %plain.allocator,
+            large_image_allocator = %large_image.allocator,
             concurrent_allocator = %concurrent.allocator,
             cache = %cache_dir.display(),
             "runtime ready"
         );
         Ok(Arc::new(Runtime {
             plain,
+            large_image,
             concurrent,
             compilations: AtomicU64::new(0),
             live: Mutex::default(),
@@ -251,8 +258,8 @@ impl Runtime {
         &self.budget
     }
 
-    /// The instance allocator in use (for WASI 0.2 components; 0.3's engine has its own pool
-    /// and falls back on its own).
+    /// The instance allocator in use (for WASI 0.2 components; the other engines have pools of
+    /// their own and fall back on their own).
     pub fn allocator(&self) -> Allocator {
         self.plain.allocator
     }
@@ -260,6 +267,7 @@ impl Runtime {
     fn side(&self, kind: EngineKind) -> &EngineSide {
         match kind {
             EngineKind::Plain => &self.plain,
+            EngineKind::LargeImage => &self.large_image,
             EngineKind::Concurrent => &self.concurrent,
         }
     }
@@ -269,19 +277,45 @@ impl Runtime {
         self.compilations.load(Ordering::Relaxed)
     }
 
-    /// The component with this digest, when some workload already holds its compiled code.
+    /// The component with this digest, when some workload already holds its compiled code for
+    /// the engine it picks itself.
     pub fn loaded(&self, digest: &str) -> Option<LoadedComponent> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let code = live.get(digest).and_then(Weak::upgrade)?;
+        let code = EngineKind::ALL.iter().find_map(|&kind| {
+            let code = live.get(&(digest.to_string(), kind))?.upgrade()?;
+            code.natural.then_some(code)
+        })?;
         Some(LoadedComponent {
             code,
             compiled: false,
         })
     }
 
-    /// Compiles `bytes`, or loads the compiled artifact from the cache when it is there.
-    /// Blocking: call it off the async executor. `what` names the component in errors.
+    /// Compiles `bytes` for the engine it needs, or loads the compiled artifact from the cache
+    /// when it is there. Blocking: call it off the async executor. `what` names the component
+    /// in errors.
     pub fn load(&self, what: &str, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
+        self.load_on(what, bytes, None)
+    }
+
+    /// Like [`Runtime::load`], for engine `kind`: components linked in one store must share
+    /// an engine, so a small component linked to a large-image one runs on the large-image
+    /// engine too (and the other way round).
+    pub fn load_for(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        kind: EngineKind,
+    ) -> Result<LoadedComponent, RuntimeError> {
+        self.load_on(what, bytes, Some(kind))
+    }
+
+    fn load_on(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        wanted: Option<EngineKind>,
+    ) -> Result<LoadedComponent, RuntimeError> {
         weft_api::check_component(bytes).map_err(|reason| RuntimeError::NotAComponent {
             what: what.into(),
             reason,
@@ -289,7 +323,11 @@ impl Runtime {
         let digest = digest_of(bytes);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|_, code| code.strong_count() > 0);
-        if let Some(code) = live.get(&digest).and_then(Weak::upgrade) {
+        let held = EngineKind::ALL.iter().find_map(|&kind| {
+            let code = live.get(&(digest.clone(), kind))?.upgrade()?;
+            (wanted.map_or(code.natural, |wanted| wanted == kind)).then_some(code)
+        });
+        if let Some(code) = held {
             weft_metrics::component_loaded(false);
             return Ok(LoadedComponent {
                 code,
@@ -297,18 +335,19 @@ impl Runtime {
             });
         }
         // Compiling under the lock means two deploys of one new component compile it once.
-        let (component, kind, compiled) = self.load_uncached(what, bytes, &digest)?;
+        let (component, kind, compiled) = self.load_uncached(what, bytes, &digest, wanted)?;
         weft_metrics::component_loaded(compiled);
         let code = Arc::new(Code {
             component,
             digest,
             kind,
+            natural: wanted.is_none(),
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
             service_pre: Default::default(),
             event_pres: Default::default(),
         });
-        live.insert(code.digest.clone(), Arc::downgrade(&code));
+        live.insert((code.digest.clone(), kind), Arc::downgrade(&code));
         Ok(LoadedComponent { code, compiled })
     }
 
@@ -317,9 +356,19 @@ impl Runtime {
         what: &str,
         bytes: &[u8],
         digest: &str,
+        wanted: Option<EngineKind>,
     ) -> Result<(Component, EngineKind, bool), RuntimeError> {
         // A cached artifact says which engine compiled it, sparing the validation that tells.
-        for kind in [EngineKind::Plain, EngineKind::Concurrent] {
+        // Only WASI 0.3 components are compiled for the concurrent engine; a WASI 0.2 one may be
+        // cached for both of the others (see `load_for`), and its image tells which is its own.
+        let wanted = wanted.or_else(|| {
+            let concurrent = self.side(EngineKind::Concurrent).cache.path_for(digest);
+            (!concurrent.exists()).then(|| EngineKind::by_image(bytes))
+        });
+        for kind in EngineKind::ALL {
+            if wanted.is_some_and(|wanted| wanted != kind) {
+                continue;
+            }
             let side = self.side(kind);
             let path = side.cache.path_for(digest);
             if !path.exists() {
@@ -339,7 +388,12 @@ impl Runtime {
             }
         }
         let started = std::time::Instant::now();
-        let kind = EngineKind::of(bytes);
+        let natural = EngineKind::of(bytes);
+        // A WASI 0.3 component runs on its engine whatever a link wants: the link refuses it.
+        let kind = match wanted {
+            Some(wanted) if natural != EngineKind::Concurrent => wanted,
+            _ => natural,
+        };
         let side = self.side(kind);
         let artifact =
             side.engine
@@ -573,7 +627,7 @@ mod tests;
 /// 0.2 component is linked without the WASI 0.3 interfaces, so naming them to it would mislead.
 fn provided_to(kind: EngineKind) -> &'static str {
     match kind {
-        EngineKind::Plain => {
+        EngineKind::Plain | EngineKind::LargeImage => {
             "to a WASI 0.2 component weft provides WASI 0.2 (cli, clocks, filesystem, io, random, \
              sockets), wasi:http, wasi:keyvalue, wasi:blobstore, wasi:config, wasi:logging, \
              wasmcloud:messaging, wasmcloud:secrets and wasmcloud:bus (a component that imports \

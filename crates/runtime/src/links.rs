@@ -64,14 +64,6 @@ pub struct RemoteTarget<'a> {
     pub via: Arc<dyn RemoteCall>,
 }
 
-/// How a user names the components an engine runs.
-fn generation(kind: crate::EngineKind) -> &'static str {
-    match kind {
-        crate::EngineKind::Plain => "WASI 0.2",
-        crate::EngineKind::Concurrent => "WASI 0.3 (component-model async)",
-    }
-}
-
 /// Strips `@version` from an import or export name.
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(base, _)| base)
@@ -97,15 +89,24 @@ impl Runtime {
         let mut peers = Vec::new();
         let source_type = source.code.component.component_type();
         for target in targets {
-            if target.loaded.code.kind() != kind {
+            if target.loaded.code.kind().generation() != kind.generation() {
                 return Err(fail(format!(
                     "it is a {} component and `{}` a {} one; a link runs both in one store, \
                      which takes one generation: build them for the same WASI version, or \
                      reach `{}` over HTTP (an http link) instead",
-                    generation(kind),
+                    kind.generation(),
                     target.name,
-                    generation(target.loaded.code.kind()),
+                    target.loaded.code.kind().generation(),
                     target.name
+                )));
+            }
+            if target.loaded.code.kind() != kind {
+                return Err(fail(format!(
+                    "`{}` was compiled for another engine than it ({:?} and {:?}); load both \
+                     with `Runtime::load_for` of one engine",
+                    target.name,
+                    target.loaded.code.kind(),
+                    kind
                 )));
             }
             let target_type = target.loaded.code.component.component_type();

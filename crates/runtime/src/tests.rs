@@ -150,6 +150,61 @@ fn components_go_to_the_engine_they_need() {
     assert_eq!(loaded.code.kind(), EngineKind::Concurrent);
 }
 
+/// A component whose one core module puts `bytes` of data in its memory at instantiation.
+fn component_with_image(bytes: usize) -> Vec<u8> {
+    let pages = bytes.div_ceil(65536) + 1;
+    let data = "x".repeat(bytes);
+    wat::parse_str(format!(
+        r#"(component (core module (memory {pages}) (data (i32.const 0) "{data}")))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_large_memory_image_gets_the_engine_that_resets_by_copy_and_links_share_one() {
+    let small = component_with_image(64 << 10);
+    let large = component_with_image(engine::LARGE_IMAGE_BYTES as usize + 1);
+    assert_eq!(engine::largest_data_image(&small), 64 << 10);
+    assert_eq!(EngineKind::of(&small), EngineKind::Plain);
+    assert_eq!(EngineKind::of(&large), EngineKind::LargeImage);
+    assert_eq!(
+        EngineKind::of(&concurrent_component()),
+        EngineKind::Concurrent
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let digest = digest_of(&small);
+    let own = rt.load("small", &small).unwrap();
+    assert_eq!(own.code.kind(), EngineKind::Plain);
+    // Linked to a large one, the small one is loaded again for the large one's engine (the
+    // engines differ only in how they reset memory, so the compiled artifact is the same); its
+    // own code stays what a lookup by digest finds.
+    let for_link = rt
+        .load_for("small", &small, EngineKind::LargeImage)
+        .unwrap();
+    assert_eq!(for_link.code.kind(), EngineKind::LargeImage);
+    assert!(!Arc::ptr_eq(&own.code, &for_link.code));
+    let found = rt.loaded(&digest).unwrap();
+    assert_eq!(found.code.kind(), EngineKind::Plain);
+    assert!(!rt.load("small", &small).unwrap().compiled);
+    drop((own, for_link, found, rt));
+
+    // From the cache, a fresh host picks each component's own engine again, whatever else the
+    // cache holds for it.
+    let again = runtime(dir.path());
+    let loaded = again.load("small", &small).unwrap();
+    assert!(!loaded.compiled);
+    assert_eq!(loaded.code.kind(), EngineKind::Plain);
+    let loaded = again.load("large", &large).unwrap();
+    assert_eq!(loaded.code.kind(), EngineKind::LargeImage);
+    // A WASI 0.3 component stays on its engine whatever a link asks.
+    let p3 = again
+        .load_for("p3", &concurrent_component(), EngineKind::LargeImage)
+        .unwrap();
+    assert_eq!(p3.code.kind(), EngineKind::Concurrent);
+}
+
 #[test]
 fn a_link_across_wasi_generations_is_refused_naming_both() {
     let dir = tempfile::tempdir().unwrap();

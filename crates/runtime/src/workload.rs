@@ -180,6 +180,11 @@ impl Workload {
         self.code.digest()
     }
 
+    /// The engine it runs on.
+    pub fn engine(&self) -> crate::EngineKind {
+        self.code.kind()
+    }
+
     /// Its limits.
     pub fn limits(&self) -> weft_manifest::Limits {
         self.limits

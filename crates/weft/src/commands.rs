@@ -1070,6 +1070,9 @@ fn print_status(app: &AppStatus) {
             c.max_instances
         );
         println!("  active:    {} instance(s)", c.active_instances);
+        if !c.engine.is_empty() {
+            println!("  runs on:   {}", c.engine);
+        }
         match &c.reuse {
             Some(reuse) => println!(
                 "  reuse:     {reuse}; {} warm instance(s)",

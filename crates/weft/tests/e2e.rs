@@ -744,6 +744,64 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
 }
 
 #[test]
+fn a_python_guest_resets_by_copy_and_still_starts_every_request_fresh() {
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let fresh = s.manifest("py", "v1", &[route("py", &g.hello_py, port, "/py")]);
+    let warm = s.manifest(
+        "py-warm",
+        "v1",
+        &[Route {
+            properties: "reuse: { requests: 3, idle: 30s }",
+            ..route("py-warm", &g.hello_py, port, "/py-warm")
+        }],
+    );
+    let rust = s.manifest("rust", "v1", &[route("rust", &g.hello, port, "/rust")]);
+    host.deploy(&fresh);
+    host.deploy(&warm);
+    host.deploy(&rust);
+    // CPython's image is over 10 MB: it runs on the engine that copies it back between
+    // instances; the Rust hello stays on the one that resets only the pages it dirtied.
+    let status = host.cli_ok(&["app", "status", "py"]);
+    assert!(status.contains("large memory image"), "{status}");
+    let status = host.cli_ok(&["app", "status", "rust"]);
+    assert!(
+        status.contains("reset by the pages a request dirtied"),
+        "{status}"
+    );
+    let count = |path: &str| -> String {
+        let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
+        assert_eq!(status, 200, "{body}");
+        body.trim().to_string()
+    };
+    // Each request writes 2 MiB the next would see if its memory were not reset: in the image,
+    // and on the heap past it. Slots are reused from one request to the next, so these go
+    // through the reset many times, sequentially and four at a time.
+    let seen: Vec<String> = (0..12).map(|_| count("/py")).collect();
+    assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
+    let seen: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| (0..6).map(|_| count("/py")).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
+    // What the guest keeps does show when an instance is reused.
+    let seen: Vec<String> = (0..4).map(|_| count("/py-warm")).collect();
+    assert_eq!(seen, ["1", "2", "3", "1"]);
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/py"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from Python! You asked for /py\n")
+    );
+}
+
+#[test]
 fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
     use std::io::{Read as _, Write as _};
     let g = guests();

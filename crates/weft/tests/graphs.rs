@@ -234,6 +234,9 @@ fn a_rust_component_calls_a_python_component_through_a_custom_interface() {
         body,
         "message: Hello, Ada Lovelace! (from Python)\nlength: 34\ntags: MATH,ENGINES\n"
     );
+    // The pair runs in one store, so the Rust source runs on its Python target's engine.
+    let status = host.cli_ok(&["app", "status", "greet"]);
+    assert!(status.contains("large memory image"), "{status}");
 
     // Without the link, the import has nothing to serve it and the deploy says which.
     let unlinked = std::fs::read_to_string(&app)
