@@ -303,6 +303,37 @@ pub fn check_component(bytes: &[u8]) -> Result<(), NotAComponent> {
     }
 }
 
+/// A component whose largest core module initialises more data than this has a large memory
+/// image: weft resets its fresh instances by copying the image back (an engine of its own).
+pub const LARGE_IMAGE_BYTES: u64 = 4 << 20;
+
+/// Bytes of data the component's largest core module puts in its memories at instantiation
+/// (active data segments): what a fresh instance's memory image holds. Nested modules are
+/// counted one by one; an unparsable component counts as empty (its compile error says why).
+pub fn largest_data_image(bytes: &[u8]) -> u64 {
+    use wasmparser::{Encoding, Payload};
+    let (mut largest, mut current) = (0u64, 0u64);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::Version {
+                encoding: Encoding::Module,
+                ..
+            }) => current = 0,
+            Ok(Payload::DataSection(reader)) => {
+                for data in reader.into_iter().flatten() {
+                    if matches!(data.kind, wasmparser::DataKind::Active { .. }) {
+                        current += data.data.len() as u64;
+                    }
+                }
+            }
+            Ok(Payload::End(_)) => largest = largest.max(current),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    largest
+}
+
 /// How a component is addressed when uploaded and in a deploy: the sha256 of its bytes, in hex.
 pub fn digest_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

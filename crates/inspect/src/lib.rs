@@ -33,6 +33,8 @@ pub struct Inspection {
     pub size: u64,
     /// sha256 of the bytes, in hex.
     pub digest: String,
+    /// Bytes of data its largest core module puts in memory when instantiated.
+    pub data_image: u64,
     pub imports: Vec<Import>,
     pub exports: Vec<String>,
     /// The component's world, as WIT.
@@ -86,6 +88,7 @@ pub fn inspect(source: &str, bytes: &[u8]) -> Result<Inspection, InspectError> {
         source: source.to_string(),
         size: bytes.len() as u64,
         digest: weft_api::digest_of(bytes),
+        data_image: weft_api::largest_data_image(bytes),
         imports,
         exports,
         wit: print_world(&resolve, world).map_err(invalid)?,

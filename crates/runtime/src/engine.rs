@@ -16,9 +16,7 @@ const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// Bytes of each pooled table reset in place rather than returned to the kernel.
 const TABLE_KEEP_RESIDENT: usize = 128 << 10;
 
-/// A component whose largest core module initialises more data than this runs on the
-/// [`EngineKind::LargeImage`] engine.
-pub const LARGE_IMAGE_BYTES: u64 = 4 << 20;
+pub use weft_api::{largest_data_image, LARGE_IMAGE_BYTES};
 
 /// Bytes of each linear memory the large-image engine resets by copy: CPython's 11.5 MB image
 /// and the heap its requests grow (side by side on `wasmtime serve`, 12, 16, 24 and 64 MiB
@@ -124,33 +122,6 @@ impl EngineKind {
             Err(_) => EngineKind::Concurrent,
         }
     }
-}
-
-/// Bytes of data the component's largest core module puts in its memories at instantiation
-/// (active data segments): what a fresh instance's memory image holds. Nested modules are
-/// counted one by one; an unparsable component counts as empty (its compile error says why).
-pub fn largest_data_image(bytes: &[u8]) -> u64 {
-    use wasmparser::{Encoding, Payload};
-    let (mut largest, mut current) = (0u64, 0u64);
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload {
-            Ok(Payload::Version {
-                encoding: Encoding::Module,
-                ..
-            }) => current = 0,
-            Ok(Payload::DataSection(reader)) => {
-                for data in reader.into_iter().flatten() {
-                    if matches!(data.kind, wasmparser::DataKind::Active { .. }) {
-                        current += data.data.len() as u64;
-                    }
-                }
-            }
-            Ok(Payload::End(_)) => largest = largest.max(current),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    largest
 }
 
 /// Builds an engine of `kind`: the pooling allocator when its address-space reservation

@@ -282,6 +282,15 @@ async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
         inspection.size
     );
     println!("digest:    sha256:{}", inspection.digest);
+    let reset = if inspection.data_image > weft_api::LARGE_IMAGE_BYTES {
+        "a large image: a fresh instance's memory is reset by copying it back"
+    } else {
+        "a fresh instance's memory is reset by the pages a request dirtied"
+    };
+    println!(
+        "memory:    {} KiB of data at instantiation; {reset}",
+        inspection.data_image.div_ceil(1024)
+    );
     println!("imports:");
     let width = inspection
         .imports

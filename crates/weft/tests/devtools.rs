@@ -185,6 +185,10 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
         "{text}"
     );
     assert!(text.contains("weft provides every import"), "{text}");
+    assert!(
+        line("memory:").contains("reset by the pages a request dirtied"),
+        "{text}"
+    );
 
     // Python, as JSON: its own interface is printed in full.
     let out = weft(["inspect", "--json", guests().greeter_py.to_str().unwrap()]);
@@ -196,6 +200,8 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = std::fs::read(&guests().greeter_py).unwrap();
     assert_eq!(json["size"], bytes.len() as u64);
+    // CPython's interpreter image: over 10 MB of data, so fresh instances reset by copy.
+    assert!(json["data_image"].as_u64().unwrap() > 10 << 20, "{json}");
     assert!(json["exports"]
         .as_array()
         .unwrap()
