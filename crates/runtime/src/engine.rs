@@ -1,7 +1,7 @@
 //! The host's wasmtime engines, one per [`EngineKind`], and the epoch ticker at which guests
 //! yield and timeouts are enforced.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,21 +188,68 @@ fn pooling_config(kind: EngineKind) -> PoolingAllocationConfig {
     pooling
 }
 
-/// Advances the engines' epochs every [`EPOCH_TICK`] until dropped.
+/// How long the ticker goes on ticking with no store before it sleeps: under any steady load,
+/// it never does, so no request pays for waking it.
+const TICKER_LINGER: Duration = Duration::from_millis(100);
+
+/// Advances the engines' epochs every [`EPOCH_TICK`] while any store exists, and sleeps once
+/// none has for [`TICKER_LINGER`]: an idle host would otherwise wake a thousand times a second
+/// for nothing.
 pub struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
+    thread: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    stop: AtomicBool,
+    /// Stores alive, each holding an [`Awake`].
+    stores: AtomicUsize,
+    /// Set by the ticker before it sleeps, so that the first store after that wakes it.
+    parked: AtomicBool,
+    ticks: AtomicU64,
+}
+
+/// Keeps the ticker running while held: every store holds one, so a guest always has its
+/// epoch advancing (to yield, to be moved, to be cut off at its timeout).
+pub struct Awake(Arc<TickerShared>);
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.stores.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     /// Starts the ticker thread, one for all `engines`.
     pub fn start(engines: &[&Engine]) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(TickerShared::default());
         let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
-        let flag = stop.clone();
-        std::thread::Builder::new()
+        let ticker = shared.clone();
+        let thread = std::thread::Builder::new()
             .name("weft-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                let linger = TICKER_LINGER.as_millis() / EPOCH_TICK.as_millis();
+                let mut idle = 0;
+                while !ticker.stop.load(Ordering::Relaxed) {
+                    idle = match ticker.stores.load(Ordering::SeqCst) {
+                        0 => idle + 1,
+                        _ => 0,
+                    };
+                    if idle > linger {
+                        idle = 0;
+                        // Announced before the second look, and a new store looks at it after
+                        // counting itself: one of the two sees the other, so no store is left
+                        // without ticks.
+                        ticker.parked.store(true, Ordering::SeqCst);
+                        if ticker.stores.load(Ordering::SeqCst) == 0
+                            && !ticker.stop.load(Ordering::SeqCst)
+                        {
+                            std::thread::park();
+                        }
+                        ticker.parked.store(false, Ordering::SeqCst);
+                        continue;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                     for engine in &weak {
                         match engine.upgrade() {
@@ -210,14 +257,67 @@ impl EpochTicker {
                             None => return,
                         }
                     }
+                    ticker.ticks.fetch_add(1, Ordering::Relaxed);
                 }
-            })?;
-        Ok(EpochTicker { stop })
+            })?
+            .thread()
+            .clone();
+        Ok(EpochTicker { shared, thread })
+    }
+
+    /// Keeps the epochs advancing until the guard is dropped; wakes the ticker if it sleeps.
+    pub fn awake(&self) -> Awake {
+        if self.shared.stores.fetch_add(1, Ordering::SeqCst) == 0
+            && self.shared.parked.load(Ordering::SeqCst)
+        {
+            self.thread.unpark();
+        }
+        Awake(self.shared.clone())
+    }
+
+    /// Ticks so far.
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_runs_while_a_store_exists_and_sleeps_while_none_does() {
+        let engine = Engine::default();
+        let ticker = EpochTicker::start(&[&engine]).unwrap();
+        let settled = TICKER_LINGER * 3;
+        std::thread::sleep(settled);
+        let idle = ticker.ticks();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticker.ticks(), idle, "ticked with no store");
+        let store = ticker.awake();
+        std::thread::sleep(Duration::from_millis(100));
+        let running = ticker.ticks();
+        assert!(
+            running >= idle + 3,
+            "{running} ticks in 100 ms with a store"
+        );
+        drop(store);
+        std::thread::sleep(settled);
+        let stopped = ticker.ticks();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticker.ticks(), stopped, "ticked after the last store went");
+        // Woken again by the next store, however many came and went meanwhile.
+        let stores: Vec<_> = (0..3).map(|_| ticker.awake()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(ticker.ticks() >= stopped + 3);
+        drop(stores);
     }
 }

@@ -218,7 +218,7 @@ pub struct Runtime {
     /// Live instances of WASI 0.3 workloads, which outlive requests: idle ones are reclaimed
     /// sooner when there are many.
     pub(crate) live_p3: Arc<std::sync::atomic::AtomicUsize>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -249,7 +249,7 @@ impl Runtime {
             live: Mutex::default(),
             budget: MemoryBudget::new(memory_budget),
             live_p3: Arc::default(),
-            _ticker: ticker,
+            ticker,
         }))
     }
 
@@ -586,7 +586,13 @@ impl Runtime {
     ) -> wasmtime::Store<InstanceState> {
         let mut store = wasmtime::Store::new(
             engine,
-            InstanceState::new(name, limits.max_memory, &self.budget, access),
+            InstanceState::new(
+                name,
+                limits.max_memory,
+                &self.budget,
+                access,
+                self.ticker.awake(),
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {

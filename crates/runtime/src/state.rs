@@ -36,6 +36,8 @@ pub struct InstanceState {
     pub(crate) long_running_after: std::time::Duration,
     /// Raised once the current call has run long enough to leave the shared threads.
     pub(crate) long_running: crate::long_running::LongRunning,
+    /// Keeps the epochs advancing while this store exists.
+    _awake: crate::engine::Awake,
 }
 
 impl InstanceState {
@@ -46,6 +48,7 @@ impl InstanceState {
         max_memory: u64,
         budget: &Arc<MemoryBudget>,
         access: &Access,
+        awake: crate::engine::Awake,
     ) -> Self {
         let (stdout, stderr) = GuestLog::pair(workload);
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
@@ -66,6 +69,7 @@ impl InstanceState {
             deadline: std::time::Instant::now(),
             long_running_after: std::time::Duration::ZERO,
             long_running: Default::default(),
+            _awake: awake,
         }
     }
 }
