@@ -341,7 +341,8 @@ impl Runtime {
             component,
             digest,
             kind,
-            natural: wanted.is_none(),
+            // A WASI 0.3 component asked for another engine still got its own.
+            natural: wanted != Some(kind),
             instance_pre: Default::default(),
             proxy_pre: Default::default(),
             service_pre: Default::default(),

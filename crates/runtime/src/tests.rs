@@ -203,6 +203,8 @@ fn a_large_memory_image_gets_the_engine_that_resets_by_copy_and_links_share_one(
         .load_for("p3", &concurrent_component(), EngineKind::LargeImage)
         .unwrap();
     assert_eq!(p3.code.kind(), EngineKind::Concurrent);
+    let digest = digest_of(&concurrent_component());
+    assert!(Arc::ptr_eq(&again.loaded(&digest).unwrap().code, &p3.code));
 }
 
 #[test]
