@@ -705,6 +705,13 @@ fn a_new_version_under_load_fails_no_request() {
     );
 }
 
+/// What `path/count` of a hello example answers: how many requests its instance has served.
+fn served_by_instance(port: u16, path: &str) -> String {
+    let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
+    assert_eq!(status, 200, "{body}");
+    body.trim().to_string()
+}
+
 #[test]
 fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     let g = guests();
@@ -722,11 +729,7 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     );
     host.deploy(&fresh);
     host.deploy(&warm);
-    let count = |path: &str| -> String {
-        let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
-        assert_eq!(status, 200, "{body}");
-        body.trim().to_string()
-    };
+    let count = |path: &str| served_by_instance(port, path);
 
     // Fresh by default: every request meets a new instance.
     let seen: Vec<String> = (0..3).map(|_| count("/fresh")).collect();
@@ -771,11 +774,7 @@ fn a_python_guest_resets_by_copy_and_still_starts_every_request_fresh() {
         status.contains("reset by the pages a request dirtied"),
         "{status}"
     );
-    let count = |path: &str| -> String {
-        let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
-        assert_eq!(status, 200, "{body}");
-        body.trim().to_string()
-    };
+    let count = |path: &str| served_by_instance(port, path);
     // Each request writes 2 MiB the next would see if its memory were not reset: in the image,
     // and on the heap past it. Slots are reused from one request to the next, so these go
     // through the reset many times, sequentially and four at a time.
