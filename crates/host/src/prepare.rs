@@ -532,6 +532,10 @@ impl Host {
         digest: &str,
         kind: EngineKind,
     ) -> Result<LoadedComponent, HostError> {
+        // As for `load`: a redeploy of a link group reads, hashes and loads nothing again.
+        if let Some(loaded) = self.runtime.loaded_for(digest, kind) {
+            return Ok(loaded);
+        }
         self.compile(what, digest, Some(kind)).await
     }
 

@@ -280,12 +280,17 @@ impl Runtime {
     /// The component with this digest, when some workload already holds its compiled code for
     /// the engine it picks itself.
     pub fn loaded(&self, digest: &str) -> Option<LoadedComponent> {
+        self.held(digest, None)
+    }
+
+    /// Like [`Runtime::loaded`], for engine `kind` (see [`Runtime::load_for`]).
+    pub fn loaded_for(&self, digest: &str, kind: EngineKind) -> Option<LoadedComponent> {
+        self.held(digest, Some(kind))
+    }
+
+    fn held(&self, digest: &str, wanted: Option<EngineKind>) -> Option<LoadedComponent> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let code = EngineKind::ALL.iter().find_map(|&kind| {
-            let code = live.get(&(digest.to_string(), kind))?.upgrade()?;
-            code.natural.then_some(code)
-        })?;
-        Some(LoadedComponent {
+        held_in(&live, digest, wanted).map(|code| LoadedComponent {
             code,
             compiled: false,
         })
@@ -323,11 +328,7 @@ impl Runtime {
         let digest = digest_of(bytes);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|_, code| code.strong_count() > 0);
-        let held = EngineKind::ALL.iter().find_map(|&kind| {
-            let code = live.get(&(digest.clone(), kind))?.upgrade()?;
-            (wanted.map_or(code.natural, |wanted| wanted == kind)).then_some(code)
-        });
-        if let Some(code) = held {
+        if let Some(code) = held_in(&live, &digest, wanted) {
             weft_metrics::component_loaded(false);
             return Ok(LoadedComponent {
                 code,
@@ -362,12 +363,12 @@ impl Runtime {
         // A cached artifact says which engine compiled it, sparing the validation that tells.
         // Only WASI 0.3 components are compiled for the concurrent engine; a WASI 0.2 one may be
         // cached for both of the others (see `load_for`), and its image tells which is its own.
-        let wanted = wanted.or_else(|| {
+        let look_in = wanted.or_else(|| {
             let concurrent = self.side(EngineKind::Concurrent).cache.path_for(digest);
             (!concurrent.exists()).then(|| EngineKind::by_image(bytes))
         });
         for kind in EngineKind::ALL {
-            if wanted.is_some_and(|wanted| wanted != kind) {
+            if look_in.is_some_and(|look_in| look_in != kind) {
                 continue;
             }
             let side = self.side(kind);
@@ -625,6 +626,22 @@ pub(crate) fn restart_deadline(
     let flag = state.long_running.clone();
     store.set_epoch_deadline(1);
     flag
+}
+
+/// The live code of `digest` for engine `wanted`, or for its own engine when None.
+fn held_in(
+    live: &HashMap<(String, EngineKind), Weak<Code>>,
+    digest: &str,
+    wanted: Option<EngineKind>,
+) -> Option<Arc<Code>> {
+    let mut key = (digest.to_string(), EngineKind::Plain);
+    EngineKind::ALL.iter().find_map(|&kind| {
+        key.1 = kind;
+        let code = live.get(&key)?.upgrade()?;
+        wanted
+            .map_or(code.natural, |wanted| wanted == kind)
+            .then_some(code)
+    })
 }
 
 #[cfg(test)]

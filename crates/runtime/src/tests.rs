@@ -185,6 +185,8 @@ fn a_large_memory_image_gets_the_engine_that_resets_by_copy_and_links_share_one(
         .unwrap();
     assert_eq!(for_link.code.kind(), EngineKind::LargeImage);
     assert!(!Arc::ptr_eq(&own.code, &for_link.code));
+    let again = rt.loaded_for(&digest, EngineKind::LargeImage).unwrap();
+    assert!(Arc::ptr_eq(&again.code, &for_link.code));
     let found = rt.loaded(&digest).unwrap();
     assert_eq!(found.code.kind(), EngineKind::Plain);
     assert!(!rt.load("small", &small).unwrap().compiled);
