@@ -102,7 +102,7 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.pace.record(self.clock.ran(), self.clean);
+        self.pace.record(self.clock.ran_so_far(), self.clean);
     }
 }
 
@@ -188,13 +188,14 @@ struct CallClock {
     marked: AtomicBool,
     /// Nanoseconds spent in earlier polls.
     ran_nanos: AtomicU64,
-    /// The polling thread's CPU time when the poll in progress began; 0 between polls.
-    polled_at: AtomicU64,
+    /// When the poll in progress began, in [`wall_nanos`]; 0 between polls.
+    poll_began: AtomicU64,
+    /// The polling thread's CPU time when the epoch callback first read the clock in the poll in
+    /// progress; 0 until then.
+    checkpoint_cpu: AtomicU64,
+    /// The part of the poll in progress before that first read, counted in wall time.
+    before_checkpoint: AtomicU64,
 }
-
-/// Polls shorter than this in wall time are counted at their wall time, longer ones at the CPU
-/// time they used: far below [`MIN_BUDGET`] even summed over a call's few polls.
-const EXACT_AFTER_WALL: Duration = Duration::from_micros(50);
 
 /// The CPU time the calling thread has used, in nanoseconds (never 0). CPU time, not wall
 /// time: a call whose thread the kernel preempts (for the load generator, another process) has
@@ -204,12 +205,26 @@ fn thread_cpu_nanos() -> u64 {
     (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64 + 1
 }
 
+/// Monotonic wall time in nanoseconds since the first call (never 0): a vDSO read, no system
+/// call.
+fn wall_nanos() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// The most wall time a poll is charged before its thread's CPU clock is first read. The epoch
+/// callback reads it at the first tick a running guest sees, so a guest that computes is on the
+/// CPU clock within about a tick; wall time beyond that, with no tick seen, is time the thread
+/// spent off the CPU (or in the host), which must not make a call look long.
+const UNCLOCKED_CAP: Duration = crate::engine::EPOCH_TICK;
+
 impl LongRunning {
     /// Starts the clock over for the store's next call, without a new allocation per request.
     pub(crate) fn reset(&self) {
         self.0.marked.store(false, Ordering::Relaxed);
         self.0.ran_nanos.store(0, Ordering::Relaxed);
-        self.0.polled_at.store(0, Ordering::Relaxed);
+        self.0.poll_began.store(0, Ordering::Relaxed);
+        self.0.checkpoint_cpu.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn mark(&self) {
@@ -220,15 +235,38 @@ impl LongRunning {
         self.0.marked.load(Ordering::Relaxed)
     }
 
-    /// Time the call has spent being polled, the poll in progress included.
+    /// Time the call has spent being polled, the poll in progress included. Called by the
+    /// store's epoch callback on the polling thread: its first call in a poll puts the rest of
+    /// that poll on the thread's CPU clock.
     pub(crate) fn ran(&self) -> Duration {
-        let polled_at = self.0.polled_at.load(Ordering::Relaxed);
-        let current = if polled_at == 0 {
-            0
+        self.ran_reading(true)
+    }
+
+    /// What a finished call ran, read without starting the CPU clock.
+    fn ran_so_far(&self) -> Duration {
+        self.ran_reading(false)
+    }
+
+    fn ran_reading(&self, checkpoint: bool) -> Duration {
+        let earlier = self.0.ran_nanos.load(Ordering::Relaxed);
+        let began = self.0.poll_began.load(Ordering::Relaxed);
+        if began == 0 {
+            return Duration::from_nanos(earlier);
+        }
+        let at = self.0.checkpoint_cpu.load(Ordering::Relaxed);
+        let current = if at != 0 {
+            self.0.before_checkpoint.load(Ordering::Relaxed) + thread_cpu_nanos().saturating_sub(at)
         } else {
-            thread_cpu_nanos().saturating_sub(polled_at)
+            let unclocked = capped(wall_nanos().saturating_sub(began));
+            if checkpoint {
+                self.0.before_checkpoint.store(unclocked, Ordering::Relaxed);
+                self.0
+                    .checkpoint_cpu
+                    .store(thread_cpu_nanos(), Ordering::Relaxed);
+            }
+            unclocked
         };
-        Duration::from_nanos(self.0.ran_nanos.load(Ordering::Relaxed) + current)
+        Duration::from_nanos(earlier + current)
     }
 
     /// Polls `call` once, adding the time the poll takes to the call's running time.
@@ -237,24 +275,23 @@ impl LongRunning {
         call: Pin<&mut (dyn Future<Output = T> + Send)>,
         cx: &mut Context<'_>,
     ) -> Poll<T> {
-        let began = thread_cpu_nanos();
-        let began_wall = Instant::now();
-        self.0.polled_at.store(began, Ordering::Relaxed);
+        // A thread's CPU clock is a system call that locks the scheduler's queue (4% of a fresh
+        // Rust request's CPU when read at every poll). A poll starts on wall time and moves to
+        // the CPU clock only once the epoch callback sees a tick in it: the short polls of a
+        // short request read no clock but the vDSO's.
+        self.0.poll_began.store(wall_nanos(), Ordering::Relaxed);
         let poll = call.poll(cx);
-        self.0.polled_at.store(0, Ordering::Relaxed);
-        // A thread's CPU clock is a system call that locks the scheduler's queue (6% of a fresh
-        // Rust request's CPU when read twice per poll). A poll shorter than
-        // `EXACT_AFTER_WALL` counts its wall time: it cannot hide a preemption worth telling
-        // apart, and it overstates the call by less than that at most.
-        let wall = began_wall.elapsed();
-        let ran = if wall < EXACT_AFTER_WALL {
-            wall.as_nanos() as u64
-        } else {
-            thread_cpu_nanos().saturating_sub(began)
-        };
-        self.0.ran_nanos.fetch_add(ran, Ordering::Relaxed);
+        let ran = self.ran_so_far().as_nanos() as u64;
+        self.0.poll_began.store(0, Ordering::Relaxed);
+        self.0.checkpoint_cpu.store(0, Ordering::Relaxed);
+        self.0.ran_nanos.store(ran, Ordering::Relaxed);
         poll
     }
+}
+
+/// Wall nanoseconds of a poll not yet on the CPU clock, at most [`UNCLOCKED_CAP`].
+fn capped(wall: u64) -> u64 {
+    wall.min(UNCLOCKED_CAP.as_nanos() as u64)
 }
 
 /// A guest call that runs where it is polled until it is marked long-running, then finishes on
@@ -394,8 +431,14 @@ mod tests {
         let clock = flag.clone();
         let call = Demotable::new(
             async move {
+                // A computing guest: the epoch callback reads the clock at every tick.
                 let spin = thread_cpu_nanos();
+                let mut tick = Instant::now();
                 while thread_cpu_nanos() - spin < 20_000_000 {
+                    if tick.elapsed() >= crate::engine::EPOCH_TICK {
+                        clock.ran();
+                        tick = Instant::now();
+                    }
                     std::hint::spin_loop();
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -408,6 +451,38 @@ mod tests {
             ran >= Duration::from_millis(20) && ran < Duration::from_millis(200),
             "{ran:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_computing_call_preempted_midway_counts_only_what_it_ran() {
+        // Ticks put the poll on the thread's CPU clock; the 30 ms the thread then spends off
+        // the CPU add nothing.
+        let flag = LongRunning::default();
+        let clock = flag.clone();
+        let call = Demotable::new(
+            async move {
+                let spin = thread_cpu_nanos();
+                let mut tick = Instant::now();
+                while thread_cpu_nanos() - spin < 5_000_000 {
+                    if tick.elapsed() >= crate::engine::EPOCH_TICK {
+                        clock.ran();
+                        tick = Instant::now();
+                    }
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(Duration::from_millis(30));
+                clock.ran()
+            },
+            flag.clone(),
+        );
+        let during = call.await;
+        let after = flag.ran();
+        for ran in [during, after] {
+            assert!(
+                ran >= Duration::from_millis(4) && ran < Duration::from_millis(15),
+                "{ran:?}"
+            );
+        }
     }
 
     #[tokio::test]
