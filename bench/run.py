@@ -508,12 +508,13 @@ def bench_inflight(images, smoke):
         weft.stop()
 
 
-def harness_image(version):
-    """The harness example built with its version stamped, copied out of the build dir."""
-    out = os.path.join(tempfile.gettempdir(), f"weft-bench-harness-{version}.wasm")
-    sh(WEFT, "build", os.path.join(REPO, "examples", "harness"), stdout=subprocess.DEVNULL,
+def harness_image(version, project="harness"):
+    """A harness example (`harness`, or the WASI 0.3 middleware `harness-p3`) built with its
+    version stamped, copied out of the build dir."""
+    out = os.path.join(tempfile.gettempdir(), f"weft-bench-{project}-{version}.wasm")
+    sh(WEFT, "build", os.path.join(REPO, "examples", project), stdout=subprocess.DEVNULL,
        env={**os.environ, "WEFT_HARNESS_VERSION": version})
-    shutil.copy(os.path.join(REPO, "examples", "harness", "build", "harness.wasm"), out)
+    shutil.copy(os.path.join(REPO, "examples", project, "build", f"{project}.wasm"), out)
     return out
 
 
@@ -532,7 +533,13 @@ spec:
 """
 
 
-def guarded_manifest(name, image, port, path, platform="platform"):
+def guarded_manifest(name, image, port, path, platform="platform", middleware=False):
+    """An app behind the platform's harness: the 0.2 harness reaches it at `http://inner/`, a
+    WASI 0.3 middleware (`middleware=True`) through its `wasi:http/handler` import."""
+    link = ("interfaces: [handler]" if middleware
+            else "name: inner, target: { name: app }, namespace: wasi, package: http, interfaces: [incoming-handler]")
+    if middleware:
+        link = "target: { name: app }, namespace: wasi, package: http, " + link
     return f"""apiVersion: core.oam.dev/v1beta1
 kind: Application
 metadata: {{ name: {name}, annotations: {{ version: v1 }} }}
@@ -543,7 +550,7 @@ spec:
       properties: {{ application: {{ name: {platform}, component: harness }} }}
       traits:
         - type: link
-          properties: {{ name: inner, target: {{ name: app }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
+          properties: {{ {link} }}
     - name: app
       type: component
       properties: {{ image: {image} }}{http_route("harness", port, path)}
@@ -628,11 +635,13 @@ def bench_fleet(images, smoke):
 
 def bench_hop(images, smoke):
     """What the platform harness costs a request: hello straight, and behind the harness (fresh
-    per request, and reused warm), on one host, in alternating rounds."""
+    per request, and reused warm); the WASI 0.3 hello straight, and behind the 0.3 middleware
+    harness (which also fronts the 0.2 hello); all on one host, in alternating rounds."""
     duration = "1s" if smoke else os.environ.get("DURATION", "10s")
     rounds = 1 if smoke else int(os.environ.get("ROUNDS", "3"))
     token = "bench-token"
     harness = harness_image("1.0.0")
+    middleware = harness_image("1.0.0", "harness-p3")
     port = free_port()
     weft = Weft()
     try:
@@ -640,30 +649,44 @@ def bench_hop(images, smoke):
         digest = weft.upload(harness)
         weft.deploy(platform_manifest("v1", harness), {harness: digest})
         weft.deploy(platform_manifest("v1", harness, "platform-warm", WARM), {harness: digest})
-        hello = images["hello"]
-        hello_digest = weft.upload(hello)
+        weft.deploy(platform_manifest("v1", middleware, "platform-p3"), {middleware: weft.upload(middleware)})
+        hello, hello_p3 = images["hello"], images["hello-p3"]
+        digests = {hello: weft.upload(hello), hello_p3: weft.upload(hello_p3)}
         weft.deploy_batch([manifest("plain", hello, port, "/plain"),
                            guarded_manifest("fresh", hello, port, "/fresh"),
-                           guarded_manifest("warm", hello, port, "/warm", "platform-warm")],
-                          {hello: hello_digest})
-        paths = [("hello", "/plain", ()), ("harness → hello", "/fresh", (f"Authorization: Bearer {token}",)),
-                 ("harness, warm → hello", "/warm", (f"Authorization: Bearer {token}",))]
-        for _, path, _ in paths[1:]:
+                           guarded_manifest("warm", hello, port, "/warm", "platform-warm"),
+                           manifest("plain-p3", hello_p3, port, "/plain-p3"),
+                           guarded_manifest("mw-p3", hello_p3, port, "/mw-p3", "platform-p3", middleware=True),
+                           guarded_manifest("mw-p2", hello, port, "/mw-p2", "platform-p3", middleware=True)],
+                          digests)
+        auth = (f"Authorization: Bearer {token}",)
+        # (label, path, headers, the row it is compared with)
+        paths = [("hello", "/plain", (), "hello"),
+                 ("harness → hello, both fresh per request", "/fresh", auth, "hello"),
+                 ("harness warm (`reuse`) → hello fresh", "/warm", auth, "hello"),
+                 ("0.3 middleware harness → hello (0.2, fresh)", "/mw-p2", auth, "hello"),
+                 ("hello-p3 (WASI 0.3)", "/plain-p3", (), "hello-p3 (WASI 0.3)"),
+                 ("0.3 middleware harness → hello-p3", "/mw-p3", auth, "hello-p3 (WASI 0.3)"),
+                 ("0.3 middleware harness alone (refuses a wrong token: 401)", "/mw-p3",
+                  ("Authorization: Bearer wrong",), "hello-p3 (WASI 0.3)")]
+        for _, path, _, _ in paths[1:4] + paths[5:6]:
             status, version, body = harness_version(port, path, token)
-            assert status == 200 and version == "1.0.0" and body.startswith("Hello from Rust"), (path, status, body)
-        runs = {label: [] for label, _, _ in paths}
+            assert status == 200 and version == "1.0.0" and body.startswith("Hello from"), (path, status, body)
+        status, _, _ = get(port, "/mw-p3", headers="Authorization: Bearer wrong\r\n")
+        assert status == 401, status
+        runs = {label: [] for label, _, _, _ in paths}
         for _ in range(rounds):
-            for label, path, headers in paths:
+            for label, path, headers, _ in paths:
                 runs[label].append(wrk(port, path, duration, 16, headers))
         median = {label: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for label, rs in runs.items()}
-        straight = median["hello"]["rps"]
         print_table(f"Harness hop (wrk -t2 -c16, {duration} per run, median of {rounds} alternating rounds)",
-                    ("path", "req/s", "p50 ms", "p99 ms", "ratio"),
+                    ("path", "req/s", "p50 ms", "p99 ms", "vs", "ratio"),
                     [(label, f"{median[label]['rps']:.0f}", f"{median[label]['p50']:.2f}",
-                      f"{median[label]['p99']:.2f}", f"{median[label]['rps'] / straight:.2f}x")
-                     for label, _, _ in paths])
+                      f"{median[label]['p99']:.2f}", ref, f"{median[label]['rps'] / median[ref]['rps']:.2f}x")
+                     for label, _, _, ref in paths])
         for label, rs in runs.items():
-            assert all(r["non2xx"] == 0 for r in rs), f"{label}: failed responses"
+            if "401" not in label:
+                assert all(r["non2xx"] == 0 for r in rs), f"{label}: failed responses"
     finally:
         weft.stop()
 
