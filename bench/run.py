@@ -536,10 +536,8 @@ spec:
 def guarded_manifest(name, image, port, path, platform="platform", middleware=False):
     """An app behind the platform's harness: the 0.2 harness reaches it at `http://inner/`, a
     WASI 0.3 middleware (`middleware=True`) through its `wasi:http/handler` import."""
-    link = ("interfaces: [handler]" if middleware
+    link = ("target: { name: app }, namespace: wasi, package: http, interfaces: [handler]" if middleware
             else "name: inner, target: { name: app }, namespace: wasi, package: http, interfaces: [incoming-handler]")
-    if middleware:
-        link = "target: { name: app }, namespace: wasi, package: http, " + link
     return f"""apiVersion: core.oam.dev/v1beta1
 kind: Application
 metadata: {{ name: {name}, annotations: {{ version: v1 }} }}

@@ -406,6 +406,20 @@ mod tests {
         assert_eq!(pace.budget(), MIN_BUDGET);
     }
 
+    /// Spins for `cpu` of the thread's CPU time as a computing guest does, the epoch callback
+    /// reading `clock` at every tick.
+    fn compute(clock: &LongRunning, cpu: Duration) {
+        let spin = thread_cpu_nanos();
+        let mut tick = Instant::now();
+        while thread_cpu_nanos() - spin < cpu.as_nanos() as u64 {
+            if tick.elapsed() >= crate::engine::EPOCH_TICK {
+                clock.ran();
+                tick = Instant::now();
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     #[tokio::test]
     async fn a_poll_whose_thread_is_off_the_cpu_counts_only_what_it_ran() {
         // A thread put to sleep inside a poll stands for one the kernel preempted: the poll
@@ -431,16 +445,7 @@ mod tests {
         let clock = flag.clone();
         let call = Demotable::new(
             async move {
-                // A computing guest: the epoch callback reads the clock at every tick.
-                let spin = thread_cpu_nanos();
-                let mut tick = Instant::now();
-                while thread_cpu_nanos() - spin < 20_000_000 {
-                    if tick.elapsed() >= crate::engine::EPOCH_TICK {
-                        clock.ran();
-                        tick = Instant::now();
-                    }
-                    std::hint::spin_loop();
-                }
+                compute(&clock, Duration::from_millis(20));
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 clock.ran()
             },
@@ -461,15 +466,7 @@ mod tests {
         let clock = flag.clone();
         let call = Demotable::new(
             async move {
-                let spin = thread_cpu_nanos();
-                let mut tick = Instant::now();
-                while thread_cpu_nanos() - spin < 5_000_000 {
-                    if tick.elapsed() >= crate::engine::EPOCH_TICK {
-                        clock.ran();
-                        tick = Instant::now();
-                    }
-                    std::hint::spin_loop();
-                }
+                compute(&clock, Duration::from_millis(5));
                 std::thread::sleep(Duration::from_millis(30));
                 clock.ran()
             },
