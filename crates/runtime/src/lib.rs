@@ -13,6 +13,7 @@ mod links;
 mod long_running;
 mod middleware;
 mod read_ahead;
+mod self_wake;
 mod service;
 mod state;
 pub mod wave;
@@ -599,12 +600,14 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
-            if std::time::Instant::now() >= state.deadline {
+            let computed_too_long = state.streak.as_ref().is_some_and(|s| s.tick());
+            if computed_too_long || std::time::Instant::now() >= state.deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             if state.long_running.ran() >= state.long_running_after {
                 state.long_running.mark();
             }
+            self_wake::note_preemption();
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store

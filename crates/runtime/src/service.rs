@@ -9,7 +9,7 @@
 //! (wasmtime-wasi-http's `ProxyHandler` starts a new instance whenever every instance is busy
 //! for a moment, which gives a burst of I/O-bound requests one instance each.)
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,35 @@ impl Slot {
 
     fn finished_one(&self) {
         self.load.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Epoch ticks a WASI 0.3 instance's guest has computed since the instance's event loop last
+/// had control. Requests time out one by one in the loop, but a guest computing without
+/// awaiting keeps the loop from running at all; past a timeout's worth of ticks the epoch
+/// callback cuts the guest off, and the instance fails with every request on it.
+pub(crate) struct Streak {
+    ticks: AtomicU32,
+    limit: u32,
+}
+
+impl Streak {
+    fn new(timeout: Duration) -> Self {
+        let ticks = timeout.as_nanos() / crate::EPOCH_TICK.as_nanos().max(1);
+        Streak {
+            ticks: AtomicU32::new(0),
+            limit: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
+        }
+    }
+
+    /// Counts one tick of computing; whether the guest has now computed past its timeout.
+    pub(crate) fn tick(&self) -> bool {
+        self.ticks.fetch_add(1, Ordering::Relaxed) + 1 >= self.limit
+    }
+
+    /// The event loop has control again.
+    fn reset(&self) {
+        self.ticks.store(0, Ordering::Relaxed);
     }
 }
 
@@ -353,12 +382,15 @@ impl Pool {
             &self.access,
         );
         {
-            // Requests time out one by one; the store itself never does.
+            // Requests time out one by one, and a guest computing without a break at its
+            // streak; the store itself never does.
             let state = store.data_mut();
             state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
             state.long_running_after = Duration::MAX;
             state.hooks.serve_apart = true;
         }
+        let streak = Arc::new(Streak::new(timeout));
+        store.data_mut().streak = Some(streak.clone());
         store.set_epoch_deadline(1);
         let instantiate = async {
             for peer in self.access.linked.iter().flat_map(|l| &l.peers) {
@@ -378,9 +410,15 @@ impl Pool {
                 ))
             }
         };
-        let served = store
-            .run_concurrent(async |accessor| self.serve_queue(accessor, &proxy, slot, queue).await)
-            .await;
+        let served = crate::self_wake::repoll_self_wakes(store.run_concurrent(async |accessor| {
+            let mut serving = std::pin::pin!(self.serve_queue(accessor, &proxy, slot, queue));
+            std::future::poll_fn(|cx| {
+                streak.reset();
+                std::future::Future::poll(serving.as_mut(), cx)
+            })
+            .await
+        }))
+        .await;
         match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(reason),

@@ -36,6 +36,9 @@ pub struct InstanceState {
     pub(crate) long_running_after: std::time::Duration,
     /// Raised once the current call has run long enough to leave the shared threads.
     pub(crate) long_running: crate::long_running::LongRunning,
+    /// In a store whose event loop serves many calls at once (WASI 0.3): how long its guest has
+    /// computed since the loop last had control; the guest is cut off past the timeout.
+    pub(crate) streak: Option<Arc<crate::service::Streak>>,
     /// Keeps the epochs advancing while this store exists.
     _awake: crate::engine::Awake,
 }
@@ -69,6 +72,7 @@ impl InstanceState {
             deadline: std::time::Instant::now(),
             long_running_after: std::time::Duration::ZERO,
             long_running: Default::default(),
+            streak: None,
             _awake: awake,
         }
     }

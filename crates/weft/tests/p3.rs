@@ -262,6 +262,64 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
     );
 }
 
+#[test]
+fn a_computing_0_3_guest_is_cut_off_at_its_timeout_and_stalls_nothing_else() {
+    let p3 = hello_p3();
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let app = s.manifest(
+        "spins",
+        "v1",
+        &[
+            Route {
+                properties: "limits: { timeout: 3s }",
+                ..route("spins", &p3, port, "/")
+            },
+            route("bystander", &g.hello, port, "/hello"),
+        ],
+    );
+    host.deploy(&app);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let (status, _, body) = get_on(&url("/spin?ms=5"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("spun 5 ms"), "{body}");
+
+    // As many spinning guests as the host has cores: had they held their threads, nothing
+    // else would be served until they were cut off.
+    let spinners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let url = url("/spin?ms=10000");
+            std::thread::spawn(move || get_on(&url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (status, body) = get(&url("/hello"));
+    assert_eq!(status, 200, "another component is served meanwhile: {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered while the guests spin, not after they were cut off at 3 s: {:?}",
+        started.elapsed()
+    );
+    for spinner in spinners {
+        let (status, _, body) = spinner.join().unwrap();
+        // The guest is cut off, and its instance with it: every request on it hears why.
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body.contains("the instance serving it failed")
+                && body.contains("exceeded its execution timeout of 3s"),
+            "{body}"
+        );
+    }
+    let (status, _, body) = get_on(&url("/spin?ms=5"));
+    assert_eq!(
+        status, 200,
+        "a new instance serves the next request: {body}"
+    );
+}
+
 /// An app whose route goes through the WASI 0.3 harness (`harness`, its own image) to `inner`.
 fn behind_the_p3_harness(
     dir: &std::path::Path,

@@ -7,6 +7,8 @@
 //! - `GET /trap?ms=N` awaits N ms, then panics: the instance traps, and with it every request
 //!   in flight on it.
 //! - `GET /hog?mib=N` touches N MiB of memory, then answers (the memory limit holds).
+//! - `GET /spin?ms=N` computes for N ms without awaiting (a CPU-bound guest: its timeout
+//!   holds, and it shares its thread at every epoch tick).
 //! - `POST /` echoes the request body.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +63,15 @@ impl wasip3::exports::http::handler::Guest for Hello {
         if path.starts_with("/trap") {
             monotonic_clock::wait_for(query_ms(&path) * 1_000_000).await;
             panic!("asked to trap by {path}");
+        }
+        if path.starts_with("/spin") {
+            let ms = query_ms(&path);
+            let until = monotonic_clock::now() + ms * 1_000_000;
+            let mut turns = 0u64;
+            while monotonic_clock::now() < until {
+                turns = turns.wrapping_add(1);
+            }
+            return respond(200, format!("spun {ms} ms ({turns} turns)\n").into_bytes());
         }
         if path.starts_with("/hog") {
             let mib = path
