@@ -600,14 +600,19 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
-            let computed_too_long = state.streak.as_ref().is_some_and(|s| s.tick());
-            if computed_too_long || std::time::Instant::now() >= state.deadline {
+            match state.streak.as_ref().map(|s| s.tick()) {
+                Some(service::Tick::PastTimeout) => return Ok(wasmtime::UpdateDeadline::Interrupt),
+                // Only a guest that has computed a whole tick makes its event loop give the
+                // thread up; one merely running as the tick came lets it poll on.
+                Some(service::Tick::Computing) => self_wake::note_preemption(),
+                Some(service::Tick::Brief) | None => {}
+            }
+            if std::time::Instant::now() >= state.deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             if state.long_running.ran() >= state.long_running_after {
                 state.long_running.mark();
             }
-            self_wake::note_preemption();
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store

@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 use futures::task::AtomicWaker;
 
 /// Polls in one turn of the executor past which a self-wake goes back through its queue.
-const MAX_REPOLLS: u32 = 32;
-/// Time in one turn of the executor past which a self-wake goes back through its queue: well
-/// under a scheduling quantum, and under one epoch tick, so a guest preempted for computing
-/// still gives the thread up.
-const TURN_BUDGET: Duration = Duration::from_micros(1000);
+const MAX_REPOLLS: u32 = 64;
+/// Time in one turn of the executor past which a self-wake goes back through its queue. A
+/// guest that computed a whole epoch tick gives its thread up at once, whatever the time.
+const TURN_BUDGET: Duration = Duration::from_millis(1);
 
 /// Not being polled: a wake schedules the task.
 const IDLE: u8 = 0;
@@ -114,11 +113,11 @@ impl<F: Future> Future for RepollSelfWakes<F> {
 }
 
 thread_local! {
-    /// Set when a guest on this thread was preempted at an epoch tick during the current poll.
+    /// Set when a guest on this thread computed a whole epoch tick during the current poll.
     static PREEMPTED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Called from the epoch callback when a running guest is made to yield: the poll it is in
+/// Called from the epoch callback when a guest has computed a whole tick: the poll it is in
 /// gives its thread up instead of being polled again at once.
 pub(crate) fn note_preemption() {
     PREEMPTED.set(true);

@@ -138,6 +138,16 @@ pub(crate) struct Streak {
     limit: u32,
 }
 
+/// How long a 0.3 guest running at an epoch tick has run since its event loop had control.
+pub(crate) enum Tick {
+    /// Since the last tick at most: it may just have been running as the tick came.
+    Brief,
+    /// A whole tick or more.
+    Computing,
+    /// Longer than a request's timeout.
+    PastTimeout,
+}
+
 impl Streak {
     fn new(timeout: Duration) -> Self {
         let ticks = timeout.as_nanos() / crate::EPOCH_TICK.as_nanos().max(1);
@@ -147,9 +157,13 @@ impl Streak {
         }
     }
 
-    /// Counts one tick of computing; whether the guest has now computed past its timeout.
-    pub(crate) fn tick(&self) -> bool {
-        self.ticks.fetch_add(1, Ordering::Relaxed) + 1 >= self.limit
+    /// Counts one tick with the guest running; how long it has now run without the loop.
+    pub(crate) fn tick(&self) -> Tick {
+        match self.ticks.fetch_add(1, Ordering::Relaxed) + 1 {
+            n if n >= self.limit => Tick::PastTimeout,
+            1 => Tick::Brief,
+            _ => Tick::Computing,
+        }
     }
 
     /// The event loop has control again.
@@ -529,4 +543,22 @@ fn with_scheme_and_authority<B>(req: http::Request<B>) -> http::Request<B> {
 fn parallelism() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streak_tells_a_brief_run_from_computing_and_from_a_run_past_the_timeout() {
+        let streak = Streak::new(crate::EPOCH_TICK * 3);
+        assert!(matches!(streak.tick(), Tick::Brief));
+        assert!(matches!(streak.tick(), Tick::Computing));
+        assert!(matches!(streak.tick(), Tick::PastTimeout));
+        streak.reset();
+        assert!(matches!(streak.tick(), Tick::Brief), "the loop had control");
+        // A timeout under one tick still leaves the guest that tick.
+        let short = Streak::new(Duration::from_micros(10));
+        assert!(matches!(short.tick(), Tick::PastTimeout));
+    }
 }
