@@ -396,8 +396,9 @@ impl Pool {
             &self.access,
         );
         {
-            // Requests time out one by one, and a guest computing without a break at its
-            // streak; the store itself never does.
+            // Requests time out one by one in the event loop, and a guest computing past a
+            // timeout without awaiting is cut off by its streak; the store's own deadline
+            // never comes.
             let state = store.data_mut();
             state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
             state.long_running_after = Duration::MAX;
