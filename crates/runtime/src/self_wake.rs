@@ -22,7 +22,8 @@ use futures::task::AtomicWaker;
 
 /// Polls in one turn of the executor past which a self-wake goes back through its queue.
 const MAX_REPOLLS: u32 = 64;
-/// Time in one turn of the executor past which a self-wake goes back through its queue. A
+/// Time spent polling again in one turn of the executor (counted from the first self-wake, so
+/// a turn with none reads no clock) past which a self-wake goes back through its queue. A
 /// guest that computed a whole epoch tick gives its thread up at once, whatever the time.
 const TURN_BUDGET: Duration = Duration::from_millis(1);
 
