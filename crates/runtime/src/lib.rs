@@ -600,12 +600,17 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
-            match state.streak.as_ref().map(|s| s.tick()) {
-                Some(service::Tick::PastTimeout) => return Ok(wasmtime::UpdateDeadline::Interrupt),
-                // Only a guest that has computed a whole tick makes its event loop give the
-                // thread up; one merely running as the tick came lets it poll on.
-                Some(service::Tick::Computing) => self_wake::note_preemption(),
-                Some(service::Tick::Brief) | None => {}
+            // A store with an event loop (WASI 0.3): its requests time out in the loop, and the
+            // streak covers a guest that keeps the loop from running; no deadline of its own.
+            if let Some(streak) = &state.streak {
+                match streak.tick() {
+                    service::Tick::PastTimeout => return Ok(wasmtime::UpdateDeadline::Interrupt),
+                    // Only a guest that has computed a whole tick makes its event loop give the
+                    // thread up; one merely running as the tick came lets it poll on.
+                    service::Tick::Computing => self_wake::note_preemption(),
+                    service::Tick::Brief => {}
+                }
+                return Ok(wasmtime::UpdateDeadline::Yield(1));
             }
             if std::time::Instant::now() >= state.deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);

@@ -156,6 +156,17 @@ mod tests {
         }
     }
 
+    /// An executor's waker that counts its wakes, and the count.
+    fn counting_waker() -> (Waker, Arc<CountingWaker>) {
+        let outer = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        (Waker::from(outer.clone()), outer)
+    }
+
+    /// Polls `future` once, as an executor turn would.
+    fn poll_once<F: Future>(future: &mut RepollSelfWakes<F>, waker: &Waker) -> Poll<F::Output> {
+        Pin::new(future).poll(&mut Context::from_waker(waker))
+    }
+
     #[test]
     fn self_wakes_are_answered_within_one_poll() {
         let polls = Arc::new(AtomicUsize::new(0));
@@ -163,9 +174,8 @@ mod tests {
             yields: 3,
             polls: polls.clone(),
         });
-        let outer = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(outer.clone());
-        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+        let (waker, outer) = counting_waker();
+        let polled = poll_once(&mut future, &waker);
         assert!(polled.is_ready());
         assert_eq!(polls.load(Ordering::Relaxed), 4);
         assert_eq!(outer.0.load(Ordering::Relaxed), 0);
@@ -178,9 +188,8 @@ mod tests {
             yields: usize::MAX,
             polls: polls.clone(),
         });
-        let outer = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(outer.clone());
-        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+        let (waker, outer) = counting_waker();
+        let polled = poll_once(&mut future, &waker);
         assert!(polled.is_pending());
         assert!(polls.load(Ordering::Relaxed) <= MAX_REPOLLS as usize);
         assert_eq!(
@@ -211,9 +220,8 @@ mod tests {
         let mut future = repoll_self_wakes(Computing {
             polls: polls.clone(),
         });
-        let outer = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(outer.clone());
-        let polled = Pin::new(&mut future).poll(&mut Context::from_waker(&waker));
+        let (waker, outer) = counting_waker();
+        let polled = poll_once(&mut future, &waker);
         assert!(polled.is_pending());
         assert_eq!(polls.load(Ordering::Relaxed), 1);
         assert_eq!(outer.0.load(Ordering::Relaxed), 1);
@@ -223,9 +231,7 @@ mod tests {
             yields: 2,
             polls: polls.clone(),
         });
-        assert!(Pin::new(&mut next)
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready());
+        assert!(poll_once(&mut next, &waker).is_ready());
         assert_eq!(polls.load(Ordering::Relaxed), 3);
     }
 
@@ -233,16 +239,11 @@ mod tests {
     fn a_wake_from_outside_a_poll_reaches_the_task() {
         let (tx, rx) = futures::channel::oneshot::channel::<()>();
         let mut future = repoll_self_wakes(rx);
-        let outer = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(outer.clone());
-        assert!(Pin::new(&mut future)
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
+        let (waker, outer) = counting_waker();
+        assert!(poll_once(&mut future, &waker).is_pending());
         assert_eq!(outer.0.load(Ordering::Relaxed), 0);
         tx.send(()).unwrap();
         assert_eq!(outer.0.load(Ordering::Relaxed), 1);
-        assert!(Pin::new(&mut future)
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready());
+        assert!(poll_once(&mut future, &waker).is_ready());
     }
 }

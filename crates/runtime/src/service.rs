@@ -395,17 +395,13 @@ impl Pool {
             &self.limits,
             &self.access,
         );
-        {
-            // Requests time out one by one in the event loop, and a guest computing past a
-            // timeout without awaiting is cut off by its streak; the store's own deadline
-            // never comes.
-            let state = store.data_mut();
-            state.deadline = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-            state.long_running_after = Duration::MAX;
-            state.hooks.serve_apart = true;
-        }
+        // Requests time out one by one in the event loop, and a guest computing past a timeout
+        // without awaiting is cut off by its streak, which the epoch callback then goes by
+        // instead of a deadline of the store's own.
         let streak = Arc::new(Streak::new(timeout));
-        store.data_mut().streak = Some(streak.clone());
+        let state = store.data_mut();
+        state.streak = Some(streak.clone());
+        state.hooks.serve_apart = true;
         store.set_epoch_deadline(1);
         let instantiate = async {
             for peer in self.access.linked.iter().flat_map(|l| &l.peers) {
