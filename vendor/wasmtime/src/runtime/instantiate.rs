@@ -25,6 +25,12 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// Per defined function, the text offsets of its array-to-wasm trampoline
+    /// and of its body, `u32::MAX` where it has none. Making a funcref reads
+    /// them here instead of searching `index` twice (weft's patch: an
+    /// imported table's element initialiser makes one funcref per element at
+    /// every instantiation, about 6,000 for CPython).
+    funcref_offsets: Box<[[u32; 2]]>,
 }
 
 impl CompiledModule {
@@ -51,6 +57,18 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let module_index = info.module.module_index;
+        let offset = |key| index.func_loc(key).map_or(u32::MAX, |loc| loc.start);
+        let funcref_offsets = info
+            .module
+            .defined_func_indices()
+            .map(|i| {
+                [
+                    offset(FuncKey::ArrayToWasmTrampoline(module_index, i)),
+                    offset(FuncKey::DefinedWasmFunction(module_index, i)),
+                ]
+            })
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +76,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            funcref_offsets,
         };
         ret.register_profiling(profiler)?;
 
@@ -119,6 +138,17 @@ impl CompiledModule {
             let key = FuncKey::DefinedWasmFunction(self.module_index(), i);
             (i, self.function_range(key))
         })
+    }
+
+    /// The text offsets of defined function `index`'s array-to-wasm
+    /// trampoline and body, when it has both.
+    #[inline]
+    pub fn funcref_offsets(&self, index: DefinedFuncIndex) -> Option<(usize, usize)> {
+        let [array, wasm] = *self.funcref_offsets.get(index.as_u32() as usize)?;
+        if array == u32::MAX || wasm == u32::MAX {
+            return None;
+        }
+        Some((array as usize, wasm as usize))
     }
 
     /// Returns the offset in the text section of the function that `key`

@@ -144,6 +144,11 @@ pub struct Instance {
     /// cross-thread stuff used in `InstancePre`)
     store: Option<VMStoreRawPtr>,
 
+    /// The start of this module's text in its store's code, looked up in the
+    /// store's module registry by the first funcref made and kept for the
+    /// rest (weft's patch: CPython's instantiation makes about 6,000).
+    store_text: Option<SendSyncPtr<u8>>,
+
     /// Additional context used by compiled wasm code. This field is last, and
     /// represents a dynamically-sized array that extends beyond the nominal
     /// end of the struct (similar to a flexible array member).
@@ -209,6 +214,7 @@ impl Instance {
             #[cfg(feature = "wmemcheck")]
             wmemcheck_state,
             store: None,
+            store_text: None,
             vmctx: OwnedVMContext::new(),
         })?;
 
@@ -871,7 +877,7 @@ impl Instance {
     /// Initializes a defined function's `VMFuncRef` in-place and then returns a
     /// pointer to that location.
     fn initialize_defined_funcref(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         registry: &ModuleRegistry,
         def_index: DefinedFuncIndex,
     ) -> Option<NonNull<VMFuncRef>> {
@@ -880,6 +886,45 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
+        let offsets = self
+            .runtime_module()
+            .and_then(|m| m.compiled_module().funcref_offsets(def_index));
+        if let Some((array, wasm)) = offsets {
+            let text = match self.store_text {
+                Some(text) => text,
+                None => {
+                    let runtime_module = self.runtime_module().unwrap();
+                    let code = ModuleWithCode::in_store(registry, runtime_module)
+                        .expect("module not in store");
+                    let text = SendSyncPtr::new(NonNull::from(code.text()).cast::<u8>());
+                    // SAFETY: only a plain field is written; nothing is moved.
+                    unsafe { self.as_mut().get_unchecked_mut().store_text = Some(text) };
+                    text
+                }
+            };
+            // SAFETY: `text` is this module's code in this instance's store,
+            // which outlives the instance, and the offsets are those of this
+            // defined function within it.
+            let (array_call, wasm_call) = unsafe {
+                (
+                    NonNull::new_unchecked(text.as_ptr().add(array)),
+                    NonNull::new_unchecked(text.as_ptr().add(wasm)),
+                )
+            };
+            let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
+            // SAFETY: the offset calculated here should be correct with
+            // `self.offsets`.
+            unsafe {
+                let func_ref_ptr = self.vmctx_plus_offset_raw::<VMFuncRef>(vmctx_offset);
+                func_ref_ptr.write(VMFuncRef {
+                    array_call: VmPtr::from(array_call.cast()),
+                    wasm_call: Some(VmPtr::from(wasm_call.cast::<VMWasmCallFunction>())),
+                    vmctx,
+                    type_index,
+                });
+                return Some(func_ref_ptr);
+            }
+        }
         let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
         let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
         // SAFETY: the type/offset/keys here are all valid for the defined
