@@ -304,7 +304,8 @@ pub fn check_component(bytes: &[u8]) -> Result<(), NotAComponent> {
 }
 
 /// A component whose largest core module initialises more data than this has a large memory
-/// image: weft resets its fresh instances by copying the image back (an engine of its own).
+/// image: weft keeps more of its dirtied pages resident between fresh instances (an engine of its
+/// own).
 pub const LARGE_IMAGE_BYTES: u64 = 4 << 20;
 
 /// Bytes of data the component's largest core module puts in its memories at instantiation

@@ -18,9 +18,9 @@ const TABLE_KEEP_RESIDENT: usize = 128 << 10;
 
 pub use weft_api::{largest_data_image, LARGE_IMAGE_BYTES};
 
-/// Bytes of each linear memory the large-image engine resets by copy: CPython's 11.5 MB image
-/// and the heap its requests grow (side by side on `wasmtime serve`, 12, 16, 24 and 64 MiB
-/// served 621, 761, 639 and 645 req/s: bench/RESULTS.md).
+/// Bytes of dirtied pages the large-image engine resets in place per linear memory: a CPython
+/// request dirties about a megabyte scattered over its 11.5 MB image, and more as its heap
+/// grows; whatever is past this is returned to the kernel and faulted back in.
 const LARGE_IMAGE_KEEP_RESIDENT: usize = 16 << 20;
 
 /// Which instance allocator the engine ended up with.
@@ -49,11 +49,10 @@ pub enum EngineKind {
     /// Components without component-model async: WASI 0.2 and plain exports.
     Plain,
     /// Like [`EngineKind::Plain`], for a large memory image (over [`LARGE_IMAGE_BYTES`]: CPython,
-    /// JavaScript engines). A reset copies the image back over the first
-    /// [`LARGE_IMAGE_KEEP_RESIDENT`] bytes: such a guest dirties hundreds of pages scattered over
-    /// its image per request, more than the 32 regions a `PAGEMAP_SCAN` reset records, so on the
-    /// plain engine every page past the 32nd was returned to the kernel and faulted back in
-    /// on the next request, with a TLB shootdown on every core each time.
+    /// JavaScript engines). Such a guest dirties hundreds of pages scattered over its image per
+    /// request; a reset restores up to [`LARGE_IMAGE_KEEP_RESIDENT`] of them in place, where the
+    /// plain engine's megabyte would return the rest to the kernel, to be faulted back in on
+    /// the next request with a TLB shootdown on every core each time.
     LargeImage,
     /// Components with async lifts or lowers, streams or futures: WASI 0.3. Their instances
     /// serve many requests each, so a reset's cost does not count.
@@ -102,7 +101,7 @@ impl EngineKind {
         match self {
             EngineKind::Plain => "WASI 0.2; memory reset by the pages a request dirtied",
             EngineKind::LargeImage => {
-                "WASI 0.2, large memory image; memory reset by copying the image back"
+                "WASI 0.2, large memory image; memory reset by the pages a request dirtied, up to 16 MiB"
             }
             EngineKind::Concurrent => "WASI 0.3; many requests per instance",
         }
@@ -175,15 +174,14 @@ fn pooling_config(kind: EngineKind) -> PoolingAllocationConfig {
         .max_unused_warm_slots(100)
         // Resetting a slot with madvise makes the kernel flush TLBs on every core running a host
         // thread (a profile of fresh-instance load showed 30% of CPU in those shootdowns).
-        // Zeroing the pages a request dirtied, found with PAGEMAP_SCAN where the kernel has it,
-        // keeps small guests' memory resident and skips the syscall.
+        // Restoring the pages a request dirtied, found with PAGEMAP_SCAN where the kernel has it,
+        // keeps guests' memory resident and skips the syscall. weft's wasmtime resumes a scan
+        // past its 32-region buffer (vendor/README.md): upstream decommits everything after it.
         .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .pagemap_scan(Enabled::Auto);
     if kind == EngineKind::LargeImage {
-        pooling
-            .linear_memory_keep_resident(LARGE_IMAGE_KEEP_RESIDENT)
-            .pagemap_scan(Enabled::No);
+        pooling.linear_memory_keep_resident(LARGE_IMAGE_KEEP_RESIDENT);
     }
     pooling
 }

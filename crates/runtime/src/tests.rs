@@ -161,7 +161,7 @@ fn component_with_image(bytes: usize) -> Vec<u8> {
 }
 
 #[test]
-fn a_large_memory_image_gets_the_engine_that_resets_by_copy_and_links_share_one() {
+fn a_large_memory_image_gets_an_engine_of_its_own_and_links_share_one() {
     let small = component_with_image(64 << 10);
     let large = component_with_image(engine::LARGE_IMAGE_BYTES as usize + 1);
     assert_eq!(engine::largest_data_image(&small), 64 << 10);

@@ -283,7 +283,7 @@ async fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
     );
     println!("digest:    sha256:{}", inspection.digest);
     let reset = if inspection.data_image > weft_api::LARGE_IMAGE_BYTES {
-        "a large image: a fresh instance's memory is reset by copying it back"
+        "a large image: a fresh instance's memory is reset by the pages a request dirtied, up to 16 MiB"
     } else {
         "a fresh instance's memory is reset by the pages a request dirtied"
     };

@@ -200,7 +200,7 @@ fn weft_inspect_shows_the_world_and_what_satisfies_each_import() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = std::fs::read(&guests().greeter_py).unwrap();
     assert_eq!(json["size"], bytes.len() as u64);
-    // CPython's interpreter image: over 10 MB of data, so fresh instances reset by copy.
+    // CPython's interpreter image: over 10 MB of data, so it gets the large-image engine.
     assert!(json["data_image"].as_u64().unwrap() > 10 << 20, "{json}");
     assert!(json["exports"]
         .as_array()

@@ -1,6 +1,6 @@
 //! The hello example: answers `GET /hello`, echoes a request body back (streamed both ways),
 //! and on `/hello/count` tells how many requests this instance has served, which shows whether
-//! the host reuses instances.
+//! the host reuses instances and whether a fresh one starts with memory a request left.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,12 @@ wasi::http::proxy::export!(Hello);
 struct Hello;
 
 static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Words per 8 KiB: the marks `/count` leaves are two pages apart, so each is a region of its own.
+const MARK_STRIDE: usize = 1024;
+/// Marks `/count` leaves in this instance's memory: 64 disjoint dirtied pages, more than one
+/// `PAGEMAP_SCAN` of a reset reports, so a reset that restored only some of them would show.
+static MARKS: [AtomicU64; 64 * MARK_STRIDE] = [const { AtomicU64::new(0) }; 64 * MARK_STRIDE];
 
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
@@ -40,7 +46,13 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             }
             IncomingBody::finish(incoming);
         } else if path.ends_with("/count") {
-            let _ = writeln!(out, "{served}");
+            let marked = MARKS
+                .iter()
+                .step_by(MARK_STRIDE)
+                .map(|mark| mark.fetch_add(1, Ordering::Relaxed) + 1)
+                .max()
+                .unwrap_or(0);
+            let _ = writeln!(out, "{}", served.max(marked));
         } else {
             let _ = writeln!(out, "Hello from Rust! You asked for {path}");
         }
