@@ -2,6 +2,7 @@
 """weft's benchmarks: each builds what it needs, runs side by side in one run, prints ratios.
 
     python3 bench/run.py http        # hello and hello-py: weft fresh / weft warm / wasmtime serve
+    python3 bench/run.py python      # CPython hello fresh, weft vs tuned wasmtime serve, each alone
     python3 bench/run.py scaling     # Rust hello fresh on 1 core and 2 (taskset): weft vs wasmtime serve
     python3 bench/run.py coldstart   # first request of each of N idle apps, fresh connections
     python3 bench/run.py density     # N apps on one host: deploy time, RSS per idle app
@@ -342,6 +343,56 @@ def bench_http(images, smoke):
         weft.stop()
         for _, proc in peers.values():
             proc.terminate()
+
+
+def cpu_seconds(pid):
+    """CPU time process `pid` has used so far (user and system, all threads), in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_python(images, smoke):
+    """The CPython hello fresh per request on weft and on `wasmtime serve` at its best for it,
+    each alone in its process, alternating: req/s and CPU per request. `http` runs them among
+    six other servers, where weft's fresh CPython comes out lower (bench/RESULTS.md)."""
+    duration = 1 if smoke else int(os.environ.get("DURATION", "8"))
+    rounds = 1 if smoke else int(os.environ.get("ROUNDS", "4"))
+    image = images["hello-py"]
+    port = free_port()
+    weft = Weft()
+    weft.deploy_batch([manifest("py", image, port, "/py")], {image: weft.upload(image)})
+    servers = [("weft fresh (py)", port, "/py", weft.proc)]
+    peer = None
+    if shutil.which("wasmtime"):
+        peer_port, peer = wasmtime_serve(image, ["-Scli", "-O", WASMTIME_POOLING_TUNED_PY])
+        servers.append(("wasmtime serve, tuned (py)", peer_port, "/", peer))
+    try:
+        for label, p, path, _ in servers:
+            status, body, _ = get(p, path)
+            assert status == 200 and body.startswith("Hello from Python"), (label, status, body)
+            wrk(p, path, "2s", 16)
+        runs = {label: [] for label, _, _, _ in servers}
+        for r in range(rounds):
+            for label, p, path, proc in (servers if r % 2 == 0 else servers[::-1]):
+                before = cpu_seconds(proc.pid)
+                result = wrk(p, path, f"{duration}s", 16)
+                result["cpu_us"] = (cpu_seconds(proc.pid) - before) * 1e6 / max(result["rps"] * duration, 1)
+                runs[label].append(result)
+        median = {label: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for label, rs in runs.items()}
+        ref = median.get("wasmtime serve, tuned (py)")
+        table = [(label, f"{r['rps']:.0f}", f"{r['p99']:.2f}", f"{r['cpu_us']:.0f}",
+                  f"{r['rps'] / ref['rps']:.2f}x" if ref else "n/a")
+                 for label, r in median.items()]
+        print_table(f"CPython hello, fresh per request, each server alone (wrk -t2 -c16, {duration}s per run, "
+                    f"median of {rounds} alternating rounds; tuned = -Scli -O {WASMTIME_POOLING_TUNED_PY})",
+                    ("server", "req/s", "p99 ms", "CPU µs per request", "ratio vs wasmtime serve, tuned"),
+                    table)
+        for label, rs in runs.items():
+            assert all(r["non2xx"] == 0 for r in rs), f"{label}: failed responses"
+    finally:
+        weft.stop()
+        if peer:
+            peer.terminate()
 
 
 def bench_scaling(images, smoke):
@@ -1633,7 +1684,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "scaling", "coldstart", "density", "inflight", "fleet", "hop",
+    parser.add_argument("bench", choices=["http", "python", "scaling", "coldstart", "density", "inflight", "fleet", "hop",
                                           "lattice", "failover", "baseline", "isolation", "noisy", "tls", "oci",
                                           "sql", "metrics", "p3", "all"])
     parser.add_argument("--rev", help="baseline, isolation, p3: the git revision to compare this tree against")
@@ -1649,7 +1700,7 @@ def main():
                            or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = (["http", "scaling", "coldstart", "density", "inflight", "fleet", "hop", "lattice", "failover", "isolation",
+    chosen = (["http", "python", "scaling", "coldstart", "density", "inflight", "fleet", "hop", "lattice", "failover", "isolation",
                "noisy", "tls", "oci", "sql", "metrics", "p3"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
