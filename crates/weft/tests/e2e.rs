@@ -705,6 +705,19 @@ fn a_new_version_under_load_fails_no_request() {
     );
 }
 
+/// What `request` answers `each` times on each of four threads at once.
+fn four_at_a_time(each: usize, request: impl Fn() -> String + Sync) -> Vec<String> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| (0..each).map(|_| request()).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
 /// What `path/count` of a hello example answers: how many requests its instance has served.
 fn served_by_instance(port: u16, path: &str) -> String {
     let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
@@ -736,15 +749,7 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     // reset reports), sequentially and four at a time through reused slots.
     let seen: Vec<String> = (0..3).map(|_| count("/fresh")).collect();
     assert_eq!(seen, ["1", "1", "1"]);
-    let seen: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| (0..8).map(|_| count("/fresh")).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
+    let seen = four_at_a_time(8, || count("/fresh"));
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
     // Opted in: one instance serves three requests, then a new one takes over.
     let seen: Vec<String> = (0..5).map(|_| count("/warm")).collect();
@@ -794,15 +799,7 @@ fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fres
     // a time.
     let seen: Vec<String> = (0..12).map(|_| count("/py")).collect();
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
-    let seen: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..4)
-            .map(|_| scope.spawn(|| (0..6).map(|_| count("/py")).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
+    let seen = four_at_a_time(6, || count("/py"));
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
     // What the guest keeps does show when an instance is reused.
     let seen: Vec<String> = (0..4).map(|_| count("/py-warm")).collect();
