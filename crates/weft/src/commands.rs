@@ -172,6 +172,7 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             (client, Some(task))
         }
     };
+    let sources = crate::dev::source_times(&project.root);
     if let Err(e) = project.build_and_deploy(&client, &registries, true).await {
         eprintln!("error: {e:#}");
         eprintln!(
@@ -184,6 +185,10 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
         "watching {} for changes; Ctrl-C stops",
         project.root.display()
     );
+    // A save made while the first build ran, or before the watch began, is not an event the
+    // watcher will ever send.
+    let mut missed = Some(crate::dev::changed_since(&project.root, &sources))
+        .filter(|missed| !missed.is_empty());
     let started_here = embedded.is_some();
     let host_stopped = async {
         match embedded.as_mut() {
@@ -194,7 +199,10 @@ async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     tokio::pin!(host_stopped);
     loop {
         tokio::select! {
-            changed = changes.recv() => {
+            changed = async { match missed.take() {
+                Some(missed) => Some(missed),
+                None => changes.recv().await,
+            } } => {
                 let Some(changed) = changed else { break };
                 let names: Vec<String> = changed
                     .iter()

@@ -2,9 +2,9 @@
 //! A save that does not build leaves the running version serving; one that builds replaces it
 //! the way any deploy does, with no failed request.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
@@ -173,6 +173,45 @@ impl Project {
     }
 }
 
+/// When each source file under `root` was last modified.
+pub fn source_times(root: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    let mut times = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !is_source(root, &path) {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => dirs.push(path),
+                Ok(meta) => {
+                    if let Ok(modified) = meta.modified() {
+                        times.insert(path, modified);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    times
+}
+
+/// The files of `before` (from [`source_times`]) that have been modified or removed since: the
+/// saves made while the first build ran, before [`watch`] could see them. Files the build
+/// created (a `Cargo.lock`) are not among them.
+pub fn changed_since(root: &Path, before: &BTreeMap<PathBuf, SystemTime>) -> BTreeSet<PathBuf> {
+    let now = source_times(root);
+    before
+        .iter()
+        .filter(|(path, modified)| now.get(*path) != Some(modified))
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
 /// Watches `root` and sends each batch of source changes, once the tree has settled.
 pub fn watch(
     root: &Path,
@@ -222,6 +261,32 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_save_during_the_first_build_is_found_and_a_file_it_created_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/lib.rs"), "fn a() {}").unwrap();
+        std::fs::write(root.join("app.yaml"), "kind: x").unwrap();
+        let before = source_times(root);
+        assert_eq!(before.len(), 2);
+        assert!(changed_since(root, &before).is_empty());
+
+        let file = std::fs::File::options()
+            .write(true)
+            .open(root.join("src/lib.rs"))
+            .unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+        std::fs::write(root.join("Cargo.lock"), "# made by the build").unwrap();
+        std::fs::create_dir_all(root.join("target/debug")).unwrap();
+        std::fs::write(root.join("target/debug/x"), "").unwrap();
+        assert_eq!(
+            changed_since(root, &before),
+            BTreeSet::from([root.join("src/lib.rs")])
+        );
+    }
 
     #[test]
     fn only_sources_trigger_a_rebuild() {
