@@ -103,7 +103,7 @@ impl Host {
             let mut node = self
                 .resolve_source(stored, &app, declared, &mut assembly)
                 .await?;
-            let engine = self.link_engine(&node, &assembly, remote);
+            let engine = self.engine(&node, &assembly, remote);
             if let Some(kind) = engine.filter(|&kind| kind != node.loaded.code.kind()) {
                 node.loaded = self
                     .load_for(&node.what, node.loaded.code.digest(), kind)
@@ -238,6 +238,26 @@ impl Host {
                 .find(|l| l.handler)
                 .map(|l| assembly.workloads[&l.target].clone()),
         })
+    }
+
+    /// The engine the component runs on when it is not its own: that of its link group (see
+    /// `link_engine`), or the plain engine for a reused instance of a large image. The large-image
+    /// engine keeps up to 16 MiB of a slot's pages resident so that a fresh instance per request
+    /// is reset in place; a reused instance is reset once, when it retires, and the heap it grew
+    /// over thousands of requests would stay resident in the slot, for every later fresh
+    /// instance to copy back at each reset (bench/RESULTS.md, ninth stop).
+    fn engine(
+        &self,
+        node: &Node<'_>,
+        assembly: &Assembly,
+        remote: Option<&Arc<dyn RemoteLinks>>,
+    ) -> Option<EngineKind> {
+        let linked = self.link_engine(node, assembly, remote);
+        let kind = linked.unwrap_or_else(|| node.loaded.code.kind());
+        if kind == EngineKind::LargeImage && node.component.reuse.is_some() {
+            return Some(EngineKind::Plain);
+        }
+        linked
     }
 
     /// The engine that the component and the targets of its in-process links run on, in one

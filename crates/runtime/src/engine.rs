@@ -52,7 +52,8 @@ pub enum EngineKind {
     /// JavaScript engines). Such a guest dirties hundreds of pages scattered over its image per
     /// request; a reset restores up to [`LARGE_IMAGE_KEEP_RESIDENT`] of them in place, where the
     /// plain engine's megabyte would return the rest to the kernel, to be faulted back in on
-    /// the next request with a TLB shootdown on every core each time.
+    /// the next request with a TLB shootdown on every core each time. Only for fresh instances:
+    /// a reused one runs on the plain engine, so that the heap it grew does not stay resident.
     LargeImage,
     /// Components with async lifts or lowers, streams or futures: WASI 0.3. Their instances
     /// serve many requests each, so a reset's cost does not count.

@@ -791,6 +791,13 @@ fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fres
         status.contains("reset by the pages a request dirtied"),
         "{status}"
     );
+    // A reused CPython instance is reset once, when it retires: on the large-image engine the
+    // heap it grew would stay resident in its slot for later fresh instances to copy back.
+    let status = host.cli_ok(&["app", "status", "py-warm"]);
+    assert!(
+        status.contains("reset by the pages a request dirtied") && !status.contains("large"),
+        "{status}"
+    );
     let count = |path: &str| served_by_instance(port, path);
     // Each request writes 2 MiB the next would see if its memory were not reset: in the image,
     // and on the heap past it, besides the few hundred pages CPython dirties all over its image
