@@ -351,41 +351,54 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_python(images, smoke):
-    """The CPython hello fresh per request on weft and on `wasmtime serve` at its best for it,
-    each alone in its process, alternating: req/s and CPU per request. `http` runs them among
-    six other servers, where weft's fresh CPython comes out lower (bench/RESULTS.md)."""
+def children_cpu_seconds():
+    """CPU time this script's finished children (wrk) have used so far, in seconds."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fresh_alone(images, smoke, project, language, tuned):
+    """`project`'s hello fresh per request on weft and on `wasmtime serve` at its best for it,
+    each alone in its process, alternating: req/s and CPU per request, the server's and wrk's.
+    On this 2-core machine wrk shares the cores, so the two CPU figures bound the req/s."""
     duration = 1 if smoke else int(os.environ.get("DURATION", "8"))
     rounds = 1 if smoke else int(os.environ.get("ROUNDS", "4"))
-    image = images["hello-py"]
+    image = images[project]
+    suffix = " (py)" if language == "Python" else ""
+    greeting = f"Hello from {language}"
     port = free_port()
     weft = Weft()
-    weft.deploy_batch([manifest("py", image, port, "/py")], {image: weft.upload(image)})
-    servers = [("weft fresh (py)", port, "/py", weft.proc)]
+    weft.deploy_batch([manifest(project, image, port, "/hello")], {image: weft.upload(image)})
+    peer_label = f"wasmtime serve, tuned{suffix}"
+    servers = [(f"weft fresh{suffix}", port, "/hello", weft.proc)]
     peer = None
     if shutil.which("wasmtime"):
-        peer_port, peer = wasmtime_serve(image, ["-Scli", "-O", WASMTIME_POOLING_TUNED_PY])
-        servers.append(("wasmtime serve, tuned (py)", peer_port, "/", peer))
+        peer_port, peer = wasmtime_serve(image, ["-Scli", "-O", tuned])
+        servers.append((peer_label, peer_port, "/", peer))
     try:
         for label, p, path, _ in servers:
             status, body, _ = get(p, path)
-            assert status == 200 and body.startswith("Hello from Python"), (label, status, body)
+            assert status == 200 and body.startswith(greeting), (label, status, body)
             wrk(p, path, "2s", 16)
         runs = {label: [] for label, _, _, _ in servers}
         for r in range(rounds):
             for label, p, path, proc in (servers if r % 2 == 0 else servers[::-1]):
-                before = cpu_seconds(proc.pid)
+                before, wrk_before = cpu_seconds(proc.pid), children_cpu_seconds()
                 result = wrk(p, path, f"{duration}s", 16)
-                result["cpu_us"] = (cpu_seconds(proc.pid) - before) * 1e6 / max(result["rps"] * duration, 1)
+                requests = max(result["rps"] * duration, 1)
+                result["cpu_us"] = (cpu_seconds(proc.pid) - before) * 1e6 / requests
+                result["wrk_us"] = (children_cpu_seconds() - wrk_before) * 1e6 / requests
                 runs[label].append(result)
         median = {label: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for label, rs in runs.items()}
-        ref = median.get("wasmtime serve, tuned (py)")
-        table = [(label, f"{r['rps']:.0f}", f"{r['p99']:.2f}", f"{r['cpu_us']:.0f}",
+        ref = median.get(peer_label)
+        table = [(label, f"{r['rps']:.0f}", f"{r['p99']:.2f}", f"{r['cpu_us']:.0f}", f"{r['wrk_us']:.0f}",
                   f"{r['rps'] / ref['rps']:.2f}x" if ref else "n/a")
                  for label, r in median.items()]
-        print_table(f"CPython hello, fresh per request, each server alone (wrk -t2 -c16, {duration}s per run, "
-                    f"median of {rounds} alternating rounds; tuned = -Scli -O {WASMTIME_POOLING_TUNED_PY})",
-                    ("server", "req/s", "p99 ms", "CPU µs per request", "ratio vs wasmtime serve, tuned"),
+        print_table(f"{language} hello, fresh per request, each server alone (wrk -t2 -c16, "
+                    f"{duration}s per run, median of {rounds} alternating rounds; tuned = -Scli -O {tuned})",
+                    ("server", "req/s", "p99 ms", "server CPU µs per request", "wrk CPU µs per request",
+                     "ratio vs wasmtime serve, tuned"),
                     table)
         for label, rs in runs.items():
             assert all(r["non2xx"] == 0 for r in rs), f"{label}: failed responses"
@@ -393,6 +406,17 @@ def bench_python(images, smoke):
         weft.stop()
         if peer:
             peer.terminate()
+
+
+def bench_python(images, smoke):
+    """The CPython hello, each server alone (`fresh_alone`). `http` runs them among six other
+    servers (bench/RESULTS.md)."""
+    fresh_alone(images, smoke, "hello-py", "Python", WASMTIME_POOLING_TUNED_PY)
+
+
+def bench_rust(images, smoke):
+    """The Rust hello, each server alone (`fresh_alone`)."""
+    fresh_alone(images, smoke, "hello", "Rust", WASMTIME_POOLING_TUNED)
 
 
 def bench_scaling(images, smoke):
@@ -1684,7 +1708,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["http", "python", "scaling", "coldstart", "density", "inflight", "fleet", "hop",
+    parser.add_argument("bench", choices=["http", "python", "rust", "scaling", "coldstart", "density", "inflight", "fleet", "hop",
                                           "lattice", "failover", "baseline", "isolation", "noisy", "tls", "oci",
                                           "sql", "metrics", "p3", "all"])
     parser.add_argument("--rev", help="baseline, isolation, p3: the git revision to compare this tree against")
@@ -1700,7 +1724,7 @@ def main():
                            or not shutil.which("wrk")):
         sh(os.path.join(REPO, "bench", "setup.sh"))
     images = build(args.smoke)
-    chosen = (["http", "python", "scaling", "coldstart", "density", "inflight", "fleet", "hop", "lattice", "failover", "isolation",
+    chosen = (["http", "python", "rust", "scaling", "coldstart", "density", "inflight", "fleet", "hop", "lattice", "failover", "isolation",
                "noisy", "tls", "oci", "sql", "metrics", "p3"]
               if args.bench == "all" else [args.bench])
     for name in chosen:
