@@ -763,6 +763,147 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     assert_eq!(count("/warm"), "1");
 }
 
+/// Swap for the length of a test: the machine's own when it has some, else a swap file made
+/// and switched on for it (root only), switched off and removed when dropped.
+struct Swap {
+    file: Option<tempfile::TempDir>,
+}
+
+impl Swap {
+    fn on() -> Result<Swap, String> {
+        let swaps = std::fs::read_to_string("/proc/swaps").map_err(|e| e.to_string())?;
+        if swaps.lines().count() > 1 {
+            return Ok(Swap { file: None });
+        }
+        // Next to the build, on disk: swap on tmpfs is refused.
+        let dir =
+            tempfile::tempdir_in(support::repo().join("target")).map_err(|e| e.to_string())?;
+        let file = dir.path().join("swap");
+        let run = |program: &str, args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{program}: {e}"))?;
+            out.status.success().then_some(()).ok_or_else(|| {
+                format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim())
+            })
+        };
+        let path = file.to_str().unwrap();
+        run("fallocate", &["-l", "128M", path])?;
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        run("mkswap", &[path])?;
+        run("swapon", &[path])?;
+        Ok(Swap { file: Some(dir) })
+    }
+}
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.file {
+            let _ = std::process::Command::new("swapoff")
+                .arg(dir.path().join("swap"))
+                .status();
+        }
+    }
+}
+
+/// Asks the kernel to page out every private writable mapping of process `pid` now, as memory
+/// pressure would; returns the kB of it then in swap.
+#[allow(unsafe_code)]
+fn page_out(pid: u32) -> u64 {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor, closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (range, perms) = (fields.next().unwrap(), fields.next().unwrap());
+        if !(perms.starts_with("rw") && perms.ends_with('p')) {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = usize::from_str_radix(start, 16).unwrap();
+        let end = usize::from_str_radix(end, 16).unwrap();
+        let iov = libc::iovec {
+            iov_base: start as *mut libc::c_void,
+            iov_len: end - start,
+        };
+        // SAFETY: the kernel reads one iovec from `iov`, which outlives the call; the range is
+        // the other process's and only advised, never touched from here. A range that vanished
+        // meanwhile fails harmlessly.
+        unsafe {
+            libc::syscall(
+                libc::SYS_process_madvise,
+                pidfd,
+                &iov as *const libc::iovec,
+                1usize,
+                libc::MADV_PAGEOUT,
+                0u32,
+            )
+        };
+    }
+    // SAFETY: `pidfd` is the descriptor opened above and is not used after this.
+    unsafe { libc::close(pidfd as libc::c_int) };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSwap:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+// Without swap there is nothing to test, and switching it on takes root: it says why it stops.
+#[allow(clippy::print_stderr)]
+fn a_page_swapped_out_before_the_reset_is_reset_too() {
+    let swap = match Swap::on() {
+        Ok(swap) => swap,
+        Err(why) => {
+            eprintln!("skipped: this machine has no swap and none could be switched on ({why})");
+            return;
+        }
+    };
+    let g = guests();
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    let warm = s.manifest(
+        "warm",
+        "v1",
+        &[Route {
+            properties: "reuse: { requests: 100, idle: 1s }",
+            ..route("warm", &g.hello, port, "/warm")
+        }],
+    );
+    let fresh = s.manifest("fresh", "v1", &[route("fresh", &g.hello, port, "/fresh")]);
+    host.deploy(&warm);
+    host.deploy(&fresh);
+    // A reused instance keeps what it wrote, here two requests' marks; then the kernel swaps
+    // its memory out while it sits idle, as it would under memory pressure.
+    let count = |path: &str| served_by_instance(port, path);
+    assert_eq!([count("/warm"), count("/warm")], ["1", "2"]);
+    assert!(page_out(host.pid()) > 0, "nothing was swapped out");
+    // It retires once idle past its second, and its slot is reset: the next instance of the same
+    // component is given that slot and must not find the marks, swapped out or not.
+    support::wait_until(
+        Duration::from_secs(10),
+        "the warm instance to retire",
+        || {
+            host.cli_ok(&["app", "status", "warm"])
+                .contains("0 warm instance(s)")
+                .then_some(())
+        },
+    );
+    let seen: Vec<String> = (0..6).map(|_| count("/fresh")).collect();
+    assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
+    drop(swap);
+}
+
 #[test]
 fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fresh() {
     let g = guests();
