@@ -718,6 +718,24 @@ fn four_at_a_time(each: usize, request: impl Fn() -> String + Sync) -> Vec<Strin
     })
 }
 
+/// The manifest of app `name`: `image` served at `path`, its instances reused as `reuse` says.
+fn reused(
+    s: &Scene,
+    name: &str,
+    image: &std::path::Path,
+    path: &str,
+    reuse: &str,
+) -> std::path::PathBuf {
+    s.manifest(
+        name,
+        "v1",
+        &[Route {
+            properties: reuse,
+            ..route(name, image, s.port, path)
+        }],
+    )
+}
+
 /// What `path/count` of a hello example answers: how many requests its instance has served.
 fn served_by_instance(port: u16, path: &str) -> String {
     let (status, body) = get(&format!("http://127.0.0.1:{port}{path}/count"));
@@ -732,13 +750,12 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     let s = Scene::new();
     let port = s.port;
     let fresh = s.manifest("fresh", "v1", &[route("fresh", &g.hello, port, "/fresh")]);
-    let warm = s.manifest(
+    let warm = reused(
+        &s,
         "warm",
-        "v1",
-        &[Route {
-            properties: "reuse: { requests: 3, idle: 3s }",
-            ..route("warm", &g.hello, port, "/warm")
-        }],
+        &g.hello,
+        "/warm",
+        "reuse: { requests: 3, idle: 3s }",
     );
     host.deploy(&fresh);
     host.deploy(&warm);
@@ -872,13 +889,12 @@ fn a_page_swapped_out_before_the_reset_is_reset_too() {
     let host = Host::start(&[]);
     let s = Scene::new();
     let port = s.port;
-    let warm = s.manifest(
+    let warm = reused(
+        &s,
         "warm",
-        "v1",
-        &[Route {
-            properties: "reuse: { requests: 100, idle: 1s }",
-            ..route("warm", &g.hello, port, "/warm")
-        }],
+        &g.hello,
+        "/warm",
+        "reuse: { requests: 100, idle: 1s }",
     );
     let fresh = s.manifest("fresh", "v1", &[route("fresh", &g.hello, port, "/fresh")]);
     host.deploy(&warm);
@@ -911,13 +927,12 @@ fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fres
     let s = Scene::new();
     let port = s.port;
     let fresh = s.manifest("py", "v1", &[route("py", &g.hello_py, port, "/py")]);
-    let warm = s.manifest(
+    let warm = reused(
+        &s,
         "py-warm",
-        "v1",
-        &[Route {
-            properties: "reuse: { requests: 3, idle: 30s }",
-            ..route("py-warm", &g.hello_py, port, "/py-warm")
-        }],
+        &g.hello_py,
+        "/py-warm",
+        "reuse: { requests: 3, idle: 30s }",
     );
     let rust = s.manifest("rust", "v1", &[route("rust", &g.hello, port, "/rust")]);
     host.deploy(&fresh);
