@@ -34,7 +34,7 @@ pub use ingress::{IngressError, DEFAULT_MAX_REQUEST_BODY};
 use prepare::Prepared;
 pub use store::{StateStore, StoreError, StoredApp};
 pub use subscriptions::ClaimTicks;
-pub use weft_runtime::default_memory_budget;
+pub use weft_runtime::{default_memory_budget, drop_retired};
 
 /// How to start a host.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod links;
 mod long_running;
 mod middleware;
 mod read_ahead;
+mod retire;
 mod self_wake;
 mod service;
 mod state;
@@ -35,6 +36,7 @@ pub use engine::{Allocator, EngineKind, EPOCH_TICK};
 pub use exports::ExportServer;
 pub use handler::{Event, EventHandler};
 pub use links::{CallFailed, LinkTarget, Linked, RemoteCall, RemoteTarget};
+pub use retire::drop_retired;
 pub use state::{Access, AllowedHosts, InstanceState, MemoryLimitExceeded};
 /// The error type of HTTP bodies crossing the host boundary.
 pub use wasmtime_wasi_http::Error as HttpError;

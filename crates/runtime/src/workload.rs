@@ -140,12 +140,15 @@ impl Workload {
         self.pruned_pool()?.pop()
     }
 
-    /// Returns an instance to the pool unless it has served its quota.
+    /// Returns an instance to the pool unless it has served its quota; one not kept is dropped
+    /// once the answer is out (see `retire.rs`).
     fn put_warm(&self, mut instance: WarmInstance) {
-        let Some(reuse) = self.reuse else { return };
+        let Some(reuse) = self.reuse else {
+            return crate::retire::retire(instance.store);
+        };
         instance.served += 1;
         if instance.served >= reuse.max_requests {
-            return;
+            return crate::retire::retire(instance.store);
         }
         instance.idle_since = Instant::now();
         self.warm_lock().push(instance);

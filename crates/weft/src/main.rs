@@ -83,6 +83,10 @@ fn main() -> std::process::ExitCode {
         // tokio's default of 61 tasks between looks at the sockets, a new request could wait
         // 61 ms behind busy guests. Eight bounds that wait near the budget of a long call.
         .event_interval(8)
+        // A worker about to idle first drops the instance it finished last (weft_runtime's
+        // `retire.rs`), so that instance's memory reset comes after its answer went out.
+        .on_thread_park(weft_host::drop_retired)
+        .on_thread_stop(weft_host::drop_retired)
         .enable_all()
         .build()
     {
