@@ -2,7 +2,10 @@
 //! memory, execution time). A WASI 0.2 handler gets a fresh instance per request (or a warm one
 //! when it opts in); a WASI 0.3 handler's instances serve many requests at once (`service.rs`).
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -343,11 +346,20 @@ impl Workload {
         // request does not hop threads; only a guest still streaming its body is handed to a
         // task of its own. Headers are polled first: once set, the response goes out.
         let mut receiver = receiver;
-        let outcome = tokio::select! {
-            biased;
-            response = &mut receiver => Ok(response),
-            finished = &mut instance => Err(finished),
-        };
+        let outcome = std::future::poll_fn(|cx| {
+            if let Poll::Ready(response) = Pin::new(&mut receiver).poll(cx) {
+                return Poll::Ready(Ok(response));
+            }
+            if let Poll::Ready(finished) = Pin::new(&mut instance).poll(cx) {
+                return Poll::Ready(Err(finished));
+            }
+            // The guest usually sets its response during the turn it just had and then waits
+            // for its body to be read. Looking again takes the response in this same poll:
+            // otherwise the task would go back through the scheduler first (its own wake
+            // counts as a yield) and wake an idle worker thread, before the answer is written.
+            Pin::new(&mut receiver).poll(cx).map(Ok)
+        })
+        .await;
         let response = match outcome {
             Ok(Err(_closed)) => {
                 // The sender went away without a response: the instance failed before setting one.
