@@ -485,23 +485,36 @@ def deploy_many(weft, image, count, port, path_prefix, batch=False, first=0):
     return time.perf_counter() - started
 
 
+def first_requests(port, path_prefix, count):
+    """The first request of apps {path_prefix}0.. (deployed by `deploy_many`), each on a new
+    connection: milliseconds each; fails unless each is the hello's answer."""
+    times = []
+    for i in range(count):
+        status, body, elapsed = get(port, f"{path_prefix}{i}")
+        assert status == 200 and body.startswith("Hello from Rust"), (status, body)
+        times.append(elapsed * 1000)
+    return times
+
+
+def not_found_floor(port, count):
+    """weft's own 404 on `port`, each on a new connection: what the client and TCP cost without
+    any Wasm, in milliseconds, to read cold starts against."""
+    return [get(port, "/none")[2] * 1000 for _ in range(count)]
+
+
 def bench_coldstart(images, smoke):
     count = 20 if smoke else int(os.environ.get("APPS", "1000"))
     port = free_port()
     weft = Weft()
     try:
         deploy_many(weft, images["hello"], count, port, "/cold", batch=True)
-        times = []
-        for i in range(count):
-            status, body, elapsed = get(port, f"/cold{i}")
-            assert status == 200 and body.startswith("Hello from Rust"), (status, body)
-            times.append(elapsed * 1000)
+        times = first_requests(port, "/cold", count)
         # A second request to each app: a fresh instance again, but of an app already served once,
         # so the difference to the first is what a cold app costs beyond instantiating.
         again = sorted(get(port, f"/cold{i}")[2] * 1000 for i in range(count))
         # The same client against an instance-free answer (weft's own 404) on a fresh connection:
         # what the client and TCP cost without any Wasm, to read the figures against.
-        floor = sorted(get(port, "/none")[2] * 1000 for _ in range(min(count, 200)))
+        floor = sorted(not_found_floor(port, min(count, 200)))
         times.sort()
         q = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))]
         print_table(f"Cold start: first request of each of {count} idle apps", ("measure", "p50 ms", "p99 ms"), [
@@ -1104,8 +1117,8 @@ def bench_baseline(images, smoke, rev):
                 per_app = (weft.rss_kib() - before) / count
                 # Cold start as `coldstart` measures it: the first request of each idle app on a
                 # new connection, against the 404 on the same connection shape.
-                cold = statistics.median(get(apps_port, f"/d{i}")[2] * 1000 for i in range(min(count, 300)))
-                floor = statistics.median(get(apps_port, "/none")[2] * 1000 for _ in range(200))
+                cold = statistics.median(first_requests(apps_port, "/d", min(count, 300)))
+                floor = statistics.median(not_found_floor(apps_port, 200))
                 assert fresh["non2xx"] == 0 and warm["non2xx"] == 0, label
                 results[label].append((fresh["rps"], fresh["p99"], warm["rps"], elapsed / count * 1000,
                                        per_app, cold - floor))
