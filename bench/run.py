@@ -358,10 +358,12 @@ def children_cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-def fresh_alone(images, smoke, project, language, tuned):
+def fresh_alone(images, smoke, project, language, tuned, bound=False):
     """`project`'s hello fresh per request on weft and on `wasmtime serve` at its best for it,
     each alone in its process, alternating: req/s and CPU per request, the server's and wrk's.
-    On this 2-core machine wrk shares the cores, so the two CPU figures bound the req/s."""
+    On this 2-core machine wrk shares the cores, so the two CPU figures bound the req/s.
+    With `bound`, also the same hello reused warm on weft: a request with no instantiation and
+    no reset, which is as fast as any cheaper way of getting a clean instance could make it."""
     duration = 1 if smoke else int(os.environ.get("DURATION", "8"))
     rounds = 1 if smoke else int(os.environ.get("ROUNDS", "4"))
     image = images[project]
@@ -369,9 +371,14 @@ def fresh_alone(images, smoke, project, language, tuned):
     greeting = f"Hello from {language}"
     port = free_port()
     weft = Weft()
-    weft.deploy_batch([manifest(project, image, port, "/hello")], {image: weft.upload(image)})
-    peer_label = f"wasmtime serve, tuned{suffix}"
+    texts = [manifest(project, image, port, "/hello")]
     servers = [(f"weft fresh{suffix}", port, "/hello", weft.proc)]
+    if bound:
+        texts.append(manifest(f"{project}-warm", image, port, "/warm", WARM))
+        servers.append((f"weft warm{suffix}: no instantiation, no reset (the bound, not fresh)",
+                        port, "/warm", weft.proc))
+    weft.deploy_batch(texts, {image: weft.upload(image)})
+    peer_label = f"wasmtime serve, tuned{suffix}"
     peer = None
     if shutil.which("wasmtime"):
         peer_port, peer = wasmtime_serve(image, ["-Scli", "-O", tuned])
@@ -415,8 +422,9 @@ def bench_python(images, smoke):
 
 
 def bench_rust(images, smoke):
-    """The Rust hello, each server alone (`fresh_alone`)."""
-    fresh_alone(images, smoke, "hello", "Rust", WASMTIME_POOLING_TUNED)
+    """The Rust hello, each server alone (`fresh_alone`), with weft's warm reuse beside them as
+    the bound of what a cheaper clean instance could gain."""
+    fresh_alone(images, smoke, "hello", "Rust", WASMTIME_POOLING_TUNED, bound=True)
 
 
 def bench_scaling(images, smoke):
