@@ -99,6 +99,11 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// weft's patch: each trampoline's Wasm- and array-call locations in the text section,
+    /// looked up once here. Every instantiation sets every trampoline's funcref, and looking
+    /// each up in `index` is two binary searches of its sparse table.
+    trampoline_locs: PrimaryMap<TrampolineIndex, (FunctionLoc, FunctionLoc)>,
 }
 
 impl fmt::Debug for Component {
@@ -465,6 +470,21 @@ impl Component {
             })
             .collect::<Result<_>>()?;
 
+        let trampoline_locs = info
+            .component
+            .trampolines
+            .keys()
+            .map(|index_of| {
+                let loc = |abi| {
+                    index
+                        .func_loc(FuncKey::ComponentTrampoline(abi, index_of))
+                        .copied()
+                        .expect("every trampoline of a component is compiled")
+                };
+                (loc(Abi::Wasm), loc(Abi::Array))
+            })
+            .collect();
+
         let realloc_func_type = Arc::new(FuncType::new(
             engine,
             [ValType::I32, ValType::I32, ValType::I32, ValType::I32],
@@ -482,6 +502,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampoline_locs,
             }),
         })
     }
@@ -518,17 +539,10 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        let (wasm_call, array_call) = &self.inner.trampoline_locs[index];
         AllCallFuncPointers {
-            wasm_call,
-            array_call,
+            wasm_call: self.func_loc_to_pointer(wasm_call).cast(),
+            array_call: self.func_loc_to_pointer(array_call).cast(),
         }
     }
 
