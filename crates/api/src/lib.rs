@@ -143,6 +143,10 @@ pub struct ComponentStatus {
     pub active_instances: usize,
     /// Idle instances kept for reuse.
     pub warm_instances: usize,
+    /// Fresh instances reset in place after they answered, ready for a request; None when
+    /// the component's instances are not reset in place (a new one is made for each request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_instances: Option<usize>,
     /// The reuse policy, when the component opted in.
     pub reuse: Option<String>,
     /// What it runs on: its WASI generation and how its memory is reset (empty when it serves

@@ -202,6 +202,7 @@ fn component_statuses(
                 max_instances: c.limits.max_instances,
                 active_instances: workload.map_or(0, |w| w.active_instances()),
                 warm_instances: workload.map_or(0, |w| w.warm_instances()),
+                reset_instances: workload.and_then(|w| w.reset_instances()),
                 engine: workload.map_or_else(String::new, |w| w.engine().describe().to_string()),
                 reuse: c.reuse.map(|r| {
                     format!(

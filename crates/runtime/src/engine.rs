@@ -320,3 +320,17 @@ mod tests {
         drop(stores);
     }
 }
+
+/// Whether no core module in `bytes` (a component, nested ones included) has a `start`
+/// function, and the component none either. Unparseable bytes say no.
+pub(crate) fn no_start_function(bytes: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::StartSection { .. })
+            | Ok(wasmparser::Payload::ComponentStartSection { .. })
+            | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}

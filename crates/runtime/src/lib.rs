@@ -13,6 +13,7 @@ mod links;
 mod long_running;
 mod middleware;
 mod read_ahead;
+mod renew;
 mod retire;
 mod self_wake;
 mod service;
@@ -96,6 +97,10 @@ pub struct Code {
     digest: String,
     /// The engine it was compiled for, whose linker links it.
     kind: EngineKind,
+    /// Whether none of its core modules has a `start` function: what wasmtime cannot tell of a
+    /// compiled component, and what a fresh instance needs to be reset in place
+    /// (`renew.rs`).
+    no_start_function: bool,
     /// Whether `kind` is the engine the component picks itself, rather than one a link made it
     /// share with its linked components (see [`Runtime::load_for`]).
     natural: bool,
@@ -120,6 +125,12 @@ pub enum Events {
 }
 
 impl Code {
+    /// Whether a fresh instance of it may be reset in place (`renew.rs`), as far as its
+    /// bytes tell: a WASI 0.2 component whose core modules have no `start` function.
+    pub(crate) fn resettable(&self) -> bool {
+        self.no_start_function
+    }
+
     /// Every interface the component imports.
     pub fn imports(&self) -> Vec<String> {
         let engine = self.component.engine();
@@ -344,6 +355,7 @@ impl Runtime {
         let code = Arc::new(Code {
             component,
             digest,
+            no_start_function: kind != EngineKind::Concurrent && engine::no_start_function(bytes),
             kind,
             // A WASI 0.3 component asked for another engine still got its own.
             natural: wanted != Some(kind),
@@ -589,16 +601,7 @@ impl Runtime {
         limits: &weft_manifest::Limits,
         access: &Access,
     ) -> wasmtime::Store<InstanceState> {
-        let mut store = wasmtime::Store::new(
-            engine,
-            InstanceState::new(
-                name,
-                limits.max_memory,
-                &self.budget,
-                access,
-                self.ticker.awake(),
-            ),
-        );
+        let mut store = wasmtime::Store::new(engine, self.instance_state(name, limits, access));
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
@@ -623,6 +626,25 @@ impl Runtime {
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store
+    }
+}
+
+impl Runtime {
+    /// A store's state as a new store starts with it: nothing granted beyond `access`, nothing
+    /// charged yet.
+    pub(crate) fn instance_state(
+        &self,
+        name: &Arc<str>,
+        limits: &weft_manifest::Limits,
+        access: &Access,
+    ) -> InstanceState {
+        InstanceState::new(
+            name,
+            limits.max_memory,
+            &self.budget,
+            access,
+            self.ticker.awake(),
+        )
     }
 }
 

@@ -284,6 +284,12 @@ impl MemoryLimiter {
             charge: Charge::new(budget.clone()),
         }
     }
+
+    /// Charges memories that already hold `bytes`: those of an instance reset in place, whose
+    /// new state starts with nothing charged.
+    pub(crate) fn charge_existing(&mut self, bytes: usize) -> Result<(), crate::BudgetSpent> {
+        self.charge.grow(0, bytes)
+    }
 }
 
 /// Tables beyond this many elements are refused: far above what real guests use, far below what

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::Instrument as _;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
@@ -22,6 +22,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::driven_body::DrivenBody;
 use crate::long_running::{CallRecord, Demotable, Pace};
+use crate::renew::{Finishing, Resettable, Retiring};
 use crate::service::Service;
 use crate::state::{Access, InstanceState, MemoryLimitExceeded};
 use crate::{Code, Runtime};
@@ -41,6 +42,14 @@ pub struct Workload {
     permits: Arc<Semaphore>,
     /// Idle instances kept for reuse, most recently used last.
     warm: Mutex<Vec<WarmInstance>>,
+    /// Where to find a fresh instance's exports when it is reset in place (`renew.rs`); None
+    /// when its instances are not.
+    resets: Option<ProxyIndices>,
+    /// Fresh instances reset in place, ready for a request.
+    renewed: crate::renew::Pool,
+    /// Set when wasmtime found an instance of it it cannot reset in place (`renew.rs`); from
+    /// then on each request gets a new instance.
+    reset_refused: std::sync::atomic::AtomicBool,
     /// How long its requests usually run, to tell one that runs long.
     pace: Arc<Pace>,
     meter: Arc<weft_metrics::WorkloadMeter>,
@@ -97,6 +106,19 @@ impl Workload {
         let permits = Arc::new(Semaphore::new(limits.max_instances as usize));
         let name: Arc<str> = name.into();
         let meter = Arc::new(meter);
+        // A fresh 0.2 instance alone in its store, of a component with no `start` function,
+        // is reset in place after it answers rather than dropped (`renew.rs`).
+        let resets = match &pre {
+            HttpPre::P2(pre)
+                if reuse.is_none()
+                    && access.linked.is_none()
+                    && code.resettable()
+                    && code.kind() != crate::EngineKind::Concurrent =>
+            {
+                ProxyIndices::new(pre.instance_pre()).ok()
+            }
+            _ => None,
+        };
         let handler = match pre {
             HttpPre::P2(pre) => Handler::P2(pre),
             HttpPre::P3(pre) => Handler::P3(Service::new(
@@ -120,6 +142,9 @@ impl Workload {
             access,
             permits,
             warm: Mutex::default(),
+            resets,
+            renewed: Default::default(),
+            reset_refused: Default::default(),
             pace: Arc::default(),
             meter,
         }
@@ -157,9 +182,71 @@ impl Workload {
         self.warm_lock().push(instance);
     }
 
-    /// Drops warm instances idle longer than the reuse policy allows; returns how many remain.
+    /// Drops warm instances idle longer than the reuse policy allows, and fresh ones kept reset
+    /// longer than `renew::IDLE`; returns how many warm ones remain.
     pub fn reclaim_idle(&self) -> usize {
+        self.renewed.prune();
         self.pruned_pool().map_or(0, |warm| warm.len())
+    }
+
+    /// Where to find the exports of a fresh instance it resets in place, while it does.
+    fn resetting_with(&self) -> Option<&ProxyIndices> {
+        self.resets.as_ref().filter(|_| {
+            !self
+                .reset_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Stops resetting its instances in place, for good: wasmtime found state in one that a
+    /// reset could not put back.
+    fn refuse_resets(&self) {
+        if !self
+            .reset_refused
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                workload = %self.name,
+                "its instances hold state a reset in place cannot put back: each request gets a new one"
+            );
+        }
+    }
+
+    /// Whether its fresh instances are reset in place.
+    fn resetting(&self) -> bool {
+        self.resetting_with().is_some()
+    }
+
+    /// Its fresh instances reset in place.
+    pub(crate) fn renewed(&self) -> &crate::renew::Pool {
+        &self.renewed
+    }
+
+    /// A new state for one of its stores.
+    pub(crate) fn new_state(&self) -> InstanceState {
+        self.runtime
+            .instance_state(&self.name, &self.limits, &self.access)
+    }
+
+    /// Lets go of a fresh instance that answered cleanly: reset in place once the answer is
+    /// out when it can be, else dropped then (`retire.rs`).
+    fn finish(
+        self: &Arc<Self>,
+        store: Store<InstanceState>,
+        proxy: Proxy,
+        reset: Option<Resettable>,
+    ) {
+        match reset {
+            Some(reset) => crate::retire::retire(Retiring {
+                workload: self.clone(),
+                finishing: Some(Finishing {
+                    store,
+                    proxy,
+                    reset,
+                }),
+            }),
+            None => crate::retire::retire(store),
+        }
     }
 
     /// Idle instances kept warm right now (for a WASI 0.3 handler: live instances, busy or
@@ -169,6 +256,12 @@ impl Workload {
             Handler::P2(_) => self.warm_lock().len(),
             Handler::P3(service) => service.instances(),
         }
+    }
+
+    /// Fresh instances reset in place and ready for a request; None when its instances are
+    /// not reset in place (`renew.rs`).
+    pub fn reset_instances(&self) -> Option<usize> {
+        self.resetting().then(|| self.renewed.prune())
     }
 
     /// Whether it serves WASI 0.3 (`wasi:http/handler@0.3.0`), many requests per instance.
@@ -260,17 +353,26 @@ impl Workload {
             }
         };
 
-        let (mut store, warm) = match self.take_warm() {
-            Some(instance) => (instance.store, Some((instance.proxy, instance.served))),
-            None => (
-                self.runtime.limited_store(
-                    self.code.component.engine(),
-                    &self.name,
-                    &self.limits,
-                    &self.access,
-                ),
+        // A warm instance (reuse), or a fresh one reset in place, or a new store.
+        let (mut store, warm, renewed) = match self.take_warm() {
+            Some(instance) => (
+                instance.store,
+                Some((instance.proxy, instance.served)),
                 None,
             ),
+            None => match self.renewed.take() {
+                Some(renewed) => (renewed.store, None, Some((renewed.proxy, renewed.reset))),
+                None => (
+                    self.runtime.limited_store(
+                        self.code.component.engine(),
+                        &self.name,
+                        &self.limits,
+                        &self.access,
+                    ),
+                    None,
+                    None,
+                ),
+            },
         };
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
 
@@ -301,9 +403,10 @@ impl Workload {
                 let _permit = permit;
                 let _live = live;
                 let run = async {
-                    let (proxy, served) = match warm {
-                        Some(warm) => warm,
-                        None => {
+                    let (proxy, served, reset) = match (warm, renewed) {
+                        (Some((proxy, served)), _) => (proxy, served, None),
+                        (None, Some((proxy, reset))) => (proxy, 0, Some(reset)),
+                        (None, None) => {
                             // Linked components first: the source's imports call into them.
                             for peer in workload.access.linked.iter().flat_map(|l| &l.peers) {
                                 let instance = peer.pre.instantiate_async(&mut store).await?;
@@ -311,28 +414,48 @@ impl Workload {
                                     store.data_mut().peers.insert(interface.clone(), instance);
                                 }
                             }
-                            (pre.instantiate_async(&mut store).await?, 0)
+                            match workload.resetting_with() {
+                                // Its state right after instantiation is what a reset puts back.
+                                Some(indices) => {
+                                    let instance =
+                                        pre.instance_pre().instantiate_async(&mut store).await?;
+                                    let proxy = indices.load(&mut store, &instance)?;
+                                    let reset = instance
+                                        .reset_point(&store)
+                                        .map(|point| Resettable { instance, point });
+                                    if reset.is_none() {
+                                        workload.refuse_resets();
+                                    }
+                                    (proxy, 0, reset)
+                                }
+                                None => (pre.instantiate_async(&mut store).await?, 0, None),
+                            }
                         }
                     };
                     proxy
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, req, out)
                         .await?;
-                    wasmtime::Result::<_>::Ok((proxy, served))
+                    wasmtime::Result::<_>::Ok((proxy, served, reset))
                 };
                 match tokio::time::timeout(timeout, run).await {
-                    Ok(Ok((proxy, served))) => {
+                    Ok(Ok((proxy, served, reset))) => {
                         record.clean();
                         // Counted before the instance can serve (and reset the clock for)
                         // another request.
                         drop(record);
-                        // Only an instance that finished cleanly is reused; a trapped one is dropped.
-                        workload.put_warm(WarmInstance {
-                            store,
-                            proxy,
-                            served,
-                            idle_since: Instant::now(),
-                        });
+                        // Only an instance that finished cleanly is reused or reset; a trapped
+                        // one is dropped.
+                        if workload.reuse.is_some() {
+                            workload.put_warm(WarmInstance {
+                                store,
+                                proxy,
+                                served,
+                                idle_since: Instant::now(),
+                            });
+                        } else {
+                            workload.finish(store, proxy, reset);
+                        }
                         Ok(())
                     }
                     Ok(Err(e)) => Err(classify(e, timeout)),

@@ -1095,7 +1095,13 @@ fn print_status(app: &AppStatus) {
                 "  reuse:     {reuse}; {} warm instance(s)",
                 c.warm_instances
             ),
-            None => println!("  reuse:     off (a fresh instance per request)"),
+            None => match c.reset_instances {
+                Some(ready) => println!(
+                    "  reuse:     off (a fresh instance per request, reset in place once it \
+                     answered; {ready} ready)"
+                ),
+                None => println!("  reuse:     off (a fresh instance per request)"),
+            },
         }
         for route in &c.routes {
             println!("  route:     {route}");

@@ -768,6 +768,28 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     assert_eq!(seen, ["1", "1", "1"]);
     let seen = four_at_a_time(8, || count("/fresh"));
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
+    // Those fresh instances are the same few reset in place once they answered (not made anew):
+    // what they held besides memory is put back too. A resource the guest never drops would
+    // keep its handle, and the next request's resource would get another.
+    let ready = host.cli_ok(&["app", "status", "fresh"]);
+    assert!(ready.contains("reset in place once it answered"), "{ready}");
+    support::wait_until(
+        Duration::from_secs(10),
+        "a reset instance to be ready",
+        || {
+            let status = host.cli_ok(&["app", "status", "fresh"]);
+            (!status.contains("; 0 ready")).then_some(())
+        },
+    );
+    let handle = |_| {
+        let (status, body) = get(&format!("http://127.0.0.1:{port}/fresh/handle"));
+        assert_eq!(status, 200, "{body}");
+        body.trim().to_string()
+    };
+    let seen: Vec<String> = (0..5).map(handle).collect();
+    assert!(seen.iter().all(|h| *h == seen[0]), "{seen:?}");
+    let seen: Vec<String> = (0..3).map(|_| count("/fresh")).collect();
+    assert_eq!(seen, ["1", "1", "1"]);
     // Opted in: one instance serves three requests, then a new one takes over.
     let seen: Vec<String> = (0..5).map(|_| count("/warm")).collect();
     assert_eq!(seen, ["1", "2", "3", "1", "2"]);
@@ -964,6 +986,13 @@ fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fres
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
     let seen = four_at_a_time(6, || count("/py"));
     assert!(seen.iter().all(|c| c == "1"), "{seen:?}");
+    // Those go through the reset in place of the same few instances, heap grown past the
+    // image and all.
+    let status = host.cli_ok(&["app", "status", "py"]);
+    assert!(
+        status.contains("reset in place once it answered"),
+        "{status}"
+    );
     // What the guest keeps does show when an instance is reused.
     let seen: Vec<String> = (0..4).map(|_| count("/py-warm")).collect();
     assert_eq!(seen, ["1", "2", "3", "1"]);

@@ -1,6 +1,8 @@
 //! The hello example: answers `GET /hello`, echoes a request body back (streamed both ways),
 //! and on `/hello/count` tells how many requests this instance has served, which shows whether
-//! the host reuses instances and whether a fresh one starts with memory a request left.
+//! the host reuses instances and whether a fresh one starts with memory a request left. On
+//! `/hello/handle` it makes a resource it never drops and answers with its handle: a fresh
+//! instance's handles start from the same place every time, whatever an earlier request left.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,10 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
                 }
             }
             IncomingBody::finish(incoming);
+        } else if path.ends_with("/handle") {
+            let leaked = Fields::new();
+            let _ = writeln!(out, "{}", leaked.handle());
+            std::mem::forget(leaked);
         } else if path.ends_with("/count") {
             let marked = MARKS
                 .iter()

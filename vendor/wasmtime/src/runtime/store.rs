@@ -1712,6 +1712,15 @@ impl StoreOpaque {
         )
     }
 
+    /// The number of core instances in this store other than dummy ones (the store's default
+    /// caller, host-made items) (weft's patch 5).
+    pub(crate) fn num_instances(&self) -> usize {
+        self.instances
+            .values()
+            .filter(|inst| !matches!(inst.kind, StoreInstanceKind::Dummy))
+            .count()
+    }
+
     /// Get all instances (ignoring dummy instances) within this store.
     pub fn all_instances<'a>(&'a mut self) -> impl ExactSizeIterator<Item = Instance> + 'a {
         let instances = self

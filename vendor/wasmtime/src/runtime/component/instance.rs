@@ -50,6 +50,90 @@ const _: () = {
     assert!(core::mem::offset_of!(Instance, id) == 0);
 };
 
+/// A component instance's state right after instantiation, to put it back in place with
+/// [`Instance::reset`] (weft's patch 5).
+pub struct ResetPoint {
+    instance: ComponentInstanceId,
+    component: Vec<u8>,
+    core: Vec<(crate::store::InstanceId, vm::CoreResetPoint)>,
+}
+
+impl Instance {
+    /// Captures this instance's state for [`Instance::reset`]; call it right after
+    /// instantiation, before any call, and only for a component none of whose core modules has
+    /// a `start` function (wasmtime does not keep that fact, and a reset would lose what the
+    /// function wrote to memory). `None` when the instance cannot be reset in place: its
+    /// store supports concurrency, holds anything besides this one instance, has trapped, or
+    /// its engine does not pool instances; or a core instance holds state a reset could not put
+    /// back (see `vm::Instance::reset_point`).
+    #[cfg(all(feature = "pooling-allocator", unix))]
+    pub fn reset_point(&self, store: impl AsContext) -> Option<ResetPoint> {
+        let store = store.as_context().0;
+        if store.concurrency_support()
+            || store.trapped()
+            || store.store_data().components.num_component_instances() != 1
+            || store.engine().allocator().as_pooling().is_none()
+        {
+            return None;
+        }
+        let component = self.id.get(store);
+        let mut core = Vec::new();
+        for id in component.core_instances() {
+            core.push((id, store.instance(id).reset_point()?));
+        }
+        if core.len() != store.num_instances() {
+            return None;
+        }
+        Some(ResetPoint {
+            instance: self.id.instance(),
+            component: component.reset_point(),
+            core,
+        })
+    }
+
+    /// Puts this instance back to `point` in place, as instantiation left it: each memory reset
+    /// to its image and initial size the way its pooled slot would be at deallocation, tables,
+    /// globals and the rest of each vmctx as they were, every handle table empty. The store's
+    /// data (`T`) is the embedder's to replace. Returns the bytes of linear memory the instance
+    /// holds after. On error the store must be dropped, never called into again.
+    ///
+    /// Call it only with nothing running in the instance and after the call that last ran in
+    /// it returned (its post-return done).
+    #[cfg(all(feature = "pooling-allocator", unix))]
+    pub fn reset(&self, mut store: impl AsContextMut, point: &ResetPoint) -> Result<usize> {
+        let store = store.as_context_mut().0;
+        if point.instance != self.id.instance() {
+            bail!("this reset point was taken of another instance");
+        }
+        if store.trapped() {
+            bail!("an instance that trapped cannot be reset");
+        }
+        let engine = store.engine().clone();
+        let Some(pool) = engine.allocator().as_pooling() else {
+            bail!("only an instance of a pooling engine can be reset in place");
+        };
+        let tunables = wasmtime_environ::MemoryTunables::new(
+            engine.tunables(),
+            wasmtime_environ::MemoryKind::LinearMemory,
+        );
+        let mut bytes = 0;
+        for (id, core) in &point.core {
+            // SAFETY: the point is this instance's (checked above, and a point's core
+            // instances are its component's), and the caller runs nothing in it.
+            bytes += unsafe { store.instance_mut(*id).reset_to(core, pool, &tunables)? };
+        }
+        // SAFETY: as above.
+        unsafe {
+            store
+                .store_data_mut()
+                .component_instance_mut(self.id.instance())
+                .reset_to(&point.component);
+        }
+        store.store_data_mut().components.reset_for_reuse();
+        Ok(bytes)
+    }
+}
+
 impl Instance {
     /// Creates a raw `Instance` from the internal identifiers within the store.
     pub(crate) fn from_wasmtime(store: &StoreOpaque, id: ComponentInstanceId) -> Instance {

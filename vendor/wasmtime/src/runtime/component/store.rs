@@ -92,6 +92,23 @@ pub struct RuntimeInstance {
 }
 
 impl ComponentStoreData {
+    /// The number of component instances in this store (weft's patch 5).
+    pub(crate) fn num_component_instances(&self) -> usize {
+        self.num_component_instances
+    }
+
+    /// Empties the store's own handle table, its host resource data and its call scopes, and
+    /// zeroes the live-handle count, as a new store has them (weft's patch 5: the reset in
+    /// place of the one component instance in the store).
+    pub(crate) fn reset_for_reuse(&mut self) {
+        self.component_host_table = Default::default();
+        self.host_resource_data = Default::default();
+        self.handle_counter = HandleCounter::new(self.handle_counter.limit());
+        if let ComponentTaskState::NotConcurrent(state) = &mut self.task_state {
+            *state = Default::default();
+        }
+    }
+
     pub fn new(engine: &Engine) -> ComponentStoreData {
         ComponentStoreData {
             instances: Default::default(),

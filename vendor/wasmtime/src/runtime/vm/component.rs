@@ -23,6 +23,7 @@ use crate::store::InstanceId;
 use crate::{Func, vm};
 use alloc::alloc::Layout;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::mem;
 use core::mem::offset_of;
 use core::pin::Pin;
@@ -924,6 +925,39 @@ impl ComponentInstance {
     /// Panics if `idx` hasn't been initialized yet.
     pub fn instance(&self, idx: RuntimeInstanceIndex) -> InstanceId {
         self.instances[idx]
+    }
+
+    /// The core instances this component instance made (weft's patch 5).
+    pub(crate) fn core_instances(&self) -> impl Iterator<Item = InstanceId> + '_ {
+        self.instances.values().copied()
+    }
+
+    /// This component instance's vmctx right after instantiation, to put back with `reset_to`
+    /// (weft's patch 5: an instance reset in place).
+    pub(crate) fn reset_point(&self) -> Vec<u8> {
+        let size = usize::try_from(self.offsets.size_of_vmctx()).unwrap();
+        // SAFETY: the vmctx is `size` bytes long and initialized once instantiation is done.
+        unsafe { core::slice::from_raw_parts(self.vmctx().as_ptr().cast::<u8>(), size) }.to_vec()
+    }
+
+    /// Puts the vmctx back to `point` (the instance flags among it) and empties every handle
+    /// table, as instantiation left them.
+    ///
+    /// # Safety
+    ///
+    /// `point` must be this instance's own `reset_point`, and nothing may be running in it.
+    pub(crate) unsafe fn reset_to(mut self: Pin<&mut Self>, point: &[u8]) {
+        // SAFETY: see the function's contract.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                point.as_ptr(),
+                self.vmctx().as_ptr().cast::<u8>(),
+                point.len(),
+            );
+        }
+        for (_, state) in self.as_mut().instance_states().0.iter_mut() {
+            *state = InstanceState::default();
+        }
     }
 
     fn instances_mut(self: Pin<&mut Self>) -> &mut TryPrimaryMap<RuntimeInstanceIndex, InstanceId> {

@@ -747,6 +747,13 @@ impl MemoryImageSlot {
         self.dirty
     }
 
+    /// Marks the slot as possibly written (weft's patch 5): an in-place reset that failed after
+    /// clearing leaves the slot to be cleared again by its deallocation.
+    #[allow(dead_code, reason = "only used in some cfgs")]
+    pub(crate) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     /// Map anonymous zeroed memory across the whole slot,
     /// inaccessible. Used both during instantiate and during drop.
     pub(crate) fn reset_with_anon_memory(&mut self) -> Result<()> {

@@ -155,6 +155,16 @@ pub struct Instance {
     vmctx: OwnedVMContext<VMContext>,
 }
 
+/// A core instance's state right after instantiation (weft's patch 5), see
+/// `Instance::reset_point`.
+pub struct CoreResetPoint {
+    vmctx: Vec<u8>,
+    /// The initial byte size of each defined memory.
+    memories: Vec<usize>,
+    /// The elements of each defined table.
+    tables: Vec<Vec<crate::runtime::vm::table::FuncTableElem>>,
+}
+
 impl Instance {
     /// Creates a new owned instance handle from `req`.
     ///
@@ -593,6 +603,97 @@ impl Instance {
     #[inline]
     pub fn vmctx(&self) -> NonNull<VMContext> {
         InstanceLayout::vmctx(self)
+    }
+
+    /// What instantiation left in this instance, to put back with `reset_to` (weft's patch 5:
+    /// an instance reset in place), or None when this instance holds state a reset could not
+    /// put back: passive element segments, data written at instantiation rather than mapped
+    /// from an image, a memory without an image slot or shared, a table that is not a pooled
+    /// funcref table, or a global holding a GC reference. A module's `start` function is not
+    /// recorded at run time, so the embedder must know there is none (its writes to memory
+    /// would be lost).
+    pub(crate) fn reset_point(&self) -> Option<CoreResetPoint> {
+        let module = self.env_module();
+        if !module.passive_elements.is_empty()
+            || (module.memory_initialization.is_segmented() && !module.runtime_data.is_empty())
+            || module
+                .globals
+                .iter()
+                .any(|(_, global)| global.wasm_ty.is_vmgcref_type())
+        {
+            return None;
+        }
+        let mut memories = Vec::new();
+        for (index, (_, memory)) in self.memories.iter() {
+            // A memory with data but no image had it copied in at instantiation, which a reset
+            // to the (empty) image would lose.
+            let has_data = match &module.memory_initialization {
+                MemoryInitialization::Static { map } => map[module.memory_index(index)].is_some(),
+                MemoryInitialization::Segmented => !module.runtime_data.is_empty(),
+            };
+            if !memory.has_image_slot() || (memory.needs_init() && has_data) {
+                return None;
+            }
+            let ty = &module.memories[module.memory_index(index)];
+            memories.push(usize::try_from(ty.minimum_byte_size().ok()?).ok()?);
+        }
+        let mut tables = Vec::new();
+        for (_, (_, table)) in self.tables.iter() {
+            tables.push(table.static_funcs_snapshot()?);
+        }
+        let size = usize::try_from(self.offsets().size_of_vmctx()).ok()?;
+        // SAFETY: the vmctx is `size` bytes long and initialized once instantiation is done.
+        let vmctx = unsafe { core::slice::from_raw_parts(self.vmctx().as_ptr().cast::<u8>(), size) };
+        Some(CoreResetPoint {
+            vmctx: vmctx.to_vec(),
+            memories,
+            tables,
+        })
+    }
+
+    /// Puts this instance back to `point` in place: memories reset to their images and
+    /// initial sizes through `allocator` (the pool they came from), tables and the whole vmctx
+    /// (globals, memory and table lengths, dropped data segments, funcrefs) to what they were.
+    /// Returns the bytes its memories hold after. On error the instance must not run again.
+    ///
+    /// # Safety
+    ///
+    /// `point` must be this instance's own, and nothing may be running in the instance.
+    #[cfg(all(feature = "pooling-allocator", unix))]
+    pub(crate) unsafe fn reset_to(
+        mut self: Pin<&mut Self>,
+        point: &CoreResetPoint,
+        allocator: &crate::runtime::vm::PoolingInstanceAllocator,
+        memory_tunables: &wasmtime_environ::MemoryTunables<'_>,
+    ) -> Result<usize> {
+        let mut images = Vec::new();
+        for (index, _) in self.memories.iter() {
+            images.push(self.runtime_info.memory_image(index)?.cloned());
+        }
+        let mut bytes = 0;
+        for (((_, (_, memory)), initial), image) in self
+            .as_mut()
+            .memories_mut()
+            .iter_mut()
+            .zip(&point.memories)
+            .zip(&images)
+        {
+            allocator.reset_memory_in_place(memory, *initial, image.as_ref(), memory_tunables)?;
+            bytes += *initial;
+        }
+        for ((_, (_, table)), saved) in self.as_mut().tables_mut().iter_mut().zip(&point.tables) {
+            table.restore_static_funcs(saved);
+        }
+        // SAFETY: the snapshot is this vmctx's own bytes, of its length; with the memories and
+        // tables above back to the sizes it records, it describes them again.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                point.vmctx.as_ptr(),
+                self.vmctx().as_ptr().cast::<u8>(),
+                point.vmctx.len(),
+            );
+        }
+        Ok(bytes)
     }
 
     /// Lookup a function by index.

@@ -450,6 +450,20 @@ impl Memory {
         }
     }
 
+    /// The local memory, unless it is shared (weft's patch 5).
+    pub(crate) fn as_local_mut(&mut self) -> Option<&mut LocalMemory> {
+        match self {
+            Memory::Local(mem) => Some(mem),
+            Memory::Shared(_) => None,
+        }
+    }
+
+    /// Whether this memory sits in an image slot, so that it can be reset in place (weft's
+    /// patch 5).
+    pub(crate) fn has_image_slot(&self) -> bool {
+        matches!(self, Memory::Local(LocalMemory { memory_image: Some(_), .. }))
+    }
+
     /// Is this a shared memory?
     pub fn is_shared_memory(&self) -> bool {
         matches!(self, Memory::Shared(_))
@@ -761,6 +775,45 @@ impl LocalMemory {
     #[cfg(feature = "pooling-allocator")]
     pub fn unwrap_static_image(self) -> MemoryImageSlot {
         self.memory_image.unwrap()
+    }
+
+    /// Puts this memory back as instantiation left it, in place (weft's patch 5): the slot's
+    /// contents reset to `image` (zeros where it has none) exactly as a deallocation would,
+    /// the pages past `keep_resident` decommitted now rather than queued, and the size back to
+    /// `initial_size`. Only a memory with an image slot (a pooled one) can be.
+    #[cfg(all(feature = "pooling-allocator", unix))]
+    pub(crate) fn reset_in_place(
+        &mut self,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        initial_size: usize,
+        image: Option<&Arc<MemoryImage>>,
+        memory_tunables: &MemoryTunables<'_>,
+    ) -> Result<()> {
+        let Some(slot) = self.memory_image.as_mut() else {
+            bail!("this memory has no image slot to reset");
+        };
+        let mut decommit = Vec::new();
+        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+            decommit.push(crate::runtime::vm::sys::vm::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            })
+        })?;
+        let ready = if decommit.is_empty() {
+            Ok(())
+        } else {
+            // SAFETY: the regions are this memory's own pages, which nothing uses while it is
+            // being reset.
+            unsafe { crate::runtime::vm::sys::vm::decommit_pages(&decommit) }.map_err(Error::from)
+        }
+        .and_then(|()| slot.instantiate(initial_size, image, &self.ty, memory_tunables));
+        if let Err(e) = ready {
+            slot.mark_dirty();
+            return Err(e);
+        }
+        self.alloc.set_byte_size(initial_size);
+        Ok(())
     }
 }
 

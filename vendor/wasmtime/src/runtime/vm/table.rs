@@ -785,6 +785,35 @@ impl Table {
         Ok(())
     }
 
+    /// The elements of a pooled funcref table, to put back with `restore_static_funcs`
+    /// (weft's patch 5: an instance reset in place); None for any other kind of table.
+    pub(crate) fn static_funcs_snapshot(&self) -> Option<Vec<FuncTableElem>> {
+        match self {
+            Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) => {
+                // SAFETY: the first `size` elements of a static table are initialized.
+                let elements = unsafe { &data.as_non_null().as_ref()[..*size] };
+                Some(elements.to_vec())
+            }
+            _ => None,
+        }
+    }
+
+    /// Puts back the elements and size `static_funcs_snapshot` took; past them the table's
+    /// storage is zero again, as a fresh pooled table's is.
+    pub(crate) fn restore_static_funcs(&mut self, saved: &[FuncTableElem]) {
+        let Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) = self else {
+            unreachable!("only a static funcref table has a snapshot");
+        };
+        // SAFETY: the storage is this table's own, `saved` fits it since it once held it, and
+        // nothing else uses the table while its instance is being reset.
+        let storage = unsafe { data.as_non_null().as_mut() };
+        if *size > saved.len() {
+            storage[saved.len()..*size].fill(None);
+        }
+        storage[..saved.len()].copy_from_slice(saved);
+        *size = saved.len();
+    }
+
     /// Return a `VMTableDefinition` for exposing the table to compiled wasm code.
     pub fn vmtable(&mut self) -> VMTableDefinition {
         match self {

@@ -500,6 +500,30 @@ impl PoolingInstanceAllocator {
     }
 }
 
+impl PoolingInstanceAllocator {
+    /// Resets a memory this pool allocated back to `image` and `initial_size` without giving
+    /// its slot back (weft's patch 5: an instance reset in place), with the same page scan and
+    /// resident budget as a deallocation.
+    pub(crate) fn reset_memory_in_place(
+        &self,
+        memory: &mut Memory,
+        initial_size: usize,
+        image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
+        memory_tunables: &wasmtime_environ::MemoryTunables<'_>,
+    ) -> Result<()> {
+        let Some(local) = memory.as_local_mut() else {
+            bail!("a shared memory cannot be reset in place");
+        };
+        local.reset_in_place(
+            self.pagemap.as_ref(),
+            self.memories.keep_resident,
+            initial_size,
+            image,
+            memory_tunables,
+        )
+    }
+}
+
 unsafe impl InstanceAllocator for PoolingInstanceAllocator {
     #[cfg(feature = "component-model")]
     fn validate_component<'a>(

@@ -1,0 +1,157 @@
+//! A fresh WASI 0.2 instance, once it has answered, is reset in place for the next request
+//! instead of dropped: the next request gets the same store and instance put back exactly as
+//! instantiation left them, and skips making a new store and instantiating.
+//!
+//! The reset is the vendored wasmtime's (`vendor/README.md`, patch 5): each memory back to its
+//! image and initial size by the same page scan a pooled slot gets when it is freed, tables,
+//! globals and the rest of each core instance's vmctx copied back from right after
+//! instantiation, every handle table emptied. The store's own state (`InstanceState`: WASI
+//! context, resource table, grants, memory charge) is replaced by a new one. A component is
+//! reset in place only when all of that is the whole of its state: WASI 0.2, no component links
+//! in its store, no `start` function in any core module (its writes to memory would be lost),
+//! and what wasmtime checks itself (no passive element segments, data only from memory images,
+//! pooled memories and funcref tables). Anything else gets a new store as before.
+//!
+//! The reset runs where the drop ran (`retire.rs`: after the answer is written), and an
+//! instance that trapped, timed out or failed in any way is dropped, never reset.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Instance, ResetPoint};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use crate::state::InstanceState;
+use crate::workload::Workload;
+
+/// Instances kept reset across all workloads. Each holds a memory, a table and a stack slot of
+/// its engine's pool, which new instances of every other app must still find free.
+const HELD_IN_ALL: usize = 256;
+/// Instances one workload keeps reset: as many as it had answering at once, up to this.
+const HELD_PER_WORKLOAD: usize = 64;
+/// A reset instance that has waited this long for a request is dropped.
+pub(crate) const IDLE: Duration = Duration::from_secs(10);
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// One place counted against [`HELD_IN_ALL`], given back when dropped.
+struct Held;
+
+impl Held {
+    fn take() -> Option<Held> {
+        HELD.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            (held < HELD_IN_ALL).then_some(held + 1)
+        })
+        .ok()
+        .map(|_| Held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An instance and its state right after instantiation: what resetting it takes.
+pub(crate) struct Resettable {
+    pub(crate) instance: Instance,
+    pub(crate) point: ResetPoint,
+}
+
+/// A fresh instance reset and ready for a request.
+pub(crate) struct Renewed {
+    pub(crate) store: Store<InstanceState>,
+    pub(crate) proxy: Proxy,
+    pub(crate) reset: Resettable,
+    idle_since: Instant,
+    _held: Held,
+}
+
+/// One workload's reset instances, most recently reset last.
+#[derive(Default)]
+pub(crate) struct Pool(Mutex<Vec<Renewed>>);
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, Vec<Renewed>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reset instance for the next request, if one waits.
+    pub(crate) fn take(&self) -> Option<Renewed> {
+        self.lock().pop()
+    }
+
+    /// Drops instances idle past [`IDLE`]; returns how many remain.
+    pub(crate) fn prune(&self) -> usize {
+        let mut pool = self.lock();
+        let now = Instant::now();
+        pool.retain(|r| now.duration_since(r.idle_since) < IDLE);
+        pool.len()
+    }
+
+    /// Whether the workload keeps as many as it may.
+    fn full(&self) -> bool {
+        self.lock().len() >= HELD_PER_WORKLOAD
+    }
+
+    /// Resets `finished` in place and keeps it; drops it when the pools are full, the reset
+    /// fails, or its memory cannot be charged to the host's budget again.
+    pub(crate) fn renew(&self, workload: &Workload, finished: Finishing) {
+        let Finishing {
+            mut store,
+            proxy,
+            reset,
+        } = finished;
+        if self.full() {
+            return;
+        }
+        let Some(held) = Held::take() else { return };
+        let bytes = match reset.instance.reset(&mut store, &reset.point) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::debug!(
+                    workload = workload.name(),
+                    "instance not reset in place, dropped: {e:#}"
+                );
+                return;
+            }
+        };
+        // The old state goes first, so the host's budget never counts the memory twice.
+        drop(std::mem::replace(store.data_mut(), workload.new_state()));
+        if store.data_mut().limiter.charge_existing(bytes).is_err() {
+            return;
+        }
+        self.lock().push(Renewed {
+            store,
+            proxy,
+            reset,
+            idle_since: Instant::now(),
+            _held: held,
+        });
+    }
+}
+
+/// A fresh instance that answered cleanly, with what it takes to reset it.
+pub(crate) struct Finishing {
+    pub(crate) store: Store<InstanceState>,
+    pub(crate) proxy: Proxy,
+    pub(crate) reset: Resettable,
+}
+
+/// Resets its instance into its workload's pool when dropped, which `retire.rs` does once the
+/// answer is out.
+pub(crate) struct Retiring {
+    pub(crate) workload: Arc<Workload>,
+    pub(crate) finishing: Option<Finishing>,
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        if let Some(finishing) = self.finishing.take() {
+            self.workload.renewed().renew(&self.workload, finishing);
+        }
+    }
+}
