@@ -155,3 +155,98 @@ impl Drop for Retiring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::Store;
+
+    use crate::engine::build_engine;
+    use crate::EngineKind;
+
+    /// A component whose one export reports, packed in a u32, every kind of state a reset in
+    /// place must put back (a mutable global, a byte of memory, the memory's and a table's
+    /// sizes, a table slot, a passive data segment), then changes all of them.
+    const TOUCH: &str = r#"
+(component
+  (core module $m
+    (memory 1)
+    (global $g (mut i32) (i32.const 0))
+    (table $t 2 funcref)
+    (elem (table $t) (i32.const 0) func $one)
+    (elem declare func $two)
+    (data $passive "\2a")
+    (func $one (result i32) i32.const 1)
+    (func $two (result i32) i32.const 2)
+    (func (export "touch") (result i32)
+      (local $seen i32)
+      ;; on a fresh instance's call (the global still 0), the passive segment: it traps once
+      ;; dropped, so a reset must bring it back
+      (if (i32.eqz (global.get $g))
+        (then (memory.init $passive (i32.const 200) (i32.const 0) (i32.const 1))))
+      (local.set $seen
+        (i32.or
+          (i32.or (global.get $g) (i32.shl (i32.load8_u (i32.const 100)) (i32.const 8)))
+          (i32.or
+            (i32.or (i32.shl (memory.size) (i32.const 16)) (i32.shl (table.size $t) (i32.const 20)))
+            (i32.shl (ref.is_null (table.get $t (i32.const 1))) (i32.const 24)))))
+      (global.set $g (i32.add (global.get $g) (i32.const 1)))
+      (i32.store8 (i32.const 100) (i32.add (i32.load8_u (i32.const 100)) (i32.const 1)))
+      (drop (memory.grow (i32.const 1)))
+      (table.set $t (i32.const 1) (ref.func $two))
+      (drop (table.grow $t (ref.null func) (i32.const 1)))
+      (data.drop $passive)
+      (local.get $seen))
+  )
+  (core instance $i (instantiate $m))
+  (func (export "touch") (result u32) (canon lift (core func $i "touch")))
+)
+"#;
+
+    #[tokio::test]
+    async fn a_reset_puts_back_globals_memory_tables_and_dropped_data() {
+        let (engine, _) = build_engine(true, EngineKind::Plain).unwrap();
+        let component = Component::new(&engine, TOUCH).unwrap();
+        let linker = Linker::<()>::new(&engine);
+        let mut store = Store::new(&engine, ());
+        // weft's engines interrupt at epoch deadlines; this test has no ticker.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .unwrap();
+        let point = instance
+            .reset_point(&store)
+            .expect("resettable: no start function, pooled, one instance");
+        let touch = instance
+            .get_typed_func::<(), (u32,)>(&mut store, "touch")
+            .unwrap();
+        let mut call = async |store: &mut Store<()>| {
+            let (seen,) = touch.call_async(&mut *store, ()).await.unwrap();
+            seen
+        };
+        // Fresh: global 0, byte 0, 1 page, 2 table slots, slot 1 null.
+        let fresh = (1 << 16) | (2 << 20) | (1 << 24);
+        assert_eq!(call(&mut store).await, fresh);
+        // What the first call changed shows in the second; after a reset, the first call's
+        // state again, and the data segment the first call dropped is there to initialize.
+        assert_eq!(call(&mut store).await, 1 | (1 << 8) | (2 << 16) | (3 << 20));
+        for _ in 0..3 {
+            instance.reset(&mut store, &point).unwrap();
+            assert_eq!(call(&mut store).await, fresh);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_module_start_function_is_not_the_resets_to_overlook_but_the_callers() {
+        // A component with a `start` function: weft checks the bytes, since wasmtime does not
+        // keep that fact.
+        let with_start = wat::parse_str(
+            r#"(component (core module $m (memory 1) (func $s) (start $s)) (core instance (instantiate $m)))"#,
+        )
+        .unwrap();
+        assert!(!crate::engine::no_start_function(&with_start));
+        let without = wat::parse_str(TOUCH).unwrap();
+        assert!(crate::engine::no_start_function(&without));
+    }
+}
