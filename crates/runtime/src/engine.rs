@@ -288,6 +288,20 @@ impl Drop for EpochTicker {
     }
 }
 
+/// Whether no core module in `bytes` (a component, nested ones included) has a `start`
+/// function, and the component none either. Unparseable bytes say no.
+pub(crate) fn no_start_function(bytes: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::StartSection { .. })
+            | Ok(wasmparser::Payload::ComponentStartSection { .. })
+            | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,18 +333,4 @@ mod tests {
         assert!(ticker.ticks() >= stopped + 3);
         drop(stores);
     }
-}
-
-/// Whether no core module in `bytes` (a component, nested ones included) has a `start`
-/// function, and the component none either. Unparseable bytes say no.
-pub(crate) fn no_start_function(bytes: &[u8]) -> bool {
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload {
-            Ok(wasmparser::Payload::StartSection { .. })
-            | Ok(wasmparser::Payload::ComponentStartSection { .. })
-            | Err(_) => return false,
-            Ok(_) => {}
-        }
-    }
-    true
 }

@@ -221,7 +221,7 @@ mod tests {
         let touch = instance
             .get_typed_func::<(), (u32,)>(&mut store, "touch")
             .unwrap();
-        let mut call = async |store: &mut Store<()>| {
+        let call = async |store: &mut Store<()>| {
             let (seen,) = touch.call_async(&mut *store, ()).await.unwrap();
             seen
         };
