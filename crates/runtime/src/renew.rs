@@ -13,7 +13,9 @@
 //! pooled memories and funcref tables). Anything else gets a new store as before.
 //!
 //! The reset runs where the drop ran (`retire.rs`: after the answer is written), and an
-//! instance that trapped, timed out or failed in any way is dropped, never reset.
+//! instance that trapped, timed out or failed in any way is dropped, never reset. Reset
+//! instances waiting for a request are bounded: 64 per workload, 256 on the host, 10 s each,
+//! and never more than half the host's memory budget counting everything else charged to it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -121,7 +123,12 @@ impl Pool {
         };
         // The old state goes first, so the host's budget never counts the memory twice.
         drop(std::mem::replace(store.data_mut(), workload.new_state()));
-        if store.data_mut().limiter.charge_existing(bytes).is_err() {
+        // Idle instances never take more than half the host's memory budget: the rest is for
+        // requests, of this app and every other.
+        let budget = workload.memory_budget();
+        if budget.used() + bytes as u64 > budget.limit() / 2
+            || store.data_mut().limiter.charge_existing(bytes).is_err()
+        {
             return;
         }
         self.lock().push(Renewed {

@@ -222,6 +222,11 @@ impl Workload {
         &self.renewed
     }
 
+    /// The host's memory budget its instances are charged to.
+    pub(crate) fn memory_budget(&self) -> &crate::MemoryBudget {
+        self.runtime.memory_budget()
+    }
+
     /// A new state for one of its stores.
     pub(crate) fn new_state(&self) -> InstanceState {
         self.runtime
