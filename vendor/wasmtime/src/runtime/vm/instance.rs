@@ -609,12 +609,13 @@ impl Instance {
     /// an instance reset in place), or None when this instance holds state a reset could not
     /// put back: passive element segments, data written at instantiation rather than mapped
     /// from an image, a memory without an image slot or shared, a table that is not a pooled
-    /// funcref table, or a global holding a GC reference. A module's `start` function is not
+    /// funcref table, a global holding a GC reference, or GC objects at all. A module's `start` function is not
     /// recorded at run time, so the embedder must know there is none (its writes to memory
     /// would be lost).
     pub(crate) fn reset_point(&self) -> Option<CoreResetPoint> {
         let module = self.env_module();
         if !module.passive_elements.is_empty()
+            || module.needs_gc_heap
             || (module.memory_initialization.is_segmented() && !module.runtime_data.is_empty())
             || module
                 .globals
