@@ -97,10 +97,10 @@ pub struct Code {
     digest: String,
     /// The engine it was compiled for, whose linker links it.
     kind: EngineKind,
-    /// Whether none of its core modules has a `start` function: what wasmtime cannot tell of a
-    /// compiled component, and what a fresh instance needs to be reset in place
-    /// (`renew.rs`).
-    no_start_function: bool,
+    /// Whether a fresh instance of it may be reset in place (`renew.rs`) as far as its bytes
+    /// tell: WASI 0.2, and no `start` function in any core module (which wasmtime does not
+    /// keep of a compiled component).
+    resettable: bool,
     /// Whether `kind` is the engine the component picks itself, rather than one a link made it
     /// share with its linked components (see [`Runtime::load_for`]).
     natural: bool,
@@ -125,10 +125,9 @@ pub enum Events {
 }
 
 impl Code {
-    /// Whether a fresh instance of it may be reset in place (`renew.rs`), as far as its
-    /// bytes tell: a WASI 0.2 component whose core modules have no `start` function.
+    /// Whether a fresh instance of it may be reset in place, as far as its bytes tell.
     pub(crate) fn resettable(&self) -> bool {
-        self.no_start_function
+        self.resettable
     }
 
     /// Every interface the component imports.
@@ -355,7 +354,7 @@ impl Runtime {
         let code = Arc::new(Code {
             component,
             digest,
-            no_start_function: kind != EngineKind::Concurrent && engine::no_start_function(bytes),
+            resettable: kind != EngineKind::Concurrent && engine::no_start_function(bytes),
             kind,
             // A WASI 0.3 component asked for another engine still got its own.
             natural: wanted != Some(kind),
@@ -627,9 +626,7 @@ impl Runtime {
         });
         store
     }
-}
 
-impl Runtime {
     /// A store's state as a new store starts with it: nothing granted beyond `access`, nothing
     /// charged yet.
     pub(crate) fn instance_state(

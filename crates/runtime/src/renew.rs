@@ -98,47 +98,48 @@ impl Pool {
     fn full(&self) -> bool {
         self.lock().len() >= HELD_PER_WORKLOAD
     }
+}
 
-    /// Resets `finished` in place and keeps it; drops it when the pools are full, the reset
-    /// fails, or its memory cannot be charged to the host's budget again.
-    pub(crate) fn renew(&self, workload: &Workload, finished: Finishing) {
-        let Finishing {
-            mut store,
-            proxy,
-            reset,
-        } = finished;
-        if self.full() {
-            return;
-        }
-        let Some(held) = Held::take() else { return };
-        let bytes = match reset.instance.reset(&mut store, &reset.point) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::debug!(
-                    workload = workload.name(),
-                    "instance not reset in place, dropped: {e:#}"
-                );
-                return;
-            }
-        };
-        // The old state goes first, so the host's budget never counts the memory twice.
-        drop(std::mem::replace(store.data_mut(), workload.new_state()));
-        // Idle instances never take more than half the host's memory budget: the rest is for
-        // requests, of this app and every other.
-        let budget = workload.memory_budget();
-        if budget.used() + bytes as u64 > budget.limit() / 2
-            || store.data_mut().limiter.charge_existing(bytes).is_err()
-        {
-            return;
-        }
-        self.lock().push(Renewed {
-            store,
-            proxy,
-            reset,
-            idle_since: Instant::now(),
-            _held: held,
-        });
+/// Resets `finished` in place and keeps it in `workload`'s pool; drops it when the pools are
+/// full, the reset fails, or its memory cannot be charged to the host's budget again.
+fn renew(workload: &Workload, finished: Finishing) {
+    let Finishing {
+        mut store,
+        proxy,
+        reset,
+    } = finished;
+    let pool = workload.renewed();
+    if pool.full() {
+        return;
     }
+    let Some(held) = Held::take() else { return };
+    let bytes = match reset.instance.reset(&mut store, &reset.point) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!(
+                workload = workload.name(),
+                "instance not reset in place, dropped: {e:#}"
+            );
+            return;
+        }
+    };
+    // The old state goes first, so the host's budget never counts the memory twice.
+    drop(std::mem::replace(store.data_mut(), workload.new_state()));
+    // Idle instances never take more than half the host's memory budget: the rest is for
+    // requests, of this app and every other.
+    let budget = workload.memory_budget();
+    if budget.used() + bytes as u64 > budget.limit() / 2
+        || store.data_mut().limiter.charge_existing(bytes).is_err()
+    {
+        return;
+    }
+    pool.lock().push(Renewed {
+        store,
+        proxy,
+        reset,
+        idle_since: Instant::now(),
+        _held: held,
+    });
 }
 
 /// A fresh instance that answered cleanly, with what it takes to reset it.
@@ -158,7 +159,7 @@ pub(crate) struct Retiring {
 impl Drop for Retiring {
     fn drop(&mut self) {
         if let Some(finishing) = self.finishing.take() {
-            self.workload.renewed().renew(&self.workload, finishing);
+            renew(&self.workload, finishing);
         }
     }
 }

@@ -109,12 +109,7 @@ impl Workload {
         // A fresh 0.2 instance alone in its store, of a component with no `start` function,
         // is reset in place after it answers rather than dropped (`renew.rs`).
         let resets = match &pre {
-            HttpPre::P2(pre)
-                if reuse.is_none()
-                    && access.linked.is_none()
-                    && code.resettable()
-                    && code.kind() != crate::EngineKind::Concurrent =>
-            {
+            HttpPre::P2(pre) if reuse.is_none() && access.linked.is_none() && code.resettable() => {
                 ProxyIndices::new(pre.instance_pre()).ok()
             }
             _ => None,
@@ -168,20 +163,6 @@ impl Workload {
         self.pruned_pool()?.pop()
     }
 
-    /// Returns an instance to the pool unless it has served its quota; one not kept is dropped
-    /// once the answer is out (see `retire.rs`).
-    fn put_warm(&self, mut instance: WarmInstance) {
-        let Some(reuse) = self.reuse else {
-            return crate::retire::retire(instance.store);
-        };
-        instance.served += 1;
-        if instance.served >= reuse.max_requests {
-            return crate::retire::retire(instance.store);
-        }
-        instance.idle_since = Instant::now();
-        self.warm_lock().push(instance);
-    }
-
     /// Drops warm instances idle longer than the reuse policy allows, and fresh ones kept reset
     /// longer than `renew::IDLE`; returns how many warm ones remain.
     pub fn reclaim_idle(&self) -> usize {
@@ -233,14 +214,27 @@ impl Workload {
             .instance_state(&self.name, &self.limits, &self.access)
     }
 
-    /// Lets go of a fresh instance that answered cleanly: reset in place once the answer is
-    /// out when it can be, else dropped then (`retire.rs`).
+    /// Lets go of an instance that answered cleanly: back to the warm pool when reuse is on
+    /// and it has not served its quota; else reset in place once the answer is out when it can
+    /// be, or dropped then (`retire.rs`).
     fn finish(
         self: &Arc<Self>,
         store: Store<InstanceState>,
         proxy: Proxy,
+        served: u32,
         reset: Option<Resettable>,
     ) {
+        if let Some(reuse) = self.reuse {
+            let served = served + 1;
+            if served < reuse.max_requests {
+                return self.warm_lock().push(WarmInstance {
+                    store,
+                    proxy,
+                    served,
+                    idle_since: Instant::now(),
+                });
+            }
+        }
         match reset {
             Some(reset) => crate::retire::retire(Retiring {
                 workload: self.clone(),
@@ -358,26 +352,21 @@ impl Workload {
             }
         };
 
-        // A warm instance (reuse), or a fresh one reset in place, or a new store.
-        let (mut store, warm, renewed) = match self.take_warm() {
-            Some(instance) => (
-                instance.store,
-                Some((instance.proxy, instance.served)),
-                None,
-            ),
-            None => match self.renewed.take() {
-                Some(renewed) => (renewed.store, None, Some((renewed.proxy, renewed.reset))),
-                None => (
-                    self.runtime.limited_store(
-                        self.code.component.engine(),
-                        &self.name,
-                        &self.limits,
-                        &self.access,
-                    ),
-                    None,
-                    None,
-                ),
-            },
+        // A warm instance (reuse), a fresh one reset in place, or a new store to instantiate in;
+        // `ready` is the instance's exports, requests served and what resets it, when it has one.
+        let (mut store, ready, fresh) = if let Some(warm) = self.take_warm() {
+            (warm.store, Some((warm.proxy, warm.served, None)), false)
+        } else if let Some(renewed) = self.renewed.take() {
+            let ready = (renewed.proxy, 0, Some(renewed.reset));
+            (renewed.store, Some(ready), true)
+        } else {
+            let store = self.runtime.limited_store(
+                self.code.component.engine(),
+                &self.name,
+                &self.limits,
+                &self.access,
+            );
+            (store, None, true)
         };
         let long_running = crate::restart_deadline(&mut store, timeout, &self.pace);
 
@@ -399,7 +388,7 @@ impl Workload {
         };
 
         let workload = self.clone();
-        let live = self.meter.instance(warm.is_none());
+        let live = self.meter.instance(fresh);
         let mut record = CallRecord::new(&self.pace, &long_running);
         let mut instance = Demotable::new(
             async move {
@@ -408,10 +397,9 @@ impl Workload {
                 let _permit = permit;
                 let _live = live;
                 let run = async {
-                    let (proxy, served, reset) = match (warm, renewed) {
-                        (Some((proxy, served)), _) => (proxy, served, None),
-                        (None, Some((proxy, reset))) => (proxy, 0, Some(reset)),
-                        (None, None) => {
+                    let (proxy, served, reset) = match ready {
+                        Some(ready) => ready,
+                        None => {
                             // Linked components first: the source's imports call into them.
                             for peer in workload.access.linked.iter().flat_map(|l| &l.peers) {
                                 let instance = peer.pre.instantiate_async(&mut store).await?;
@@ -451,16 +439,7 @@ impl Workload {
                         drop(record);
                         // Only an instance that finished cleanly is reused or reset; a trapped
                         // one is dropped.
-                        if workload.reuse.is_some() {
-                            workload.put_warm(WarmInstance {
-                                store,
-                                proxy,
-                                served,
-                                idle_since: Instant::now(),
-                            });
-                        } else {
-                            workload.finish(store, proxy, reset);
-                        }
+                        workload.finish(store, proxy, served, reset);
                         Ok(())
                     }
                     Ok(Err(e)) => Err(classify(e, timeout)),

@@ -159,8 +159,8 @@ pub struct Instance {
 /// `Instance::reset_point`.
 pub struct CoreResetPoint {
     vmctx: Vec<u8>,
-    /// The initial byte size of each defined memory.
-    memories: Vec<usize>,
+    /// The initial byte size and image of each defined memory.
+    memories: Vec<(usize, Option<Arc<crate::runtime::vm::MemoryImage>>)>,
     /// The elements of each defined table.
     tables: Vec<Vec<crate::runtime::vm::table::FuncTableElem>>,
 }
@@ -636,7 +636,9 @@ impl Instance {
                 return None;
             }
             let ty = &module.memories[module.memory_index(index)];
-            memories.push(usize::try_from(ty.minimum_byte_size().ok()?).ok()?);
+            let initial = usize::try_from(ty.minimum_byte_size().ok()?).ok()?;
+            let image = self.runtime_info.memory_image(index).ok()?.cloned();
+            memories.push((initial, image));
         }
         let mut tables = Vec::new();
         for (_, (_, table)) in self.tables.iter() {
@@ -667,17 +669,9 @@ impl Instance {
         allocator: &crate::runtime::vm::PoolingInstanceAllocator,
         memory_tunables: &wasmtime_environ::MemoryTunables<'_>,
     ) -> Result<usize> {
-        let mut images = Vec::new();
-        for (index, _) in self.memories.iter() {
-            images.push(self.runtime_info.memory_image(index)?.cloned());
-        }
         let mut bytes = 0;
-        for (((_, (_, memory)), initial), image) in self
-            .as_mut()
-            .memories_mut()
-            .iter_mut()
-            .zip(&point.memories)
-            .zip(&images)
+        for ((_, (_, memory)), (initial, image)) in
+            self.as_mut().memories_mut().iter_mut().zip(&point.memories)
         {
             allocator.reset_memory_in_place(memory, *initial, image.as_ref(), memory_tunables)?;
             bytes += *initial;
