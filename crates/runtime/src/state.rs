@@ -191,6 +191,18 @@ impl OutgoingPolicy {
     }
 }
 
+/// Writes a WASI 0.2 guest may have in flight on an outgoing body before it waits for the
+/// other side to read. A small answer is usually written in a few pieces (`writeln!` makes one
+/// per argument): with wasi:http's default of one, the guest stopped at its third piece and
+/// waited for the connection to take the first, so every request paid a second turn of its
+/// instance and a timer. With sixteen, such an answer is written and the instance is finished
+/// in one turn (bench/RESULTS.md, thirteenth stop).
+const BODY_BUFFER_CHUNKS: usize = 16;
+/// The largest single write to an outgoing body (what `check-write` offers). Together with
+/// [`BODY_BUFFER_CHUNKS`] it bounds what one answer holds in the host for a slow reader: 17
+/// writes of 64 KiB, about 1 MiB, where wasi:http's defaults (two of 1 MiB) allowed 2 MiB.
+const BODY_CHUNK_SIZE: usize = 64 * 1024;
+
 type SendResult = Result<
     (
         http::Response<HyperOutgoingBody>,
@@ -259,6 +271,14 @@ impl WasiHttpHooks for OutgoingPolicy {
             }
             .instrument(span),
         )
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK_SIZE
     }
 }
 

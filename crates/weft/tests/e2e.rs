@@ -140,6 +140,13 @@ fn misbehaving_guests_fail_alone() {
         "{body}"
     );
 
+    // One write past what `check-write` offers (64 KiB, which bounds what an answer holds in
+    // the host for a slow reader) is refused by name.
+    let (status, body) = misbehave_while_hello_answers(port, "oversized-write");
+    let start: String = body.chars().take(200).collect();
+    assert_eq!(status, 500, "{start}");
+    assert!(body.contains("write exceeded budget"), "{start}");
+
     // The same instance policy still serves good requests afterwards, and the host is up.
     assert_eq!(
         get(&format!("http://127.0.0.1:{port}/misbehave/ok")),

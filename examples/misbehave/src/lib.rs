@@ -2,7 +2,9 @@
 //! `/trap` panics, `/loop` spins forever, `/hog` allocates until memory runs out,
 //! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/hold/MIB` keeps MIB MiB
 //! of touched memory until it answers (`/hold/100/sleep/3000` holds 100 MiB for 3 s), `/spam`
-//! prints 1,000 lines to stderr before answering, anything else answers `ok`.
+//! prints 1,000 lines to stderr before answering, `/oversized-write` writes 256 KiB to its
+//! response body in one write without asking how much the host takes (`check-write`), anything
+//! else answers `ok`.
 
 use std::io::Write as _;
 
@@ -53,8 +55,12 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
         }
         let response = OutgoingResponse::new(Fields::new());
         let body = response.body().expect("response body is taken once");
-        ResponseOutparam::set(response_out, Ok(response));
         let mut out = body.write().expect("output stream is taken once");
+        if path.ends_with("/oversized-write") {
+            // Before the response is set, so the host's refusal is the answer the client sees.
+            let _ = out.write(&vec![0xA5; 256 << 10]);
+        }
+        ResponseOutparam::set(response_out, Ok(response));
         let _ = out.write_all(b"ok\n");
         let _ = out.flush();
         drop(out);
