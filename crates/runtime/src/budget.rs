@@ -114,6 +114,11 @@ impl Charge {
         self.held += bytes;
         Ok(())
     }
+
+    /// Gives back everything charged so far, for memories reset to hold nothing of their own.
+    pub(crate) fn release_all(&mut self) {
+        self.budget.release(std::mem::take(&mut self.held));
+    }
 }
 
 impl Drop for Charge {

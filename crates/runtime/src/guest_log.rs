@@ -43,6 +43,11 @@ impl GuestLog {
         };
         (log(Stream::Stdout), log(Stream::Stderr))
     }
+
+    /// Gives the instance its whole line budget again, as a new instance has.
+    pub(crate) fn restart(&self) {
+        self.lines.store(0, Ordering::Relaxed);
+    }
 }
 
 impl IsTerminal for GuestLog {

@@ -5,8 +5,9 @@
 //! The reset is the vendored wasmtime's (`vendor/README.md`, patch 5): each memory back to its
 //! image and initial size by the same page scan a pooled slot gets when it is freed, tables,
 //! globals and the rest of each core instance's vmctx copied back from right after
-//! instantiation, every handle table emptied. The store's own state (`InstanceState`: WASI
-//! context, resource table, grants, memory charge) is replaced by a new one. A component is
+//! instantiation, every handle table emptied. The store's own state is made a new instance's
+//! again (`InstanceState::renew`: resource table, random generators, log budget, memory
+//! charge; its clocks start when it takes a request). A component is
 //! reset in place only when all of that is the whole of its state: WASI 0.2, no component links
 //! in its store, no `start` function in any core module (its writes to memory would be lost),
 //! and what wasmtime checks itself (no passive element segments, data only from memory images,
@@ -83,7 +84,9 @@ impl Pool {
 
     /// A reset instance for the next request, if one waits.
     pub(crate) fn take(&self) -> Option<Renewed> {
-        self.lock().pop()
+        let mut renewed = self.lock().pop()?;
+        renewed.store.data_mut().restart_clocks();
+        Some(renewed)
     }
 
     /// Drops instances idle past [`IDLE`]; returns how many remain.
@@ -123,13 +126,14 @@ fn renew(workload: &Workload, finished: Finishing) {
             return;
         }
     };
-    // The old state goes first, so the host's budget never counts the memory twice.
-    drop(std::mem::replace(store.data_mut(), workload.new_state()));
+    // Its charge is given back first, so the host's budget never counts the memory twice.
+    let state = store.data_mut();
+    state.renew(workload.access());
     // Idle instances never take more than half the host's memory budget: the rest is for
     // requests, of this app and every other.
     let budget = workload.memory_budget();
     if budget.used() + bytes as u64 > budget.limit() / 2
-        || store.data_mut().limiter.charge_existing(bytes).is_err()
+        || state.limiter.charge_existing(bytes).is_err()
     {
         return;
     }

@@ -16,6 +16,8 @@ use weft_capabilities::{CapabilityCtx, CapabilityCtxView, CapabilityView, Grants
 
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
+use wasmtime_wasi::clocks::WasiClocksCtx;
+use wasmtime_wasi::random::WasiRandomCtx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
@@ -23,6 +25,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 /// Per-instance store data.
 pub struct InstanceState {
     wasi: WasiCtx,
+    /// The instance's stdout (it shares its line budget with stderr), to restart that budget.
+    log: GuestLog,
     http: WasiHttpCtx,
     table: ResourceTable,
     pub(crate) hooks: OutgoingPolicy,
@@ -54,9 +58,11 @@ impl InstanceState {
         awake: crate::engine::Awake,
     ) -> Self {
         let (stdout, stderr) = GuestLog::pair(workload);
+        let log = stdout.clone();
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr).build();
         InstanceState {
             wasi,
+            log,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutgoingPolicy {
@@ -75,6 +81,31 @@ impl InstanceState {
             streak: None,
             _awake: awake,
         }
+    }
+
+    /// Makes this the state of a new instance again, for one reset in place (`renew.rs`): no
+    /// resources, no memory charged, new random generators, a full log budget; its clocks are
+    /// restarted when it takes a request ([`Self::restart_clocks`]). What holds no instance's
+    /// doing is kept as it is: the sandbox's environment and streams, the grants, the outgoing
+    /// policy.
+    pub(crate) fn renew(&mut self, access: &Access) {
+        // First, so a last line the guest left without its newline is logged as the old
+        // instance's (its stream is one of the resources).
+        self.table = ResourceTable::new();
+        self.log.restart();
+        *self.wasi.random() = WasiRandomCtx::default();
+        self.capabilities = CapabilityCtx::new(access.grants.clone());
+        self.hooks.to_next_handler = false;
+        self.hooks.serve_apart = false;
+        self.peers.clear();
+        self.streak = None;
+        self.limiter.charge.release_all();
+    }
+
+    /// Starts the monotonic clock from now, as a new instance's does: one that started when
+    /// the instance was reset would tell the guest how long ago the request before it ended.
+    pub(crate) fn restart_clocks(&mut self) {
+        *self.wasi.clocks() = WasiClocksCtx::default();
     }
 }
 

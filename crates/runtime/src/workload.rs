@@ -208,10 +208,9 @@ impl Workload {
         self.runtime.memory_budget()
     }
 
-    /// A new state for one of its stores.
-    pub(crate) fn new_state(&self) -> InstanceState {
-        self.runtime
-            .instance_state(&self.name, &self.limits, &self.access)
+    /// What its instances are granted.
+    pub(crate) fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Lets go of an instance that answered cleanly: back to the warm pool when reuse is on

@@ -797,6 +797,18 @@ fn warm_reuse_is_opt_in_bounded_and_reclaimed() {
     assert!(seen.iter().all(|h| *h == seen[0]), "{seen:?}");
     let seen: Vec<String> = (0..3).map(|_| count("/fresh")).collect();
     assert_eq!(seen, ["1", "1", "1"]);
+    // Its monotonic clock starts with the request, as a new instance's does, not when the
+    // instance was reset after the request before (which would tell when that one ended).
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/fresh/clock"));
+    assert_eq!(status, 200, "{body}");
+    let since_start: u64 = body.trim().parse().expect("nanoseconds");
+    assert!(since_start < 1_000_000_000, "{since_start} ns");
+    // And its random generators are seeded anew.
+    let seeds: std::collections::HashSet<String> = (0..3)
+        .map(|_| get(&format!("http://127.0.0.1:{port}/fresh/seed")).1)
+        .collect();
+    assert_eq!(seeds.len(), 3, "{seeds:?}");
     // Opted in: one instance serves three requests, then a new one takes over.
     let seen: Vec<String> = (0..5).map(|_| count("/warm")).collect();
     assert_eq!(seen, ["1", "2", "3", "1", "2"]);

@@ -3,6 +3,8 @@
 //! the host reuses instances and whether a fresh one starts with memory a request left. On
 //! `/hello/handle` it makes a resource it never drops and answers with its handle: a fresh
 //! instance's handles start from the same place every time, whatever an earlier request left.
+//! `/hello/clock` answers with its monotonic clock's reading in nanoseconds, `/hello/seed` with
+//! its insecure random seed.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +53,11 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             let leaked = Fields::new();
             let _ = writeln!(out, "{}", leaked.handle());
             std::mem::forget(leaked);
+        } else if path.ends_with("/seed") {
+            let (a, b) = wasi::random::insecure_seed::insecure_seed();
+            let _ = writeln!(out, "{a:016x}{b:016x}");
+        } else if path.ends_with("/clock") {
+            let _ = writeln!(out, "{}", wasi::clocks::monotonic_clock::now());
         } else if path.ends_with("/count") {
             let marked = MARKS
                 .iter()
