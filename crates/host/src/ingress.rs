@@ -406,12 +406,23 @@ async fn route(
     // A declared length is held to by hyper; only a body sent without one can pass the limit.
     let exceeded = (declared.is_none() && !req.body().is_end_stream())
         .then(|| Arc::new(AtomicBool::new(false)));
-    let req = req.map(|body| LimitedBody {
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut req = req.map(|body| LimitedBody {
         inner: body,
+        early: None,
         remaining: max_request_body,
         limit: max_request_body,
         exceeded: exceeded.clone(),
     });
+    if expects_continue {
+        req.body_mut().ask_for_body();
+        // The connection writes `100 Continue` when it next turns, which is after this request
+        // yields; a guest run before could have its answer out first.
+        tokio::task::yield_now().await;
+    }
     let response = match &target {
         RouteTarget::Local(workload) => workload.serve(req).await,
         RouteTarget::Remote { app, via } => via.clone().forward(app, req).await,
@@ -480,9 +491,26 @@ fn too_large(target: &RouteTarget, max_request_body: u64) -> http::Response<Work
 /// ingress to answer 413.
 pub struct LimitedBody {
     inner: Incoming,
+    /// What the body gave when it was asked for early (see [`LimitedBody::ask_for_body`]).
+    early: Option<Option<Result<Frame<Bytes>, hyper::Error>>>,
     remaining: u64,
     limit: u64,
     exceeded: Option<Arc<AtomicBool>>,
+}
+
+impl LimitedBody {
+    /// Tells a client that sent `Expect: 100-continue` to send its body, now that the request
+    /// goes to an app: hyper answers `100 Continue` when the body is first asked for, and only
+    /// while no response has started. A guest that answers before it reads (a streaming echo)
+    /// had its answer go out first, and the client waited out its expect timeout (curl: 1 s)
+    /// before it sent the body.
+    fn ask_for_body(&mut self) {
+        // The poll that asks; whoever reads the body next polls again with its own waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(&mut cx) {
+            self.early = Some(frame);
+        }
+    }
 }
 
 impl Body for LimitedBody {
@@ -494,7 +522,11 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = match this.early.take() {
+            Some(frame) => Poll::Ready(frame),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
@@ -517,11 +549,24 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.early {
+            Some(frame) => frame.is_none(),
+            None => self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let early = match &self.early {
+            Some(Some(Ok(frame))) => frame.data_ref().map_or(0, |data| data.len() as u64),
+            _ => 0,
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + early);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + early);
+        }
+        hint
     }
 }
 

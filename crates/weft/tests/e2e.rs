@@ -1063,6 +1063,52 @@ fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
 }
 
 #[test]
+fn a_client_expecting_100_continue_hears_it_before_the_answer() {
+    use std::io::{Read as _, Write as _};
+    let g = guests();
+    let host = Host::start(&["--max-request-body", "1MiB"]);
+    let s = Scene::new();
+    let port = s.port;
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    let ask = |length: usize| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "POST /hello/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\
+             Expect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = stream.read(&mut first).unwrap();
+        (stream, String::from_utf8_lossy(&first[..n]).into_owned())
+    };
+    // hello sets its answer before it reads the body: the client still hears to go on first,
+    // and does not wait out its expect timeout.
+    let (mut stream, first) = ask(5);
+    assert!(
+        first.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{first}"
+    );
+    stream.write_all(b"hello").unwrap();
+    let mut answer = first.into_bytes();
+    while !answer.ends_with(b"0\r\n\r\n") {
+        let mut more = vec![0u8; 4096];
+        let n = stream.read(&mut more).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&more[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("\r\n5\r\nhello\r\n"), "{answer}");
+    // A body the host refuses by its declared size is never asked for.
+    let (_, first) = ask(2 * 1024 * 1024);
+    assert!(first.starts_with("HTTP/1.1 413"), "{first}");
+}
+
+#[test]
 fn a_chunked_body_over_the_limit_is_never_answered_as_a_whole() {
     let g = guests();
     let host = Host::start(&["--max-request-body", "1MiB"]);
