@@ -474,16 +474,24 @@ impl Workload {
             // The guest goes on writing its body as the connection reads it, on the same task;
             // the capability calls it makes meanwhile stay in its trace.
             Ok(Ok(Ok(response))) => Ok(Ok(response.map(|body| {
-                DrivenBody::new(body, instance, tracing::Span::current()).boxed_unsync()
+                DrivenBody::new(body, instance, self.name.clone(), tracing::Span::current())
+                    .boxed_unsync()
             }))),
             Ok(response) => {
                 tokio::spawn(instance.instrument(tracing::Span::current()));
                 response
             }
-            // The instance ended first: it either set the response on its way out or failed.
-            Err(finished) => match receiver.try_recv() {
-                Ok(response) => Ok(response),
-                Err(_) => return self.failed(failure_of(finished)),
+            // The instance ended first: it set the response on its way out (and failed after,
+            // or not), or it failed without one.
+            Err(finished) => match (receiver.try_recv(), finished) {
+                (Ok(response), Ok(())) => Ok(response),
+                (Ok(Ok(response)), Err(failure)) => Ok(Ok(response.map(|body| {
+                    let failed = std::future::ready(Err(failure));
+                    DrivenBody::new(body, failed, self.name.clone(), tracing::Span::current())
+                        .boxed_unsync()
+                }))),
+                (Ok(response), Err(_)) => Ok(response),
+                (Err(_), finished) => return self.failed(failure_of(finished)),
             },
         };
 

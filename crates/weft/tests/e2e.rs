@@ -147,6 +147,22 @@ fn misbehaving_guests_fail_alone() {
     assert_eq!(status, 500, "{start}");
     assert!(body.contains("write exceeded budget"), "{start}");
 
+    // A trap after the answer has started cannot change its status: the answer is cut off, so
+    // the client cannot take what it got for the whole of it. One piece: the guest is done in
+    // its first turn; a hundred: it waits for the connection to read, and fails later.
+    for pieces in [1, 100] {
+        let url = format!("http://127.0.0.1:{port}/misbehave/trap-midway/{pieces}");
+        let started = http().get(&url).send().expect("the head is sent");
+        assert_eq!(started.status(), 200);
+        let rest = started.text();
+        assert!(rest.is_err(), "a cut-off answer read as whole: {rest:?}");
+    }
+    let log = host.log();
+    assert!(
+        log.contains("the answer was cut off: the guest failed after it started"),
+        "{log}"
+    );
+
     // The same instance policy still serves good requests afterwards, and the host is up.
     assert_eq!(
         get(&format!("http://127.0.0.1:{port}/misbehave/ok")),

@@ -3,8 +3,8 @@
 //! `/sleep/MS` waits MS milliseconds (an instance held in flight), `/hold/MIB` keeps MIB MiB
 //! of touched memory until it answers (`/hold/100/sleep/3000` holds 100 MiB for 3 s), `/spam`
 //! prints 1,000 lines to stderr before answering, `/oversized-write` writes 256 KiB to its
-//! response body in one write without asking how much the host takes (`check-write`), anything
-//! else answers `ok`.
+//! response body in one write without asking how much the host takes (`check-write`),
+//! `/trap-midway/N` writes N pieces of its answer and then panics, anything else answers `ok`.
 
 use std::io::Write as _;
 
@@ -61,6 +61,13 @@ impl wasi::exports::http::incoming_handler::Guest for Misbehave {
             let _ = out.write(&vec![0xA5; 256 << 10]);
         }
         ResponseOutparam::set(response_out, Ok(response));
+        if let Some((_, pieces)) = path.rsplit_once("/trap-midway/") {
+            for _ in 0..pieces.parse::<usize>().unwrap_or(1) {
+                let _ = out.write_all(b"a piece of an answer\n");
+                let _ = out.flush();
+            }
+            panic!("misbehave: trapping halfway through the answer");
+        }
         let _ = out.write_all(b"ok\n");
         let _ = out.flush();
         drop(out);
