@@ -313,6 +313,12 @@ impl CapabilityCtx {
         }
     }
 
+    /// Forgets what the instance chose (its link names), as for a new instance of the same
+    /// component: for one reset in place.
+    pub fn renew(&mut self) {
+        self.link_names.clear();
+    }
+
     /// The backend of `kind` under the link named `name`, or a message naming the links there
     /// are, for the guest.
     fn linked_as<S: ?Sized + Send + Sync + 'static>(

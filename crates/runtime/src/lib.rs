@@ -600,7 +600,15 @@ impl Runtime {
         limits: &weft_manifest::Limits,
         access: &Access,
     ) -> wasmtime::Store<InstanceState> {
-        let mut store = wasmtime::Store::new(engine, self.instance_state(name, limits, access));
+        // Nothing granted beyond `access`, nothing charged yet.
+        let state = InstanceState::new(
+            name,
+            limits.max_memory,
+            &self.budget,
+            access,
+            self.ticker.awake(),
+        );
+        let mut store = wasmtime::Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
@@ -625,23 +633,6 @@ impl Runtime {
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         store
-    }
-
-    /// A store's state as a new store starts with it: nothing granted beyond `access`, nothing
-    /// charged yet.
-    pub(crate) fn instance_state(
-        &self,
-        name: &Arc<str>,
-        limits: &weft_manifest::Limits,
-        access: &Access,
-    ) -> InstanceState {
-        InstanceState::new(
-            name,
-            limits.max_memory,
-            &self.budget,
-            access,
-            self.ticker.awake(),
-        )
     }
 }
 

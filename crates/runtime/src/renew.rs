@@ -128,7 +128,7 @@ fn renew(workload: &Workload, finished: Finishing) {
     };
     // Its charge is given back first, so the host's budget never counts the memory twice.
     let state = store.data_mut();
-    state.renew(workload.access());
+    state.renew();
     // Idle instances never take more than half the host's memory budget: the rest is for
     // requests, of this app and every other.
     let budget = workload.memory_budget();

@@ -84,17 +84,18 @@ impl InstanceState {
     }
 
     /// Makes this the state of a new instance again, for one reset in place (`renew.rs`): no
-    /// resources, no memory charged, new random generators, a full log budget; its clocks are
+    /// resources, no link names chosen, no memory charged, new random generators, a full log
+    /// budget; its clocks are
     /// restarted when it takes a request ([`Self::restart_clocks`]). What holds no instance's
     /// doing is kept as it is: the sandbox's environment and streams, the grants, the outgoing
     /// policy.
-    pub(crate) fn renew(&mut self, access: &Access) {
+    pub(crate) fn renew(&mut self) {
         // First, so a last line the guest left without its newline is logged as the old
         // instance's (its stream is one of the resources).
         self.table = ResourceTable::new();
         self.log.restart();
         *self.wasi.random() = WasiRandomCtx::default();
-        self.capabilities = CapabilityCtx::new(access.grants.clone());
+        self.capabilities.renew();
         self.hooks.to_next_handler = false;
         self.hooks.serve_apart = false;
         self.peers.clear();

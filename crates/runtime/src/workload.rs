@@ -208,11 +208,6 @@ impl Workload {
         self.runtime.memory_budget()
     }
 
-    /// What its instances are granted.
-    pub(crate) fn access(&self) -> &Access {
-        &self.access
-    }
-
     /// Lets go of an instance that answered cleanly: back to the warm pool when reuse is on
     /// and it has not served its quota; else reset in place once the answer is out when it can
     /// be, or dropped then (`retire.rs`).

@@ -1038,15 +1038,20 @@ fn a_python_guest_resets_its_scattered_pages_and_still_starts_every_request_fres
     );
 }
 
-#[test]
-fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
-    use std::io::{Read as _, Write as _};
+/// A host that takes request bodies up to 1 MiB, serving hello on `/hello` of its scene's port.
+fn hello_with_a_1mib_body_limit() -> (Host, Scene) {
     let g = guests();
     let host = Host::start(&["--max-request-body", "1MiB"]);
     let s = Scene::new();
-    let port = s.port;
-    let hello = s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]);
-    host.deploy(&hello);
+    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, s.port, "/hello")]));
+    (host, s)
+}
+
+#[test]
+fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
+    use std::io::{Read as _, Write as _};
+    let (_host, scene) = hello_with_a_1mib_body_limit();
+    let port = scene.port;
 
     // The declared size alone decides: the host answers before reading the body (a client that
     // kept writing it could meet a closed connection, so this one sends only the headers).
@@ -1081,11 +1086,8 @@ fn a_request_body_over_the_limit_is_refused_and_costs_nothing_else() {
 #[test]
 fn a_client_expecting_100_continue_hears_it_before_the_answer() {
     use std::io::{Read as _, Write as _};
-    let g = guests();
-    let host = Host::start(&["--max-request-body", "1MiB"]);
-    let s = Scene::new();
-    let port = s.port;
-    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    let (_host, scene) = hello_with_a_1mib_body_limit();
+    let port = scene.port;
     let ask = |length: usize| {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
@@ -1126,11 +1128,8 @@ fn a_client_expecting_100_continue_hears_it_before_the_answer() {
 
 #[test]
 fn a_chunked_body_over_the_limit_is_never_answered_as_a_whole() {
-    let g = guests();
-    let host = Host::start(&["--max-request-body", "1MiB"]);
-    let s = Scene::new();
-    let port = s.port;
-    host.deploy(&s.manifest("hello", "v1", &[route("hello", &g.hello, port, "/hello")]));
+    let (_host, scene) = hello_with_a_1mib_body_limit();
+    let port = scene.port;
     // Sent without a length (chunked), so the host learns the size only as the body arrives;
     // hello answers at once and echoes as it reads, so its 200 is already out by then.
     let sent = http()
