@@ -8,6 +8,7 @@ mod engine;
 mod exports;
 mod guest_log;
 mod handler;
+mod instance_body;
 mod linked_http;
 mod links;
 mod long_running;

@@ -8,7 +8,9 @@
 //! measured, against 1.0 for a WASI 0.2 answer). Read ahead, a short body ends before the head
 //! is sent and goes out with a `Content-Length` in a single write. A body still streaming after
 //! [`READ_AHEAD_WAIT`], longer than [`READ_AHEAD_BYTES`], or with trailers goes on streaming,
-//! the frames already read first: its head is at most that wait late.
+//! the frames already read first: its head is at most that wait late. A body that fails while
+//! it is read ahead fails the whole answer, since nothing of it has gone out: its caller can
+//! still answer with an error status instead of a head that promises a body it cannot send.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -30,15 +32,15 @@ const READ_AHEAD_BYTES: usize = 64 * 1024;
 const READ_AHEAD_WAIT: Duration = Duration::from_millis(5);
 
 /// `response`, with its body read ahead: whole with its length if it ended meanwhile, else the
-/// frames read so far followed by the rest as it comes.
+/// frames read so far followed by the rest as it comes; the body's error if it failed first.
 pub(crate) async fn read_ahead(
     response: http::Response<WorkloadBody>,
-) -> http::Response<WorkloadBody> {
+) -> Result<http::Response<WorkloadBody>, HttpError> {
     let (parts, mut body) = response.into_parts();
     if body.is_end_stream() {
-        return http::Response::from_parts(parts, body);
+        return Ok(http::Response::from_parts(parts, body));
     }
-    let mut read: VecDeque<Result<Frame<Bytes>, HttpError>> = VecDeque::new();
+    let mut read: VecDeque<Frame<Bytes>> = VecDeque::new();
     let mut bytes = 0;
     // Only a body that is not done at once starts the timer.
     let waited = tokio::time::sleep(READ_AHEAD_WAIT);
@@ -53,7 +55,7 @@ pub(crate) async fn read_ahead(
             None => break true,
             Some(Ok(frame)) => {
                 let data = frame.data_ref().map(Bytes::len);
-                read.push_back(Ok(frame));
+                read.push_back(frame);
                 match data {
                     Some(len) => bytes += len,
                     // Trailers: the body streams, so they go as trailers.
@@ -63,16 +65,13 @@ pub(crate) async fn read_ahead(
                     break false;
                 }
             }
-            Some(Err(e)) => {
-                read.push_back(Err(e));
-                break false;
-            }
+            Some(Err(e)) => return Err(e),
         }
     };
     let body = if whole {
         let mut chunks: Vec<Bytes> = read
             .into_iter()
-            .filter_map(|frame| frame.ok()?.into_data().ok())
+            .filter_map(|frame| frame.into_data().ok())
             .collect();
         // One chunk, the usual case, goes out without a copy.
         let all = match chunks.len() {
@@ -85,12 +84,12 @@ pub(crate) async fn read_ahead(
     } else {
         ReadAhead { read, rest: body }.boxed_unsync()
     };
-    http::Response::from_parts(parts, body)
+    Ok(http::Response::from_parts(parts, body))
 }
 
 /// Frames already read, then the rest of the body they came from.
 struct ReadAhead {
-    read: VecDeque<Result<Frame<Bytes>, HttpError>>,
+    read: VecDeque<Frame<Bytes>>,
     rest: WorkloadBody,
 }
 
@@ -103,7 +102,7 @@ impl Body for ReadAhead {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         if let Some(frame) = self.read.pop_front() {
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(Ok(frame)));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
@@ -116,7 +115,7 @@ impl Body for ReadAhead {
         let read: u64 = self
             .read
             .iter()
-            .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
             .sum();
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
@@ -156,7 +155,7 @@ mod tests {
             tokio::task::yield_now().await;
             tx.send(data("world")).await.unwrap();
         });
-        let response = read_ahead(response).await;
+        let response = read_ahead(response).await.unwrap();
         assert_eq!(response.body().size_hint().exact(), Some(12));
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello, world");
@@ -167,7 +166,7 @@ mod tests {
         let (mut tx, response) = streamed();
         tx.send(data("first ")).await.unwrap();
         let started = std::time::Instant::now();
-        let response = read_ahead(response).await;
+        let response = read_ahead(response).await.unwrap();
         let waited = started.elapsed();
         assert!(waited >= READ_AHEAD_WAIT, "answered after {waited:?}");
         assert_eq!(response.body().size_hint().exact(), None);
@@ -190,6 +189,7 @@ mod tests {
         });
         let collected = read_ahead(response)
             .await
+            .unwrap()
             .into_body()
             .collect()
             .await
@@ -205,10 +205,25 @@ mod tests {
                 tx.send(Ok(Frame::data(chunks.clone()))).await.unwrap();
             }
         });
-        let response = read_ahead(response).await;
+        let response = read_ahead(response).await.unwrap();
         assert_eq!(response.body().size_hint().exact(), None);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 3 * chunk.len());
         assert!(body.iter().all(|b| *b == 7));
+    }
+
+    #[tokio::test]
+    async fn a_body_failing_before_its_head_goes_fails_the_answer() {
+        let (mut tx, response) = streamed();
+        tx.send(data("a piece")).await.unwrap();
+        tx.send(Err(HttpError::InternalError(Some("gone".into()))))
+            .await
+            .unwrap();
+        let failed = read_ahead(response).await;
+        assert!(
+            matches!(&failed, Err(HttpError::InternalError(Some(why))) if why == "gone"),
+            "{:?}",
+            failed.map(|r| r.status())
+        );
     }
 }

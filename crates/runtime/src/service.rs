@@ -24,6 +24,7 @@ use wasmtime_wasi_http::handler::{ExpirationError, Prepared, Proxy};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtxView, WasiHttpView};
 
+use crate::instance_body::{InstanceBody, InstanceFailed};
 use crate::state::{Access, InstanceState};
 use crate::workload::{classify, Failure, WorkloadBody};
 use crate::Runtime;
@@ -90,6 +91,8 @@ struct Slot {
     /// Requests given to it in its life.
     served: AtomicUsize,
     jobs: mpsc::UnboundedSender<Job>,
+    /// Set if it fails, for the bodies of its answers still going out.
+    failed: InstanceFailed,
 }
 
 impl Slot {
@@ -250,7 +253,7 @@ impl Service {
             };
             let (answer, answered) = oneshot::channel();
             match slot.jobs.send((request, answer)) {
-                Ok(()) => return pool.answer(answered.await).await,
+                Ok(()) => return pool.answer(answered.await, &slot.failed).await,
                 // The instance ended between taking the request and receiving it.
                 Err(mpsc::error::SendError((back, _))) => {
                     slot.finished_one();
@@ -290,6 +293,7 @@ impl Pool {
             load: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             jobs,
+            failed: InstanceFailed::default(),
         });
         slot.reserve(pool.concurrency, pool.lifetime_requests);
         live.push(slot.clone());
@@ -302,32 +306,49 @@ impl Pool {
         Some(slot)
     }
 
-    /// What the request is answered, from what its instance sent back.
+    /// What the request is answered, from what its instance (whose failure `failed` records)
+    /// sent back.
     async fn answer(
         &self,
         sent: Result<wasmtime::Result<http::Response<WasiBody>>, oneshot::Canceled>,
+        failed: &InstanceFailed,
     ) -> Result<http::Response<WorkloadBody>, Failure> {
         let timeout = self.limits.timeout;
         match sent {
-            Ok(Ok(response)) => Ok(crate::read_ahead::read_ahead(response).await),
+            Ok(Ok(response)) => {
+                let response = response.map(|body| {
+                    InstanceBody::new(body, failed.clone(), self.name.clone()).boxed_unsync()
+                });
+                match crate::read_ahead::read_ahead(response).await {
+                    Ok(response) => Ok(response),
+                    // Nothing of the answer has gone out yet, so it can still say why.
+                    Err(_) if failed.get() => Err(self.instance_failure().await),
+                    Err(error) => Err(Failure::Trap(format!(
+                        "the guest failed its answer's body before it was sent: {error}"
+                    ))),
+                }
+            }
             Ok(Err(error)) if error.is::<ExpirationError>() => Err(Failure::Timeout(timeout)),
             Ok(Err(error)) => Err(classify(error, timeout)),
-            Err(oneshot::Canceled) => {
-                // The instance ended with the request in flight; it records why as it goes.
-                let mut reason = self.recent_failure();
-                for _ in 0..100 {
-                    if reason.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    reason = self.recent_failure();
-                }
-                Err(Failure::Trap(match reason {
-                    Some(reason) => format!("{INSTANCE_FAILED}: {reason}"),
-                    None => INSTANCE_FAILED.into(),
-                }))
-            }
+            Err(oneshot::Canceled) => Err(self.instance_failure().await),
         }
+    }
+
+    /// What a request in flight on an instance that failed is told: why it failed, which the
+    /// instance records as it goes.
+    async fn instance_failure(&self) -> Failure {
+        let mut reason = self.recent_failure();
+        for _ in 0..100 {
+            if reason.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            reason = self.recent_failure();
+        }
+        Failure::Trap(match reason {
+            Some(reason) => format!("{INSTANCE_FAILED}: {reason}"),
+            None => INSTANCE_FAILED.into(),
+        })
     }
 
     /// Why an instance of this workload failed within the last second, if one did.
@@ -430,11 +451,17 @@ impl Pool {
             .await
         }))
         .await;
-        match served {
+        let outcome = match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(reason),
             Err(error) => Err(classify(error, timeout).to_string()),
+        };
+        if outcome.is_err() {
+            // Before the store goes: its going ends the bodies still streaming from it.
+            slot.failed.set();
         }
+        drop(store);
+        outcome
     }
 
     /// The instance's event loop: starts each request its queue brings, answers each as the

@@ -262,6 +262,58 @@ fn a_trapping_0_3_handler_fails_only_the_requests_on_its_own_instance() {
     );
 }
 
+/// `answer` is to a guest that failed halfway through its body: a 500 saying the instance
+/// failed when the failure came before the host sent the head (it reads a little ahead), else
+/// a 200 whose body is cut off. Never a body that ends well.
+fn assert_fails_or_is_cut_off(answer: reqwest::blocking::Response) -> u16 {
+    let status = answer.status().as_u16();
+    let rest = answer.text();
+    match status {
+        500 => {
+            let body = rest.expect("a whole error message");
+            assert!(
+                body.contains("the instance serving it failed") && body.contains("guest trapped"),
+                "{body}"
+            );
+        }
+        200 => assert!(
+            rest.is_err(),
+            "a cut-off answer read as whole: {:?}",
+            rest.map(|body| body.len())
+        ),
+        other => panic!("answered {other}: {rest:?}"),
+    }
+    status
+}
+
+#[test]
+fn a_0_3_guest_failing_halfway_through_its_answer_never_passes_it_off_as_whole() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    host.deploy(&s.manifest("midway", "v1", &[route("midway", &hello_p3(), port, "/")]));
+    // One piece: the guest fails before the host sends the head, so the answer can still be a
+    // 500; five thousand (105 KB, past what the host reads ahead): while the answer streams,
+    // so it is cut off.
+    let url = |pieces| format!("http://127.0.0.1:{port}/trap-midway?pieces={pieces}");
+    assert_fails_or_is_cut_off(http().get(url(1)).send().unwrap());
+    let streamed = http().get(url(5000)).send().expect("the head is sent");
+    assert_eq!(assert_fails_or_is_cut_off(streamed), 200);
+    assert!(
+        host.log()
+            .contains("asked to trap halfway through the answer"),
+        "{}",
+        host.log()
+    );
+    // A failing instance takes only itself down: the next request is answered whole.
+    let (status, _, body) = get_on(&format!("http://127.0.0.1:{port}/"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello from a WASI 0.3 component!"),
+        "{body}"
+    );
+}
+
 #[test]
 fn a_computing_0_3_guest_is_cut_off_at_its_timeout_and_stalls_nothing_else() {
     let p3 = hello_p3();
@@ -398,6 +450,16 @@ fn a_wasi_0_3_middleware_harness_chains_to_a_0_2_and_to_a_0_3_component() {
             echoed.text().unwrap() == payload,
             "{app}: the 1 MiB body came back changed"
         );
+
+        if app == "new" {
+            // An inner that fails halfway through its answer: through the middleware too, the
+            // client hears so, and never takes the pieces for the whole.
+            for pieces in [3, 5000] {
+                let url = format!("http://127.0.0.1:{port}/new/trap-midway?pieces={pieces}");
+                let answer = http().get(url).bearer_auth("chain").send().unwrap();
+                assert_fails_or_is_cut_off(answer);
+            }
+        }
 
         let refused = http().get(&url).bearer_auth("wrong").send().unwrap();
         assert_eq!(refused.status().as_u16(), 401, "{app}");

@@ -6,6 +6,8 @@
 //!   others meanwhile) and answers when it fires.
 //! - `GET /trap?ms=N` awaits N ms, then panics: the instance traps, and with it every request
 //!   in flight on it.
+//! - `GET /trap-midway?pieces=N` answers 200, writes N pieces of its body, then panics: the
+//!   answer has started, so the client must see it cut off, never a short body that ends well.
 //! - `GET /hog?mib=N` touches N MiB of memory, then answers (the memory limit holds).
 //! - `GET /spin?ms=N` computes for N ms without awaiting (a CPU-bound guest: its timeout
 //!   holds, and it shares its thread at every epoch tick).
@@ -31,10 +33,31 @@ fn instance_id() -> u64 {
 }
 
 fn query_ms(path: &str) -> u64 {
-    path.split_once("ms=")
+    query_number(path, "ms=")
+}
+
+/// The number after `key` in the query (`key` ends in `=`), or 0.
+fn query_number(path: &str, key: &str) -> u64 {
+    path.split_once(key)
         .and_then(|(_, rest)| rest.split('&').next())
-        .and_then(|ms| ms.parse().ok())
+        .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// A 200 whose body writer panics after `pieces` writes.
+fn trap_midway(pieces: u64) -> Result<Response, ErrorCode> {
+    let headers = Fields::new();
+    let _ = headers.set("content-type", &[b"text/plain; charset=utf-8".to_vec()]);
+    let (mut tx, rx) = wit_stream::new();
+    let (_trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(headers, Some(rx), trailers_rx);
+    wit_bindgen::spawn_local(async move {
+        for _ in 0..pieces {
+            tx.write_all(b"a piece of an answer\n".to_vec()).await;
+        }
+        panic!("asked to trap halfway through the answer");
+    });
+    Ok(response)
 }
 
 fn respond(status: u16, body: Vec<u8>) -> Result<Response, ErrorCode> {
@@ -59,6 +82,9 @@ impl wasip3::exports::http::handler::Guest for Hello {
             let ms = query_ms(&path);
             monotonic_clock::wait_for(ms * 1_000_000).await;
             return respond(200, format!("slept {ms} ms\n").into_bytes());
+        }
+        if path.contains("/trap-midway") {
+            return trap_midway(query_number(&path, "pieces=").max(1));
         }
         if path.starts_with("/trap") {
             monotonic_clock::wait_for(query_ms(&path) * 1_000_000).await;
