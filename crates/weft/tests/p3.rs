@@ -606,7 +606,7 @@ spec:
             namespace: wasi
             package: http
             interfaces: [client]
-            source: {{ config: [{{ name: egress, properties: {{ allowed_hosts: "127.0.0.1:{port}" }} }}] }}
+            source: {{ config: [{{ name: egress, properties: {{ allowed_hosts: "127.0.0.1" }} }}] }}
     - name: hello
       type: component
       properties: {{ image: {hello} }}
@@ -664,4 +664,41 @@ spec:
         body.contains("greeting: hi from key-value") && body.contains("HttpRequestDenied"),
         "{body}"
     );
+
+    // A guest failing with its upload half sent: the server sees the request cut off, never a
+    // body that ends well.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let received = std::thread::spawn(move || chunked_upload(sink));
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?upload-then-trap=3&url=http://127.0.0.1:{sink_port}/sink"
+    ));
+    assert_eq!(status, 500, "{body}");
+    let (got, whole) = received.join().unwrap();
+    assert!(got.contains("a piece of an upload"), "{got}");
+    assert!(!whole, "the server took a cut-off upload for whole:\n{got}");
+}
+
+/// Takes one chunked request on `sink`: what arrived, and whether its body ended (the last
+/// chunk came) rather than the connection closing or going quiet for 10 s.
+fn chunked_upload(sink: std::net::TcpListener) -> (String, bool) {
+    use std::io::{Read as _, Write as _};
+    let (mut conn, _) = sink.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((_, body)) = text.split_once("\r\n\r\n") {
+            if body.starts_with("0\r\n\r\n") || body.contains("\r\n0\r\n\r\n") {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                return (text, true);
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return (text, false),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //!
 //! - `PUT …/greeting` stores the request body under the key `greeting`.
 //! - `GET …?url=URL` fetches URL while it reads `greeting`, and answers with both.
+//! - `GET …?upload-then-trap=N&url=URL` POSTs a body to URL and panics after writing N pieces
+//!   of it: a guest failing while its upload is out, which the server must not take for whole.
 
 mod bindings {
     wit_bindgen::generate!({
@@ -57,7 +59,12 @@ async fn greeting() -> Result<String, String> {
     Ok(value.map_or_else(|| "(none)".into(), |v| String::from_utf8_lossy(&v).into_owned()))
 }
 
-async fn fetch(url: &str) -> Result<(u16, String), String> {
+/// A request for `url` with `method` and the body `contents` streams.
+fn request_to(
+    url: &str,
+    method: Method,
+    contents: Option<wit_bindgen::StreamReader<u8>>,
+) -> Result<Request, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("`{url}` is not an absolute URL"))?;
@@ -66,20 +73,41 @@ async fn fetch(url: &str) -> Result<(u16, String), String> {
         None => (rest, "/"),
     };
     let (_, trailers) = wit_future::new(|| Ok(None));
-    let (request, _) = Request::new(Fields::new(), None, trailers, None);
-    let _ = request.set_method(&Method::Get);
+    let (request, _) = Request::new(Fields::new(), contents, trailers, None);
+    let _ = request.set_method(&method);
     let _ = request.set_scheme(Some(&match scheme {
         "https" => Scheme::Https,
         _ => Scheme::Http,
     }));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
+    Ok(request)
+}
+
+async fn fetch(url: &str) -> Result<(u16, String), String> {
+    let request = request_to(url, Method::Get, None)?;
     let response = client::send(request).await.map_err(|e| format!("{e:?}"))?;
     let status = response.get_status_code();
     let (_, done) = wit_future::new(|| Ok(()));
     let (body, _) = Response::consume_body(response, done);
     let body = read_all(body).await;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// POSTs a body to `url`, writing `pieces` pieces of it, then panics with the upload out.
+async fn upload_then_trap(url: &str, pieces: u32) {
+    let (mut contents, reader) = wit_stream::new();
+    let request = match request_to(url, Method::Post, Some(reader)) {
+        Ok(request) => request,
+        Err(e) => panic!("{e}"),
+    };
+    wit_bindgen::spawn_local(async move {
+        let _ = client::send(request).await;
+    });
+    for _ in 0..pieces {
+        contents.write_all(b"a piece of an upload\n".to_vec()).await;
+    }
+    panic!("asked to trap halfway through an upload");
 }
 
 impl Guest for FetchP3 {
@@ -98,6 +126,10 @@ impl Guest for FetchP3 {
         let Some((_, url)) = path.split_once("url=") else {
             return respond(400, "give ?url=http://host:port/path\n".into());
         };
+        if let Some((_, rest)) = path.split_once("upload-then-trap=") {
+            let pieces: u32 = rest.split('&').next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            upload_then_trap(url, pieces).await;
+        }
         // `join!` polls the request first: it is sent and in flight while the read runs.
         let (fetched, greeting) = futures::join!(fetch(url), greeting());
         let greeting = greeting.unwrap_or_else(|e| format!("key-value failed: {e}"));
