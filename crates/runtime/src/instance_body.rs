@@ -1,17 +1,18 @@
-//! The body of an answer from a WASI 0.3 instance, which ends in an error instead of its end
-//! if the instance failed before the body was read to its end.
+//! A body a WASI 0.3 instance writes (an answer, or an outgoing request's body), which ends in
+//! an error instead of its end if the instance failed before the body was read to its end.
 //!
-//! A 0.3 guest streams its body from a task of its own, and its trailers are usually written
-//! (as "none") when the response is made. When the instance fails (a trap anywhere in it, or a
-//! request past its timeout), its store goes, and with it the writer of every body in flight:
-//! wasi:http then ends each such body exactly as if the guest had finished it, so a client
-//! would take an answer cut short for the whole of it. What the guest wrote still goes out;
-//! the error in place of the end makes hyper cut the connection.
+//! A 0.3 guest streams a body from a task of its own, and usually writes its trailers (as
+//! "none") when it makes the request or response. When the instance fails (a trap anywhere in
+//! it, or a request past its timeout), its store goes, and with it the writer of every body in
+//! flight: wasi:http then ends each such body exactly as if the guest had finished it, so a
+//! client would take an answer cut short, and the component or server it sent a request to a
+//! request body cut short, for the whole of it. What the guest wrote still goes out; the error
+//! in place of the end makes hyper cut the connection (or the reader see a failed read).
 //!
-//! A body that the guest finished but the client had not yet read to its end when a sibling
-//! request failed the instance is cut too: from the outside, a finished body and one whose
-//! writer died look the same, and an answer still going out is one of the requests in flight
-//! that an instance's failure fails.
+//! A body that the guest finished but that had not been read to its end when a sibling request
+//! failed the instance is cut too: from the outside, a finished body and one whose writer died
+//! look the same, and a body still going out belongs to a request in flight, which an
+//! instance's failure fails.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,20 +40,29 @@ impl InstanceFailed {
     }
 }
 
-/// An answer's body from one instance, watching whether that instance failed.
+/// A body written by one instance, watching whether that instance failed.
 pub(crate) struct InstanceBody {
     body: WorkloadBody,
     failed: InstanceFailed,
     workload: Arc<str>,
+    /// What the body is, for the log and the error: "answer" or "request body".
+    what: &'static str,
 }
 
 impl InstanceBody {
-    /// `body`, written by the instance whose failure `failed` records.
-    pub(crate) fn new(body: WorkloadBody, failed: InstanceFailed, workload: Arc<str>) -> Self {
+    /// `body` (an answer or a request body, as `what` says), written by `workload`'s instance
+    /// whose failure `failed` records.
+    pub(crate) fn new(
+        body: WorkloadBody,
+        failed: InstanceFailed,
+        workload: Arc<str>,
+        what: &'static str,
+    ) -> Self {
         InstanceBody {
             body,
             failed,
             workload,
+            what,
         }
     }
 }
@@ -70,11 +80,13 @@ impl Body for InstanceBody {
             Poll::Ready(None) if this.failed.get() => {
                 tracing::warn!(
                     workload = %this.workload,
-                    "the answer was cut off: the instance writing it failed before it ended"
+                    "the {} was cut off: the instance writing it failed before it ended",
+                    this.what
                 );
-                Poll::Ready(Some(Err(HttpError::InternalError(Some(
-                    "the instance writing the answer failed before it ended".into(),
-                )))))
+                Poll::Ready(Some(Err(HttpError::InternalError(Some(format!(
+                    "the instance writing the {} failed before it ended",
+                    this.what
+                ))))))
             }
             frame => frame,
         }
@@ -105,11 +117,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_ends_well_while_its_instance_lives_and_in_an_error_once_it_failed() {
         let failed = InstanceFailed::default();
-        let whole = InstanceBody::new(body_of("all of it"), failed.clone(), "w".into());
+        let whole = InstanceBody::new(body_of("all of it"), failed.clone(), "w".into(), "answer");
         let collected = whole.collect().await.expect("ends well");
         assert_eq!(collected.to_bytes(), "all of it");
 
-        let mut cut = InstanceBody::new(body_of("a piece"), failed.clone(), "w".into());
+        let mut cut = InstanceBody::new(body_of("a piece"), failed.clone(), "w".into(), "answer");
         failed.set();
         let first = cut.frame().await.expect("a frame").expect("the data");
         assert_eq!(

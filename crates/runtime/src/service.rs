@@ -317,7 +317,8 @@ impl Pool {
         match sent {
             Ok(Ok(response)) => {
                 let response = response.map(|body| {
-                    InstanceBody::new(body, failed.clone(), self.name.clone()).boxed_unsync()
+                    InstanceBody::new(body, failed.clone(), self.name.clone(), "answer")
+                        .boxed_unsync()
                 });
                 match crate::read_ahead::read_ahead(response).await {
                     Ok(response) => Ok(response),
@@ -423,6 +424,8 @@ impl Pool {
         let state = store.data_mut();
         state.streak = Some(streak.clone());
         state.hooks.serve_apart = true;
+        // Its outgoing requests' bodies watch the same record as its answers.
+        state.hooks.failed = Some(slot.failed.clone());
         store.set_epoch_deadline(1);
         let instantiate = async {
             for peer in self.access.linked.iter().flat_map(|l| &l.peers) {

@@ -6,10 +6,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::Either;
+use http_body_util::BodyExt;
 use tracing::Instrument as _;
 
 use crate::budget::{Charge, MemoryBudget};
 use crate::guest_log::GuestLog;
+use crate::instance_body::{InstanceBody, InstanceFailed};
 use crate::Workload;
 
 use weft_capabilities::{CapabilityCtx, CapabilityCtxView, CapabilityView, Grants};
@@ -66,6 +68,8 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutgoingPolicy {
+                workload: workload.clone(),
+                failed: None,
                 allowed: access.outgoing.clone(),
                 local: access.local.clone(),
                 next_handler: access.next_handler.clone(),
@@ -200,6 +204,12 @@ impl AllowedHosts {
 /// allow-list go out; anything else, and everything from a component with no such link, is
 /// refused with `HTTP-request-denied`, an error the guest sees and can handle.
 pub struct OutgoingPolicy {
+    workload: Arc<str>,
+    /// For a WASI 0.3 instance, whose store serves many requests and may fail with requests in
+    /// flight: the record of its failure, which the bodies of the requests it sends watch. (A
+    /// 0.2 guest's requests go from tasks its store aborts as it goes; the one that outlives
+    /// it, an in-process target that answered before it read the body, is not watched.)
+    pub(crate) failed: Option<InstanceFailed>,
     allowed: Option<Arc<AllowedHosts>>,
     local: Arc<BTreeMap<String, Arc<Workload>>>,
     next_handler: Option<Arc<Workload>>,
@@ -257,6 +267,12 @@ impl WasiHttpHooks for OutgoingPolicy {
         // A linked component answers in-process: the request never touches the network, and the
         // link itself is the grant, so the allow-list does not apply.
         let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+        if let Some(failed) = &self.failed {
+            let (workload, failed) = (self.workload.clone(), failed.clone());
+            request = request.map(|body| {
+                InstanceBody::new(body, failed, workload, "request body").boxed_unsync()
+            });
+        }
         if let Some(target) = self.local_target(authority.as_deref()) {
             let served = async move { target.serve(request).await }.instrument(span);
             let serving = if self.serve_apart {
@@ -293,7 +309,6 @@ impl WasiHttpHooks for OutgoingPolicy {
         }
         Box::new(
             async move {
-                use http_body_util::BodyExt;
                 let (response, io) =
                     wasmtime_wasi_http::default_send_request(request, options).await?;
                 Ok((

@@ -679,6 +679,82 @@ spec:
     assert!(!whole, "the server took a cut-off upload for whole:\n{got}");
 }
 
+#[test]
+fn a_0_3_guest_failing_halfway_through_an_upload_to_a_linked_component_stores_nothing() {
+    let host = Host::start(&[]);
+    let s = Scene::new();
+    let port = s.port;
+    // fetch-p3 sends to `http://files/…`, served in-process by the blobstore example, which
+    // reads the whole body and then stores it.
+    let yaml = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {{ name: uplink }}
+spec:
+  components:
+    - name: fetch
+      type: component
+      properties: {{ image: {fetch} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store] }}
+        - type: link
+          properties: {{ target: {{ name: files }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
+    - name: files
+      type: component
+      properties: {{ image: {blobs} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: store }}, namespace: wasi, package: blobstore, interfaces: [blobstore, container, types] }}
+    - name: store
+      type: capability
+      properties: {{ image: weft:blobstore, config: [{{ name: backend, properties: {{ backend: memory }} }}] }}
+    - name: kv
+      type: capability
+      properties: {{ image: weft:keyvalue, config: [{{ name: kv, properties: {{ backend: memory }} }}] }}
+    - name: http
+      type: capability
+      properties: {{ image: weft:http-server }}
+      traits:
+        - type: link
+          properties:
+            target: {{ name: fetch }}
+            namespace: wasi
+            package: http
+            interfaces: [handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /fetch }} }}] }}
+        - type: link
+          properties:
+            target: {{ name: files }}
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /files }} }}] }}
+"#,
+        fetch = extra_guest("fetch-p3").display(),
+        blobs = extra_guest("blobs").display(),
+    );
+    host.deploy(&support::write_yaml(s.dir.path(), "uplink", &yaml));
+
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{port}/fetch?upload-then-trap=3&url=http://files/up/half"
+    ));
+    assert_eq!(status, 500, "{body}");
+    // The blobstore example reads on after its sender failed: it must read an error, not an
+    // end, and so store nothing.
+    support::wait_until(
+        Duration::from_secs(15),
+        "the linked component hears its upload was cut off",
+        || {
+            host.log()
+                .contains("the request body was cut off")
+                .then_some(())
+        },
+    );
+    let (status, body) = get(&format!("http://127.0.0.1:{port}/files/half"));
+    assert_eq!(status, 404, "the half upload was stored: {body}");
+}
+
 /// Takes one chunked request on `sink`: what arrived, and whether its body ended (the last
 /// chunk came) rather than the connection closing or going quiet for 10 s.
 fn chunked_upload(sink: std::net::TcpListener) -> (String, bool) {

@@ -7,7 +7,7 @@
 //!
 //! - `PUT …/greeting` stores the request body under the key `greeting`.
 //! - `GET …?url=URL` fetches URL while it reads `greeting`, and answers with both.
-//! - `GET …?upload-then-trap=N&url=URL` POSTs a body to URL and panics after writing N pieces
+//! - `GET …?upload-then-trap=N&url=URL` PUTs a body to URL and panics after writing N pieces
 //!   of it: a guest failing while its upload is out, which the server must not take for whole.
 
 mod bindings {
@@ -94,10 +94,10 @@ async fn fetch(url: &str) -> Result<(u16, String), String> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// POSTs a body to `url`, writing `pieces` pieces of it, then panics with the upload out.
+/// PUTs a body to `url`, writing `pieces` pieces of it, then panics with the upload out.
 async fn upload_then_trap(url: &str, pieces: u32) {
     let (mut contents, reader) = wit_stream::new();
-    let request = match request_to(url, Method::Post, Some(reader)) {
+    let request = match request_to(url, Method::Put, Some(reader)) {
         Ok(request) => request,
         Err(e) => panic!("{e}"),
     };
