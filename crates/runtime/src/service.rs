@@ -91,7 +91,8 @@ struct Slot {
     /// Requests given to it in its life.
     served: AtomicUsize,
     jobs: mpsc::UnboundedSender<Job>,
-    /// Set if it fails, for the bodies of its answers still going out.
+    /// Set if it fails, for the bodies still going out from it: its answers and the requests
+    /// it sent (the store's outgoing policy holds the same record).
     failed: InstanceFailed,
 }
 
