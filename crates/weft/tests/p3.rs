@@ -584,7 +584,6 @@ fn a_0_3_component_keeps_its_timeout_memory_limit_instance_limit_and_idle_reclai
 #[test]
 fn a_0_3_guest_awaits_an_outgoing_request_and_a_key_value_read_together() {
     let g = guests();
-    let fetch = extra_guest("fetch-p3");
     let host = Host::start(&[]);
     let s = Scene::new();
     let port = s.port;
@@ -594,13 +593,7 @@ kind: Application
 metadata: {{ name: both, annotations: {{ version: v1 }} }}
 spec:
   components:
-    - name: fetch
-      type: component
-      properties: {{ image: {fetch} }}
-      traits:
-        - type: link
-          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store] }}
-        - type: link
+{fetch}        - type: link
           properties:
             target: {{ name: client }}
             namespace: wasi
@@ -610,33 +603,19 @@ spec:
     - name: hello
       type: component
       properties: {{ image: {hello} }}
-    - name: kv
-      type: capability
-      properties: {{ image: weft:keyvalue, config: [{{ name: kv, properties: {{ backend: memory }} }}] }}
     - name: client
       type: capability
       properties: {{ image: weft:http-client }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: fetch }}
-            namespace: wasi
-            package: http
-            interfaces: [handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /fetch }} }}] }}
-        - type: link
-          properties:
-            target: {{ name: hello }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /hello }} }}] }}
-"#,
-        fetch = fetch.display(),
+{http}"#,
+        fetch = fetch_p3_with_memory_kv(),
         hello = g.hello.display(),
+        http = support::http_routes(
+            port,
+            &[
+                ("fetch", "handler", "/fetch"),
+                ("hello", "incoming-handler", "/hello")
+            ]
+        ),
     );
     host.deploy(&support::write_yaml(s.dir.path(), "both", &yaml));
 
@@ -692,13 +671,7 @@ kind: Application
 metadata: {{ name: uplink }}
 spec:
   components:
-    - name: fetch
-      type: component
-      properties: {{ image: {fetch} }}
-      traits:
-        - type: link
-          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store] }}
-        - type: link
+{fetch}        - type: link
           properties: {{ target: {{ name: files }}, namespace: wasi, package: http, interfaces: [incoming-handler] }}
     - name: files
       type: component
@@ -709,30 +682,16 @@ spec:
     - name: store
       type: capability
       properties: {{ image: weft:blobstore, config: [{{ name: backend, properties: {{ backend: memory }} }}] }}
-    - name: kv
-      type: capability
-      properties: {{ image: weft:keyvalue, config: [{{ name: kv, properties: {{ backend: memory }} }}] }}
-    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
-          properties:
-            target: {{ name: fetch }}
-            namespace: wasi
-            package: http
-            interfaces: [handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /fetch }} }}] }}
-        - type: link
-          properties:
-            target: {{ name: files }}
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: /files }} }}] }}
-"#,
-        fetch = extra_guest("fetch-p3").display(),
+{http}"#,
+        fetch = fetch_p3_with_memory_kv(),
         blobs = extra_guest("blobs").display(),
+        http = support::http_routes(
+            port,
+            &[
+                ("fetch", "handler", "/fetch"),
+                ("files", "incoming-handler", "/files")
+            ]
+        ),
     );
     host.deploy(&support::write_yaml(s.dir.path(), "uplink", &yaml));
 
@@ -753,6 +712,24 @@ spec:
     );
     let (status, body) = get(&format!("http://127.0.0.1:{port}/files/half"));
     assert_eq!(status, 404, "the half upload was stored: {body}");
+}
+
+/// The nodes of `examples/fetch-p3` (named `fetch`) and an in-memory key-value store it is
+/// linked to; more of fetch's links may follow directly, as trait list items.
+fn fetch_p3_with_memory_kv() -> String {
+    format!(
+        r#"    - name: kv
+      type: capability
+      properties: {{ image: weft:keyvalue, config: [{{ name: kv, properties: {{ backend: memory }} }}] }}
+    - name: fetch
+      type: component
+      properties: {{ image: {fetch} }}
+      traits:
+        - type: link
+          properties: {{ target: {{ name: kv }}, namespace: wasi, package: keyvalue, interfaces: [store] }}
+"#,
+        fetch = extra_guest("fetch-p3").display(),
+    )
 }
 
 /// Takes one chunked request on `sink`: what arrived, and whether its body ended (the last

@@ -711,20 +711,28 @@ impl Drop for Server {
 
 /// The http-server node of a manifest, routing `path` on `port` to `target`.
 pub fn http_server(target: &str, port: u16, path: &str) -> String {
-    format!(
-        r#"    - name: http
-      type: capability
-      properties: {{ image: weft:http-server }}
-      traits:
-        - type: link
+    http_routes(port, &[(target, "incoming-handler", path)])
+}
+
+/// The http-server node of a manifest with one route on `port` per `(target, interface, path)`;
+/// the interface is the target's export: `incoming-handler` (WASI 0.2) or `handler` (0.3).
+pub fn http_routes(port: u16, routes: &[(&str, &str, &str)]) -> String {
+    let mut node = String::from(
+        "    - name: http\n      type: capability\n      properties: { image: weft:http-server }\n      traits:\n",
+    );
+    for (target, interface, path) in routes {
+        node.push_str(&format!(
+            r#"        - type: link
           properties:
             target: {{ name: {target} }}
             namespace: wasi
             package: http
-            interfaces: [incoming-handler]
+            interfaces: [{interface}]
             source: {{ config: [{{ name: r, properties: {{ address: "127.0.0.1:{port}", path: {path} }} }}] }}
 "#
-    )
+        ));
+    }
+    node
 }
 
 /// The component node of the platform harness (`examples/harness`), its `platform-token`
